@@ -1,0 +1,150 @@
+//! The `ymesh` command line. Parses flags, sets up logging and runs the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use ymesh::config::{Config, FileConfig, LogFormat, Overrides};
+
+/// A Yjs sync node: y-websocket server, mesh replication, durable rooms.
+#[derive(Debug, Parser)]
+#[command(name = "ymesh", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Config file (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1].
+    #[arg(long, env = "HOST", value_name = "ADDR")]
+    host: Option<String>,
+    /// Listen port; 0 picks a free one [default: 3913].
+    #[arg(long, env = "PORT", value_name = "N")]
+    port: Option<u16>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
+}
+
+/// Raises the open-file limit to the hard limit so many connections fit.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised open-file limit");
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => {
+            let default = PathBuf::from("mesh.toml");
+            if default.is_file() {
+                FileConfig::load(&default)?
+            } else {
+                FileConfig::default()
+            }
+        }
+    };
+    let over = Overrides {
+        host: args.host.clone(),
+        port: args.port,
+        log_format: args.log_format,
+    };
+    Ok(Config::resolve(&file, &over)?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(args.log_format.unwrap_or_default());
+            return Err(e);
+        }
+    };
+    init_logging(config.log_format);
+    raise_fd_limit();
+    let node = ymesh::Node::start(config).await?;
+    wait_for_signal().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ymesh: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ymesh: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Rooms: one Yjs document with its awareness and the sessions connected to it.
+//!
+//! A [`Room`] owns a `yrs` [`Doc`] (inside an [`Awareness`]) behind a short `std` mutex that is
+//! never held across an `.await`: applying an update, encoding the change once, and handing the
+//! same [`Bytes`] to every session's bounded queue all happen inside one critical section, so
+//! every session sees changes in the same order. A session whose queue is full is kicked with
+//! close code 4429 (it resyncs when it reconnects) instead of silently losing frames.
+//!
+//! The [`RoomRegistry`] creates rooms on demand, caps how many are in memory, and evicts rooms
+//! that have had no session for the idle timeout (pinned rooms excepted). Everything here is
+//! free of socket I/O; the WebSocket shell lives in `server::ws`.
+
+mod name;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use yrs::sync::awareness::{Awareness, AwarenessUpdate};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+pub use name::{decode_room_segment, validate_room_name, RoomNameError, MAX_ROOM_NAME_BYTES};
+
+use crate::protocol;
+
+/// Identifies one session (client or peer link) within the node.
+pub type SessionId = u64;
+
+/// A Yjs client id as used in awareness entries.
+pub type ClientId = yrs::ClientID;
+
+/// WebSocket close code: the client's outbound queue overflowed.
+pub const CLOSE_TOO_SLOW: u16 = 4429;
+
+/// Errors from room operations. None of them affect other sessions or rooms.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The bytes are not a valid Yjs v1 update.
+    #[error("invalid update: {0}")]
+    InvalidUpdate(String),
+    /// The bytes are not a valid encoded state vector.
+    #[error("invalid state vector: {0}")]
+    InvalidStateVector(String),
+    /// The bytes are not a valid awareness update.
+    #[error("invalid awareness update: {0}")]
+    InvalidAwareness(String),
+    /// The room was evicted after the caller looked it up; look it up again.
+    #[error("room was closed")]
+    Closed,
+}
+
+/// Why a session is being closed, and the close code to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Human-readable reason (truncated to fit a close frame by the sender).
+    pub reason: String,
+}
+
+/// A one-shot "close this session" signal that any task may raise; the first reason wins.
+#[derive(Debug, Default)]
+pub struct Kick {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+impl Kick {
+    /// Asks the session to close with `code`. Later calls are ignored.
+    pub fn kick(&self, code: u16, reason: impl Into<String>) {
+        if self
+            .reason
+            .set(CloseReason {
+                code,
+                reason: reason.into(),
+            })
+            .is_ok()
+        {
+            self.token.cancel();
+        }
+    }
+
+    /// Whether a close was requested.
+    pub fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The close reason, once kicked.
+    pub fn reason(&self) -> Option<&CloseReason> {
+        self.reason.get()
+    }
+
+    /// Resolves once a close was requested.
+    pub async fn kicked(&self) {
+        self.token.cancelled().await
+    }
+}
+
+/// What a session gets when it joins a room.
+#[derive(Debug)]
+pub struct Joined {
+    /// The session's id within the node.
+    pub id: SessionId,
+    /// Frames to write to this session, in order. The room already queued the opening
+    /// SyncStep1 and the current awareness states.
+    pub outbound: mpsc::Receiver<Bytes>,
+    /// Sender for replies addressed only to this session (e.g. SyncStep2).
+    pub reply: mpsc::Sender<Bytes>,
+    /// Raised to close this session.
+    pub kick: Arc<Kick>,
+}
+
+/// How a session takes part in fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A y-websocket client: receives the echo of its own updates and awareness.
+    Client,
+    /// A replication link: never receives back what it sent (split horizon).
+    Link,
+}
+
+struct SessionEntry {
+    id: SessionId,
+    kind: SessionKind,
+    tx: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+}
+
+struct RoomState {
+    awareness: Awareness,
+    sessions: Vec<SessionEntry>,
+    closed: bool,
+    /// When the last session left (None while sessions are connected).
+    idle_since: Option<Instant>,
+}
+
+/// Summary of an applied awareness update, for the session's bookkeeping.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AwarenessChange {
+    /// Client ids whose state is now present (added or renewed).
+    pub present: Vec<ClientId>,
+    /// Client ids whose state was removed.
+    pub removed: Vec<ClientId>,
+}
+
+/// One document and its connected sessions. See the module docs for the locking rules.
+pub struct Room {
+    name: Arc<str>,
+    pinned: bool,
+    queue_capacity: usize,
+    state: Mutex<RoomState>,
+    /// Filled by the doc's update observer during a commit, taken right after it.
+    captured: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a room lock leaves yrs state that is still consistent at the
+    // transaction level; keep serving rather than poisoning the whole room forever.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Room {
+    /// Creates an empty room. `queue_capacity` bounds each session's outbound queue (frames).
+    pub fn new(name: impl Into<Arc<str>>, pinned: bool, queue_capacity: usize) -> Self {
+        let doc = Doc::new();
+        let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
+        let slot = captured.clone();
+        doc.observe_update_v1("ymesh-room", move |_txn, event| {
+            let mut slot = lock(&slot);
+            match slot.as_mut() {
+                // Several commits inside one critical section: merge them.
+                Some(prev) => {
+                    let merged = yrs::merge_updates_v1([prev.as_slice(), event.update.as_slice()])
+                        .unwrap_or_else(|_| event.update.clone());
+                    *prev = merged;
+                }
+                None => *slot = Some(event.update.clone()),
+            }
+        })
+        .expect("a fresh doc has no open transaction");
+        Room {
+            name: name.into(),
+            pinned,
+            queue_capacity: queue_capacity.max(4),
+            state: Mutex::new(RoomState {
+                awareness: Awareness::new(doc),
+                sessions: Vec::new(),
+                closed: false,
+                idle_since: Some(Instant::now()),
+            }),
+            captured,
+        }
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the room is exempt from idle eviction.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Number of connected sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.state).sessions.len()
+    }
+
+    /// Adds a session. Its queue starts with SyncStep1 and, if any, all awareness states.
+    pub fn join(&self, id: SessionId, kind: SessionKind) -> Result<Joined, RoomError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(RoomError::Closed);
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        // The channel is new and has room for at least 4 frames.
+        let _ = tx.try_send(protocol::encode_sync_step1(&sv));
+        if let Some(frame) = full_awareness_frame(&st.awareness) {
+            let _ = tx.try_send(frame);
+        }
+        let kick = Arc::new(Kick::default());
+        st.sessions.push(SessionEntry {
+            id,
+            kind,
+            tx: tx.clone(),
+            kick: kick.clone(),
+        });
+        st.idle_since = None;
+        Ok(Joined {
+            id,
+            outbound: rx,
+            reply: tx,
+            kick,
+        })
+    }
+
+    /// Removes a session and the awareness states it introduced, broadcasting their removal to
+    /// the sessions that remain.
+    pub fn leave(&self, id: SessionId, awareness_clients: &HashSet<ClientId>) {
+        let mut st = lock(&self.state);
+        st.sessions.retain(|s| s.id != id);
+        let mut removed = Vec::new();
+        for &client in awareness_clients {
+            let present = st.awareness.meta(client).is_some_and(|_| {
+                st.awareness
+                    .state::<serde::de::IgnoredAny>(client)
+                    .is_some()
+            });
+            if present {
+                st.awareness.remove_state(client);
+                removed.push(client);
+            }
+        }
+        if !removed.is_empty() {
+            if let Ok(update) = st.awareness.update_with_clients(removed) {
+                let frame = protocol::encode_awareness(&update.encode_v1());
+                broadcast(&st.sessions, &frame, None);
+            }
+        }
+        if st.sessions.is_empty() {
+            st.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Answers a SyncStep1: the SyncStep2 frame holding what `state_vector` lacks (possibly an
+    /// empty update, which the stock client still needs to consider itself synced).
+    pub fn sync_step2_for(&self, state_vector: &[u8]) -> Result<Bytes, RoomError> {
+        let sv = StateVector::decode_v1(state_vector)
+            .map_err(|e| RoomError::InvalidStateVector(e.to_string()))?;
+        let st = lock(&self.state);
+        let update = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
+        drop(st);
+        Ok(protocol::encode_sync_step2(&update))
+    }
+
+    /// Applies an update from session `from` (or from the node itself when `None`). If it
+    /// changed the document, the change is encoded once and queued to every session (the
+    /// sender included, unless it is a replication link). Returns whether anything changed.
+    pub fn apply_update(&self, update: &[u8], from: Option<SessionId>) -> Result<bool, RoomError> {
+        let decoded =
+            Update::decode_v1(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
+        let st = lock(&self.state);
+        if st.closed {
+            return Err(RoomError::Closed);
+        }
+        {
+            let mut txn = st.awareness.doc().transact_mut();
+            txn.apply_update(decoded)
+                .map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
+        }
+        let change = lock(&self.captured).take();
+        match change {
+            Some(change) => {
+                let frame = protocol::encode_sync_update(&change);
+                broadcast(&st.sessions, &frame, from);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Applies an awareness update from session `from` and forwards `frame` (the message as
+    /// received) to every session, the sender included, when it changed anything. Stock v3
+    /// clients need the echo of their own 15-second renewal to stay connected.
+    pub fn apply_awareness(
+        &self,
+        payload: &[u8],
+        frame: &Bytes,
+        from: SessionId,
+    ) -> Result<AwarenessChange, RoomError> {
+        let update = AwarenessUpdate::decode_v1(payload)
+            .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
+        let mut st = lock(&self.state);
+        let summary = st
+            .awareness
+            .apply_update_summary(update)
+            .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
+        let Some(summary) = summary else {
+            return Ok(AwarenessChange::default());
+        };
+        broadcast(&st.sessions, frame, Some(from));
+        let mut present = summary.added;
+        present.extend(summary.updated);
+        Ok(AwarenessChange {
+            present,
+            removed: summary.removed,
+        })
+    }
+
+    /// All current awareness states as one frame (the answer to QueryAwareness). An empty
+    /// update (zero entries) when nobody has state.
+    pub fn awareness_frame(&self) -> Bytes {
+        let st = lock(&self.state);
+        full_awareness_frame(&st.awareness).unwrap_or_else(|| protocol::encode_awareness(&[0]))
+    }
+
+    /// The whole document as one v1 update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        let st = lock(&self.state);
+        let update = st
+            .awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        update
+    }
+
+    /// The document's encoded state vector.
+    pub fn state_vector(&self) -> Vec<u8> {
+        lock(&self.state)
+            .awareness
+            .doc()
+            .transact()
+            .state_vector()
+            .encode_v1()
+    }
+
+    /// Runs `f` with the room's document under the room lock. Changes `f` makes are
+    /// broadcast to every session like any other update. Do not hold the lock long: `f` must
+    /// not block or await.
+    pub fn with_doc<R>(&self, f: impl FnOnce(&Doc) -> R) -> R {
+        let st = lock(&self.state);
+        let out = f(st.awareness.doc());
+        if let Some(change) = lock(&self.captured).take() {
+            broadcast(&st.sessions, &protocol::encode_sync_update(&change), None);
+        }
+        out
+    }
+
+    /// Idle since when, if no session is connected.
+    fn idle_since(&self) -> Option<Instant> {
+        lock(&self.state).idle_since
+    }
+
+    /// Marks the room closed if it is still idle; returns whether it was closed.
+    fn close_if_idle(&self, idle_for: Duration, now: Instant) -> bool {
+        let mut st = lock(&self.state);
+        match st.idle_since {
+            Some(since) if st.sessions.is_empty() && now.duration_since(since) >= idle_for => {
+                st.closed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Asks every session to close with `code` (used at shutdown).
+    pub fn kick_all(&self, code: u16, reason: &str) {
+        for s in &lock(&self.state).sessions {
+            s.kick.kick(code, reason);
+        }
+    }
+}
+
+fn full_awareness_frame(awareness: &Awareness) -> Option<Bytes> {
+    let update = awareness.update().ok()?;
+    if update.clients.is_empty() {
+        return None;
+    }
+    Some(protocol::encode_awareness(&update.encode_v1()))
+}
+
+/// Queues `frame` to every session; a link session does not get back what it sent.
+fn broadcast(sessions: &[SessionEntry], frame: &Bytes, from: Option<SessionId>) {
+    for s in sessions {
+        if s.kind == SessionKind::Link && Some(s.id) == from {
+            continue;
+        }
+        if s.kick.is_kicked() {
+            continue;
+        }
+        match s.tx.try_send(frame.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session = s.id, "outbound queue full; closing the session");
+                s.kick.kick(CLOSE_TOO_SLOW, "outbound queue full");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Limits and policies for the registry.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    /// How long a room with no sessions stays in memory.
+    pub idle_timeout: Duration,
+    /// Rooms that are never evicted (created at start).
+    pub pinned: HashSet<String>,
+    /// Most rooms in memory at once.
+    pub max_rooms: usize,
+    /// Outbound queue length per session, in frames.
+    pub outbound_queue: usize,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings {
+            idle_timeout: Duration::from_secs(60),
+            pinned: HashSet::new(),
+            max_rooms: 100_000,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Errors from the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// `max_rooms` rooms are already in memory.
+    #[error("node at capacity: {0} rooms in memory")]
+    AtCapacity(usize),
+}
+
+/// A snapshot of one room for listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// Connected sessions.
+    pub connections: usize,
+    /// Exempt from idle eviction.
+    pub pinned: bool,
+}
+
+/// All rooms in memory, created on demand.
+#[derive(Debug)]
+pub struct RoomRegistry {
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    settings: RoomSettings,
+}
+
+impl RoomRegistry {
+    /// Creates the registry and its pinned rooms.
+    pub fn new(settings: RoomSettings) -> Self {
+        let mut rooms = HashMap::new();
+        for name in &settings.pinned {
+            let name: Arc<str> = Arc::from(name.as_str());
+            rooms.insert(
+                name.clone(),
+                Arc::new(Room::new(name, true, settings.outbound_queue)),
+            );
+        }
+        RoomRegistry {
+            rooms: Mutex::new(rooms),
+            settings,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &RoomSettings {
+        &self.settings
+    }
+
+    /// Returns the room, creating it if needed. Concurrent callers get the same room.
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RegistryError> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if rooms.len() >= self.settings.max_rooms {
+            return Err(RegistryError::AtCapacity(rooms.len()));
+        }
+        let pinned = self.settings.pinned.contains(name);
+        let room = Arc::new(Room::new(name, pinned, self.settings.outbound_queue));
+        rooms.insert(Arc::from(name), room.clone());
+        tracing::debug!(room = name, "room created");
+        Ok(room)
+    }
+
+    /// The room if it is in memory.
+    pub fn get(&self, name: &str) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(name).cloned()
+    }
+
+    /// Rooms in memory.
+    pub fn len(&self) -> usize {
+        lock(&self.rooms).len()
+    }
+
+    /// Whether no room is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All rooms in memory, sorted by name.
+    pub fn list(&self) -> Vec<RoomInfo> {
+        let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
+        let mut out: Vec<RoomInfo> = rooms
+            .iter()
+            .map(|r| RoomInfo {
+                name: r.name().to_string(),
+                connections: r.session_count(),
+                pinned: r.is_pinned(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Every room in memory.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
+    }
+
+    /// Evicts rooms that have had no session for the idle timeout. Returns their names.
+    pub fn sweep(&self, now: Instant) -> Vec<Arc<str>> {
+        let idle_for = self.settings.idle_timeout;
+        let mut rooms = lock(&self.rooms);
+        let candidates: Vec<Arc<str>> = rooms
+            .iter()
+            .filter(|(_, r)| !r.pinned && r.idle_since().is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut evicted = Vec::new();
+        for name in candidates {
+            let close = rooms
+                .get(&name)
+                .is_some_and(|r| r.close_if_idle(idle_for, now));
+            if close {
+                rooms.remove(&name);
+                tracing::debug!(room = &*name, "idle room evicted");
+                evicted.push(name);
+            }
+        }
+        evicted
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! The node's network shell: the axum router (HTTP API and WebSocket upgrades), the session
+//! loops, the idle-room sweeper and orderly shutdown.
+//!
+//! [`Node::start`] binds the listener and returns a [`Node`] handle; [`Node::shutdown`] stops
+//! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
+//! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
+
+mod http;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::room::{RoomRegistry, RoomSettings};
+
+/// WebSocket close code: the node is shutting down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: a message exceeded the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: the room could not be opened.
+pub const CLOSE_ROOM_UNAVAILABLE: u16 = 1011;
+/// WebSocket close code: the node is at capacity (connections or rooms).
+pub const CLOSE_AT_CAPACITY: u16 = 1013;
+/// WebSocket close code: malformed message.
+pub const CLOSE_MALFORMED: u16 = 4400;
+/// WebSocket close code: liveness timeout.
+pub const CLOSE_TIMEOUT: u16 = 4408;
+
+/// How long shutdown waits for sessions to close before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every handler and session of one node.
+pub(crate) struct AppState {
+    pub(crate) config: Config,
+    pub(crate) registry: Arc<RoomRegistry>,
+    pub(crate) started: Instant,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sessions: TaskTracker,
+}
+
+/// A running node. Dropping it does not stop the node; call [`Node::shutdown`].
+pub struct Node {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("addr", &self.addr).finish()
+    }
+}
+
+impl Node {
+    /// Binds `config.host:config.port` and starts serving. Logs the ready line
+    /// `listening on http://HOST:PORT` with the real port.
+    pub async fn start(config: Config) -> Result<Node, ServerError> {
+        let bind = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+        let registry = Arc::new(RoomRegistry::new(RoomSettings {
+            idle_timeout: config.idle_timeout,
+            pinned: config.pinned_rooms.clone(),
+            max_rooms: config.limits.max_rooms,
+            outbound_queue: config.limits.outbound_queue,
+        }));
+        let state = Arc::new(AppState {
+            config,
+            registry: registry.clone(),
+            started: Instant::now(),
+            next_session: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        });
+        let app = router(state.clone());
+        let token = state.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "listener failed");
+            }
+        });
+        let sweeper = tokio::spawn(sweeper_worker(registry, state.shutdown.clone()));
+        tracing::info!("listening on http://{addr}");
+        Ok(Node {
+            addr,
+            state,
+            server,
+            sweeper,
+        })
+    }
+
+    /// The address the node listens on (with the real port when started with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's rooms.
+    pub fn rooms(&self) -> &Arc<RoomRegistry> {
+        &self.state.registry
+    }
+
+    /// Stops accepting, closes every WebSocket with 1001 and waits up to a few seconds for
+    /// the sessions to finish.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.state.shutdown.cancel();
+        self.state.sessions.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.state.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close in time");
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        self.sweeper.abort();
+        tracing::info!("stopped");
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(http::root))
+        .route("/healthz", get(http::healthz))
+        .route("/rooms", get(http::list_rooms))
+        .route("/rooms/{room}", get(ws::room_route))
+        .route("/sync/{room}", get(ws::sync_route))
+        .route("/workspaces/{room}/sync", get(ws::sync_route))
+        .fallback(http::not_found)
+        .with_state(state)
+}
+
+/// Evicts idle rooms. Runs often enough that a room goes within about a quarter of the idle
+/// timeout after it expires (at most every 5 s, at least every 50 ms).
+async fn sweeper_worker(registry: Arc<RoomRegistry>, shutdown: CancellationToken) {
+    let every = (registry.settings().idle_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                for name in registry.sweep(Instant::now()) {
+                    tracing::info!(room = &*name, "room evicted after idle timeout");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! WebSocket sessions: the upgrade handlers for the room routes and the per-connection loops.
+//!
+//! Each connection runs two tasks. The reader (this task) decodes frames and applies them to
+//! the room; the writer drains the session's bounded queue, writing every queued frame before
+//! one flush, sends pings, and sends the close frame when the session is kicked (malformed
+//! input 4400, too slow 4429, liveness 4408, shutdown 1001, too big 1009).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, CloseFrame, Message as WsMessage};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, RawPathParams, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::http::{room_document, ApiError};
+use super::{
+    AppState, CLOSE_AT_CAPACITY, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_TIMEOUT, CLOSE_TOO_BIG,
+};
+use crate::protocol::{self, Message, SyncMessage};
+use crate::room::{
+    decode_room_segment, ClientId, CloseReason, Joined, Kick, Room, RoomError, SessionKind,
+    CLOSE_TOO_SLOW,
+};
+
+/// Read buffer per connection. tungstenite's default (128 KiB) dominates idle memory.
+const READ_BUFFER: usize = 8 * 1024;
+/// Write buffer per connection: frames are batched up to this size before a write.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Frames taken from the queue per flush.
+const BATCH: usize = 64;
+/// How long a closing session waits for its writer to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Internal "peer went away" code: nothing to send but the close handshake.
+const PEER_CLOSED: u16 = 1000;
+
+fn room_from_params(params: &RawPathParams) -> Result<String, ApiError> {
+    let raw = params
+        .iter()
+        .find(|(k, _)| *k == "room")
+        .map(|(_, v)| v)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no room in path"))?;
+    decode_room_segment(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// `GET /rooms/{room}`: a WebSocket upgrade joins the room; a plain GET returns the document.
+pub(crate) async fn room_route(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    params: RawPathParams,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let room = match room_from_params(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match upgrade {
+        Ok(ws) => accept(app, ws, room, peer, &query),
+        Err(_) => room_document(&app, &room),
+    }
+}
+
+/// `GET /sync/{room}` and `GET /workspaces/{room}/sync`: WebSocket only.
+pub(crate) async fn sync_route(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    params: RawPathParams,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let room = match room_from_params(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match upgrade {
+        Ok(ws) => accept(app, ws, room, peer, &query),
+        Err(e) => ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            format!("this route takes a WebSocket upgrade: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Decrements the connection count when a session ends, however it ends.
+struct ConnectionSlot(Arc<AppState>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn accept(
+    app: Arc<AppState>,
+    ws: WebSocketUpgrade,
+    room: String,
+    peer: SocketAddr,
+    _query: &HashMap<String, String>,
+) -> Response {
+    let limits = &app.config.limits;
+    let ws = ws
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(
+            limits
+                .max_message_bytes
+                .saturating_mul(2)
+                .max(WRITE_BUFFER * 2),
+        )
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes);
+    let over = app.connections.fetch_add(1, Ordering::Relaxed) >= limits.max_connections;
+    let slot = ConnectionSlot(app.clone());
+    let tracker = app.sessions.clone();
+    ws.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            if over {
+                tracing::warn!(%peer, room, "connection refused: node at connection limit");
+                close_now(
+                    socket,
+                    CLOSE_AT_CAPACITY,
+                    "node at capacity: too many connections",
+                )
+                .await;
+                return;
+            }
+            run_session(app, socket, room, peer).await;
+            drop(slot);
+        })
+    })
+}
+
+async fn close_now(mut socket: WebSocket, code: u16, reason: &str) {
+    let _ = socket
+        .send(WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        })))
+        .await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while socket.recv().await.is_some() {}
+    })
+    .await;
+}
+
+/// Close reasons must fit in 123 bytes.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+/// Joins `name`, retrying if the room was evicted between lookup and join.
+fn join_room(app: &AppState, name: &str, id: u64) -> Result<(Arc<Room>, Joined), CloseReason> {
+    for _ in 0..8 {
+        let room = app.registry.get_or_create(name).map_err(|e| CloseReason {
+            code: CLOSE_AT_CAPACITY,
+            reason: e.to_string(),
+        })?;
+        match room.join(id, SessionKind::Client) {
+            Ok(joined) => return Ok((room, joined)),
+            Err(RoomError::Closed) => continue,
+            Err(e) => {
+                return Err(CloseReason {
+                    code: super::CLOSE_ROOM_UNAVAILABLE,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    Err(CloseReason {
+        code: super::CLOSE_ROOM_UNAVAILABLE,
+        reason: "room could not be opened".into(),
+    })
+}
+
+fn millis_since(app: &AppState) -> u64 {
+    app.started.elapsed().as_millis() as u64
+}
+
+async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, peer: SocketAddr) {
+    let id = app.next_session.fetch_add(1, Ordering::Relaxed);
+    let (room, joined) = match join_room(&app, &room_name, id) {
+        Ok(j) => j,
+        Err(reason) => {
+            tracing::warn!(room = room_name, %peer, reason = reason.reason, "connection refused");
+            close_now(socket, reason.code, &reason.reason).await;
+            return;
+        }
+    };
+    tracing::info!(room = room_name, %peer, session = id, "connection opened");
+    let Joined {
+        outbound,
+        reply,
+        kick,
+        ..
+    } = joined;
+    let (sink, stream) = socket.split();
+    let last_seen = Arc::new(AtomicU64::new(millis_since(&app)));
+    let writer = tokio::spawn(writer_worker(
+        sink,
+        outbound,
+        kick.clone(),
+        app.clone(),
+        last_seen.clone(),
+    ));
+    let mut awareness_clients = HashSet::new();
+    read_loop(
+        &app,
+        &room,
+        id,
+        stream,
+        &reply,
+        &kick,
+        &last_seen,
+        &mut awareness_clients,
+    )
+    .await;
+    room.leave(id, &awareness_clients);
+    kick.kick(PEER_CLOSED, "peer closed");
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    let reason = kick.reason().cloned().unwrap_or(CloseReason {
+        code: PEER_CLOSED,
+        reason: String::new(),
+    });
+    tracing::info!(
+        room = room_name,
+        %peer,
+        session = id,
+        code = reason.code,
+        reason = reason.reason,
+        "connection closed"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_loop(
+    app: &AppState,
+    room: &Room,
+    id: u64,
+    mut stream: SplitStream<WebSocket>,
+    reply: &mpsc::Sender<Bytes>,
+    kick: &Kick,
+    last_seen: &AtomicU64,
+    awareness_clients: &mut HashSet<ClientId>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = kick.kicked() => return,
+            msg = stream.next() => msg,
+        };
+        let msg = match msg {
+            None => return,
+            Some(Err(e)) => {
+                if is_capacity_error(e) {
+                    kick.kick(
+                        CLOSE_TOO_BIG,
+                        format!(
+                            "message larger than the {} byte limit",
+                            app.config.limits.max_message_bytes
+                        ),
+                    );
+                }
+                return;
+            }
+            Some(Ok(m)) => m,
+        };
+        last_seen.store(millis_since(app), Ordering::Relaxed);
+        match msg {
+            WsMessage::Binary(frame) => {
+                if let Err(reason) = handle_frame(room, id, frame, reply, awareness_clients) {
+                    tracing::debug!(session = id, reason = reason.reason, "closing session");
+                    kick.kick(reason.code, reason.reason);
+                    return;
+                }
+            }
+            WsMessage::Text(_) => {
+                kick.kick(
+                    CLOSE_MALFORMED,
+                    "text frames are not part of the y-websocket protocol",
+                );
+                return;
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            WsMessage::Close(_) => return,
+        }
+    }
+}
+
+fn is_capacity_error(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+fn malformed(e: impl std::fmt::Display) -> CloseReason {
+    CloseReason {
+        code: CLOSE_MALFORMED,
+        reason: format!("malformed message: {e}"),
+    }
+}
+
+fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReason> {
+    match reply.try_send(frame) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(CloseReason {
+            code: CLOSE_TOO_SLOW,
+            reason: "outbound queue full".into(),
+        }),
+    }
+}
+
+/// Handles every message of one frame. An error closes only this session.
+fn handle_frame(
+    room: &Room,
+    id: u64,
+    frame: Bytes,
+    reply: &mpsc::Sender<Bytes>,
+    awareness_clients: &mut HashSet<ClientId>,
+) -> Result<(), CloseReason> {
+    let msgs = protocol::decode_frame(frame.clone()).map_err(malformed)?;
+    let single = msgs.len() == 1;
+    for msg in msgs {
+        match msg {
+            Message::Sync(SyncMessage::Step1(sv)) => {
+                let answer = room.sync_step2_for(&sv).map_err(malformed)?;
+                send_reply(reply, answer)?;
+            }
+            Message::Sync(SyncMessage::Step2(update))
+            | Message::Sync(SyncMessage::Update(update)) => {
+                room.apply_update(&update, Some(id)).map_err(malformed)?;
+            }
+            Message::Awareness(payload) => {
+                let as_received = if single {
+                    frame.clone()
+                } else {
+                    protocol::encode_awareness(&payload)
+                };
+                let change = room
+                    .apply_awareness(&payload, &as_received, id)
+                    .map_err(malformed)?;
+                awareness_clients.extend(change.present);
+                for c in change.removed {
+                    awareness_clients.remove(&c);
+                }
+            }
+            Message::QueryAwareness => send_reply(reply, room.awareness_frame())?,
+            Message::SyncStatus(payload) => {
+                // Without a store every applied update is as durable as it will get.
+                let echo = if single {
+                    frame.clone()
+                } else {
+                    protocol::encode_sync_status(&payload)
+                };
+                send_reply(reply, echo)?;
+            }
+            Message::AuthDenied(_) | Message::AuthOther(_) => {
+                tracing::debug!(session = id, "ignoring auth message from client");
+            }
+            Message::Command { subtype, .. } => {
+                tracing::debug!(
+                    session = id,
+                    subtype,
+                    "ignoring command message from client"
+                );
+            }
+            Message::Unknown(t) => {
+                tracing::debug!(
+                    session = id,
+                    message_type = t,
+                    "ignoring unknown message type"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn writer_worker(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut outbound: mpsc::Receiver<Bytes>,
+    kick: Arc<Kick>,
+    app: Arc<AppState>,
+    last_seen: Arc<AtomicU64>,
+) {
+    let ping_every = app.config.limits.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping_at: Option<u64> = None;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = kick.kicked() => break,
+            _ = app.shutdown.cancelled() => {
+                kick.kick(CLOSE_GOING_AWAY, "node shutting down");
+                break;
+            }
+            n = outbound.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let mut failed = false;
+                for frame in batch.drain(..) {
+                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || sink.flush().await.is_err() {
+                    batch.clear();
+                    kick.kick(PEER_CLOSED, "write failed");
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if let Some(at) = last_ping_at {
+                    if last_seen.load(Ordering::Relaxed) < at {
+                        kick.kick(CLOSE_TIMEOUT, "no answer to ping");
+                        break;
+                    }
+                }
+                last_ping_at = Some(millis_since(&app));
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    kick.kick(PEER_CLOSED, "write failed");
+                    return;
+                }
+            }
+        }
+    }
+    let reason = kick.reason().cloned();
+    match reason {
+        Some(r) if r.code != PEER_CLOSED => {
+            let _ = sink
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code: r.code,
+                    reason: truncate_reason(&r.reason).into(),
+                })))
+                .await;
+        }
+        _ => {
+            let _ = sink.close().await;
+        }
+    }
+}
