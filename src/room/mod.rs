@@ -61,6 +61,8 @@ pub struct CloseReason {
     pub code: u16,
     /// Human-readable reason (truncated to fit a close frame by the sender).
     pub reason: String,
+    /// The other side closed or vanished: there is no close frame of ours to send.
+    pub by_peer: bool,
 }
 
 /// A one-shot "close this session" signal that any task may raise; the first reason wins.
@@ -73,14 +75,24 @@ pub struct Kick {
 impl Kick {
     /// Asks the session to close with `code`. Later calls are ignored.
     pub fn kick(&self, code: u16, reason: impl Into<String>) {
-        if self
-            .reason
-            .set(CloseReason {
-                code,
-                reason: reason.into(),
-            })
-            .is_ok()
-        {
+        self.set(CloseReason {
+            code,
+            reason: reason.into(),
+            by_peer: false,
+        })
+    }
+
+    /// Records that the other side closed (with `code`, 1006 when the connection was lost).
+    pub fn peer_closed(&self, code: u16, reason: impl Into<String>) {
+        self.set(CloseReason {
+            code,
+            reason: reason.into(),
+            by_peer: true,
+        })
+    }
+
+    fn set(&self, reason: CloseReason) {
+        if self.reason.set(reason).is_ok() {
             self.token.cancel();
         }
     }

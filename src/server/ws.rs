@@ -39,8 +39,8 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const BATCH: usize = 64;
 /// How long a closing session waits for its writer to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Internal "peer went away" code: nothing to send but the close handshake.
-const PEER_CLOSED: u16 = 1000;
+/// Close code recorded when the connection ended without a close frame.
+const CONNECTION_LOST: u16 = 1006;
 
 fn room_from_params(params: &RawPathParams) -> Result<String, ApiError> {
     let raw = params
@@ -168,6 +168,7 @@ fn join_room(app: &AppState, name: &str, id: u64) -> Result<(Arc<Room>, Joined),
         let room = app.registry.get_or_create(name).map_err(|e| CloseReason {
             code: CLOSE_AT_CAPACITY,
             reason: e.to_string(),
+            by_peer: false,
         })?;
         match room.join(id, SessionKind::Client) {
             Ok(joined) => return Ok((room, joined)),
@@ -176,6 +177,7 @@ fn join_room(app: &AppState, name: &str, id: u64) -> Result<(Arc<Room>, Joined),
                 return Err(CloseReason {
                     code: super::CLOSE_ROOM_UNAVAILABLE,
                     reason: e.to_string(),
+                    by_peer: false,
                 })
             }
         }
@@ -183,6 +185,7 @@ fn join_room(app: &AppState, name: &str, id: u64) -> Result<(Arc<Room>, Joined),
     Err(CloseReason {
         code: super::CLOSE_ROOM_UNAVAILABLE,
         reason: "room could not be opened".into(),
+        by_peer: false,
     })
 }
 
@@ -229,20 +232,19 @@ async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, p
     )
     .await;
     room.leave(id, &awareness_clients);
-    kick.kick(PEER_CLOSED, "peer closed");
+    kick.peer_closed(CONNECTION_LOST, "connection lost");
     let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
-    let reason = kick.reason().cloned().unwrap_or(CloseReason {
-        code: PEER_CLOSED,
-        reason: String::new(),
-    });
-    tracing::info!(
-        room = room_name,
-        %peer,
-        session = id,
-        code = reason.code,
-        reason = reason.reason,
-        "connection closed"
-    );
+    if let Some(r) = kick.reason() {
+        tracing::info!(
+            room = room_name,
+            %peer,
+            session = id,
+            code = r.code,
+            reason = r.reason,
+            by = if r.by_peer { "client" } else { "node" },
+            "connection closed"
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -265,7 +267,7 @@ async fn read_loop(
         let msg = match msg {
             None => return,
             Some(Err(e)) => {
-                if is_capacity_error(e) {
+                if is_capacity_error(&e) {
                     kick.kick(
                         CLOSE_TOO_BIG,
                         format!(
@@ -273,6 +275,8 @@ async fn read_loop(
                             app.config.limits.max_message_bytes
                         ),
                     );
+                } else {
+                    kick.peer_closed(CONNECTION_LOST, format!("read failed: {e}"));
                 }
                 return;
             }
@@ -295,23 +299,35 @@ async fn read_loop(
                 return;
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => {}
-            WsMessage::Close(_) => return,
+            WsMessage::Close(frame) => {
+                let (code, reason) = frame
+                    .map(|f| (f.code, f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                kick.peer_closed(code, reason);
+                return;
+            }
         }
     }
 }
 
-fn is_capacity_error(e: axum::Error) -> bool {
-    let inner = e.into_inner();
-    matches!(
-        inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
-        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-    )
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+            err.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn malformed(e: impl std::fmt::Display) -> CloseReason {
     CloseReason {
         code: CLOSE_MALFORMED,
         reason: format!("malformed message: {e}"),
+        by_peer: false,
     }
 }
 
@@ -321,6 +337,7 @@ fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReas
         Err(mpsc::error::TrySendError::Full(_)) => Err(CloseReason {
             code: CLOSE_TOO_SLOW,
             reason: "outbound queue full".into(),
+            by_peer: false,
         }),
     }
 }
@@ -424,7 +441,7 @@ async fn writer_worker(
                 }
                 if failed || sink.flush().await.is_err() {
                     batch.clear();
-                    kick.kick(PEER_CLOSED, "write failed");
+                    kick.peer_closed(CONNECTION_LOST, "write failed");
                     return;
                 }
             }
@@ -437,7 +454,7 @@ async fn writer_worker(
                 }
                 last_ping_at = Some(millis_since(&app));
                 if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    kick.kick(PEER_CLOSED, "write failed");
+                    kick.peer_closed(CONNECTION_LOST, "write failed");
                     return;
                 }
             }
@@ -445,7 +462,7 @@ async fn writer_worker(
     }
     let reason = kick.reason().cloned();
     match reason {
-        Some(r) if r.code != PEER_CLOSED => {
+        Some(r) if !r.by_peer => {
             let _ = sink
                 .send(WsMessage::Close(Some(CloseFrame {
                     code: r.code,

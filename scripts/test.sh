@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every ymesh test: Rust unit, integration and doc tests, then the JavaScript interop
+# suite (stock yjs / y-websocket clients against the real binary). Installs what the tests
+# need (npm packages from the committed lock file; Node.js itself via apt when missing and
+# running as root).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_node() {
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Node.js (apt)"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "error: the interop tests need Node.js >= 20 and npm; install them first" >&2
+    exit 1
+  fi
+}
+
+echo "== building"
+cargo build --all-targets --locked
+
+echo "== Rust tests"
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --locked --no-fail-fast
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast
+fi
+
+echo "== JavaScript interop tests"
+need_node
+YMESH_BIN="$PWD/target/debug/ymesh" tests/interop/run.sh

@@ -1,0 +1,315 @@
+//! Shared helpers for integration tests: in-process nodes on 127.0.0.1:0, a raw y-websocket
+//! client, a yrs-backed syncing client, and a minimal HTTP/1.1 GET.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use ymesh::config::Config;
+use ymesh::protocol::{self, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+/// Default wait for any condition in tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config for tests: any free port on loopback.
+pub fn test_config() -> Config {
+    Config {
+        port: 0,
+        ..Config::default()
+    }
+}
+
+/// Starts an in-process node.
+pub async fn start(config: Config) -> ymesh::Node {
+    ymesh::Node::start(config).await.expect("node starts")
+}
+
+/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw WebSocket client speaking frames.
+pub struct RawClient {
+    pub ws: Ws,
+}
+
+/// What a raw client saw when the server closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let url = format!("ws://{addr}{path}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawClient { ws }
+    }
+
+    pub async fn send(&mut self, frame: impl Into<Bytes>) {
+        self.ws
+            .send(WsMessage::Binary(frame.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Next y-protocol message (skipping pings); panics on timeout or close.
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("message in time")
+                .expect("stream open")
+                .expect("no error");
+            match msg {
+                WsMessage::Binary(b) => {
+                    let mut msgs = protocol::decode_frame(b).expect("server frames decode");
+                    assert_eq!(msgs.len(), 1, "one message per frame");
+                    return msgs.remove(0);
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Receives until `pred` matches, returning the match; fails on timeout.
+    pub async fn recv_until(&mut self, mut pred: impl FnMut(&Message) -> bool) -> Message {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.recv())
+                .await
+                .expect("matching message in time");
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    /// Reads until the server's close frame (or the end of the stream).
+    pub async fn expect_close(&mut self) -> Closed {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next())
+                .await
+                .expect("close in time")
+            {
+                Some(Ok(WsMessage::Close(Some(frame)))) => {
+                    // Send the queued close reply so the server is not left waiting.
+                    let _ = tokio::time::timeout(WAIT, self.ws.flush()).await;
+                    return Closed {
+                        code: u16::from(frame.code),
+                        reason: frame.reason.to_string(),
+                    };
+                }
+                Some(Ok(WsMessage::Close(None))) | None => {
+                    return Closed {
+                        code: u16::from(CloseCode::Status),
+                        reason: String::new(),
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => {
+                    return Closed {
+                        code: u16::from(CloseCode::Abnormal),
+                        reason: String::new(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Expects no y-protocol message for `d` (pings are ignored).
+    pub async fn expect_silence(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A client that keeps a yrs document in sync with a room, like a y-websocket provider.
+pub struct SyncClient {
+    pub raw: RawClient,
+    pub doc: Doc,
+    pub synced: bool,
+}
+
+impl SyncClient {
+    /// Connects and completes the initial handshake (our SyncStep1 answered by SyncStep2).
+    pub async fn connect(addr: SocketAddr, room: &str) -> SyncClient {
+        Self::connect_with(addr, &format!("/rooms/{room}"), Doc::new()).await
+    }
+
+    pub async fn connect_with(addr: SocketAddr, path: &str, doc: Doc) -> SyncClient {
+        let raw = RawClient::connect(addr, path).await;
+        let mut c = SyncClient {
+            raw,
+            doc,
+            synced: false,
+        };
+        let sv = c.doc.transact().state_vector().encode_v1();
+        c.raw.send(protocol::encode_sync_step1(&sv)).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !c.synced {
+            assert!(tokio::time::Instant::now() < deadline, "sync in time");
+            c.pump_one().await;
+        }
+        c
+    }
+
+    /// Handles one incoming message.
+    pub async fn pump_one(&mut self) -> Message {
+        let msg = self.raw.recv().await;
+        match &msg {
+            Message::Sync(SyncMessage::Step1(sv)) => {
+                let sv = StateVector::decode_v1(sv).unwrap();
+                let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                self.raw.send(protocol::encode_sync_step2(&update)).await;
+            }
+            Message::Sync(SyncMessage::Step2(u)) => {
+                self.apply(u);
+                self.synced = true;
+            }
+            Message::Sync(SyncMessage::Update(u)) => self.apply(u),
+            _ => {}
+        }
+        msg
+    }
+
+    fn apply(&self, u: &[u8]) {
+        self.doc
+            .transact_mut()
+            .apply_update(Update::decode_v1(u).unwrap())
+            .unwrap();
+    }
+
+    /// Makes a local change with `f` and sends it as an update.
+    /// Root types are reached through the transaction (`yrs::WriteTxn`), since the doc
+    /// cannot open a second transaction while this one is open.
+    pub async fn edit(&mut self, f: impl FnOnce(&mut yrs::TransactionMut)) {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            f(&mut txn);
+            txn.encode_update_v1()
+        };
+        self.raw.send(protocol::encode_sync_update(&update)).await;
+    }
+
+    /// Like [`SyncClient::edit`], then waits until the node has applied the edit: a 102
+    /// frame sent after it comes back only after the node processed everything before it.
+    pub async fn edit_acked(&mut self, f: impl FnOnce(&mut yrs::TransactionMut)) {
+        self.edit(f).await;
+        let marker: [u8; 4] = [102, 2, 0xff, 0x01];
+        self.raw.send(marker.to_vec()).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.pump_one())
+                .await
+                .expect("sync-status echo in time");
+            if matches!(msg, Message::SyncStatus(_)) {
+                return;
+            }
+        }
+    }
+
+    /// Pumps messages until `cond(doc)` holds.
+    pub async fn pump_until(&mut self, what: &str, mut cond: impl FnMut(&Doc) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !cond(&self.doc) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, self.pump_one()).await.is_err() {
+                panic!("timed out waiting for {what}");
+            }
+        }
+    }
+}
+
+/// Text of root `Y.Text` `name`.
+pub fn text_of(doc: &Doc, name: &str) -> String {
+    use yrs::GetString;
+    let t = doc.get_or_insert_text(name);
+    let txn = doc.transact();
+    t.get_string(&txn)
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[head_end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(line_end) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        b = &b[line_end + 2 + size + 2..];
+    }
+}
+
+/// GET returning parsed JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(addr, "GET", path).await;
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    (status, v)
+}
