@@ -19,6 +19,54 @@ use crate::room::validate_room_name;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default port.
 pub const DEFAULT_PORT: u16 = 3913;
+/// Default WebSocket route templates.
+pub const DEFAULT_ROUTES: [&str; 3] = ["/rooms/{room}", "/sync/{room}", "/workspaces/{room}/sync"];
+/// Paths the HTTP API owns; a route template may not shadow them.
+const RESERVED_PREFIXES: [&str; 8] = [
+    "/healthz",
+    "/peers",
+    "/commands",
+    "/tokens",
+    "/metrics",
+    "/ui",
+    "/openapi.json",
+    "/_mesh",
+];
+
+/// Checks a WebSocket route template: starts with `/`, holds exactly one `{room}` as a whole
+/// path segment and no other braces, and does not shadow an API route.
+pub fn validate_route(template: &str) -> Result<(), String> {
+    if !template.starts_with('/') {
+        return Err(format!("{template:?} must start with `/`"));
+    }
+    let segments: Vec<&str> = template[1..].split('/').collect();
+    let rooms = segments.iter().filter(|s| **s == "{room}").count();
+    if rooms != 1 {
+        return Err(format!(
+            "{template:?} must contain `{{room}}` exactly once, as a whole path segment"
+        ));
+    }
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || (*s != "{room}" && (s.contains('{') || s.contains('}'))))
+    {
+        return Err(format!(
+            "{template:?} has an empty segment or a placeholder other than `{{room}}`"
+        ));
+    }
+    if segments[0] == "{room}" {
+        return Err(format!(
+            "{template:?} must start with a fixed segment, e.g. `/sync/{{room}}`"
+        ));
+    }
+    if let Some(p) = RESERVED_PREFIXES
+        .iter()
+        .find(|p| template == **p || template.starts_with(&format!("{p}/")))
+    {
+        return Err(format!("{template:?} would shadow the API route {p}"));
+    }
+    Ok(())
+}
 
 /// A configuration problem, with where it is when it comes from a file.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +161,30 @@ pub struct FileConfig {
     pub port: Option<Spanned<u16>>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// WebSocket route templates, each with one `{room}` segment.
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Data directory of the store.
+    pub data_dir: Option<Spanned<toml::Value>>,
+    /// Run without a store.
+    pub memory: Option<Spanned<toml::Value>>,
+    /// Peer nodes to dial.
+    pub peers: Option<Spanned<toml::Value>>,
+    /// Shared mesh secret.
+    pub mesh_secret: Option<Spanned<toml::Value>>,
+    /// Node ids admitted to the mesh.
+    pub allow_peers: Option<Spanned<toml::Value>>,
+    /// Static client token.
+    pub token: Option<Spanned<toml::Value>>,
+    /// Secret for signed client tokens.
+    pub shared_secret: Option<Spanned<toml::Value>>,
+    /// Admin token.
+    pub admin_token: Option<Spanned<toml::Value>>,
+    /// mDNS discovery.
+    pub mdns: Option<Spanned<toml::Value>>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<Spanned<toml::Value>>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<Spanned<toml::Value>>,
     /// Room behaviour.
     pub rooms: RoomsSection,
     /// Limits.
@@ -164,6 +236,22 @@ impl FileConfig {
         }
     }
 
+    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 11] {
+        [
+            ("data_dir", &self.data_dir),
+            ("memory", &self.memory),
+            ("peers", &self.peers),
+            ("mesh_secret", &self.mesh_secret),
+            ("allow_peers", &self.allow_peers),
+            ("token", &self.token),
+            ("shared_secret", &self.shared_secret),
+            ("admin_token", &self.admin_token),
+            ("mdns", &self.mdns),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ]
+    }
+
     fn invalid(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             location: self.location(span),
@@ -182,6 +270,9 @@ pub struct Overrides {
     pub port: Option<u16>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// Settings given on the command line or in the environment that this version cannot
+    /// act on yet: (flag or env name, key).
+    pub planned: Vec<(String, &'static str)>,
 }
 
 /// Resource limits of a node.
@@ -220,6 +311,8 @@ pub struct Config {
     pub port: u16,
     /// Log format.
     pub log_format: LogFormat,
+    /// WebSocket route templates (each holds one `{room}` segment).
+    pub routes: Vec<String>,
     /// Seconds a room with no client stays in memory.
     pub idle_timeout: Duration,
     /// Rooms never evicted.
@@ -234,11 +327,24 @@ impl Default for Config {
             host: DEFAULT_HOST.to_string(),
             port: DEFAULT_PORT,
             log_format: LogFormat::Text,
+            routes: DEFAULT_ROUTES.iter().map(|r| r.to_string()).collect(),
             idle_timeout: Duration::from_secs(60),
             pinned_rooms: HashSet::new(),
             limits: Limits::default(),
         }
     }
+}
+
+fn planned_message(key: &str) -> String {
+    let feature = SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .and_then(|s| match s.status {
+            Status::Planned(what) => Some(what),
+            Status::Available => None,
+        })
+        .unwrap_or("a later release");
+    format!("not supported by this version of ymesh yet (comes with {feature}); remove it")
 }
 
 fn positive(file: &FileConfig, v: &Spanned<u64>, key: &str, min: u64) -> Result<u64, ConfigError> {
@@ -265,6 +371,33 @@ impl Config {
         }
         if let Some(f) = file.log_format {
             cfg.log_format = f;
+        }
+        for (key, value) in file.planned_settings() {
+            if let Some(v) = value {
+                return Err(file.invalid(v.span(), key, planned_message(key)));
+            }
+        }
+        if let Some((flag, key)) = over.planned.first() {
+            return Err(ConfigError::Invalid {
+                location: flag.clone(),
+                key: (*key).to_string(),
+                message: planned_message(key),
+            });
+        }
+        if let Some(routes) = &file.routes {
+            if routes.get_ref().is_empty() {
+                return Err(file.invalid(routes.span(), "routes", "needs at least one route"));
+            }
+            let mut seen = HashSet::new();
+            cfg.routes.clear();
+            for (i, r) in routes.get_ref().iter().enumerate() {
+                let key = format!("routes[{i}]");
+                validate_route(r.get_ref()).map_err(|m| file.invalid(r.span(), &key, m))?;
+                if !seen.insert(r.get_ref().clone()) {
+                    return Err(file.invalid(r.span(), &key, "listed twice"));
+                }
+                cfg.routes.push(r.get_ref().clone());
+            }
         }
         if let Some(v) = &file.rooms.idle_timeout_s {
             cfg.idle_timeout = Duration::from_secs(*v.get_ref());
@@ -320,6 +453,108 @@ impl Config {
     }
 }
 
+/// Whether a setting works in this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Implemented.
+    Available,
+    /// Accepted by the parser but refused at start, naming the feature it waits for.
+    Planned(&'static str),
+}
+
+/// Documentation of one setting: the single source for `--help`-independent docs,
+/// docs/configuration.md (checked by a test) and mesh.toml (checked by a test).
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// Dotted mesh.toml key.
+    pub key: &'static str,
+    /// Command-line flag, if any.
+    pub flag: Option<&'static str>,
+    /// Environment variable, if any.
+    pub env: Option<&'static str>,
+    /// Default, as it is written in TOML (empty when unset by default).
+    pub default: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Whether it is implemented.
+    pub status: Status,
+}
+
+const fn setting(
+    key: &'static str,
+    flag: Option<&'static str>,
+    env: Option<&'static str>,
+    default: &'static str,
+    description: &'static str,
+    status: Status,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        flag,
+        env,
+        default,
+        description,
+        status,
+    }
+}
+
+use Status::{Available, Planned};
+
+/// Every setting a node reads, in mesh.toml order.
+pub const SETTINGS: &[SettingDoc] = &[
+    setting("host", Some("--host"), Some("HOST"), "\"127.0.0.1\"", "Listen address: an IP address or `localhost`. `0.0.0.0` accepts connections from other hosts.", Available),
+    setting("port", Some("--port"), Some("PORT"), "3913", "Listen port. `0` picks a free port; the ready line shows it.", Available),
+    setting("log_format", Some("--log-format"), None, "\"text\"", "`text` for people, `json` for one JSON object per line. `RUST_LOG` sets the level (default `info`).", Available),
+    setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
+    setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store.", Planned("the durable store")),
+    setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart.", Planned("the durable store")),
+    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial (`--peer URL`, repeatable).", Planned("mesh replication")),
+    setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh.", Planned("mesh replication")),
+    setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh (`--allow-peer ID`, repeatable).", Planned("mesh replication")),
+    setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
+    setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
+    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token for admin routes.", Planned("authentication")),
+    setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
+    setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
+    setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
+    setting("rooms.idle_timeout_s", None, None, "60", "Seconds a room with no client stays in memory before it is evicted.", Available),
+    setting("rooms.pinned", None, None, "[]", "Rooms kept in memory for the node's whole life.", Available),
+    setting("limits.max_message_bytes", None, None, "67108864", "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
+    setting("limits.max_rooms", None, None, "100000", "Most rooms in memory; one more closes the connection with 1013.", Available),
+    setting("limits.max_connections", None, None, "50000", "Most WebSocket connections; one more is closed with 1013.", Available),
+    setting("limits.outbound_queue", None, None, "1024", "Messages queued per connection; a client that falls this far behind is closed with 4429 (it resyncs on reconnect).", Available),
+    setting("limits.ping_interval_s", None, None, "30", "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
+];
+
+/// The settings reference as Markdown (the generated part of docs/configuration.md).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| key | flag | env | default | status | meaning |\n|---|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let code = |v: Option<&str>| v.map_or("—".to_string(), |v| format!("`{v}`"));
+        let default = if s.default.is_empty() {
+            "unset".to_string()
+        } else {
+            format!("`{}`", s.default)
+        };
+        let status = match s.status {
+            Available => "available".to_string(),
+            Planned(what) => format!("planned: {what}"),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            s.key,
+            code(s.flag),
+            code(s.env),
+            default,
+            status,
+            s.description
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +571,152 @@ mod tests {
         assert_eq!(cfg.port, 3913);
         assert_eq!(cfg.idle_timeout, Duration::from_secs(60));
         assert_eq!(cfg.limits, Limits::default());
+    }
+
+    /// docs/configuration.md carries the generated settings table verbatim.
+    #[test]
+    fn configuration_doc_matches_the_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let begin = "<!-- BEGIN GENERATED SETTINGS -->\n";
+        let end = "<!-- END GENERATED SETTINGS -->";
+        let (b, e) = (
+            doc.find(begin).unwrap() + begin.len(),
+            doc.find(end).unwrap(),
+        );
+        let want = reference_markdown();
+        if std::env::var_os("YMESH_UPDATE_DOCS").is_some() {
+            let updated = format!("{}{}{}", &doc[..b], want, &doc[e..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[b..e],
+            want,
+            "docs/configuration.md is stale: run YMESH_UPDATE_DOCS=1 cargo test --lib config"
+        );
+    }
+
+    /// mesh.toml documents every setting, commented out, at its default; uncommenting every
+    /// available setting gives exactly the built-in defaults.
+    #[test]
+    fn mesh_toml_lists_every_setting_at_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mesh.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut section = String::new();
+        let mut found = HashSet::new();
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                section = t.trim_matches(|c| c == '[' || c == ']').to_string();
+                uncommented.push_str(line);
+                uncommented.push('\n');
+                continue;
+            }
+            let Some(rest) = t.strip_prefix("# ") else {
+                assert!(
+                    t.is_empty() || t.starts_with('#'),
+                    "uncommented line: {line}"
+                );
+                continue;
+            };
+            let Some((key, value)) = rest.split_once(" = ") else {
+                continue;
+            };
+            if key.contains(' ') {
+                continue;
+            }
+            let dotted = if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            };
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.key == dotted)
+                .unwrap_or_else(|| panic!("mesh.toml documents unknown key {dotted}"));
+            if !setting.default.is_empty() {
+                assert_eq!(value, setting.default, "mesh.toml default of {dotted}");
+            }
+            found.insert(dotted);
+            if setting.status == Status::Available {
+                uncommented.push_str(rest);
+                uncommented.push('\n');
+            }
+        }
+        for s in SETTINGS {
+            assert!(
+                found.contains(s.key),
+                "mesh.toml does not document {}",
+                s.key
+            );
+        }
+        let file = FileConfig::parse(&path, &uncommented).unwrap();
+        let cfg = Config::resolve(&file, &Overrides::default()).unwrap();
+        let def = Config::default();
+        assert_eq!(
+            (
+                cfg.host,
+                cfg.port,
+                cfg.log_format,
+                cfg.routes,
+                cfg.idle_timeout
+            ),
+            (
+                def.host,
+                def.port,
+                def.log_format,
+                def.routes,
+                def.idle_timeout
+            )
+        );
+        assert_eq!(cfg.limits, def.limits);
+        assert_eq!(cfg.pinned_rooms, def.pinned_rooms);
+    }
+
+    #[test]
+    fn planned_settings_are_refused_with_the_feature_named() {
+        let msg = parse("\ntoken = \"abc\"\n").unwrap_err().to_string();
+        assert!(msg.contains("mesh.toml:2:9"), "{msg}");
+        assert!(msg.contains("authentication"), "{msg}");
+        let file = FileConfig::default();
+        let over = Overrides {
+            planned: vec![("--peer".into(), "peers")],
+            ..Default::default()
+        };
+        let msg = Config::resolve(&file, &over).unwrap_err().to_string();
+        assert!(
+            msg.contains("--peer") && msg.contains("mesh replication"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn route_templates_are_validated() {
+        assert!(validate_route("/sync/v1/{room}").is_ok());
+        assert!(validate_route("/a/{room}/ws").is_ok());
+        for bad in [
+            "sync/{room}",
+            "/sync",
+            "/{room}",
+            "/a/{room}/{room}",
+            "/a/x{room}",
+            "/a/{other}/{room}",
+            "/a//{room}",
+            "/healthz/{room}",
+            "/_mesh/{room}",
+        ] {
+            assert!(validate_route(bad).is_err(), "{bad} accepted");
+        }
+        let cfg = parse("routes = [\"/sync/v1/{room}\"]\n").unwrap();
+        assert_eq!(cfg.routes, vec!["/sync/v1/{room}".to_string()]);
+        let msg = parse("routes = [\"/x/{room}\", \"/x/{room}\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("routes[1]") && msg.contains("twice"), "{msg}");
+        let msg = parse("routes = []\n").unwrap_err().to_string();
+        assert!(msg.contains("at least one"), "{msg}");
     }
 
     #[test]

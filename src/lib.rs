@@ -13,14 +13,48 @@
 //!
 //! ## Embedding
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! A node runs inside another program: start it, reach a room's document, hear about room
+//! events, stop it.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use ymesh::room::Hooks;
+//! use yrs::{GetString, Text, Transact};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let changed = Arc::new(Mutex::new(Vec::new()));
+//! let seen = changed.clone();
+//! let hooks = Hooks::new()
+//!     .on_room_created(|room| println!("room {room} created"))
+//!     .on_room_evicted(|room| println!("room {room} evicted"))
+//!     .on_room_changed(move |room, update| {
+//!         seen.lock().unwrap().push((room.to_string(), update.len()))
+//!     });
+//!
 //! let mut config = ymesh::config::Config::default();
-//! config.port = 0; // any free port
-//! let node = ymesh::Node::start(config).await?;
-//! println!("serving on {}", node.local_addr());
+//! config.port = 0; // any free port on 127.0.0.1
+//! let node = ymesh::Node::start_with_hooks(config, hooks).await?;
+//! println!("clients connect to ws://{}/rooms/notes", node.local_addr());
+//!
+//! // Edit a room's document; connected clients receive the change like any other update.
+//! let room = node.room("notes").await?;
+//! room.with_doc(|doc| {
+//!     let text = doc.get_or_insert_text("content");
+//!     text.insert(&mut doc.transact_mut(), 0, "hello from Rust");
+//! });
+//! let content = room.with_doc(|doc| {
+//!     let text = doc.get_or_insert_text("content");
+//!     let txn = doc.transact();
+//!     text.get_string(&txn)
+//! });
+//! assert_eq!(content, "hello from Rust");
+//! assert_eq!(changed.lock().unwrap()[0].0, "notes");
+//!
 //! node.shutdown().await;
-//! # Ok(()) }
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 
 #![warn(missing_docs)]

@@ -35,6 +35,97 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Store directory [default: ./ymesh-data] (planned: durable store).
+    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// Run without a store (planned: durable store).
+    #[arg(long)]
+    memory: bool,
+    /// Peer node to dial, repeatable (planned: mesh replication).
+    #[arg(long = "peer", value_name = "URL")]
+    peers: Vec<String>,
+    /// Shared mesh secret (planned: mesh replication).
+    #[arg(
+        long,
+        env = "YMESH_MESH_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    mesh_secret: Option<String>,
+    /// Node id admitted to the mesh, repeatable (planned: mesh replication).
+    #[arg(long = "allow-peer", value_name = "NODE_ID")]
+    allow_peers: Vec<String>,
+    /// Static client token (planned: authentication).
+    #[arg(long, env = "YMESH_TOKEN", value_name = "T", hide_env_values = true)]
+    token: Option<String>,
+    /// Secret for signed client tokens (planned: authentication).
+    #[arg(
+        long,
+        env = "SYNC_SHARED_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    shared_secret: Option<String>,
+    /// Admin bearer token (planned: authentication).
+    #[arg(
+        long,
+        env = "YMESH_ADMIN_TOKEN",
+        value_name = "T",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// Turn mDNS discovery on (planned: discovery).
+    #[arg(long, conflicts_with = "no_mdns")]
+    mdns: bool,
+    /// Turn mDNS discovery off.
+    #[arg(long)]
+    no_mdns: bool,
+    /// TLS certificate chain, PEM (planned: TLS).
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (planned: TLS).
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Flags given for settings this version cannot act on yet.
+    fn planned(&self) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        let mut check = |given: bool, flag: &str, key: &'static str| {
+            if given {
+                out.push((flag.to_string(), key));
+            }
+        };
+        check(
+            self.data_dir.is_some(),
+            "--data-dir / YMESH_DATA_DIR",
+            "data_dir",
+        );
+        check(self.memory, "--memory", "memory");
+        check(!self.peers.is_empty(), "--peer", "peers");
+        check(
+            self.mesh_secret.is_some(),
+            "--mesh-secret / YMESH_MESH_SECRET",
+            "mesh_secret",
+        );
+        check(!self.allow_peers.is_empty(), "--allow-peer", "allow_peers");
+        check(self.token.is_some(), "--token / YMESH_TOKEN", "token");
+        check(
+            self.shared_secret.is_some(),
+            "--shared-secret / SYNC_SHARED_SECRET",
+            "shared_secret",
+        );
+        check(
+            self.admin_token.is_some(),
+            "--admin-token / YMESH_ADMIN_TOKEN",
+            "admin_token",
+        );
+        check(self.mdns, "--mdns", "mdns");
+        check(self.tls_cert.is_some(), "--tls-cert", "tls_cert");
+        check(self.tls_key.is_some(), "--tls-key", "tls_key");
+        out
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -103,6 +194,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         host: args.host.clone(),
         port: args.port,
         log_format: args.log_format,
+        planned: args.planned(),
     };
     Ok(Config::resolve(&file, &over)?)
 }

@@ -106,3 +106,127 @@ fn a_taken_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Starts `ymesh serve` with `args`/`env`, returns (child, ready line, port).
+fn serve_until_ready(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> (std::process::Child, String, u16) {
+    let mut cmd = bin();
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("HOST")
+        .env_remove("PORT")
+        .env_remove("YMESH_DATA_DIR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no ready line; exit: {:?}", child.wait());
+            }
+        };
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let port = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap();
+            return (child, line, port);
+        }
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ymesh-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = scratch("json");
+    let (child, line, port) =
+        serve_until_ready(&["--port", "0", "--log-format", "json"], &[], &dir);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("ready line is JSON");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(
+        v["fields"]["message"],
+        format!("listening on http://127.0.0.1:{port}")
+    );
+    stop(child);
+}
+
+#[test]
+fn flag_beats_env_beats_file() {
+    let dir = scratch("prec");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    std::fs::write(dir.join("mesh.toml"), format!("port = {taken_port}\n")).unwrap();
+    // ./mesh.toml is read by default: its (taken) port makes start fail ...
+    let out = bin()
+        .arg("serve")
+        .current_dir(&dir)
+        .env_remove("PORT")
+        .env_remove("HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&taken_port));
+    // ... PORT overrides the file ...
+    let (child, _, port) = serve_until_ready(&[], &[("PORT", "0")], &dir);
+    assert_ne!(port.to_string(), taken_port);
+    stop(child);
+    // ... and --port overrides PORT.
+    let (child, _, port) = serve_until_ready(&["--port", "0"], &[("PORT", &taken_port)], &dir);
+    assert_ne!(port.to_string(), taken_port);
+    stop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn planned_flags_are_refused_naming_the_feature() {
+    let out = bin()
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--peer",
+            "ws://127.0.0.1:1/rooms/{id}",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--peer") && err.contains("mesh replication"),
+        "{err}"
+    );
+}

@@ -113,6 +113,102 @@ impl Kick {
     }
 }
 
+/// Something that happened to a room, delivered to [`Hooks`].
+#[derive(Debug, Clone, Copy)]
+pub enum RoomEvent<'a> {
+    /// The room was created in memory (first client, first POST, pinned at start).
+    Created {
+        /// Room name.
+        room: &'a str,
+    },
+    /// The room was evicted from memory after its idle timeout.
+    Evicted {
+        /// Room name.
+        room: &'a str,
+    },
+    /// An update changed the room's document; `update` is the change as a Yjs v1 update.
+    /// Delivered after the change is applied, outside the room lock.
+    Changed {
+        /// Room name.
+        room: &'a str,
+        /// The change.
+        update: &'a Bytes,
+    },
+}
+
+type HookFn = dyn Fn(&RoomEvent<'_>) + Send + Sync;
+
+/// Callbacks an embedding program registers to hear about rooms. They run on the task that
+/// caused the event, so keep them short and never block; spawn for anything slow.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    hooks: Vec<Arc<HookFn>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("count", &self.hooks.len())
+            .finish()
+    }
+}
+
+impl Hooks {
+    /// No hooks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `f` for every [`RoomEvent`].
+    pub fn on_event(mut self, f: impl Fn(&RoomEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(f));
+        self
+    }
+
+    /// Calls `f(room)` when a room is created in memory.
+    pub fn on_room_created(self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_event(move |e| {
+            if let RoomEvent::Created { room } = e {
+                f(room)
+            }
+        })
+    }
+
+    /// Calls `f(room)` when an idle room is evicted.
+    pub fn on_room_evicted(self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_event(move |e| {
+            if let RoomEvent::Evicted { room } = e {
+                f(room)
+            }
+        })
+    }
+
+    /// Calls `f(room, update)` after a change was applied to a room.
+    pub fn on_room_changed(self, f: impl Fn(&str, &Bytes) + Send + Sync + 'static) -> Self {
+        self.on_event(move |e| {
+            if let RoomEvent::Changed { room, update } = e {
+                f(room, update)
+            }
+        })
+    }
+
+    /// Whether any hook is registered.
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty()
+    }
+
+    /// Delivers `event` to every hook. A panicking hook is caught and logged, so it cannot
+    /// take a session down with it.
+    pub fn emit(&self, event: RoomEvent<'_>) {
+        for h in &self.hooks {
+            let h = h.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&event))).is_err() {
+                tracing::error!(?event, "a room hook panicked");
+            }
+        }
+    }
+}
+
 /// What a session gets when it joins a room.
 #[derive(Debug)]
 pub struct Joined {
@@ -164,6 +260,7 @@ pub struct AwarenessChange {
 pub struct Room {
     name: Arc<str>,
     pinned: bool,
+    hooks: Arc<Hooks>,
     queue_capacity: usize,
     state: Mutex<RoomState>,
     /// Filled by the doc's update observer during a commit, taken right after it.
@@ -188,6 +285,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Room {
     /// Creates an empty room. `queue_capacity` bounds each session's outbound queue (frames).
     pub fn new(name: impl Into<Arc<str>>, pinned: bool, queue_capacity: usize) -> Self {
+        Self::with_hooks(name, pinned, queue_capacity, Arc::new(Hooks::default()))
+    }
+
+    /// Like [`Room::new`], delivering [`RoomEvent::Changed`] to `hooks`.
+    pub fn with_hooks(
+        name: impl Into<Arc<str>>,
+        pinned: bool,
+        queue_capacity: usize,
+        hooks: Arc<Hooks>,
+    ) -> Self {
         let doc = Doc::new();
         let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
         let slot = captured.clone();
@@ -207,6 +314,7 @@ impl Room {
         Room {
             name: name.into(),
             pinned,
+            hooks,
             queue_capacity: queue_capacity.max(4),
             state: Mutex::new(RoomState {
                 awareness: Awareness::new(doc),
@@ -321,9 +429,20 @@ impl Room {
             Some(change) => {
                 let frame = protocol::encode_sync_update(&change);
                 broadcast(&st.sessions, &frame, from);
+                drop(st);
+                self.emit_changed(change);
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    fn emit_changed(&self, change: Vec<u8>) {
+        if !self.hooks.is_empty() {
+            self.hooks.emit(RoomEvent::Changed {
+                room: &self.name,
+                update: &Bytes::from(change),
+            });
         }
     }
 
@@ -373,6 +492,12 @@ impl Room {
         update
     }
 
+    /// The document's root types as JSON (see [`doc_to_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let st = lock(&self.state);
+        doc_to_json(st.awareness.doc())
+    }
+
     /// The document's encoded state vector.
     pub fn state_vector(&self) -> Vec<u8> {
         lock(&self.state)
@@ -389,8 +514,11 @@ impl Room {
     pub fn with_doc<R>(&self, f: impl FnOnce(&Doc) -> R) -> R {
         let st = lock(&self.state);
         let out = f(st.awareness.doc());
-        if let Some(change) = lock(&self.captured).take() {
+        let change = lock(&self.captured).take();
+        if let Some(change) = change {
             broadcast(&st.sessions, &protocol::encode_sync_update(&change), None);
+            drop(st);
+            self.emit_changed(change);
         }
         out
     }
@@ -418,6 +546,45 @@ impl Room {
             s.kick.kick(code, reason);
         }
     }
+}
+
+/// Renders every root type of `doc` as JSON: `{root name: value}`.
+///
+/// Typed roots render by their type: text as a string, maps as objects, arrays as arrays,
+/// XML as its XML string. A node never declares types itself, so roots it only received
+/// over the wire are untyped; their type is inferred from their content the way yrs does:
+/// only keyed entries → object; a sequence starting with text → string (with keyed entries
+/// too, formatted XML text → its XML string); other sequences → array; keyed entries and a
+/// non-text sequence → XML element string; no content at all → `{}`.
+pub fn doc_to_json(doc: &Doc) -> serde_json::Value {
+    use yrs::types::AsPrelim;
+    use yrs::types::{GetString, ToJson};
+    use yrs::{ArrayRef, In, MapRef, Out, TextRef, XmlElementRef, XmlTextRef};
+    let txn = doc.transact();
+    let mut roots = serde_json::Map::new();
+    for (name, value) in txn.root_refs() {
+        let any_json = |any: yrs::Any| serde_json::to_value(any).unwrap_or(serde_json::Value::Null);
+        let rendered = match value {
+            Out::YText(t) => serde_json::Value::String(t.get_string(&txn)),
+            Out::YMap(m) => any_json(m.to_json(&txn)),
+            Out::YArray(a) => any_json(a.to_json(&txn)),
+            Out::YXmlFragment(x) => serde_json::Value::String(x.get_string(&txn)),
+            Out::YXmlElement(x) => serde_json::Value::String(x.get_string(&txn)),
+            Out::YXmlText(x) => serde_json::Value::String(x.get_string(&txn)),
+            Out::UndefinedRef(ptr) => match Out::UndefinedRef(ptr).as_prelim(&txn) {
+                In::Text(_) => serde_json::Value::String(TextRef::from(ptr).get_string(&txn)),
+                In::Array(_) => any_json(ArrayRef::from(ptr).to_json(&txn)),
+                In::XmlText(_) => serde_json::Value::String(XmlTextRef::from(ptr).get_string(&txn)),
+                In::XmlElement(_) => {
+                    serde_json::Value::String(XmlElementRef::from(ptr).get_string(&txn))
+                }
+                _ => any_json(MapRef::from(ptr).to_json(&txn)),
+            },
+            other => any_json(other.to_json(&txn)),
+        };
+        roots.insert(name.to_string(), rendered);
+    }
+    serde_json::Value::Object(roots)
 }
 
 fn full_awareness_frame(awareness: &Awareness) -> Option<Bytes> {
@@ -496,22 +663,36 @@ pub struct RoomInfo {
 pub struct RoomRegistry {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     settings: RoomSettings,
+    hooks: Arc<Hooks>,
 }
 
 impl RoomRegistry {
     /// Creates the registry and its pinned rooms.
     pub fn new(settings: RoomSettings) -> Self {
+        Self::with_hooks(settings, Hooks::default())
+    }
+
+    /// Creates the registry and its pinned rooms, delivering room events to `hooks`.
+    pub fn with_hooks(settings: RoomSettings, hooks: Hooks) -> Self {
+        let hooks = Arc::new(hooks);
         let mut rooms = HashMap::new();
         for name in &settings.pinned {
             let name: Arc<str> = Arc::from(name.as_str());
             rooms.insert(
                 name.clone(),
-                Arc::new(Room::new(name, true, settings.outbound_queue)),
+                Arc::new(Room::with_hooks(
+                    name.clone(),
+                    true,
+                    settings.outbound_queue,
+                    hooks.clone(),
+                )),
             );
+            hooks.emit(RoomEvent::Created { room: &name });
         }
         RoomRegistry {
             rooms: Mutex::new(rooms),
             settings,
+            hooks,
         }
     }
 
@@ -530,9 +711,16 @@ impl RoomRegistry {
             return Err(RegistryError::AtCapacity(rooms.len()));
         }
         let pinned = self.settings.pinned.contains(name);
-        let room = Arc::new(Room::new(name, pinned, self.settings.outbound_queue));
+        let room = Arc::new(Room::with_hooks(
+            name,
+            pinned,
+            self.settings.outbound_queue,
+            self.hooks.clone(),
+        ));
         rooms.insert(Arc::from(name), room.clone());
+        drop(rooms);
         tracing::debug!(room = name, "room created");
+        self.hooks.emit(RoomEvent::Created { room: name });
         Ok(room)
     }
 
@@ -590,6 +778,10 @@ impl RoomRegistry {
                 tracing::debug!(room = &*name, "idle room evicted");
                 evicted.push(name);
             }
+        }
+        drop(rooms);
+        for name in &evicted {
+            self.hooks.emit(RoomEvent::Evicted { room: name });
         }
         evicted
     }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::room::{RoomRegistry, RoomSettings};
+use crate::room::{Hooks, RegistryError, Room, RoomRegistry, RoomSettings};
 
 /// WebSocket close code: the node is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -80,6 +80,11 @@ impl Node {
     /// Binds `config.host:config.port` and starts serving. Logs the ready line
     /// `listening on http://HOST:PORT` with the real port.
     pub async fn start(config: Config) -> Result<Node, ServerError> {
+        Self::start_with_hooks(config, Hooks::default()).await
+    }
+
+    /// Like [`Node::start`], delivering room events (created, evicted, changed) to `hooks`.
+    pub async fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Node, ServerError> {
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)
             .await
@@ -91,12 +96,15 @@ impl Node {
             addr: bind.clone(),
             source,
         })?;
-        let registry = Arc::new(RoomRegistry::new(RoomSettings {
-            idle_timeout: config.idle_timeout,
-            pinned: config.pinned_rooms.clone(),
-            max_rooms: config.limits.max_rooms,
-            outbound_queue: config.limits.outbound_queue,
-        }));
+        let registry = Arc::new(RoomRegistry::with_hooks(
+            RoomSettings {
+                idle_timeout: config.idle_timeout,
+                pinned: config.pinned_rooms.clone(),
+                max_rooms: config.limits.max_rooms,
+                outbound_queue: config.limits.outbound_queue,
+            },
+            hooks,
+        ));
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),
@@ -133,9 +141,15 @@ impl Node {
         self.addr
     }
 
-    /// The node's rooms.
+    /// The node's rooms in memory.
     pub fn rooms(&self) -> &Arc<RoomRegistry> {
         &self.state.registry
+    }
+
+    /// Opens a room (creating it if needed) so the embedding program can read or edit its
+    /// document with [`Room::with_doc`]; edits reach connected clients like any update.
+    pub async fn room(&self, name: &str) -> Result<Arc<Room>, RegistryError> {
+        self.state.registry.get_or_create(name)
     }
 
     /// Stops accepting, closes every WebSocket with 1001 and waits up to a few seconds for
@@ -156,16 +170,32 @@ impl Node {
     }
 }
 
+/// The document API's path; it also takes WebSocket upgrades when it is a route template.
+const DOCUMENT_ROUTE: &str = "/rooms/{room}";
+
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let limit = state.config.limits.max_message_bytes;
+    let mut router = Router::new()
         .route("/", get(http::root))
         .route("/healthz", get(http::healthz))
-        .route("/rooms", get(http::list_rooms))
-        .route("/rooms/{room}", get(ws::room_route))
-        .route("/sync/{room}", get(ws::sync_route))
-        .route("/workspaces/{room}/sync", get(ws::sync_route))
-        .fallback(http::not_found)
-        .with_state(state)
+        .route("/rooms", get(http::list_rooms));
+    let ws_on_documents = state.config.routes.iter().any(|r| r == DOCUMENT_ROUTE);
+    router = router.route(
+        DOCUMENT_ROUTE,
+        if ws_on_documents {
+            get(ws::room_route)
+        } else {
+            get(http::get_room)
+        }
+        .post(http::post_room)
+        .layer(axum::extract::DefaultBodyLimit::max(limit)),
+    );
+    for template in &state.config.routes {
+        if template != DOCUMENT_ROUTE {
+            router = router.route(template, get(ws::sync_route));
+        }
+    }
+    router.fallback(http::not_found).with_state(state)
 }
 
 /// Evicts idle rooms. Runs often enough that a room goes within about a quarter of the idle

@@ -21,14 +21,13 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::http::{room_document, ApiError};
+use super::http::{room_document, room_param, ApiError, DocumentQuery};
 use super::{
     AppState, CLOSE_AT_CAPACITY, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_TIMEOUT, CLOSE_TOO_BIG,
 };
 use crate::protocol::{self, Message, SyncMessage};
 use crate::room::{
-    decode_room_segment, ClientId, CloseReason, Joined, Kick, Room, RoomError, SessionKind,
-    CLOSE_TOO_SLOW,
+    ClientId, CloseReason, Joined, Kick, Room, RoomError, SessionKind, CLOSE_TOO_SLOW,
 };
 
 /// Read buffer per connection. tungstenite's default (128 KiB) dominates idle memory.
@@ -42,15 +41,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Close code recorded when the connection ended without a close frame.
 const CONNECTION_LOST: u16 = 1006;
 
-fn room_from_params(params: &RawPathParams) -> Result<String, ApiError> {
-    let raw = params
-        .iter()
-        .find(|(k, _)| *k == "room")
-        .map(|(_, v)| v)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no room in path"))?;
-    decode_room_segment(raw).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
-}
-
 /// `GET /rooms/{room}`: a WebSocket upgrade joins the room; a plain GET returns the document.
 pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
@@ -59,13 +49,18 @@ pub(crate) async fn room_route(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let room = match room_from_params(&params) {
+    let room = match room_param(&params) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     match upgrade {
         Ok(ws) => accept(app, ws, room, peer, &query),
-        Err(_) => room_document(&app, &room),
+        Err(_) => {
+            let doc_query = DocumentQuery {
+                format: query.get("format").cloned(),
+            };
+            room_document(&app, &room, &doc_query)
+        }
     }
 }
 
@@ -77,7 +72,7 @@ pub(crate) async fn sync_route(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let room = match room_from_params(&params) {
+    let room = match room_param(&params) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
