@@ -135,6 +135,16 @@ pub struct RoomsSection {
     pub pinned: Option<Vec<Spanned<String>>>,
 }
 
+/// `[store]` in mesh.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Fold a room's log into a snapshot past this many updates.
+    pub compact_log_count: Option<Spanned<u64>>,
+    /// Fold a room's log into a snapshot past this many bytes.
+    pub compact_log_bytes: Option<Spanned<u64>>,
+}
+
 /// `[limits]` in mesh.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -164,9 +174,11 @@ pub struct FileConfig {
     /// WebSocket route templates, each with one `{room}` segment.
     pub routes: Option<Spanned<Vec<Spanned<String>>>>,
     /// Data directory of the store.
-    pub data_dir: Option<Spanned<toml::Value>>,
+    pub data_dir: Option<Spanned<String>>,
     /// Run without a store.
-    pub memory: Option<Spanned<toml::Value>>,
+    pub memory: Option<bool>,
+    /// Store tuning.
+    pub store: StoreSection,
     /// Peer nodes to dial.
     pub peers: Option<Spanned<toml::Value>>,
     /// Shared mesh secret.
@@ -236,10 +248,8 @@ impl FileConfig {
         }
     }
 
-    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 11] {
+    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 9] {
         [
-            ("data_dir", &self.data_dir),
-            ("memory", &self.memory),
             ("peers", &self.peers),
             ("mesh_secret", &self.mesh_secret),
             ("allow_peers", &self.allow_peers),
@@ -270,6 +280,10 @@ pub struct Overrides {
     pub port: Option<u16>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--data-dir` / `YMESH_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--memory` (only `true` overrides).
+    pub memory: bool,
     /// Settings given on the command line or in the environment that this version cannot
     /// act on yet: (flag or env name, key).
     pub planned: Vec<(String, &'static str)>,
@@ -302,6 +316,27 @@ impl Default for Limits {
     }
 }
 
+/// Store tuning knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTuning {
+    /// Fold a room's log into a snapshot past this many updates.
+    pub compact_log_count: u64,
+    /// Fold a room's log into a snapshot past this many bytes.
+    pub compact_log_bytes: u64,
+}
+
+impl Default for StoreTuning {
+    fn default() -> Self {
+        StoreTuning {
+            compact_log_count: 500,
+            compact_log_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Default store directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./ymesh-data";
+
 /// The resolved configuration a node runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -313,6 +348,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// WebSocket route templates (each holds one `{room}` segment).
     pub routes: Vec<String>,
+    /// Directory of the durable store.
+    pub data_dir: PathBuf,
+    /// Run without a store: nothing survives a restart.
+    pub memory: bool,
+    /// Store tuning.
+    pub store: StoreTuning,
     /// Seconds a room with no client stays in memory.
     pub idle_timeout: Duration,
     /// Rooms never evicted.
@@ -328,6 +369,9 @@ impl Default for Config {
             port: DEFAULT_PORT,
             log_format: LogFormat::Text,
             routes: DEFAULT_ROUTES.iter().map(|r| r.to_string()).collect(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            memory: false,
+            store: StoreTuning::default(),
             idle_timeout: Duration::from_secs(60),
             pinned_rooms: HashSet::new(),
             limits: Limits::default(),
@@ -399,6 +443,21 @@ impl Config {
                 cfg.routes.push(r.get_ref().clone());
             }
         }
+        if let Some(d) = &file.data_dir {
+            if d.get_ref().is_empty() {
+                return Err(file.invalid(d.span(), "data_dir", "must not be empty"));
+            }
+            cfg.data_dir = PathBuf::from(d.get_ref());
+        }
+        if let Some(m) = file.memory {
+            cfg.memory = m;
+        }
+        if let Some(v) = &file.store.compact_log_count {
+            cfg.store.compact_log_count = positive(file, v, "store.compact_log_count", 1)?;
+        }
+        if let Some(v) = &file.store.compact_log_bytes {
+            cfg.store.compact_log_bytes = positive(file, v, "store.compact_log_bytes", 1)?;
+        }
         if let Some(v) = &file.rooms.idle_timeout_s {
             cfg.idle_timeout = Duration::from_secs(*v.get_ref());
         }
@@ -436,6 +495,12 @@ impl Config {
         }
         if let Some(f) = over.log_format {
             cfg.log_format = f;
+        }
+        if let Some(d) = &over.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if over.memory {
+            cfg.memory = true;
         }
         if cfg.host != "localhost" && cfg.host.parse::<std::net::IpAddr>().is_err() {
             let location = match (&over.host, &file.host) {
@@ -506,8 +571,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("port", Some("--port"), Some("PORT"), "3913", "Listen port. `0` picks a free port; the ready line shows it.", Available),
     setting("log_format", Some("--log-format"), None, "\"text\"", "`text` for people, `json` for one JSON object per line. `RUST_LOG` sets the level (default `info`).", Available),
     setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
-    setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store.", Planned("the durable store")),
-    setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart.", Planned("the durable store")),
+    setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store (SQLite, `ymesh.sqlite3`). One node per directory: a second node on it refuses to start.", Available),
+    setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart. The node says so loudly at start.", Available),
     setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial (`--peer URL`, repeatable).", Planned("mesh replication")),
     setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh.", Planned("mesh replication")),
     setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh (`--allow-peer ID`, repeatable).", Planned("mesh replication")),
@@ -517,6 +582,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
     setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
     setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
+    setting("store.compact_log_count", None, None, "500", "Fold a room's update log into a snapshot once it holds this many updates (also done when an idle room is evicted).", Available),
+    setting("store.compact_log_bytes", None, None, "1048576", "Fold a room's update log into a snapshot once it holds this many bytes.", Available),
     setting("rooms.idle_timeout_s", None, None, "60", "Seconds a room with no client stays in memory before it is evicted.", Available),
     setting("rooms.pinned", None, None, "[]", "Rooms kept in memory for the node's whole life.", Available),
     setting("limits.max_message_bytes", None, None, "67108864", "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),

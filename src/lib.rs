@@ -10,6 +10,8 @@
 //!   evicts rooms; fan-out of each change as one shared buffer.
 //! - [`server`]: the axum router, WebSocket sessions, HTTP API, shutdown.
 //! - [`config`]: the `mesh.toml` schema, defaults, and validation with file positions.
+//! - [`store`]: the durable store: the [`store::Store`] trait and its SQLite backend (update
+//!   log + snapshots, group commit, compaction, one node per data directory).
 //!
 //! ## Embedding
 //!
@@ -63,5 +65,6 @@ pub mod config;
 pub mod protocol;
 pub mod room;
 pub mod server;
+pub mod store;
 
 pub use server::{Node, ServerError};

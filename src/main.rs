@@ -35,10 +35,10 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
-    /// Store directory [default: ./ymesh-data] (planned: durable store).
+    /// Store directory [default: ./ymesh-data].
     #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
     data_dir: Option<PathBuf>,
-    /// Run without a store (planned: durable store).
+    /// Run without a store: nothing survives a restart.
     #[arg(long)]
     memory: bool,
     /// Peer node to dial, repeatable (planned: mesh replication).
@@ -97,12 +97,6 @@ impl ServeArgs {
                 out.push((flag.to_string(), key));
             }
         };
-        check(
-            self.data_dir.is_some(),
-            "--data-dir / YMESH_DATA_DIR",
-            "data_dir",
-        );
-        check(self.memory, "--memory", "memory");
         check(!self.peers.is_empty(), "--peer", "peers");
         check(
             self.mesh_secret.is_some(),
@@ -161,21 +155,27 @@ fn raise_fd_limit() {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs the SIGINT/SIGTERM handlers now (before the ready line, so a signal sent right
+/// after it is never fatal) and returns a future that resolves on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-            _ = term.recv() => {}
-        }
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -194,6 +194,8 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         host: args.host.clone(),
         port: args.port,
         log_format: args.log_format,
+        data_dir: args.data_dir.clone(),
+        memory: args.memory,
         planned: args.planned(),
     };
     Ok(Config::resolve(&file, &over)?)
@@ -209,8 +211,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     init_logging(config.log_format);
     raise_fd_limit();
+    let signal = shutdown_signal()?;
     let node = ymesh::Node::start(config).await?;
-    wait_for_signal().await?;
+    signal.await;
     node.shutdown().await;
     Ok(())
 }

@@ -95,7 +95,7 @@ fn a_taken_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = bin()
-        .args(["serve", "--port", &port])
+        .args(["serve", "--memory", "--port", &port])
         .env_remove("HOST")
         .output()
         .unwrap();

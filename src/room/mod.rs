@@ -27,6 +27,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 pub use name::{decode_room_segment, validate_room_name, RoomNameError, MAX_ROOM_NAME_BYTES};
 
 use crate::protocol;
+use crate::store::{CommitTicket, Store, StoreError};
 
 /// Identifies one session (client or peer link) within the node.
 pub type SessionId = u64;
@@ -52,6 +53,20 @@ pub enum RoomError {
     /// The room was evicted after the caller looked it up; look it up again.
     #[error("room was closed")]
     Closed,
+    /// The room's stored state could not be loaded (corrupt data, I/O error).
+    #[error("room could not be loaded: {0}")]
+    Load(String),
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Whether the document changed (only then was anything broadcast or stored).
+    pub changed: bool,
+    /// The store ticket of the change, when it changed and a store is attached.
+    pub ticket: Option<CommitTicket>,
+    /// The change could not even be queued for the store: it is in memory only.
+    pub store_failed: bool,
 }
 
 /// Why a session is being closed, and the close code to send.
@@ -262,6 +277,11 @@ pub struct Room {
     pinned: bool,
     hooks: Arc<Hooks>,
     queue_capacity: usize,
+    store: Option<Arc<dyn Store>>,
+    /// Set once the stored state is in the document (load before sync).
+    loaded: tokio::sync::OnceCell<()>,
+    /// Highest store ticket issued for this room (0 = none).
+    last_ticket: std::sync::atomic::AtomicU64,
     state: Mutex<RoomState>,
     /// Filled by the doc's update observer during a commit, taken right after it.
     captured: Arc<Mutex<Option<Vec<u8>>>>,
@@ -295,6 +315,18 @@ impl Room {
         queue_capacity: usize,
         hooks: Arc<Hooks>,
     ) -> Self {
+        Self::with_store(name, pinned, queue_capacity, hooks, None)
+    }
+
+    /// A room whose changes are appended to `store` (when given). Call [`Room::load`] before
+    /// anything else touches its document.
+    pub fn with_store(
+        name: impl Into<Arc<str>>,
+        pinned: bool,
+        queue_capacity: usize,
+        hooks: Arc<Hooks>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         let doc = Doc::new();
         let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
         let slot = captured.clone();
@@ -316,6 +348,9 @@ impl Room {
             pinned,
             hooks,
             queue_capacity: queue_capacity.max(4),
+            loaded: tokio::sync::OnceCell::new(),
+            last_ticket: std::sync::atomic::AtomicU64::new(0),
+            store,
             state: Mutex::new(RoomState {
                 awareness: Awareness::new(doc),
                 sessions: Vec::new(),
@@ -334,6 +369,69 @@ impl Room {
     /// Whether the room is exempt from idle eviction.
     pub fn is_pinned(&self) -> bool {
         self.pinned
+    }
+
+    /// Loads the room's stored state into its document, once; later calls return at once.
+    /// Without a store there is nothing to load. Sessions join only after this succeeded,
+    /// so a client's first SyncStep1 already reflects what is on disk.
+    pub async fn load(&self) -> Result<(), RoomError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        self.loaded
+            .get_or_try_init(|| async {
+                let stored = store
+                    .load(&self.name)
+                    .await
+                    .map_err(|e| RoomError::Load(e.to_string()))?;
+                let Some(stored) = stored else {
+                    return Ok(());
+                };
+                let st = lock(&self.state);
+                let doc = st.awareness.doc();
+                let mut txn = doc.transact_mut();
+                for blob in stored.snapshot.iter().chain(stored.updates.iter()) {
+                    let update = Update::decode_v1(blob).map_err(|e| {
+                        RoomError::Load(format!("stored update does not decode: {e}"))
+                    })?;
+                    txn.apply_update(update)
+                        .map_err(|e| RoomError::Load(format!("stored update: {e}")))?;
+                }
+                drop(txn);
+                // Loading is not a change: nothing to broadcast or store again.
+                lock(&self.captured).take();
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether the stored state was loaded (always true without a store).
+    pub fn is_loaded(&self) -> bool {
+        self.store.is_none() || self.loaded.initialized()
+    }
+
+    /// Resolves when every change of this room so far is committed to disk. Without a store
+    /// it resolves at once.
+    pub async fn wait_durable(&self) -> Result<(), StoreError> {
+        let ticket = self.last_ticket.load(std::sync::atomic::Ordering::Acquire);
+        match &self.store {
+            Some(store) if ticket > 0 => store.wait_durable(CommitTicket(ticket)).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether every change so far is durable, without waiting.
+    fn is_durable_now(&self) -> bool {
+        use futures_util::FutureExt;
+        let ticket = self.last_ticket.load(std::sync::atomic::Ordering::Acquire);
+        match &self.store {
+            Some(store) if ticket > 0 => matches!(
+                store.wait_durable(CommitTicket(ticket)).now_or_never(),
+                Some(Ok(()))
+            ),
+            _ => true,
+        }
     }
 
     /// Number of connected sessions.
@@ -410,9 +508,14 @@ impl Room {
     }
 
     /// Applies an update from session `from` (or from the node itself when `None`). If it
-    /// changed the document, the change is encoded once and queued to every session (the
-    /// sender included, unless it is a replication link). Returns whether anything changed.
-    pub fn apply_update(&self, update: &[u8], from: Option<SessionId>) -> Result<bool, RoomError> {
+    /// changed the document, the change is encoded once, queued to every session (the
+    /// sender included, unless it is a replication link) and appended to the store, all in
+    /// the order the room applied it.
+    pub fn apply_update(
+        &self,
+        update: &[u8],
+        from: Option<SessionId>,
+    ) -> Result<Applied, RoomError> {
         let decoded =
             Update::decode_v1(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
         let st = lock(&self.state);
@@ -425,25 +528,48 @@ impl Room {
                 .map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
         }
         let change = lock(&self.captured).take();
-        match change {
-            Some(change) => {
-                let frame = protocol::encode_sync_update(&change);
-                broadcast(&st.sessions, &frame, from);
-                drop(st);
-                self.emit_changed(change);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(match change {
+            Some(change) => self.commit_change(st, change, from),
+            None => Applied::default(),
+        })
     }
 
-    fn emit_changed(&self, change: Vec<u8>) {
+    /// Broadcasts and stores a captured change (room lock held), then runs hooks (released).
+    fn commit_change(
+        &self,
+        st: MutexGuard<'_, RoomState>,
+        change: Vec<u8>,
+        from: Option<SessionId>,
+    ) -> Applied {
+        let frame = protocol::encode_sync_update(&change);
+        broadcast(&st.sessions, &frame, from);
+        let change = Bytes::from(change);
+        let mut applied = Applied {
+            changed: true,
+            ..Applied::default()
+        };
+        if let Some(store) = &self.store {
+            let sv = st.awareness.doc().transact().state_vector().encode_v1();
+            match store.append(&self.name, change.clone(), sv) {
+                Ok(ticket) => {
+                    self.last_ticket
+                        .fetch_max(ticket.0, std::sync::atomic::Ordering::AcqRel);
+                    applied.ticket = Some(ticket);
+                }
+                Err(e) => {
+                    tracing::error!(room = &*self.name, error = %e, "cannot queue update for the store; it is in memory only");
+                    applied.store_failed = true;
+                }
+            }
+        }
+        drop(st);
         if !self.hooks.is_empty() {
             self.hooks.emit(RoomEvent::Changed {
                 room: &self.name,
-                update: &Bytes::from(change),
+                update: &change,
             });
         }
+        applied
     }
 
     /// Applies an awareness update from session `from` and forwards `frame` (the message as
@@ -516,9 +642,7 @@ impl Room {
         let out = f(st.awareness.doc());
         let change = lock(&self.captured).take();
         if let Some(change) = change {
-            broadcast(&st.sessions, &protocol::encode_sync_update(&change), None);
-            drop(st);
-            self.emit_changed(change);
+            self.commit_change(st, change, None);
         }
         out
     }
@@ -530,6 +654,11 @@ impl Room {
 
     /// Marks the room closed if it is still idle; returns whether it was closed.
     fn close_if_idle(&self, idle_for: Duration, now: Instant) -> bool {
+        // A room whose changes are not all on disk yet stays until they are: a reload right
+        // after eviction must find them in the store.
+        if !self.is_durable_now() {
+            return false;
+        }
         let mut st = lock(&self.state);
         match st.idle_since {
             Some(since) if st.sessions.is_empty() && now.duration_since(since) >= idle_for => {
@@ -647,6 +776,17 @@ pub enum RegistryError {
     AtCapacity(usize),
 }
 
+/// Why a room could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Too many rooms in memory.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The stored state could not be loaded.
+    #[error("room could not be loaded: {0}")]
+    Load(String),
+}
+
 /// A snapshot of one room for listings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoomInfo {
@@ -659,11 +799,21 @@ pub struct RoomInfo {
 }
 
 /// All rooms in memory, created on demand.
-#[derive(Debug)]
 pub struct RoomRegistry {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     settings: RoomSettings,
     hooks: Arc<Hooks>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for RoomRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomRegistry")
+            .field("rooms", &self.len())
+            .field("settings", &self.settings)
+            .field("store", &self.store.is_some())
+            .finish()
+    }
 }
 
 impl RoomRegistry {
@@ -674,17 +824,23 @@ impl RoomRegistry {
 
     /// Creates the registry and its pinned rooms, delivering room events to `hooks`.
     pub fn with_hooks(settings: RoomSettings, hooks: Hooks) -> Self {
+        Self::with_store(settings, hooks, None)
+    }
+
+    /// A registry whose rooms load from and append to `store`.
+    pub fn with_store(settings: RoomSettings, hooks: Hooks, store: Option<Arc<dyn Store>>) -> Self {
         let hooks = Arc::new(hooks);
         let mut rooms = HashMap::new();
         for name in &settings.pinned {
             let name: Arc<str> = Arc::from(name.as_str());
             rooms.insert(
                 name.clone(),
-                Arc::new(Room::with_hooks(
+                Arc::new(Room::with_store(
                     name.clone(),
                     true,
                     settings.outbound_queue,
                     hooks.clone(),
+                    store.clone(),
                 )),
             );
             hooks.emit(RoomEvent::Created { room: &name });
@@ -693,7 +849,45 @@ impl RoomRegistry {
             rooms: Mutex::new(rooms),
             settings,
             hooks,
+            store,
         }
+    }
+
+    /// The store rooms persist to, if any.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Returns the room with its stored state loaded, creating it if needed. A room whose
+    /// stored state cannot be loaded is dropped from memory again and reported; other rooms
+    /// are unaffected.
+    pub async fn open(&self, name: &str) -> Result<Arc<Room>, OpenError> {
+        let room = self.get_or_create(name)?;
+        if let Err(e) = room.load().await {
+            let mut rooms = lock(&self.rooms);
+            if rooms.get(name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
+                rooms.remove(name);
+            }
+            tracing::error!(room = name, error = %e, "room could not be opened");
+            return Err(OpenError::Load(e.to_string()));
+        }
+        Ok(room)
+    }
+
+    /// Opens a room only if it exists: in memory, or in the store. `Ok(None)` otherwise;
+    /// looking never creates a room.
+    pub async fn open_existing(&self, name: &str) -> Result<Option<Arc<Room>>, OpenError> {
+        if self.get(name).is_none() {
+            let Some(store) = &self.store else {
+                return Ok(None);
+            };
+            match store.meta(name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(OpenError::Load(e.to_string())),
+            }
+        }
+        self.open(name).await.map(Some)
     }
 
     /// The settings in force.
@@ -711,11 +905,12 @@ impl RoomRegistry {
             return Err(RegistryError::AtCapacity(rooms.len()));
         }
         let pinned = self.settings.pinned.contains(name);
-        let room = Arc::new(Room::with_hooks(
+        let room = Arc::new(Room::with_store(
             name,
             pinned,
             self.settings.outbound_queue,
             self.hooks.clone(),
+            self.store.clone(),
         ));
         rooms.insert(Arc::from(name), room.clone());
         drop(rooms);

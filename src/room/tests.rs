@@ -59,12 +59,12 @@ fn updates_fan_out_to_all_clients_including_sender_once_encoded() {
     drain(&mut a.outbound);
     drain(&mut b.outbound);
     let upd = text_update(7, "hello");
-    assert!(room.apply_update(&upd, Some(1)).unwrap());
+    assert!(room.apply_update(&upd, Some(1)).unwrap().changed);
     let fa = a.outbound.try_recv().unwrap();
     let fb = b.outbound.try_recv().unwrap();
     assert_eq!(fa.as_ptr(), fb.as_ptr(), "one encoding shared by receivers");
     // Applying the same update again changes nothing and sends nothing.
-    assert!(!room.apply_update(&upd, Some(1)).unwrap());
+    assert!(!room.apply_update(&upd, Some(1)).unwrap().changed);
     assert!(a.outbound.try_recv().is_err());
     room.with_doc(|doc| {
         let t = doc.get_or_insert_text("t");

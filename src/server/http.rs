@@ -61,8 +61,58 @@ pub(crate) async fn healthz() -> Response {
     data(json!({ "status": "ok" }))
 }
 
-pub(crate) async fn list_rooms(State(app): State<Arc<AppState>>) -> Response {
-    data(app.registry.list())
+/// Query of `GET /rooms`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct ListQuery {
+    /// Include rooms that are stored but not in memory.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /rooms`: rooms in memory with connection counts; `?all=true` adds every stored room
+/// with its stored size (logical bytes of snapshot and log) and last-modified time.
+pub(crate) async fn list_rooms(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let loaded = app.registry.list();
+    if !query.all {
+        return data(loaded);
+    }
+    let stored = match app.registry.store() {
+        Some(store) => match store.list().await {
+            Ok(list) => list,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot list stored rooms: {e}"),
+                )
+                .into_response()
+            }
+        },
+        None => Vec::new(),
+    };
+    let mut rows: std::collections::BTreeMap<String, serde_json::Value> = loaded
+        .into_iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                json!({
+                    "name": r.name, "connections": r.connections, "pinned": r.pinned,
+                    "loaded": true, "stored": false, "bytes": null, "updated_at_ms": null,
+                }),
+            )
+        })
+        .collect();
+    for m in stored {
+        let row = rows.entry(m.name.clone()).or_insert_with(
+            || json!({ "name": m.name, "connections": 0, "pinned": false, "loaded": false }),
+        );
+        row["stored"] = json!(true);
+        row["bytes"] = json!(m.bytes);
+        row["updated_at_ms"] = json!(m.updated_at_ms);
+    }
+    data(rows.into_values().collect::<Vec<_>>())
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -79,13 +129,17 @@ pub(crate) struct DocumentQuery {
 /// `GET /rooms/{room}` without a WebSocket upgrade: the room's full state as one Yjs v1
 /// update (`application/octet-stream`), or with `?format=json` its root types as JSON.
 /// A room that does not exist is 404 (looking does not create it).
-pub(crate) fn room_document(app: &AppState, room: &str, query: &DocumentQuery) -> Response {
-    let Some(r) = app.registry.get(room) else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("room {room:?} does not exist"),
-        )
-        .into_response();
+pub(crate) async fn room_document(app: &AppState, room: &str, query: &DocumentQuery) -> Response {
+    let r = match app.registry.open_existing(room).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("room {room:?} does not exist"),
+            )
+            .into_response()
+        }
+        Err(e) => return unavailable(room, e),
     };
     match query.format.as_deref() {
         None | Some("binary") => (
@@ -109,13 +163,22 @@ pub(crate) async fn get_room(
     Query(query): Query<DocumentQuery>,
 ) -> Response {
     match room_param(&params) {
-        Ok(room) => room_document(&app, &room, &query),
+        Ok(room) => room_document(&app, &room, &query).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// `POST /rooms/{room}`: applies a binary Yjs v1 update (creating the room if needed) and
-/// broadcasts it to connected clients. Answers `{"data": {"changed": bool}}`.
+fn unavailable(room: &str, e: impl std::fmt::Display) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("room {room:?} cannot be opened: {e}"),
+    )
+    .into_response()
+}
+
+/// `POST /rooms/{room}`: applies a binary Yjs v1 update (creating the room if needed),
+/// broadcasts it to connected clients, and answers once it is on disk:
+/// `{"data": {"changed": bool}}`.
 pub(crate) async fn post_room(
     State(app): State<Arc<AppState>>,
     params: RawPathParams,
@@ -133,16 +196,32 @@ pub(crate) async fn post_room(
         )
         .into_response();
     }
-    let room = match app.registry.get_or_create(&room) {
+    let name = room;
+    let room = match app.registry.open(&name).await {
         Ok(r) => r,
-        Err(e) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
-        }
+        Err(e) => return unavailable(&name, e),
     };
-    match room.apply_update(&body, None) {
-        Ok(changed) => data(json!({ "changed": changed })),
-        Err(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let applied = match room.apply_update(&body, None) {
+        Ok(a) => a,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if applied.store_failed {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "applied in memory, but the store did not accept it; it is not saved",
+        )
+        .into_response();
     }
+    if let (Some(ticket), Some(store)) = (applied.ticket, app.registry.store()) {
+        if let Err(e) = store.wait_durable(ticket).await {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("applied in memory, but not saved: {e}"),
+            )
+            .into_response();
+        }
+    }
+    data(json!({ "changed": applied.changed }))
 }
 
 /// The decoded, validated `{room}` path parameter.

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::room::{Hooks, RegistryError, Room, RoomRegistry, RoomSettings};
+use crate::room::{Hooks, OpenError, Room, RoomRegistry, RoomSettings};
+use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
 /// WebSocket close code: the node is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -49,6 +50,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The store could not be opened (locked by another node, corrupt, too new, ...).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// State shared by every handler and session of one node.
@@ -85,6 +89,32 @@ impl Node {
 
     /// Like [`Node::start`], delivering room events (created, evicted, changed) to `hooks`.
     pub async fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Node, ServerError> {
+        let store: Option<Arc<dyn Store>> = if config.memory {
+            tracing::warn!(
+                "running with --memory: NOTHING IS STORED; every room is lost when this node stops"
+            );
+            None
+        } else {
+            let opts = StoreOptions {
+                compact_log_count: config.store.compact_log_count,
+                compact_log_bytes: config.store.compact_log_bytes,
+                ..StoreOptions::default()
+            };
+            let dir = config.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, opts))
+                .await
+                .map_err(|e| StoreError::Internal(format!("opening the store: {e}")))??;
+            tracing::info!(path = %store.db_path().display(), "store opened");
+            Some(Arc::new(store))
+        };
+        Self::start_inner(config, hooks, store).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        hooks: Hooks,
+        store: Option<Arc<dyn Store>>,
+    ) -> Result<Node, ServerError> {
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)
             .await
@@ -96,7 +126,7 @@ impl Node {
             addr: bind.clone(),
             source,
         })?;
-        let registry = Arc::new(RoomRegistry::with_hooks(
+        let registry = Arc::new(RoomRegistry::with_store(
             RoomSettings {
                 idle_timeout: config.idle_timeout,
                 pinned: config.pinned_rooms.clone(),
@@ -104,7 +134,13 @@ impl Node {
                 outbound_queue: config.limits.outbound_queue,
             },
             hooks,
+            store,
         ));
+        for room in registry.rooms() {
+            if let Err(e) = room.load().await {
+                tracing::error!(room = room.name(), error = %e, "pinned room could not be loaded");
+            }
+        }
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),
@@ -146,10 +182,16 @@ impl Node {
         &self.state.registry
     }
 
-    /// Opens a room (creating it if needed) so the embedding program can read or edit its
-    /// document with [`Room::with_doc`]; edits reach connected clients like any update.
-    pub async fn room(&self, name: &str) -> Result<Arc<Room>, RegistryError> {
-        self.state.registry.get_or_create(name)
+    /// Opens a room (loading it from the store, creating it if needed) so the embedding
+    /// program can read or edit its document with [`Room::with_doc`]; edits reach connected
+    /// clients and the store like any update ([`Room::wait_durable`] waits for the disk).
+    pub async fn room(&self, name: &str) -> Result<Arc<Room>, OpenError> {
+        self.state.registry.open(name).await
+    }
+
+    /// The store, unless the node runs with `--memory`.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.state.registry.store()
     }
 
     /// Stops accepting, closes every WebSocket with 1001 and waits up to a few seconds for
@@ -166,6 +208,11 @@ impl Node {
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         self.sweeper.abort();
+        if let Some(store) = self.state.registry.store() {
+            if let Err(e) = store.close().await {
+                tracing::error!(error = %e, "store did not close cleanly");
+            }
+        }
         tracing::info!("stopped");
     }
 }
@@ -211,6 +258,18 @@ async fn sweeper_worker(registry: Arc<RoomRegistry>, shutdown: CancellationToken
             _ = tick.tick() => {
                 for name in registry.sweep(Instant::now()) {
                     tracing::info!(room = &*name, "room evicted after idle timeout");
+                    if let Some(store) = registry.store().cloned() {
+                        tokio::spawn(async move {
+                            match store.compact(&name).await {
+                                Ok((before, after)) => tracing::debug!(
+                                    room = &*name, before, after, "evicted room compacted"
+                                ),
+                                Err(e) => tracing::warn!(
+                                    room = &*name, error = %e, "compaction after eviction failed"
+                                ),
+                            }
+                        });
+                    }
                 }
             }
         }

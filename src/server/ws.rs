@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +27,10 @@ use super::{
 };
 use crate::protocol::{self, Message, SyncMessage};
 use crate::room::{
-    ClientId, CloseReason, Joined, Kick, Room, RoomError, SessionKind, CLOSE_TOO_SLOW,
+    Applied, ClientId, CloseReason, Joined, Kick, OpenError, Room, RoomError, SessionKind,
+    CLOSE_TOO_SLOW,
 };
+use crate::store::{CommitTicket, Store};
 
 /// Read buffer per connection. tungstenite's default (128 KiB) dominates idle memory.
 const READ_BUFFER: usize = 8 * 1024;
@@ -59,7 +61,7 @@ pub(crate) async fn room_route(
             let doc_query = DocumentQuery {
                 format: query.get("format").cloned(),
             };
-            room_document(&app, &room, &doc_query)
+            room_document(&app, &room, &doc_query).await
         }
     }
 }
@@ -158,12 +160,25 @@ fn truncate_reason(reason: &str) -> String {
 }
 
 /// Joins `name`, retrying if the room was evicted between lookup and join.
-fn join_room(app: &AppState, name: &str, id: u64) -> Result<(Arc<Room>, Joined), CloseReason> {
+async fn join_room(
+    app: &AppState,
+    name: &str,
+    id: u64,
+) -> Result<(Arc<Room>, Joined), CloseReason> {
     for _ in 0..8 {
-        let room = app.registry.get_or_create(name).map_err(|e| CloseReason {
-            code: CLOSE_AT_CAPACITY,
-            reason: e.to_string(),
-            by_peer: false,
+        // Load before sync: the room's stored state is in the document before we queue
+        // this client's SyncStep1.
+        let room = app.registry.open(name).await.map_err(|e| match e {
+            OpenError::Registry(e) => CloseReason {
+                code: CLOSE_AT_CAPACITY,
+                reason: e.to_string(),
+                by_peer: false,
+            },
+            OpenError::Load(e) => CloseReason {
+                code: super::CLOSE_ROOM_UNAVAILABLE,
+                reason: format!("room could not be opened: {e}"),
+                by_peer: false,
+            },
         })?;
         match room.join(id, SessionKind::Client) {
             Ok(joined) => return Ok((room, joined)),
@@ -190,7 +205,7 @@ fn millis_since(app: &AppState) -> u64 {
 
 async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, peer: SocketAddr) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    let (room, joined) = match join_room(&app, &room_name, id) {
+    let (room, joined) = match join_room(&app, &room_name, id).await {
         Ok(j) => j,
         Err(reason) => {
             tracing::warn!(room = room_name, %peer, reason = reason.reason, "connection refused");
@@ -215,17 +230,19 @@ async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, p
         last_seen.clone(),
     ));
     let mut awareness_clients = HashSet::new();
+    let mut acks = Acks::new(app.registry.store().cloned(), reply, kick.clone());
     read_loop(
         &app,
         &room,
         id,
         stream,
-        &reply,
+        &mut acks,
         &kick,
         &last_seen,
         &mut awareness_clients,
     )
     .await;
+    drop(acks);
     room.leave(id, &awareness_clients);
     kick.peer_closed(CONNECTION_LOST, "connection lost");
     let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
@@ -248,7 +265,7 @@ async fn read_loop(
     room: &Room,
     id: u64,
     mut stream: SplitStream<WebSocket>,
-    reply: &mpsc::Sender<Bytes>,
+    acks: &mut Acks,
     kick: &Kick,
     last_seen: &AtomicU64,
     awareness_clients: &mut HashSet<ClientId>,
@@ -280,7 +297,7 @@ async fn read_loop(
         last_seen.store(millis_since(app), Ordering::Relaxed);
         match msg {
             WsMessage::Binary(frame) => {
-                if let Err(reason) = handle_frame(room, id, frame, reply, awareness_clients) {
+                if let Err(reason) = handle_frame(room, id, frame, acks, awareness_clients) {
                     tracing::debug!(session = id, reason = reason.reason, "closing session");
                     kick.kick(reason.code, reason.reason);
                     return;
@@ -342,9 +359,10 @@ fn handle_frame(
     room: &Room,
     id: u64,
     frame: Bytes,
-    reply: &mpsc::Sender<Bytes>,
+    acks: &mut Acks,
     awareness_clients: &mut HashSet<ClientId>,
 ) -> Result<(), CloseReason> {
+    let reply = &acks.reply.clone();
     let msgs = protocol::decode_frame(frame.clone()).map_err(malformed)?;
     let single = msgs.len() == 1;
     for msg in msgs {
@@ -355,7 +373,8 @@ fn handle_frame(
             }
             Message::Sync(SyncMessage::Step2(update))
             | Message::Sync(SyncMessage::Update(update)) => {
-                room.apply_update(&update, Some(id)).map_err(malformed)?;
+                let applied = room.apply_update(&update, Some(id)).map_err(malformed)?;
+                acks.record(&applied);
             }
             Message::Awareness(payload) => {
                 let as_received = if single {
@@ -373,13 +392,12 @@ fn handle_frame(
             }
             Message::QueryAwareness => send_reply(reply, room.awareness_frame())?,
             Message::SyncStatus(payload) => {
-                // Without a store every applied update is as durable as it will get.
                 let echo = if single {
                     frame.clone()
                 } else {
                     protocol::encode_sync_status(&payload)
                 };
-                send_reply(reply, echo)?;
+                acks.sync_status(echo)?;
             }
             Message::AuthDenied(_) | Message::AuthOther(_) => {
                 tracing::debug!(session = id, "ignoring auth message from client");
@@ -401,6 +419,108 @@ fn handle_frame(
         }
     }
     Ok(())
+}
+
+/// "Saved means durable": the SYNC_STATUS (102) echo for a client goes out only after every
+/// update that client sent before it is committed to disk. Echoes keep their order: once one
+/// has to wait, later ones queue behind it in a small per-session task.
+struct Acks {
+    store: Option<Arc<dyn Store>>,
+    reply: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+    /// Ticket of the last update this session sent that changed the room.
+    last_ticket: Option<CommitTicket>,
+    /// An update of this session could not be stored: withhold every later echo.
+    failed: Arc<AtomicBool>,
+    waiting: Option<mpsc::Sender<(Option<CommitTicket>, Bytes)>>,
+}
+
+/// Echoes that may wait for the disk at once, per session.
+const PENDING_ACKS: usize = 256;
+
+impl Acks {
+    fn new(store: Option<Arc<dyn Store>>, reply: mpsc::Sender<Bytes>, kick: Arc<Kick>) -> Self {
+        Acks {
+            store,
+            reply,
+            kick,
+            last_ticket: None,
+            failed: Arc::new(AtomicBool::new(false)),
+            waiting: None,
+        }
+    }
+
+    fn record(&mut self, applied: &Applied) {
+        if applied.store_failed {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        if let Some(t) = applied.ticket {
+            self.last_ticket = Some(t);
+        }
+    }
+
+    fn sync_status(&mut self, echo: Bytes) -> Result<(), CloseReason> {
+        if self.failed.load(Ordering::Relaxed) {
+            tracing::warn!("withholding sync-status echo: an earlier update was not saved");
+            return Ok(());
+        }
+        let Some(store) = self.store.clone() else {
+            // No store (--memory): applied is as saved as it gets.
+            return send_reply(&self.reply, echo);
+        };
+        let durable_now = match self.last_ticket {
+            None => true,
+            Some(t) => matches!(
+                futures_util::FutureExt::now_or_never(store.wait_durable(t)),
+                Some(Ok(()))
+            ),
+        };
+        if durable_now && self.waiting.is_none() {
+            return send_reply(&self.reply, echo);
+        }
+        let tx = self.waiting.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PENDING_ACKS);
+            tokio::spawn(ack_worker(
+                store,
+                rx,
+                self.reply.clone(),
+                self.kick.clone(),
+                self.failed.clone(),
+            ));
+            tx
+        });
+        tx.try_send((self.last_ticket, echo))
+            .map_err(|_| CloseReason {
+                code: CLOSE_TOO_SLOW,
+                reason: "too many sync-status messages waiting for the disk".into(),
+                by_peer: false,
+            })
+    }
+}
+
+async fn ack_worker(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes)>,
+    reply: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+    failed: Arc<AtomicBool>,
+) {
+    while let Some((ticket, echo)) = rx.recv().await {
+        if failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(t) = ticket {
+            if let Err(e) = store.wait_durable(t).await {
+                tracing::error!(error = %e, "an update was not saved; withholding sync-status echoes");
+                failed.store(true, Ordering::Relaxed);
+                continue;
+            }
+        }
+        if let Err(reason) = send_reply(&reply, echo) {
+            kick.kick(reason.code, reason.reason);
+            return;
+        }
+    }
 }
 
 async fn writer_worker(

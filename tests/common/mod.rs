@@ -21,10 +21,25 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 /// Default wait for any condition in tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A config for tests: any free port on loopback.
+/// A fresh, empty directory for one test's store.
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A config for tests: any free port on loopback, a store in a fresh directory.
 pub fn test_config() -> Config {
     Config {
         port: 0,
+        data_dir: fresh_dir("node"),
         ..Config::default()
     }
 }

@@ -1,0 +1,281 @@
+//! The durable store: every room's update log and snapshot, kept on disk.
+//!
+//! This module owns **what "saved" means**. The room layer hands each update that changed a
+//! room to [`Store::append`] (synchronously, under its room lock, so log order equals apply
+//! order) and gets a [`CommitTicket`]; [`Store::wait_durable`] resolves once that ticket, and
+//! every ticket before it, is committed and fsync'd. Nothing above this layer talks to SQLite.
+//!
+//! The [`Store`] trait is small, async and object-safe (`Arc<dyn Store>`) so that a later layer
+//! (S3 snapshots, see ARCHITECTURE.md) can wrap another store: it can fall back on a
+//! [`Store::load`] miss, learn which rooms changed since a marker ([`Store::changed_since`]) and
+//! list rooms ([`Store::list`]) without loading documents.
+//!
+//! # The embedded backend: [`SqliteStore`]
+//!
+//! One SQLite database, `DATA_DIR/ymesh.sqlite3`, in WAL mode with `synchronous=FULL`: with
+//! WAL, FULL makes SQLite fsync the WAL file at every commit, so a committed transaction
+//! survives power loss and `kill -9` (NORMAL would only sync at checkpoints). Incremental
+//! auto-vacuum is enabled when the file is created.
+//!
+//! **One node per data directory.** `open` takes `flock(LOCK_EX | LOCK_NB)` on
+//! `DATA_DIR/LOCK` and holds it for the store's lifetime. The kernel drops the lock when the
+//! process dies, so a crash never leaves a stale lock; the file itself may stay. A second
+//! open of the same directory, in another process or in this one, fails with
+//! [`StoreError::Locked`].
+//!
+//! **Schema.** `PRAGMA application_id` marks the file as ours (`0x594D5348`, "YMSH") and
+//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 1). A newer version is
+//! refused ([`StoreError::SchemaTooNew`]); an older one is migrated in one transaction (version
+//! 0 is the empty new file). A file that is not SQLite, or a SQLite database that is not ours,
+//! is refused ([`StoreError::NotAStore`]) and never written to.
+//!
+//! ```text
+//! meta    (key TEXT PRIMARY KEY, value INTEGER)       -- 'change_seq': global change counter
+//! rooms   (id INTEGER PRIMARY KEY,                    -- internal, referenced by updates
+//!          name TEXT UNIQUE NOT NULL,                 -- room name as the room layer knows it
+//!          snapshot BLOB,                             -- v1 update of the folded log, or NULL
+//!          snapshot_bytes, log_bytes, log_count,      -- logical sizes (bytes of blobs)
+//!          state_vector BLOB NOT NULL,                -- v1 state vector, canonical (sorted)
+//!          digest TEXT NOT NULL,                      -- hex sha256 of state_vector
+//!          updated_at_ms INTEGER NOT NULL,            -- unix ms of the last committed append
+//!          change_seq INTEGER NOT NULL)               -- meta.change_seq at that commit
+//!          + index on change_seq
+//! updates (seq INTEGER PRIMARY KEY,                   -- rowid: increases with every append
+//!          room_id INTEGER NOT NULL,                  -- rooms.id
+//!          data BLOB NOT NULL)                        -- one v1 update as the room applied it
+//!          + index on (room_id, seq)
+//! ```
+//!
+//! A room's document is `snapshot` followed by its `updates` in `seq` order.
+//!
+//! **Group commit.** One writer OS thread owns the only write connection. `append` assigns
+//! the ticket and sends into a bounded channel (capacity
+//! [`StoreOptions::queue_capacity`]) under one short std mutex, so tickets are in channel
+//! order; it blocks only when the channel is full (backpressure). The writer blocks for one
+//! request, drains whatever else is queued (up to [`StoreOptions::max_batch_items`] /
+//! [`StoreOptions::max_batch_bytes`], optionally waiting [`StoreOptions::batch_window`]),
+//! writes the whole batch in ONE transaction, commits, and publishes the highest committed
+//! ticket on a `tokio::sync::watch` channel that `wait_durable` awaits. Because SQLite is
+//! busy with an fsync while new appends queue up, batches grow with load on their own.
+//!
+//! **Failures.** A failed commit is logged and recorded against the batch's ticket range;
+//! waiters for those tickets get [`StoreError::CommitFailed`], and the writer goes on with the
+//! next batch (the seam for retry/back-off and per-room isolation). After such an error the
+//! room's stored log may lack that update: the room layer should treat the room as failed
+//! (close it, or re-append its full state, which is idempotent for Yjs).
+//!
+//! **Compaction** folds a room's snapshot and log into a new snapshot (a fresh `yrs` doc,
+//! `encode_state_as_update_v1`) in one transaction. The writer does it after a commit when a
+//! room's log passes [`StoreOptions::compact_log_count`] or
+//! [`StoreOptions::compact_log_bytes`], and on request ([`Store::compact`]).
+//!
+//! **Reads** (`load`, `list`, `meta`, `changed_since`) run on `spawn_blocking` with a small pool
+//! of read-only connections; WAL lets them run while the writer commits. A read sees every
+//! committed append; an append that is queued but not yet committed may be missing, so the
+//! room layer loads a room *before* it accepts appends for it.
+
+mod lock;
+mod schema;
+mod sqlite;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::{SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME};
+
+/// A boxed, `Send` future borrowing the store; keeps [`Store`] object-safe.
+pub type BoxFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
+
+/// Errors from the store. Every variant names what it is about (room, file, directory).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("store I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// SQLite reported an error.
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A room's stored data does not decode; only that room is affected.
+    #[error("stored data of room {room:?} is corrupt: {detail}")]
+    Corrupt {
+        /// The room whose data is corrupt.
+        room: String,
+        /// What failed to decode.
+        detail: String,
+    },
+    /// The database was written by a newer ymesh; it is left untouched.
+    #[error(
+        "{path} has store schema version {found}, newer than version {supported} that this \
+         ymesh supports; upgrade ymesh (the file was left untouched)"
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+    /// The database file is not a ymesh store (not SQLite, or someone else's SQLite database).
+    #[error("{path} is not a ymesh store ({detail}); refusing to use or modify it")]
+    NotAStore {
+        /// The database file.
+        path: PathBuf,
+        /// Why it was refused.
+        detail: String,
+    },
+    /// Another store (another process, or another open in this one) holds the directory.
+    #[error(
+        "data directory {dir} is locked: another ymesh node is using it{holder} \
+         (one node per data directory)"
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Best-effort description of the holder, e.g. " (pid 1234)", or empty.
+        holder: String,
+    },
+    /// The store was closed (or its writer stopped); nothing more can be written.
+    #[error("store is closed")]
+    Closed,
+    /// The commit that contained this append failed; the append is not durable.
+    #[error("commit failed: {0}")]
+    CommitFailed(Arc<StoreError>),
+    /// An internal invariant failed (e.g. a background thread panicked).
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+/// Ordered, monotonically increasing position of an appended update.
+///
+/// Tickets start at 1; ticket 0 ([`CommitTicket::NONE`]) is "nothing appended yet" and is
+/// always durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CommitTicket(pub u64);
+
+impl CommitTicket {
+    /// Precedes every real ticket; `wait_durable(NONE)` resolves at once.
+    pub const NONE: CommitTicket = CommitTicket(0);
+}
+
+/// A room's stored state: apply `snapshot` (if any), then `updates` in order (all Yjs v1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedRoom {
+    /// The folded state at the last compaction, or `None` if never compacted.
+    pub snapshot: Option<Vec<u8>>,
+    /// Updates appended since, oldest first.
+    pub updates: Vec<Vec<u8>>,
+}
+
+/// What the store knows about a room without loading its document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomMeta {
+    /// The room name.
+    pub name: String,
+    /// Logical size: snapshot bytes plus log bytes (blob sizes, not pages on disk).
+    pub bytes: u64,
+    /// Number of updates in the log since the last compaction.
+    pub log_count: u64,
+    /// Unix time in milliseconds of the last committed append.
+    pub updated_at_ms: u64,
+    /// The room's encoded (v1) state vector after the last committed append, with entries in
+    /// client-id order so that equal state vectors have equal bytes.
+    pub state_vector: Vec<u8>,
+    /// Lower-case hex SHA-256 of `state_vector`. Equal documents have equal digests. It
+    /// covers inserted content only: an update that only deletes does not change a state
+    /// vector, so it does not change the digest either.
+    pub digest: String,
+}
+
+/// Tuning of [`SqliteStore`]. `Default` gives the production values.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Compact a room once its log holds this many updates (default 500).
+    pub compact_log_count: u64,
+    /// Compact a room once its log holds this many bytes (default 1 MiB).
+    pub compact_log_bytes: u64,
+    /// Appends queued for the writer before `append` blocks (default 8192).
+    pub queue_capacity: usize,
+    /// Most requests committed in one transaction (default 1024).
+    pub max_batch_items: usize,
+    /// Stop adding to a batch once its updates reach this many bytes (default 8 MiB).
+    pub max_batch_bytes: usize,
+    /// After the first request of a batch, wait up to this long for more while the batch is
+    /// small (default 0: the fsync of the previous batch is window enough under load).
+    pub batch_window: Duration,
+    /// How long SQLite retries a locked database before failing (default 5 s).
+    pub busy_timeout: Duration,
+    /// Idle read connections kept for reuse (default 4).
+    pub max_idle_readers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            compact_log_count: 500,
+            compact_log_bytes: 1024 * 1024,
+            queue_capacity: 8192,
+            max_batch_items: 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            batch_window: Duration::ZERO,
+            busy_timeout: Duration::from_secs(5),
+            max_idle_readers: 4,
+        }
+    }
+}
+
+/// A durable home for rooms. Object-safe: use it as `Arc<dyn Store>`; a wrapper (e.g. S3
+/// snapshots) can implement it around another `Store`.
+pub trait Store: Send + Sync + 'static {
+    /// Enqueues `update` for `room`; returns its ticket.
+    ///
+    /// Synchronous and cheap, callable while holding a std mutex: it never awaits, and blocks
+    /// only while the writer's bounded queue is full. `state_vector` is the room's encoded
+    /// state vector after the update; it is stored with the room (and its digest) at commit.
+    /// Call it in the order the room applied its updates.
+    fn append(
+        &self,
+        room: &str,
+        update: bytes::Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError>;
+
+    /// Resolves when every append up to and including `ticket` is committed to disk, or with
+    /// the error that prevented it ([`StoreError::CommitFailed`] for the commit holding
+    /// `ticket`).
+    fn wait_durable(&self, ticket: CommitTicket) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The stored state of `room`, or `None` if it was never stored. Sees every committed
+    /// append (queued, uncommitted ones may be missing: load before appending). Blobs that do
+    /// not decode as Yjs v1 updates give [`StoreError::Corrupt`] for this room only.
+    fn load(&self, room: &str) -> BoxFuture<'_, Result<Option<LoadedRoom>, StoreError>>;
+
+    /// Folds `room`'s log into one snapshot in one transaction. Returns the logical sizes
+    /// `(bytes_before, bytes_after)`; `(0, 0)` if the room is not stored.
+    fn compact(&self, room: &str) -> BoxFuture<'_, Result<(u64, u64), StoreError>>;
+
+    /// Every stored room with its metadata, by name, without loading documents.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RoomMeta>, StoreError>>;
+
+    /// The metadata of one room, or `None` if it is not stored.
+    fn meta(&self, room: &str) -> BoxFuture<'_, Result<Option<RoomMeta>, StoreError>>;
+
+    /// Rooms whose content changed after `marker`, and the marker to pass next time. Markers
+    /// are opaque; `0` means "from the beginning". Compaction does not count as a change.
+    fn changed_since(&self, marker: u64) -> BoxFuture<'_, Result<(Vec<String>, u64), StoreError>>;
+
+    /// Commits everything queued, then stops the writer. Later appends fail with
+    /// [`StoreError::Closed`]; reads keep working.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

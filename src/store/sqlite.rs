@@ -1,0 +1,516 @@
+//! [`SqliteStore`]: the embedded [`Store`] on SQLite. See the module docs of [`crate::store`].
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::{oneshot, watch};
+use yrs::updates::decoder::Decode;
+use yrs::Update;
+
+use super::lock::DirLock;
+use super::writer::{self, Append, Request};
+use super::{
+    schema, BoxFuture, CommitTicket, LoadedRoom, RoomMeta, Store, StoreError, StoreOptions,
+};
+
+/// The database file inside the data directory.
+pub const DB_FILE_NAME: &str = "ymesh.sqlite3";
+
+/// The lock file inside the data directory (held with `flock` while a store is open).
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// How many failed ticket ranges are remembered for late `wait_durable` callers.
+const MAX_FAILED_RANGES: usize = 1024;
+
+/// Counters of the writer's work, for tests, metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Appends committed.
+    pub appends: u64,
+    /// Transactions that committed appends (one per batch).
+    pub commits: u64,
+    /// Batches whose commit failed.
+    pub failed_commits: u64,
+    /// Compactions done (automatic and requested).
+    pub compactions: u64,
+    /// The largest number of appends committed in one transaction.
+    pub max_batch: u64,
+    /// The highest ticket issued by `append` (0 if none).
+    pub issued_ticket: u64,
+    /// The highest ticket the writer has finished with (committed or failed).
+    pub durable_ticket: u64,
+}
+
+/// The embedded store: one SQLite database in a data directory, one writer thread with group
+/// commit, read connections on blocking threads. Holds the directory's `flock` until closed
+/// and dropped.
+///
+/// Prefer [`Store::close`] before dropping: `Drop` also stops the writer, but it blocks the
+/// calling thread until the queued appends are committed.
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    /// The writer's queue and the next ticket, under one mutex so tickets are in queue
+    /// order. `None` once closed.
+    queue: Mutex<Option<Queue>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+    /// Dropped last (fields drop in order, after `Drop::drop` joined the writer), so the
+    /// directory stays locked until the write connection is closed.
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("db_path", &self.shared.db_path)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Queue {
+    tx: SyncSender<Request>,
+    next_ticket: u64,
+}
+
+/// State shared by the store handle, the writer thread and read tasks.
+pub(crate) struct Shared {
+    pub(crate) opts: StoreOptions,
+    db_path: PathBuf,
+    /// Highest ticket the writer has finished (committed, or failed and recorded).
+    durable: watch::Sender<u64>,
+    pub(crate) failures: Failures,
+    pub(crate) stats: Counters,
+    readers: Mutex<Vec<Connection>>,
+    /// Why the writer stopped, if it died rather than being closed.
+    dead: OnceLock<Arc<StoreError>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) appends: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) failed_commits: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) max_batch: AtomicU64,
+}
+
+/// Ticket ranges whose commit failed, so their waiters get the error.
+#[derive(Default)]
+pub(crate) struct Failures {
+    any: AtomicBool,
+    log: Mutex<FailureLog>,
+}
+
+#[derive(Default)]
+struct FailureLog {
+    /// Ascending, disjoint `(first, last, error)`.
+    ranges: VecDeque<(u64, u64, Arc<StoreError>)>,
+    /// Ranges up to this ticket were forgotten (too many failures): their outcome is unknown.
+    forgotten_through: u64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Failures {
+    /// Records that tickets `first..=last` failed with `error`.
+    pub(crate) fn record(&self, first: u64, last: u64, error: Arc<StoreError>) {
+        let mut log = locked(&self.log);
+        log.ranges.push_back((first, last, error));
+        while log.ranges.len() > MAX_FAILED_RANGES {
+            if let Some((_, last, _)) = log.ranges.pop_front() {
+                log.forgotten_through = last;
+            }
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// `Ok` unless `ticket`'s commit failed (or its outcome was forgotten: then, to be safe,
+    /// it is reported as failed).
+    fn check(&self, ticket: u64) -> Result<(), StoreError> {
+        if !self.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let log = locked(&self.log);
+        let i = log.ranges.partition_point(|(_, last, _)| *last < ticket);
+        if let Some((first, _, error)) = log.ranges.get(i) {
+            if *first <= ticket {
+                return Err(StoreError::CommitFailed(Arc::clone(error)));
+            }
+        }
+        if ticket <= log.forgotten_through {
+            return Err(StoreError::CommitFailed(Arc::new(StoreError::Internal(
+                format!("too many failed commits since ticket {ticket}; its outcome is unknown"),
+            ))));
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Marks every ticket up to `ticket` as finished.
+    pub(crate) fn publish(&self, ticket: u64) {
+        self.durable.send_if_modified(|done| {
+            let advance = ticket > *done;
+            if advance {
+                *done = ticket;
+            }
+            advance
+        });
+    }
+
+    /// The writer stopped for good: fail everything outstanding and everything later.
+    pub(crate) fn writer_died(&self, error: Arc<StoreError>) {
+        let _ = self.dead.set(Arc::clone(&error));
+        let done = *self.durable.borrow();
+        self.failures
+            .record(done.saturating_add(1), u64::MAX, error);
+        self.publish(u64::MAX);
+    }
+
+    fn closed_error(&self) -> StoreError {
+        match self.dead.get() {
+            Some(e) => StoreError::CommitFailed(Arc::clone(e)),
+            None => StoreError::Closed,
+        }
+    }
+
+    /// Runs `f` with a pooled read connection (opening one if none is idle).
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = locked(&self.readers).pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => schema::open_reader(&self.db_path, &self.opts)?,
+        };
+        let result = f(&mut conn);
+        if conn.is_autocommit() {
+            let mut pool = locked(&self.readers);
+            if pool.len() < self.opts.max_idle_readers {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+}
+
+/// Runs a read on a blocking thread.
+async fn read<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(move || shared.with_reader(f))
+        .await
+        .map_err(|e| StoreError::Internal(format!("store read task failed: {e}")))?
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`: takes the directory lock, checks or
+    /// creates the database, and starts the writer thread.
+    ///
+    /// Fails with [`StoreError::Locked`] if another store holds `dir`,
+    /// [`StoreError::SchemaTooNew`] if a newer ymesh wrote it, and [`StoreError::NotAStore`]
+    /// if `dir/ymesh.sqlite3` is not a ymesh database (the file is left untouched).
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let mut opts = opts;
+        opts.queue_capacity = opts.queue_capacity.max(1);
+        opts.max_batch_items = opts.max_batch_items.max(1);
+        opts.max_batch_bytes = opts.max_batch_bytes.max(1);
+        opts.compact_log_count = opts.compact_log_count.max(1);
+
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = DirLock::acquire(dir, LOCK_FILE_NAME)?;
+        let db_path = dir.join(DB_FILE_NAME);
+        let (conn, created) = schema::open_writer(&db_path, &opts)?;
+        if created {
+            // Make the new file's directory entry durable too.
+            sync_dir(dir)?;
+        }
+        // Fail now rather than at the first read if readers cannot open.
+        let reader = schema::open_reader(&db_path, &opts)?;
+
+        let (durable, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            db_path: db_path.clone(),
+            durable,
+            failures: Failures::default(),
+            stats: Counters::default(),
+            readers: Mutex::new(vec![reader]),
+            dead: OnceLock::new(),
+            opts,
+        });
+        let (tx, rx) = sync_channel(shared.opts.queue_capacity);
+        let handle = writer::start(conn, rx, Arc::clone(&shared))?;
+        tracing::info!(path = %db_path.display(), "store opened");
+        Ok(SqliteStore {
+            shared,
+            queue: Mutex::new(Some(Queue { tx, next_ticket: 1 })),
+            writer: Mutex::new(Some(handle)),
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.shared.db_path
+    }
+
+    /// Counters of the writer's work so far.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.shared.stats;
+        let issued_ticket = locked(&self.queue)
+            .as_ref()
+            .map_or(0, |q| q.next_ticket - 1);
+        StoreStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            max_batch: c.max_batch.load(Ordering::Relaxed),
+            issued_ticket,
+            durable_ticket: *self.shared.durable.borrow(),
+        }
+    }
+
+    /// Disconnects the queue; the writer commits what is queued, then exits.
+    fn stop_queue(&self) {
+        drop(locked(&self.queue).take());
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_queue();
+        let handle = locked(&self.writer).take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &self,
+        room: &str,
+        update: Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError> {
+        let mut queue = locked(&self.queue);
+        let Some(q) = queue.as_mut() else {
+            return Err(self.shared.closed_error());
+        };
+        let ticket = q.next_ticket;
+        q.tx.send(Request::Append(Append {
+            ticket,
+            room: room.to_owned(),
+            update,
+            state_vector,
+        }))
+        .map_err(|_| self.shared.closed_error())?;
+        q.next_ticket += 1;
+        Ok(CommitTicket(ticket))
+    }
+
+    fn wait_durable(&self, ticket: CommitTicket) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut done = self.shared.durable.subscribe();
+        Box::pin(async move {
+            if ticket.0 == 0 {
+                return Ok(());
+            }
+            // The sender lives in `shared`, which outlives this borrow of `self`.
+            done.wait_for(|&d| d >= ticket.0)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            self.shared.failures.check(ticket.0)
+        })
+    }
+
+    fn load(&self, room: &str) -> BoxFuture<'_, Result<Option<LoadedRoom>, StoreError>> {
+        let room = room.to_owned();
+        Box::pin(read(Arc::clone(&self.shared), move |conn| {
+            load_room(conn, &room)
+        }))
+    }
+
+    fn compact(&self, room: &str) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            let tx = match locked(&self.queue).as_ref() {
+                Some(q) => q.tx.clone(),
+                None => return Err(self.shared.closed_error()),
+            };
+            let (reply, answer) = oneshot::channel();
+            match tx.try_send(Request::Compact { room, reply }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(req)) => {
+                    // Queue full: wait for room on a blocking thread, not the runtime's.
+                    tokio::task::spawn_blocking(move || tx.send(req))
+                        .await
+                        .map_err(|e| StoreError::Internal(format!("compaction request: {e}")))?
+                        .map_err(|_| self.shared.closed_error())?;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(self.shared.closed_error()),
+            }
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RoomMeta>, StoreError>> {
+        Box::pin(read(Arc::clone(&self.shared), |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{META_SELECT} ORDER BY name"))?;
+            let rows = stmt.query_map([], meta_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn meta(&self, room: &str) -> BoxFuture<'_, Result<Option<RoomMeta>, StoreError>> {
+        let room = room.to_owned();
+        Box::pin(read(Arc::clone(&self.shared), move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{META_SELECT} WHERE name = ?1"))?;
+            Ok(stmt.query_row(params![room], meta_from_row).optional()?)
+        }))
+    }
+
+    fn changed_since(&self, marker: u64) -> BoxFuture<'_, Result<(Vec<String>, u64), StoreError>> {
+        Box::pin(read(Arc::clone(&self.shared), move |conn| {
+            // One read transaction: the rooms and the new marker come from the same commit.
+            let tx = conn.transaction()?;
+            let rooms = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT name FROM rooms WHERE change_seq > ?1 ORDER BY change_seq, name",
+                )?;
+                let rows =
+                    stmt.query_map(params![to_sql_int(marker)], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let now: i64 =
+                tx.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| {
+                    r.get(0)
+                })?;
+            tx.finish()?;
+            Ok((rooms, from_sql_int(now)))
+        }))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.stop_queue();
+            let handle = locked(&self.writer).take();
+            if let Some(handle) = handle {
+                let joined = tokio::task::spawn_blocking(move || handle.join())
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("store close: {e}")))?;
+                if joined.is_err() {
+                    return Err(StoreError::Internal("store writer thread panicked".into()));
+                }
+                tracing::info!(path = %self.shared.db_path.display(), "store closed");
+            }
+            Ok(())
+        })
+    }
+}
+
+const META_SELECT: &str = "SELECT name, snapshot_bytes + log_bytes, log_count, updated_at_ms, \
+                           state_vector, digest FROM rooms";
+
+fn meta_from_row(r: &Row<'_>) -> rusqlite::Result<RoomMeta> {
+    Ok(RoomMeta {
+        name: r.get(0)?,
+        bytes: from_sql_int(r.get(1)?),
+        log_count: from_sql_int(r.get(2)?),
+        updated_at_ms: from_sql_int(r.get(3)?),
+        state_vector: r.get(4)?,
+        digest: r.get(5)?,
+    })
+}
+
+fn load_room(conn: &mut Connection, room: &str) -> Result<Option<LoadedRoom>, StoreError> {
+    // One read transaction: the snapshot and the log come from the same commit.
+    let tx = conn.transaction()?;
+    let row: Option<(i64, Option<Vec<u8>>)> = tx
+        .query_row(
+            "SELECT id, snapshot FROM rooms WHERE name = ?1",
+            params![room],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, snapshot)) = row else {
+        return Ok(None);
+    };
+    let updates = {
+        let mut stmt =
+            tx.prepare_cached("SELECT data FROM updates WHERE room_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.finish()?;
+    check_decodes(room, snapshot.as_deref(), &updates)?;
+    Ok(Some(LoadedRoom { snapshot, updates }))
+}
+
+/// Every blob must decode as a Yjs v1 update; otherwise the room is corrupt.
+fn check_decodes(
+    room: &str,
+    snapshot: Option<&[u8]>,
+    updates: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        room: room.to_owned(),
+        detail,
+    };
+    let decode = |what: &dyn Fn() -> String, blob: &[u8]| -> Result<(), StoreError> {
+        match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(blob))) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(corrupt(format!("{} does not decode: {e}", what()))),
+            Err(_) => Err(corrupt(format!("{} made the Yjs decoder panic", what()))),
+        }
+    };
+    if let Some(s) = snapshot {
+        decode(&|| "snapshot".to_owned(), s)?;
+    }
+    for (i, u) in updates.iter().enumerate() {
+        decode(&|| format!("log update #{}", i + 1), u)?;
+    }
+    Ok(())
+}
+
+/// SQLite integers are `i64`; our counters are `u64` and never near `i64::MAX`.
+pub(crate) fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`to_sql_int`]; a negative value (never written by us) reads as 0.
+pub(crate) fn from_sql_int(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}

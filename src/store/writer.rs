@@ -1,0 +1,485 @@
+//! The writer thread: the only owner of the write connection. Group commit and compaction.
+//!
+//! It blocks for one request, drains what else is queued into a batch, writes every append
+//! of the batch in one transaction, commits (one fsync), publishes the batch's last ticket,
+//! then compacts rooms whose log passed a threshold and serves explicit compaction requests.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use super::sqlite::{from_sql_int, to_sql_int, Shared};
+use super::StoreError;
+
+/// Free pages above which the writer returns space to the file system after a compaction.
+const VACUUM_FREE_PAGES: i64 = 4096;
+
+/// Where the writer answers a compaction request.
+pub(crate) type CompactReply = oneshot::Sender<Result<(u64, u64), StoreError>>;
+
+/// One request to the writer.
+pub(crate) enum Request {
+    /// Append an update (see [`super::Store::append`]).
+    Append(Append),
+    /// Compact a room and report `(bytes_before, bytes_after)`.
+    Compact { room: String, reply: CompactReply },
+}
+
+/// A queued append.
+pub(crate) struct Append {
+    pub(crate) ticket: u64,
+    pub(crate) room: String,
+    pub(crate) update: Bytes,
+    pub(crate) state_vector: Vec<u8>,
+}
+
+/// Starts the writer thread on `conn`. When every sender is gone it commits what is queued
+/// and exits; if it panics, every outstanding and future ticket fails instead of hanging.
+pub(crate) fn start(
+    conn: Connection,
+    rx: Receiver<Request>,
+    shared: Arc<Shared>,
+) -> Result<JoinHandle<()>, StoreError> {
+    let mut writer = Writer::new(conn, Arc::clone(&shared))?;
+    std::thread::Builder::new()
+        .name("ymesh-store-writer".into())
+        .spawn(move || {
+            if catch_unwind(AssertUnwindSafe(|| writer.run(rx))).is_err() {
+                tracing::error!("store writer panicked; the store accepts no more writes");
+                shared.writer_died(Arc::new(StoreError::Internal(
+                    "store writer thread panicked".into(),
+                )));
+            }
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the store writer thread: {e}")))
+}
+
+/// A room row as compaction reads it.
+struct StoredRoom {
+    id: i64,
+    snapshot: Option<Vec<u8>>,
+    /// Logical size: snapshot plus log bytes.
+    bytes: u64,
+    log_count: u64,
+}
+
+/// What the commit learnt about one room, for the compaction check.
+struct Touched {
+    name: String,
+    log_count: u64,
+    log_bytes: u64,
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    /// `meta.change_seq` as committed.
+    change_seq: u64,
+    /// Rooms whose automatic compaction failed (e.g. corrupt data): not retried
+    /// automatically until an explicit compaction succeeds, so a bad room cannot make every
+    /// batch re-read its log.
+    compaction_failed: HashSet<String>,
+}
+
+impl Writer {
+    fn new(conn: Connection, shared: Arc<Shared>) -> Result<Writer, StoreError> {
+        let change_seq: i64 =
+            conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| {
+                r.get(0)
+            })?;
+        let change_seq = from_sql_int(change_seq);
+        Ok(Writer {
+            conn,
+            shared,
+            change_seq,
+            compaction_failed: HashSet::new(),
+        })
+    }
+
+    fn run(&mut self, rx: Receiver<Request>) {
+        let opts = self.shared.opts.clone();
+        loop {
+            let Ok(first) = rx.recv() else {
+                tracing::debug!("store writer: all senders gone, stopping");
+                return;
+            };
+            let mut appends = Vec::new();
+            let mut compacts = Vec::new();
+            let mut items = 0usize;
+            let mut bytes = 0usize;
+            let mut push = |req: Request, items: &mut usize, bytes: &mut usize| {
+                *items += 1;
+                match req {
+                    Request::Append(a) => {
+                        *bytes += a.update.len();
+                        appends.push(a);
+                    }
+                    Request::Compact { room, reply } => compacts.push((room, reply)),
+                }
+            };
+            push(first, &mut items, &mut bytes);
+            let deadline = Instant::now() + opts.batch_window;
+            while items < opts.max_batch_items && bytes < opts.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(req) => push(req, &mut items, &mut bytes),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        // Only a small batch is worth delaying for.
+                        let now = Instant::now();
+                        if now >= deadline || items * 4 >= opts.max_batch_items {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(req) => push(req, &mut items, &mut bytes),
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break
+                            }
+                        }
+                    }
+                }
+            }
+            self.process(appends, compacts);
+        }
+    }
+
+    fn process(&mut self, appends: Vec<Append>, compacts: Vec<(String, CompactReply)>) {
+        if let (Some(first), Some(last)) = (appends.first(), appends.last()) {
+            let (first, last) = (first.ticket, last.ticket);
+            match self.commit(&appends) {
+                Ok(touched) => {
+                    let stats = &self.shared.stats;
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .appends
+                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
+                    stats
+                        .max_batch
+                        .fetch_max(appends.len() as u64, Ordering::Relaxed);
+                    self.shared.publish(last);
+                    drop(appends);
+                    self.auto_compact(touched);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        first_ticket = first,
+                        last_ticket = last,
+                        appends = appends.len(),
+                        "store commit failed; those appends are not durable"
+                    );
+                    self.rollback_if_open();
+                    self.shared
+                        .stats
+                        .failed_commits
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.failures.record(first, last, Arc::new(e));
+                    self.shared.publish(last);
+                }
+            }
+        }
+        for (room, reply) in compacts {
+            let result = self.compact(&room);
+            match &result {
+                Ok(_) => {
+                    self.compaction_failed.remove(&room);
+                }
+                Err(e) => tracing::warn!(room = %room, error = %e, "compaction failed"),
+            }
+            // The requester may have given up; that is fine.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Writes one batch in one transaction. Returns the new log sizes of the rooms touched.
+    fn commit(&mut self, appends: &[Append]) -> Result<Vec<Touched>, StoreError> {
+        // Group by room, keeping first-appearance order and per-room append order.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut groups: Vec<(&str, Vec<&Append>)> = Vec::new();
+        for a in appends {
+            let i = *index.entry(a.room.as_str()).or_insert_with(|| {
+                groups.push((a.room.as_str(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(a);
+        }
+
+        let seq = self.change_seq + 1;
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut touched = Vec::with_capacity(groups.len());
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO rooms (name, snapshot, snapshot_bytes, log_bytes, log_count,
+                                    state_vector, digest, updated_at_ms, change_seq)
+                 VALUES (?1, NULL, 0, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET
+                     log_bytes = log_bytes + excluded.log_bytes,
+                     log_count = log_count + excluded.log_count,
+                     state_vector = excluded.state_vector,
+                     digest = excluded.digest,
+                     updated_at_ms = excluded.updated_at_ms,
+                     change_seq = excluded.change_seq
+                 RETURNING id, log_count, log_bytes",
+            )?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO updates (room_id, data) VALUES (?1, ?2)")?;
+            for (room, items) in &groups {
+                let added_bytes: u64 = items.iter().map(|a| a.update.len() as u64).sum();
+                let last_sv = items
+                    .last()
+                    .map(|a| a.state_vector.as_slice())
+                    .unwrap_or(&[]);
+                let state_vector = canonical_state_vector(room, last_sv);
+                let digest = digest_hex(&state_vector);
+                let (id, log_count, log_bytes): (i64, i64, i64) = upsert.query_row(
+                    params![
+                        room,
+                        to_sql_int(added_bytes),
+                        to_sql_int(items.len() as u64),
+                        state_vector,
+                        digest,
+                        to_sql_int(now),
+                        to_sql_int(seq)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                for a in items {
+                    insert.execute(params![id, &a.update[..]])?;
+                }
+                touched.push(Touched {
+                    name: (*room).to_owned(),
+                    log_count: from_sql_int(log_count),
+                    log_bytes: from_sql_int(log_bytes),
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'change_seq'",
+            params![to_sql_int(seq)],
+        )?;
+        tx.commit()?;
+        self.change_seq = seq;
+        Ok(touched)
+    }
+
+    /// After a failed statement, make sure no transaction is left open on the connection.
+    fn rollback_if_open(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "store rollback failed");
+            }
+        }
+    }
+
+    fn auto_compact(&mut self, touched: Vec<Touched>) {
+        let opts = &self.shared.opts;
+        let (max_count, max_bytes) = (opts.compact_log_count, opts.compact_log_bytes);
+        for t in touched {
+            if (t.log_count < max_count && t.log_bytes < max_bytes)
+                || self.compaction_failed.contains(&t.name)
+            {
+                continue;
+            }
+            match self.compact(&t.name) {
+                Ok((before, after)) => tracing::debug!(
+                    room = %t.name,
+                    log_count = t.log_count,
+                    before,
+                    after,
+                    "compacted room"
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        room = %t.name,
+                        error = %e,
+                        "automatic compaction failed; not retried until an explicit compaction"
+                    );
+                    self.compaction_failed.insert(t.name);
+                }
+            }
+        }
+    }
+
+    /// Folds `room`'s snapshot and log into a new snapshot in one transaction.
+    fn compact(&mut self, room: &str) -> Result<(u64, u64), StoreError> {
+        let result = self.compact_in_transaction(room);
+        if result.is_err() {
+            self.rollback_if_open();
+        }
+        result
+    }
+
+    fn compact_in_transaction(&mut self, room: &str) -> Result<(u64, u64), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT id, snapshot, snapshot_bytes, log_bytes, log_count
+                 FROM rooms WHERE name = ?1",
+                params![room],
+                |r| {
+                    Ok(StoredRoom {
+                        id: r.get(0)?,
+                        snapshot: r.get(1)?,
+                        bytes: from_sql_int(r.get(2)?) + from_sql_int(r.get(3)?),
+                        log_count: from_sql_int(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(StoredRoom {
+            id,
+            snapshot,
+            bytes: before,
+            log_count,
+        }) = row
+        else {
+            return Ok((0, 0));
+        };
+        if log_count == 0 && snapshot.is_some() {
+            // Already one snapshot (e.g. an idle room evicted twice): nothing to fold.
+            return Ok((before, before));
+        }
+        let mut blobs = Vec::new();
+        {
+            let mut stmt =
+                tx.prepare_cached("SELECT data FROM updates WHERE room_id = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?;
+            for blob in rows {
+                blobs.push(blob?);
+            }
+        }
+        let folded = fold(room, snapshot.as_deref(), &blobs)?;
+        let after = folded.len() as u64;
+        tx.execute(
+            "UPDATE rooms SET snapshot = ?1, snapshot_bytes = ?2, log_bytes = 0, log_count = 0
+             WHERE id = ?3",
+            params![folded, to_sql_int(after), id],
+        )?;
+        tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
+        tx.commit()?;
+        self.shared
+            .stats
+            .compactions
+            .fetch_add(1, Ordering::Relaxed);
+        self.maybe_vacuum();
+        Ok((before, after))
+    }
+
+    /// Returns free pages to the file system once there are many (incremental auto-vacuum).
+    fn maybe_vacuum(&self) {
+        let free: rusqlite::Result<i64> =
+            self.conn
+                .pragma_query_value(None, "freelist_count", |r| r.get(0));
+        if matches!(free, Ok(n) if n > VACUUM_FREE_PAGES) {
+            if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum") {
+                tracing::warn!(error = %e, "incremental vacuum failed");
+            }
+        }
+    }
+}
+
+/// Applies `snapshot` then `updates` to a fresh document and encodes its full state (v1).
+/// A blob that does not decode (or makes the decoder panic) is reported as corrupt.
+pub(crate) fn fold(
+    room: &str,
+    snapshot: Option<&[u8]>,
+    updates: &[Vec<u8>],
+) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        room: room.to_owned(),
+        detail,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<u8>, String> {
+        let doc = Doc::new();
+        {
+            let mut txn = doc.transact_mut();
+            let blobs = snapshot
+                .into_iter()
+                .chain(updates.iter().map(Vec::as_slice));
+            for (i, blob) in blobs.enumerate() {
+                let what = match (snapshot.is_some(), i) {
+                    (true, 0) => "snapshot".to_owned(),
+                    (true, i) => format!("log update #{i}"),
+                    (false, i) => format!("log update #{}", i + 1),
+                };
+                let update =
+                    Update::decode_v1(blob).map_err(|e| format!("{what} does not decode: {e}"))?;
+                txn.apply_update(update)
+                    .map_err(|e| format!("{what} does not apply: {e}"))?;
+            }
+        }
+        let txn = doc.transact();
+        let folded = txn.encode_state_as_update_v1(&StateVector::default());
+        Ok(folded)
+    }));
+    match result {
+        Ok(Ok(folded)) => Ok(folded),
+        Ok(Err(detail)) => Err(corrupt(detail)),
+        Err(_) => Err(corrupt("the Yjs decoder panicked on it".into())),
+    }
+}
+
+/// Re-encodes a v1 state vector with its entries in client-id order, so equal state vectors
+/// give equal bytes (yrs encodes them in hash-map order). Bytes that do not decode are kept
+/// as they are (and logged): the digest then still changes with them.
+pub(crate) fn canonical_state_vector(room: &str, raw: &[u8]) -> Vec<u8> {
+    let sv = match StateVector::decode_v1(raw) {
+        Ok(sv) => sv,
+        Err(e) => {
+            tracing::warn!(room, error = %e, "append carried an undecodable state vector");
+            return raw.to_vec();
+        }
+    };
+    let mut entries: Vec<(u64, u32)> = sv.iter().map(|(c, &k)| (c.get(), k)).collect();
+    entries.sort_unstable();
+    let mut out = Vec::with_capacity(1 + entries.len() * 12);
+    write_var(&mut out, entries.len() as u64);
+    for (client, clock) in entries {
+        write_var(&mut out, client);
+        write_var(&mut out, u64::from(clock));
+    }
+    out
+}
+
+/// lib0 unsigned varint.
+fn write_var(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn digest_hex(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in hash {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// Unix time in milliseconds (0 if the clock is before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
