@@ -61,9 +61,10 @@ pub struct SqliteStore {
     queue: Mutex<Option<Queue>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     dir: PathBuf,
-    /// Dropped last (fields drop in order, after `Drop::drop` joined the writer), so the
-    /// directory stays locked until the write connection is closed.
-    _lock: DirLock,
+    /// Released by [`Store::close`] once the writer and the readers are gone, or dropped
+    /// last (fields drop in order, after `Drop::drop` joined the writer), so the directory
+    /// stays locked until the write connection is closed.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) failures: Failures,
     pub(crate) stats: Counters,
     readers: Mutex<Vec<Connection>>,
+    /// Set by `close`: no new reader connections; the directory lock is released.
+    closed: std::sync::atomic::AtomicBool,
     /// Why the writer stopped, if it died rather than being closed.
     dead: OnceLock<Arc<StoreError>>,
 }
@@ -189,13 +192,16 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         let idle = locked(&self.readers).pop();
         let mut conn = match idle {
             Some(c) => c,
             None => schema::open_reader(&self.db_path, &self.opts)?,
         };
         let result = f(&mut conn);
-        if conn.is_autocommit() {
+        if conn.is_autocommit() && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
             let mut pool = locked(&self.readers);
             if pool.len() < self.opts.max_idle_readers {
                 pool.push(conn);
@@ -250,6 +256,7 @@ impl SqliteStore {
             failures: Failures::default(),
             stats: Counters::default(),
             readers: Mutex::new(vec![reader]),
+            closed: std::sync::atomic::AtomicBool::new(false),
             dead: OnceLock::new(),
             opts,
         });
@@ -261,7 +268,7 @@ impl SqliteStore {
             queue: Mutex::new(Some(Queue { tx, next_ticket: 1 })),
             writer: Mutex::new(Some(handle)),
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -427,6 +434,13 @@ impl Store for SqliteStore {
                 }
                 tracing::info!(path = %self.shared.db_path.display(), "store closed");
             }
+            // Close the readers, then free the directory for the next node, even while
+            // other tasks still hold this (now closed) store.
+            self.shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+            locked(&self.shared.readers).clear();
+            locked(&self.lock).take();
             Ok(())
         })
     }

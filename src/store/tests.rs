@@ -668,7 +668,7 @@ async fn a_corrupt_blob_affects_only_its_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_store_refuses_appends_but_reads() {
+async fn a_closed_store_refuses_everything_and_frees_the_directory() {
     let dir = TempDir::new("closed");
     let store = SqliteStore::open(dir.path(), opts()).expect("open");
     let w = Writer::new(71);
@@ -678,8 +678,13 @@ async fn a_closed_store_refuses_appends_but_reads() {
     let (u, sv) = w.push("after");
     assert!(matches!(store.append("r", u, sv), Err(StoreError::Closed)));
     assert!(matches!(store.compact("r").await, Err(StoreError::Closed)));
-    assert!(store.load("r").await.expect("load").is_some());
+    assert!(matches!(store.load("r").await, Err(StoreError::Closed)));
     store.close().await.expect("close twice");
+    // The directory is free for the next store although this one is still alive.
+    let next = SqliteStore::open(dir.path(), opts()).expect("reopen after close");
+    assert!(next.load("r").await.expect("load").is_some());
+    next.close().await.expect("close");
+    drop(store);
 }
 
 #[test]
