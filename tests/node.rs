@@ -258,6 +258,30 @@ async fn rooms_are_isolated_and_names_decoded() {
         .unwrap()
         .iter()
         .any(|r| r["name"] == "nope"));
+    // Decoded exactly once: %25 is a literal percent sign.
+    let mut pct = SyncClient::connect(addr, "a%252Fb").await;
+    pct.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "pct"))
+        .await;
+    let (_, rooms) = get_json(addr, "/rooms").await;
+    assert!(rooms["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "a%2Fb"));
+    // Not UTF-8 after decoding: a 400 in the JSON envelope.
+    let (status, v) = get_json(addr, "/rooms/%FF").await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("UTF-8"));
+    // A room without content does not exist yet: not listed, 404.
+    let _empty = SyncClient::connect(addr, "empty").await;
+    let (status, _) = get_json(addr, "/rooms/empty").await;
+    assert_eq!(status, 404);
+    let (_, rooms) = get_json(addr, "/rooms").await;
+    assert!(!rooms["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "empty"));
     // Control characters and over-long names are refused before the upgrade.
     let (status, v) = get_json(addr, "/rooms/a%0Ab").await;
     assert_eq!(status, 400);

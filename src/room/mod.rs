@@ -421,8 +421,35 @@ impl Room {
         }
     }
 
+    /// Writes the room's full in-memory state to the store after a failed commit left a gap
+    /// in its log (enqueued under the room lock, so it covers every earlier change). The
+    /// store marks the room healthy once it commits.
+    pub fn repair(&self) -> Result<Option<CommitTicket>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let st = lock(&self.state);
+        let txn = st.awareness.doc().transact();
+        let full = txn.encode_state_as_update_v1(&StateVector::default());
+        let sv = txn.state_vector().encode_v1();
+        drop(txn);
+        let ticket = store.repair(&self.name, Bytes::from(full), sv)?;
+        self.last_ticket
+            .fetch_max(ticket.0, std::sync::atomic::Ordering::AcqRel);
+        drop(st);
+        Ok(Some(ticket))
+    }
+
+    /// Why the room's latest changes are not on disk, if they are not.
+    pub fn store_failure(&self) -> Option<crate::store::RoomFailure> {
+        self.store.as_ref()?.room_failure(&self.name)
+    }
+
     /// Whether every change so far is durable, without waiting.
     fn is_durable_now(&self) -> bool {
+        if self.store_failure().is_some() {
+            return false;
+        }
         use futures_util::FutureExt;
         let ticket = self.last_ticket.load(std::sync::atomic::Ordering::Acquire);
         match &self.store {
@@ -432,6 +459,14 @@ impl Room {
             ),
             _ => true,
         }
+    }
+
+    /// Whether the document holds anything. A room *exists* (is listed, stored, announced
+    /// to peers) only once it has content.
+    pub fn has_content(&self) -> bool {
+        let st = lock(&self.state);
+        let txn = st.awareness.doc().transact();
+        !txn.state_vector().is_empty() || txn.has_missing_updates()
     }
 
     /// Number of connected sessions.
@@ -522,16 +557,52 @@ impl Room {
         if st.closed {
             return Err(RoomError::Closed);
         }
-        {
+        let waiting = {
             let mut txn = st.awareness.doc().transact_mut();
             txn.apply_update(decoded)
                 .map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
-        }
+            txn.has_missing_updates()
+        };
+        // An update whose dependencies have not arrived yet is held by yrs and changes
+        // nothing visible; store it as received so it survives a crash all the same.
+        let held = if waiting {
+            self.store_raw(&st, update)
+        } else {
+            None
+        };
         let change = lock(&self.captured).take();
-        Ok(match change {
+        let mut applied = match change {
             Some(change) => self.commit_change(st, change, from),
             None => Applied::default(),
-        })
+        };
+        if let Some(held) = held {
+            applied.store_failed |= held.is_err();
+            if let Ok(t) = held {
+                applied.ticket = Some(applied.ticket.map_or(t, |a| a.max(t)));
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Appends `update` exactly as received (`st` is the caller's room lock).
+    fn store_raw(&self, st: &RoomState, update: &[u8]) -> Option<Result<CommitTicket, StoreError>> {
+        let store = self.store.as_ref()?;
+        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        let r = store.append(&self.name, Bytes::copy_from_slice(update), sv);
+        if let Ok(t) = &r {
+            self.last_ticket
+                .fetch_max(t.0, std::sync::atomic::Ordering::AcqRel);
+        }
+        Some(r)
+    }
+
+    /// The newest store ticket of this room: once it is durable, every change the room has
+    /// applied so far is on disk.
+    pub fn last_ticket(&self) -> Option<CommitTicket> {
+        match self.last_ticket.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            t => Some(CommitTicket(t)),
+        }
     }
 
     /// Broadcasts and stores a captured change (room lock held), then runs hooks (released).
@@ -796,6 +867,10 @@ pub struct RoomInfo {
     pub connections: usize,
     /// Exempt from idle eviction.
     pub pinned: bool,
+    /// Why its latest changes are not on disk (the room keeps syncing in memory and the
+    /// node retries), if they are not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<crate::store::RoomFailure>,
 }
 
 /// All rooms in memory, created on demand.
@@ -877,7 +952,13 @@ impl RoomRegistry {
     /// Opens a room only if it exists: in memory, or in the store. `Ok(None)` otherwise;
     /// looking never creates a room.
     pub async fn open_existing(&self, name: &str) -> Result<Option<Arc<Room>>, OpenError> {
-        if self.get(name).is_none() {
+        if let Some(room) = self.get(name) {
+            room.load()
+                .await
+                .map_err(|e| OpenError::Load(e.to_string()))?;
+            return Ok(room.has_content().then_some(room));
+        }
+        {
             let Some(store) = &self.store else {
                 return Ok(None);
             };
@@ -934,15 +1015,18 @@ impl RoomRegistry {
         self.len() == 0
     }
 
-    /// All rooms in memory, sorted by name.
+    /// Rooms in memory that have content (a room exists once it has content) and pinned
+    /// rooms, by name.
     pub fn list(&self) -> Vec<RoomInfo> {
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         let mut out: Vec<RoomInfo> = rooms
             .iter()
+            .filter(|r| r.is_pinned() || r.has_content())
             .map(|r| RoomInfo {
                 name: r.name().to_string(),
                 connections: r.session_count(),
                 pinned: r.is_pinned(),
+                store_error: r.store_failure(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

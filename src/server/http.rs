@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{Query, RawPathParams, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -95,13 +96,14 @@ pub(crate) async fn list_rooms(
     let mut rows: std::collections::BTreeMap<String, serde_json::Value> = loaded
         .into_iter()
         .map(|r| {
-            (
-                r.name.clone(),
-                json!({
-                    "name": r.name, "connections": r.connections, "pinned": r.pinned,
-                    "loaded": true, "stored": false, "bytes": null, "updated_at_ms": null,
-                }),
-            )
+            let mut row = json!({
+                "name": r.name, "connections": r.connections, "pinned": r.pinned,
+                "loaded": true, "stored": false, "bytes": null, "updated_at_ms": null,
+            });
+            if let Some(e) = r.store_error {
+                row["store_error"] = json!(e);
+            }
+            (r.name, row)
         })
         .collect();
     for m in stored {
@@ -159,7 +161,7 @@ pub(crate) async fn room_document(app: &AppState, room: &str, query: &DocumentQu
 /// `GET /rooms/{room}` when `/rooms/{room}` is not a WebSocket route.
 pub(crate) async fn get_room(
     State(app): State<Arc<AppState>>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     Query(query): Query<DocumentQuery>,
 ) -> Response {
     match room_param(&params) {
@@ -181,7 +183,7 @@ fn unavailable(room: &str, e: impl std::fmt::Display) -> Response {
 /// `{"data": {"changed": bool}}`.
 pub(crate) async fn post_room(
     State(app): State<Arc<AppState>>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     body: Bytes,
 ) -> Response {
     let room = match room_param(&params) {
@@ -224,13 +226,24 @@ pub(crate) async fn post_room(
     data(json!({ "changed": applied.changed }))
 }
 
-/// The decoded, validated `{room}` path parameter.
-pub(crate) fn room_param(params: &RawPathParams) -> Result<String, ApiError> {
-    let raw = params
+/// The validated `{room}` path parameter. axum has already percent-decoded it once (so
+/// `%2F` is a `/` in the name, `%252F` the three characters `%2F`); `+` stays a plus.
+/// A segment that does not decode to UTF-8 is a 400 in the JSON envelope.
+pub(crate) fn room_param(
+    params: &Result<RawPathParams, RawPathParamsRejection>,
+) -> Result<String, ApiError> {
+    let params = params.as_ref().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("room name is not valid UTF-8 after percent-decoding ({e})"),
+        )
+    })?;
+    let name = params
         .iter()
         .find(|(k, _)| *k == "room")
         .map(|(_, v)| v)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no room in path"))?;
-    crate::room::decode_room_segment(raw)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+    crate::room::validate_room_name(name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(name.to_string())
 }

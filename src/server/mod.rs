@@ -52,7 +52,15 @@ pub enum ServerError {
     },
     /// The store could not be opened (locked by another node, corrupt, too new, ...).
     #[error("cannot open the store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+// Not `#[from]`: that would also make the store error the `source`, and `{:#}` chains would
+// print its message twice.
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 /// State shared by every handler and session of one node.
@@ -162,7 +170,10 @@ impl Node {
                 tracing::error!(error = %e, "listener failed");
             }
         });
-        let sweeper = tokio::spawn(sweeper_worker(registry, state.shutdown.clone()));
+        let sweeper = tokio::spawn(sweeper_worker(registry.clone(), state.shutdown.clone()));
+        if let Some(store) = registry.store().cloned() {
+            tokio::spawn(repair_worker(registry, store, state.shutdown.clone()));
+        }
         tracing::info!("listening on http://{addr}");
         Ok(Node {
             addr,
@@ -243,6 +254,60 @@ fn router(state: Arc<AppState>) -> Router {
         }
     }
     router.fallback(http::not_found).with_state(state)
+}
+
+/// First retry delay after a room's write failed; doubles per attempt up to the cap.
+const REPAIR_FIRST: Duration = Duration::from_millis(250);
+const REPAIR_CAP: Duration = Duration::from_secs(30);
+
+/// Failure isolation: a room whose commit failed (disk full, I/O error) keeps syncing in
+/// memory; this worker rewrites its full state with backoff until a write succeeds, which
+/// heals the room and releases its withheld 102 echoes. Other rooms are unaffected.
+async fn repair_worker(
+    registry: Arc<RoomRegistry>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) {
+    let mut health = store.health();
+    let mut schedule: std::collections::HashMap<String, (Instant, Duration)> =
+        std::collections::HashMap::new();
+    loop {
+        let failures = store.failures();
+        schedule.retain(|room, _| failures.iter().any(|(r, _)| r == room));
+        let now = Instant::now();
+        for (room, failure) in &failures {
+            let (due, delay) = *schedule
+                .entry(room.clone())
+                .or_insert((now + REPAIR_FIRST, REPAIR_FIRST));
+            if due > now {
+                continue;
+            }
+            match registry.get(room) {
+                Some(r) => match r.repair() {
+                    Ok(_) => tracing::info!(
+                        room,
+                        error = failure.error,
+                        failed_commits = failure.failed_commits,
+                        "rewriting room after failed commit"
+                    ),
+                    Err(e) => tracing::warn!(room, error = %e, "cannot queue room repair"),
+                },
+                None => tracing::warn!(room, "unsaved room is no longer in memory"),
+            }
+            let next = (delay * 2).min(REPAIR_CAP);
+            schedule.insert(room.clone(), (now + delay, next));
+        }
+        let wake = schedule
+            .values()
+            .map(|(due, _)| *due)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = health.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
 }
 
 /// Evicts idle rooms. Runs often enough that a room goes within about a quarter of the idle

@@ -47,7 +47,7 @@ const CONNECTION_LOST: u16 = 1006;
 pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    params: RawPathParams,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -70,7 +70,7 @@ pub(crate) async fn room_route(
 pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    params: RawPathParams,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -230,7 +230,12 @@ async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, p
         last_seen.clone(),
     ));
     let mut awareness_clients = HashSet::new();
-    let mut acks = Acks::new(app.registry.store().cloned(), reply, kick.clone());
+    let mut acks = Acks::new(
+        app.registry.store().cloned(),
+        room_name.clone(),
+        reply,
+        kick.clone(),
+    );
     read_loop(
         &app,
         &room,
@@ -245,7 +250,11 @@ async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, p
     drop(acks);
     room.leave(id, &awareness_clients);
     kick.peer_closed(CONNECTION_LOST, "connection lost");
-    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
+        // The close frame could not be written (the client does not read): drop the socket.
+        abort.abort();
+    }
     if let Some(r) = kick.reason() {
         tracing::info!(
             room = room_name,
@@ -397,7 +406,10 @@ fn handle_frame(
                 } else {
                     protocol::encode_sync_status(&payload)
                 };
-                acks.sync_status(echo)?;
+                // Wait for the room's newest ticket, not only this session's: an update
+                // that changed nothing here because the same content just came from
+                // another connection is saved by that connection's (pending) commit.
+                acks.sync_status(echo, room.last_ticket())?;
             }
             Message::AuthDenied(_) | Message::AuthOther(_) => {
                 tracing::debug!(session = id, "ignoring auth message from client");
@@ -426,6 +438,7 @@ fn handle_frame(
 /// has to wait, later ones queue behind it in a small per-session task.
 struct Acks {
     store: Option<Arc<dyn Store>>,
+    room: String,
     reply: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
     /// Ticket of the last update this session sent that changed the room.
@@ -439,9 +452,15 @@ struct Acks {
 const PENDING_ACKS: usize = 256;
 
 impl Acks {
-    fn new(store: Option<Arc<dyn Store>>, reply: mpsc::Sender<Bytes>, kick: Arc<Kick>) -> Self {
+    fn new(
+        store: Option<Arc<dyn Store>>,
+        room: String,
+        reply: mpsc::Sender<Bytes>,
+        kick: Arc<Kick>,
+    ) -> Self {
         Acks {
             store,
+            room,
             reply,
             kick,
             last_ticket: None,
@@ -459,7 +478,14 @@ impl Acks {
         }
     }
 
-    fn sync_status(&mut self, echo: Bytes) -> Result<(), CloseReason> {
+    fn sync_status(
+        &mut self,
+        echo: Bytes,
+        room_ticket: Option<CommitTicket>,
+    ) -> Result<(), CloseReason> {
+        if let Some(t) = room_ticket {
+            self.last_ticket = Some(self.last_ticket.map_or(t, |own| own.max(t)));
+        }
         if self.failed.load(Ordering::Relaxed) {
             tracing::warn!("withholding sync-status echo: an earlier update was not saved");
             return Ok(());
@@ -468,13 +494,14 @@ impl Acks {
             // No store (--memory): applied is as saved as it gets.
             return send_reply(&self.reply, echo);
         };
-        let durable_now = match self.last_ticket {
-            None => true,
-            Some(t) => matches!(
-                futures_util::FutureExt::now_or_never(store.wait_durable(t)),
-                Some(Ok(()))
-            ),
-        };
+        let durable_now = store.room_failure(&self.room).is_none()
+            && match self.last_ticket {
+                None => true,
+                Some(t) => matches!(
+                    futures_util::FutureExt::now_or_never(store.wait_durable(t)),
+                    Some(Ok(()))
+                ),
+            };
         if durable_now && self.waiting.is_none() {
             return send_reply(&self.reply, echo);
         }
@@ -482,6 +509,7 @@ impl Acks {
             let (tx, rx) = mpsc::channel(PENDING_ACKS);
             tokio::spawn(ack_worker(
                 store,
+                self.room.clone(),
                 rx,
                 self.reply.clone(),
                 self.kick.clone(),
@@ -498,22 +526,44 @@ impl Acks {
     }
 }
 
+/// Releases queued echoes in order. An echo waits until its ticket's commit finished and
+/// the room is healthy: a failed commit marks the room unhealthy before its tickets finish,
+/// and only a committed repair (the full in-memory state, written after the failure) heals
+/// it, so a released echo always means "on disk".
 async fn ack_worker(
     store: Arc<dyn Store>,
+    room: String,
     mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes)>,
     reply: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
     failed: Arc<AtomicBool>,
 ) {
+    let mut health = store.health();
     while let Some((ticket, echo)) = rx.recv().await {
         if failed.load(Ordering::Relaxed) {
             continue;
         }
         if let Some(t) = ticket {
-            if let Err(e) = store.wait_durable(t).await {
-                tracing::error!(error = %e, "an update was not saved; withholding sync-status echoes");
-                failed.store(true, Ordering::Relaxed);
-                continue;
+            match store.wait_durable(t).await {
+                Ok(()) | Err(crate::store::StoreError::CommitFailed(_)) => {}
+                Err(e) => {
+                    tracing::error!(room, error = %e, "store unavailable; withholding sync-status echoes");
+                    failed.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        }
+        let mut logged = false;
+        while store.room_failure(&room).is_some() {
+            if !logged {
+                tracing::warn!(
+                    room,
+                    "withholding sync-status echo until the room is saved again"
+                );
+                logged = true;
+            }
+            if health.changed().await.is_err() {
+                return;
             }
         }
         if let Err(reason) = send_reply(&reply, echo) {
@@ -547,17 +597,34 @@ async fn writer_worker(
                 if n == 0 {
                     break;
                 }
-                let mut failed = false;
-                for frame in batch.drain(..) {
-                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                        failed = true;
+                // A client that stops reading blocks this write; stay responsive to kicks
+                // and shutdown meanwhile (the queue behind us fills and kicks with 4429).
+                let write = async {
+                    for frame in batch.drain(..) {
+                        sink.feed(WsMessage::Binary(frame)).await?;
+                    }
+                    sink.flush().await
+                };
+                let written = tokio::select! {
+                    biased;
+                    _ = kick.kicked() => None,
+                    _ = app.shutdown.cancelled() => {
+                        kick.kick(CLOSE_GOING_AWAY, "node shutting down");
+                        None
+                    }
+                    r = write => Some(r),
+                };
+                match written {
+                    None => {
+                        batch.clear();
                         break;
                     }
-                }
-                if failed || sink.flush().await.is_err() {
-                    batch.clear();
-                    kick.peer_closed(CONNECTION_LOST, "write failed");
-                    return;
+                    Some(Err(_)) => {
+                        batch.clear();
+                        kick.peer_closed(CONNECTION_LOST, "write failed");
+                        return;
+                    }
+                    Some(Ok(())) => {}
                 }
             }
             _ = ping.tick() => {

@@ -275,7 +275,38 @@ pub trait Store: Send + Sync + 'static {
     /// are opaque; `0` means "from the beginning". Compaction does not count as a change.
     fn changed_since(&self, marker: u64) -> BoxFuture<'_, Result<(Vec<String>, u64), StoreError>>;
 
-    /// Commits everything queued, then stops the writer. Later appends fail with
-    /// [`StoreError::Closed`]; reads keep working.
+    /// Commits everything queued, then stops the writer and releases the data directory.
+    /// Later appends and reads fail with [`StoreError::Closed`].
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Enqueues a *repair* of `room`: its full state (`full_state`, a v1 update of the whole
+    /// document) after a failed commit left a gap in its log. Like [`Store::append`], call it
+    /// under the room lock. When it commits, the room is healthy again.
+    fn repair(
+        &self,
+        room: &str,
+        full_state: bytes::Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError>;
+
+    /// Why `room` is unhealthy: a commit holding one of its updates failed and no repair has
+    /// committed since. The room keeps syncing in memory meanwhile.
+    fn room_failure(&self, room: &str) -> Option<RoomFailure>;
+
+    /// Every unhealthy room.
+    fn failures(&self) -> Vec<(String, RoomFailure)>;
+
+    /// A counter that changes whenever a room becomes unhealthy or healthy again.
+    fn health(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// A room whose latest writes did not reach the disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomFailure {
+    /// The error of the first failed commit.
+    pub error: String,
+    /// When it failed (unix ms).
+    pub since_ms: u64,
+    /// Failed commits since the room was last healthy.
+    pub failed_commits: u64,
 }

@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: the embedded [`Store`] on SQLite. See the module docs of [`crate::store`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +17,8 @@ use yrs::Update;
 use super::lock::DirLock;
 use super::writer::{self, Append, Request};
 use super::{
-    schema, BoxFuture, CommitTicket, LoadedRoom, RoomMeta, Store, StoreError, StoreOptions,
+    schema, BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError,
+    StoreOptions,
 };
 
 /// The database file inside the data directory.
@@ -90,6 +91,10 @@ pub(crate) struct Shared {
     pub(crate) failures: Failures,
     pub(crate) stats: Counters,
     readers: Mutex<Vec<Connection>>,
+    /// Rooms whose writes failed and are not repaired yet.
+    pub(crate) unhealthy: Mutex<HashMap<String, RoomFailure>>,
+    /// Bumped whenever `unhealthy` changes.
+    pub(crate) health: watch::Sender<u64>,
     /// Set by `close`: no new reader connections; the directory lock is released.
     closed: std::sync::atomic::AtomicBool,
     /// Why the writer stopped, if it died rather than being closed.
@@ -169,6 +174,37 @@ impl Shared {
             }
             advance
         });
+    }
+
+    /// Marks rooms unhealthy after a failed commit (before the failed tickets are published,
+    /// so a waiter that sees its ticket done also sees the room's failure).
+    pub(crate) fn mark_failed<'a>(&self, rooms: impl IntoIterator<Item = &'a str>, error: &str) {
+        let now = super::writer::now_ms();
+        let mut map = locked(&self.unhealthy);
+        for room in rooms {
+            map.entry(room.to_owned())
+                .and_modify(|f| f.failed_commits += 1)
+                .or_insert_with(|| RoomFailure {
+                    error: error.to_owned(),
+                    since_ms: now,
+                    failed_commits: 1,
+                });
+        }
+        drop(map);
+        self.health.send_modify(|g| *g += 1);
+    }
+
+    /// Marks rooms healthy after a repair committed.
+    pub(crate) fn mark_repaired<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) {
+        let mut map = locked(&self.unhealthy);
+        let mut changed = false;
+        for room in rooms {
+            changed |= map.remove(room).is_some();
+        }
+        drop(map);
+        if changed {
+            self.health.send_modify(|g| *g += 1);
+        }
     }
 
     /// The writer stopped for good: fail everything outstanding and everything later.
@@ -256,6 +292,8 @@ impl SqliteStore {
             failures: Failures::default(),
             stats: Counters::default(),
             readers: Mutex::new(vec![reader]),
+            unhealthy: Mutex::new(HashMap::new()),
+            health: watch::channel(0).0,
             closed: std::sync::atomic::AtomicBool::new(false),
             dead: OnceLock::new(),
             opts,
@@ -334,10 +372,51 @@ impl Store for SqliteStore {
             room: room.to_owned(),
             update,
             state_vector,
+            repair: false,
         }))
         .map_err(|_| self.shared.closed_error())?;
         q.next_ticket += 1;
         Ok(CommitTicket(ticket))
+    }
+
+    fn repair(
+        &self,
+        room: &str,
+        full_state: Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError> {
+        let mut queue = locked(&self.queue);
+        let Some(q) = queue.as_mut() else {
+            return Err(self.shared.closed_error());
+        };
+        let ticket = q.next_ticket;
+        q.tx.send(Request::Append(Append {
+            ticket,
+            room: room.to_owned(),
+            update: full_state,
+            state_vector,
+            repair: true,
+        }))
+        .map_err(|_| self.shared.closed_error())?;
+        q.next_ticket += 1;
+        Ok(CommitTicket(ticket))
+    }
+
+    fn room_failure(&self, room: &str) -> Option<RoomFailure> {
+        locked(&self.shared.unhealthy).get(room).cloned()
+    }
+
+    fn failures(&self) -> Vec<(String, RoomFailure)> {
+        let mut out: Vec<_> = locked(&self.shared.unhealthy)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn health(&self) -> watch::Receiver<u64> {
+        self.shared.health.subscribe()
     }
 
     fn wait_durable(&self, ticket: CommitTicket) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -42,6 +42,8 @@ pub(crate) struct Append {
     pub(crate) room: String,
     pub(crate) update: Bytes,
     pub(crate) state_vector: Vec<u8>,
+    /// The room's full state after a failed commit; committing it heals the room.
+    pub(crate) repair: bool,
 }
 
 /// Starts the writer thread on `conn`. When every sender is gone it commits what is queued
@@ -158,6 +160,14 @@ impl Writer {
             let (first, last) = (first.ticket, last.ticket);
             match self.commit(&appends) {
                 Ok(touched) => {
+                    let repaired: Vec<&str> = appends
+                        .iter()
+                        .filter(|a| a.repair)
+                        .map(|a| a.room.as_str())
+                        .collect();
+                    if !repaired.is_empty() {
+                        self.shared.mark_repaired(repaired);
+                    }
                     let stats = &self.shared.stats;
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -183,6 +193,9 @@ impl Writer {
                         .stats
                         .failed_commits
                         .fetch_add(1, Ordering::Relaxed);
+                    let message = e.to_string();
+                    self.shared
+                        .mark_failed(appends.iter().map(|a| a.room.as_str()), &message);
                     self.shared.failures.record(first, last, Arc::new(e));
                     self.shared.publish(last);
                 }
@@ -477,7 +490,7 @@ pub(crate) fn digest_hex(bytes: &[u8]) -> String {
 }
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -77,16 +77,25 @@ const READY = /listening on http:\/\/(\[[^\]]+\]|[^\s/:]+):(\d+)/
 const MAX_LOG_LINES = 20000
 
 /**
- * Starts `ymesh serve --host 127.0.0.1 --port 0 ...args` and waits for its ready line.
+ * Starts `ymesh serve --host 127.0.0.1 --port PORT ...args` and waits for its ready line.
  *
- * @param {{args?: string[], env?: Record<string,string>, readyTimeoutMs?: number, bin?: string}} [opts]
+ * `port` defaults to 0 (any free port). `dataDir` defaults to a fresh temporary directory that
+ * `stop()` / `kill()` remove; pass one (see `makeDataDir()`) to start a node on an existing
+ * data directory (e.g. to restart on it): it is then the node's cwd and `YMESH_DATA_DIR`, and
+ * the caller owns it (`stop()` / `kill()` leave it in place).
+ *
+ * @param {{args?: string[], env?: Record<string,string>, readyTimeoutMs?: number, bin?: string,
+ *   port?: number, dataDir?: string}} [opts]
  */
-export async function startNode ({ args = [], env = {}, readyTimeoutMs = 20000, bin = ymeshBin } = {}) {
+export async function startNode ({
+  args = [], env = {}, readyTimeoutMs = 20000, bin = ymeshBin, port: wantPort = 0, dataDir: givenDir = null
+} = {}) {
   if (!fs.existsSync(bin)) {
     throw new Error(`ymesh binary not found at ${bin} (build it with \`cargo build\`, or set YMESH_BIN)`)
   }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ymesh-interop-'))
-  const fullArgs = ['serve', '--host', '127.0.0.1', '--port', '0', ...args]
+  const ownsDataDir = !givenDir
+  const dataDir = givenDir ? path.resolve(givenDir) : makeDataDir()
+  const fullArgs = ['serve', '--host', '127.0.0.1', '--port', String(wantPort), ...args]
   const proc = spawn(bin, fullArgs, {
     cwd: dataDir,
     env: { ...process.env, RUST_LOG: 'info', YMESH_DATA_DIR: dataDir, NO_COLOR: '1', ...env },
@@ -131,7 +140,7 @@ export async function startNode ({ args = [], env = {}, readyTimeoutMs = 20000, 
     ? Promise.resolve(exited)
     : withTimeout(new Promise((resolve) => exitWaiters.push(resolve)), ms, `ymesh (pid ${proc.pid}) to exit`)
   const cleanup = () => {
-    try { fs.rmSync(dataDir, { recursive: true, force: true }) } catch {}
+    if (ownsDataDir) removeDataDir(dataDir)
   }
 
   try {
@@ -188,6 +197,17 @@ export async function startNode ({ args = [], env = {}, readyTimeoutMs = 20000, 
     }
   }
   return node
+}
+
+/** A fresh, empty temporary data directory (the caller removes it with `removeDataDir`). */
+export function makeDataDir () {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'ymesh-interop-'))
+}
+
+/** Removes a data directory made by `makeDataDir` (ignores errors). */
+export function removeDataDir (dir) {
+  if (!dir) return
+  try { fs.rmSync(dir, { recursive: true, force: true }) } catch {}
 }
 
 /** fetch + JSON; returns {status, body}. */
