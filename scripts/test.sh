@@ -30,6 +30,9 @@ else
   cargo test --locked --no-fail-fast
 fi
 
+echo "== Python interop tests"
+YMESH_BIN="$PWD/target/debug/ymesh" tests/python/run.sh
+
 echo "== JavaScript interop tests"
 need_node
 YMESH_BIN="$PWD/target/debug/ymesh" tests/interop/run.sh
