@@ -135,6 +135,17 @@ pub struct RoomsSection {
     pub pinned: Option<Vec<Spanned<String>>>,
 }
 
+/// One `[[peers]]` entry in mesh.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// `ws://host:3913`, `http://host:3913`, or a room URL template like
+    /// `ws://host:3913/rooms/{id}`.
+    pub url: String,
+    /// The node id the peer must prove (optional).
+    pub node_id: Option<String>,
+}
+
 /// `[store]` in mesh.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,6 +154,10 @@ pub struct StoreSection {
     pub compact_log_count: Option<Spanned<u64>>,
     /// Fold a room's log into a snapshot past this many bytes.
     pub compact_log_bytes: Option<Spanned<u64>>,
+    /// Most logical bytes one room may store (0 = no limit).
+    pub room_quota_bytes: Option<Spanned<u64>>,
+    /// Most logical bytes all rooms together may store (0 = no limit).
+    pub node_quota_bytes: Option<Spanned<u64>>,
 }
 
 /// `[limits]` in mesh.toml.
@@ -180,17 +195,17 @@ pub struct FileConfig {
     /// Store tuning.
     pub store: StoreSection,
     /// Peer nodes to dial.
-    pub peers: Option<Spanned<toml::Value>>,
+    pub peers: Option<Vec<Spanned<PeerSection>>>,
     /// Shared mesh secret.
-    pub mesh_secret: Option<Spanned<toml::Value>>,
+    pub mesh_secret: Option<Spanned<String>>,
     /// Node ids admitted to the mesh.
-    pub allow_peers: Option<Spanned<toml::Value>>,
+    pub allow_peers: Option<Vec<Spanned<String>>>,
     /// Static client token.
     pub token: Option<Spanned<toml::Value>>,
     /// Secret for signed client tokens.
     pub shared_secret: Option<Spanned<toml::Value>>,
-    /// Admin token.
-    pub admin_token: Option<Spanned<toml::Value>>,
+    /// Bearer token for admin routes.
+    pub admin_token: Option<Spanned<String>>,
     /// mDNS discovery.
     pub mdns: Option<Spanned<toml::Value>>,
     /// TLS certificate chain (PEM).
@@ -248,14 +263,10 @@ impl FileConfig {
         }
     }
 
-    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 9] {
+    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 5] {
         [
-            ("peers", &self.peers),
-            ("mesh_secret", &self.mesh_secret),
-            ("allow_peers", &self.allow_peers),
             ("token", &self.token),
             ("shared_secret", &self.shared_secret),
-            ("admin_token", &self.admin_token),
             ("mdns", &self.mdns),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
@@ -284,6 +295,14 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--memory` (only `true` overrides).
     pub memory: bool,
+    /// `--peer` (added to the file's peers).
+    pub peers: Vec<String>,
+    /// `--mesh-secret` / `YMESH_MESH_SECRET`.
+    pub mesh_secret: Option<String>,
+    /// `--allow-peer` (added to the file's list).
+    pub allow_peers: Vec<String>,
+    /// `--admin-token` / `YMESH_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
     /// Settings given on the command line or in the environment that this version cannot
     /// act on yet: (flag or env name, key).
     pub planned: Vec<(String, &'static str)>,
@@ -323,6 +342,10 @@ pub struct StoreTuning {
     pub compact_log_count: u64,
     /// Fold a room's log into a snapshot past this many bytes.
     pub compact_log_bytes: u64,
+    /// Most logical bytes one room may store; `None` = no limit.
+    pub room_quota_bytes: Option<u64>,
+    /// Most logical bytes all rooms together may store; `None` = no limit.
+    pub node_quota_bytes: Option<u64>,
 }
 
 impl Default for StoreTuning {
@@ -330,6 +353,8 @@ impl Default for StoreTuning {
         StoreTuning {
             compact_log_count: 500,
             compact_log_bytes: 1024 * 1024,
+            room_quota_bytes: None,
+            node_quota_bytes: None,
         }
     }
 }
@@ -354,12 +379,21 @@ pub struct Config {
     pub memory: bool,
     /// Store tuning.
     pub store: StoreTuning,
+    /// Peer nodes to dial.
+    pub peers: Vec<crate::mesh::PeerConfig>,
+    /// Shared mesh secret.
+    pub mesh_secret: Option<String>,
+    /// Node ids admitted to the mesh without the secret.
+    pub allow_peers: Vec<String>,
     /// Seconds a room with no client stays in memory.
     pub idle_timeout: Duration,
     /// Rooms never evicted.
     pub pinned_rooms: HashSet<String>,
     /// Limits.
     pub limits: Limits,
+    /// Bearer token that admin routes require. `None`: admin routes are accepted only from
+    /// loopback connections.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Config {
@@ -372,9 +406,13 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             memory: false,
             store: StoreTuning::default(),
+            peers: Vec::new(),
+            mesh_secret: None,
+            allow_peers: Vec::new(),
             idle_timeout: Duration::from_secs(60),
             pinned_rooms: HashSet::new(),
             limits: Limits::default(),
+            admin_token: None,
         }
     }
 }
@@ -458,6 +496,12 @@ impl Config {
         if let Some(v) = &file.store.compact_log_bytes {
             cfg.store.compact_log_bytes = positive(file, v, "store.compact_log_bytes", 1)?;
         }
+        if let Some(v) = &file.store.room_quota_bytes {
+            cfg.store.room_quota_bytes = Some(*v.get_ref()).filter(|q| *q > 0);
+        }
+        if let Some(v) = &file.store.node_quota_bytes {
+            cfg.store.node_quota_bytes = Some(*v.get_ref()).filter(|q| *q > 0);
+        }
         if let Some(v) = &file.rooms.idle_timeout_s {
             cfg.idle_timeout = Duration::from_secs(*v.get_ref());
         }
@@ -501,6 +545,77 @@ impl Config {
         }
         if over.memory {
             cfg.memory = true;
+        }
+        for (i, p) in file.peers.iter().flatten().enumerate() {
+            let key = format!("peers[{i}]");
+            crate::mesh::mesh_url(&p.get_ref().url)
+                .map_err(|e| file.invalid(p.span(), &format!("{key}.url"), e.reason))?;
+            if let Some(id) = &p.get_ref().node_id {
+                crate::mesh::identity::parse_node_id(id).map_err(|e| {
+                    file.invalid(p.span(), &format!("{key}.node_id"), e.to_string())
+                })?;
+            }
+            cfg.peers.push(crate::mesh::PeerConfig {
+                url: p.get_ref().url.clone(),
+                node_id: p.get_ref().node_id.clone(),
+            });
+        }
+        for url in &over.peers {
+            crate::mesh::mesh_url(url).map_err(|e| ConfigError::Invalid {
+                location: "--peer".into(),
+                key: "peers".into(),
+                message: e.to_string(),
+            })?;
+            cfg.peers.push(crate::mesh::PeerConfig {
+                url: url.clone(),
+                node_id: None,
+            });
+        }
+        if let Some(sv) = &file.mesh_secret {
+            if sv.get_ref().is_empty() {
+                return Err(file.invalid(sv.span(), "mesh_secret", "must not be empty"));
+            }
+            cfg.mesh_secret = Some(sv.get_ref().clone());
+        }
+        if let Some(sv) = &over.mesh_secret {
+            if sv.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: "--mesh-secret / YMESH_MESH_SECRET".into(),
+                    key: "mesh_secret".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+            cfg.mesh_secret = Some(sv.clone());
+        }
+        for (i, id) in file.allow_peers.iter().flatten().enumerate() {
+            crate::mesh::identity::parse_node_id(id.get_ref()).map_err(|e| {
+                file.invalid(id.span(), &format!("allow_peers[{i}]"), e.to_string())
+            })?;
+            cfg.allow_peers.push(id.get_ref().clone());
+        }
+        for id in &over.allow_peers {
+            crate::mesh::identity::parse_node_id(id).map_err(|e| ConfigError::Invalid {
+                location: "--allow-peer".into(),
+                key: "allow_peers".into(),
+                message: e.to_string(),
+            })?;
+            cfg.allow_peers.push(id.clone());
+        }
+        if let Some(t) = &file.admin_token {
+            if t.get_ref().is_empty() {
+                return Err(file.invalid(t.span(), "admin_token", "must not be empty"));
+            }
+            cfg.admin_token = Some(t.get_ref().clone());
+        }
+        if let Some(t) = &over.admin_token {
+            if t.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: "--admin-token / YMESH_ADMIN_TOKEN".into(),
+                    key: "admin_token".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+            cfg.admin_token = Some(t.clone());
         }
         if cfg.host != "localhost" && cfg.host.parse::<std::net::IpAddr>().is_err() {
             let location = match (&over.host, &file.host) {
@@ -573,17 +688,19 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
     setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store (SQLite, `ymesh.sqlite3`). One node per directory: a second node on it refuses to start.", Available),
     setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart. The node says so loudly at start.", Available),
-    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial (`--peer URL`, repeatable).", Planned("mesh replication")),
-    setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh.", Planned("mesh replication")),
-    setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh (`--allow-peer ID`, repeatable).", Planned("mesh replication")),
+    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url` and an optional expected `node_id`. A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
+    setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh (proved by HMAC, never sent). With a secret or an allow list set, unknown peers are refused; with neither the mesh is open.", Available),
+    setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
     setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
     setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
-    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token for admin routes.", Planned("authentication")),
+    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
     setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
     setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
     setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
     setting("store.compact_log_count", None, None, "500", "Fold a room's update log into a snapshot once it holds this many updates (also done when an idle room is evicted).", Available),
     setting("store.compact_log_bytes", None, None, "1048576", "Fold a room's update log into a snapshot once it holds this many bytes.", Available),
+    setting("store.room_quota_bytes", None, None, "0", "Most logical bytes (snapshot + log) one room may store; `0` = no limit. An update that would pass it is refused: AUTH permission-denied with the reason, then close 4403 (HTTP 403). Existing data is untouched.", Available),
+    setting("store.node_quota_bytes", None, None, "0", "Most logical bytes all rooms together may store; `0` = no limit. Refused like the room quota.", Available),
     setting("rooms.idle_timeout_s", None, None, "60", "Seconds a room with no client stays in memory before it is evicted.", Available),
     setting("rooms.pinned", None, None, "[]", "Rooms kept in memory for the node's whole life.", Available),
     setting("limits.max_message_bytes", None, None, "67108864", "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
@@ -749,12 +866,29 @@ mod tests {
         assert!(msg.contains("authentication"), "{msg}");
         let file = FileConfig::default();
         let over = Overrides {
-            planned: vec![("--peer".into(), "peers")],
+            planned: vec![("--mdns".into(), "mdns")],
             ..Default::default()
         };
         let msg = Config::resolve(&file, &over).unwrap_err().to_string();
+        assert!(msg.contains("--mdns") && msg.contains("discovery"), "{msg}");
+    }
+
+    #[test]
+    fn admin_token_from_file_and_override() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.admin_token, None);
+        let file = FileConfig::parse(Path::new("mesh.toml"), "admin_token = \"f\"\n").unwrap();
+        let cfg = Config::resolve(&file, &Overrides::default()).unwrap();
+        assert_eq!(cfg.admin_token.as_deref(), Some("f"));
+        let over = Overrides {
+            admin_token: Some("flag".into()),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(&file, &over).unwrap();
+        assert_eq!(cfg.admin_token.as_deref(), Some("flag"));
+        let msg = parse("\nadmin_token = \"\"\n").unwrap_err().to_string();
         assert!(
-            msg.contains("--peer") && msg.contains("mesh replication"),
+            msg.contains("mesh.toml:2:") && msg.contains("admin_token"),
             "{msg}"
         );
     }

@@ -12,6 +12,12 @@
 //! - [`config`]: the `mesh.toml` schema, defaults, and validation with file positions.
 //! - [`store`]: the durable store: the [`store::Store`] trait and its SQLite backend (update
 //!   log + snapshots, group commit, compaction, one node per data directory).
+//! - [`auth`]: authentication decisions, free of I/O: the admin-route rule (bearer admin
+//!   token, or loopback only when none is configured).
+//! - [`ops`]: operator tools behind `ymesh export`, `import`, `compact`, `backup` and
+//!   `restore-backup`, on a stopped node's data directory or a running node over HTTP.
+//! - [`mesh`]: server-to-server replication, free of I/O: node identity, the node-to-node
+//!   frame format, the handshake and admission, room manifests and share policies, backoff.
 //!
 //! ## Embedding
 //!
@@ -36,6 +42,7 @@
 //!
 //! let mut config = ymesh::config::Config::default();
 //! config.port = 0; // any free port on 127.0.0.1
+//! config.memory = true; // or set `config.data_dir` to keep rooms on disk
 //! let node = ymesh::Node::start_with_hooks(config, hooks).await?;
 //! println!("clients connect to ws://{}/rooms/notes", node.local_addr());
 //!
@@ -61,7 +68,10 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
+pub mod mesh;
+pub mod ops;
 pub mod protocol;
 pub mod room;
 pub mod server;

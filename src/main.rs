@@ -19,6 +19,135 @@ struct Cli {
 enum Command {
     /// Run a node.
     Serve(ServeArgs),
+    /// Write a room as one Yjs v1 update (from a stopped node's store, or a running node).
+    Export(ExportArgs),
+    /// Merge a Yjs v1 update into a room (in a stopped node's store, or a running node).
+    Import(ImportArgs),
+    /// Fold rooms' update logs into snapshots; prints logical bytes before and after.
+    Compact(CompactArgs),
+    /// Copy the store to a new file, consistently, while a node may be running on it.
+    Backup(BackupArgs),
+    /// Put a backup in place as the store of a data directory (no node may run on it).
+    RestoreBackup(RestoreArgs),
+}
+
+/// Where a room operation runs: a stopped node's data directory, or a running node.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// Store directory of a stopped node [env: YMESH_DATA_DIR] [default: data_dir of the
+    /// config, else ./ymesh-data].
+    // The env var is read by `data_dir()`, not clap: clap would count it as given and
+    // refuse it next to --node.
+    #[arg(long, value_name = "PATH", conflicts_with = "node")]
+    data_dir: Option<PathBuf>,
+    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH", conflicts_with = "node")]
+    config: Option<PathBuf>,
+    /// A running node instead of a data directory, e.g. http://127.0.0.1:3913.
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// Admin token, sent as a bearer token on admin routes of --node.
+    #[arg(
+        long,
+        env = "YMESH_ADMIN_TOKEN",
+        value_name = "T",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+}
+
+/// A stopped or running node's store, as chosen by [`TargetArgs`].
+enum Target {
+    Dir(PathBuf),
+    Node(ymesh::ops::NodeClient),
+}
+
+impl TargetArgs {
+    fn resolve(self) -> anyhow::Result<Target> {
+        match self.node {
+            Some(url) => Ok(Target::Node(ymesh::ops::NodeClient::new(
+                &url,
+                self.admin_token,
+            )?)),
+            None => Ok(Target::Dir(data_dir(
+                self.data_dir,
+                self.config.as_deref(),
+            )?)),
+        }
+    }
+}
+
+/// The data directory as `serve` would use it: flag or env, then the config file (given, or
+/// ./mesh.toml when it exists), then the default.
+fn data_dir(flag: Option<PathBuf>, config: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let env = std::env::var_os("YMESH_DATA_DIR").filter(|v| !v.is_empty());
+    if let Some(dir) = flag.or(env.map(PathBuf::from)) {
+        return Ok(dir);
+    }
+    let file = match config {
+        Some(path) => FileConfig::load(path)?,
+        None if std::path::Path::new("mesh.toml").is_file() => {
+            FileConfig::load(std::path::Path::new("mesh.toml"))?
+        }
+        None => FileConfig::default(),
+    };
+    Ok(Config::resolve(&file, &Overrides::default())?.data_dir)
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// The room.
+    room: String,
+    /// Write to FILE instead of standard output (which must not be a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The room (created if it does not exist).
+    room: String,
+    /// A file holding one Yjs v1 update (`-` for standard input).
+    file: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// The room; every stored room when omitted.
+    room: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// The backup file to write (must not exist).
+    path: PathBuf,
+    /// Store directory [default: data_dir of the config, else ./ymesh-data].
+    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// A backup written by `ymesh backup`.
+    backup: PathBuf,
+    /// Store directory to restore into [default: data_dir of the config, else ./ymesh-data].
+    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Replace a store that holds rooms.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,10 +170,10 @@ struct ServeArgs {
     /// Run without a store: nothing survives a restart.
     #[arg(long)]
     memory: bool,
-    /// Peer node to dial, repeatable (planned: mesh replication).
+    /// Peer node to dial, repeatable: ws://host:3913 (or a room URL template).
     #[arg(long = "peer", value_name = "URL")]
     peers: Vec<String>,
-    /// Shared mesh secret (planned: mesh replication).
+    /// Shared mesh secret that admits peers.
     #[arg(
         long,
         env = "YMESH_MESH_SECRET",
@@ -52,7 +181,7 @@ struct ServeArgs {
         hide_env_values = true
     )]
     mesh_secret: Option<String>,
-    /// Node id admitted to the mesh, repeatable (planned: mesh replication).
+    /// Node id admitted to the mesh without the secret, repeatable.
     #[arg(long = "allow-peer", value_name = "NODE_ID")]
     allow_peers: Vec<String>,
     /// Static client token (planned: authentication).
@@ -66,7 +195,7 @@ struct ServeArgs {
         hide_env_values = true
     )]
     shared_secret: Option<String>,
-    /// Admin bearer token (planned: authentication).
+    /// Bearer token for admin routes; without one they are accepted only from loopback.
     #[arg(
         long,
         env = "YMESH_ADMIN_TOKEN",
@@ -97,23 +226,11 @@ impl ServeArgs {
                 out.push((flag.to_string(), key));
             }
         };
-        check(!self.peers.is_empty(), "--peer", "peers");
-        check(
-            self.mesh_secret.is_some(),
-            "--mesh-secret / YMESH_MESH_SECRET",
-            "mesh_secret",
-        );
-        check(!self.allow_peers.is_empty(), "--allow-peer", "allow_peers");
         check(self.token.is_some(), "--token / YMESH_TOKEN", "token");
         check(
             self.shared_secret.is_some(),
             "--shared-secret / SYNC_SHARED_SECRET",
             "shared_secret",
-        );
-        check(
-            self.admin_token.is_some(),
-            "--admin-token / YMESH_ADMIN_TOKEN",
-            "admin_token",
         );
         check(self.mdns, "--mdns", "mdns");
         check(self.tls_cert.is_some(), "--tls-cert", "tls_cert");
@@ -122,8 +239,9 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -196,6 +314,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         log_format: args.log_format,
         data_dir: args.data_dir.clone(),
         memory: args.memory,
+        admin_token: args.admin_token.clone(),
+        peers: args.peers.clone(),
+        mesh_secret: args.mesh_secret.clone(),
+        allow_peers: args.allow_peers.clone(),
         planned: args.planned(),
     };
     Ok(Config::resolve(&file, &over)?)
@@ -205,16 +327,162 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
-            init_logging(args.log_format.unwrap_or_default());
+            init_logging(args.log_format.unwrap_or_default(), "info");
             return Err(e);
         }
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, "info");
     raise_fd_limit();
     let signal = shutdown_signal()?;
     let node = ymesh::Node::start(config).await?;
     signal.await;
     node.shutdown().await;
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let to_stdout = args.output.as_ref().is_none_or(|p| p.as_os_str() == "-");
+    if to_stdout && std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "refusing to write a binary Yjs update to a terminal; use -o FILE or redirect \
+             standard output"
+        );
+    }
+    let update = match args.target.resolve()? {
+        Target::Dir(dir) => ymesh::ops::export_dir(&dir, &args.room)
+            .await
+            .with_context(|| format!("exporting room {:?}", args.room))?,
+        Target::Node(node) => node
+            .export(&args.room)
+            .await
+            .with_context(|| format!("exporting room {:?}", args.room))?,
+    };
+    match args.output.filter(|_| !to_stdout) {
+        Some(path) => {
+            std::fs::write(&path, &update)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "exported room {:?} to {} ({} bytes)",
+                args.room,
+                path.display(),
+                update.len()
+            );
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&update)
+                .and_then(|()| out.flush())
+                .context("writing to standard output")?;
+        }
+    }
+    Ok(())
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let update = if args.file.as_os_str() == "-" {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+    };
+    ymesh::ops::validate_update(&update)
+        .with_context(|| format!("{} cannot be imported", args.file.display()))?;
+    let imported = match args.target.resolve()? {
+        Target::Dir(dir) => ymesh::ops::import_dir(&dir, &args.room, &update)
+            .await
+            .with_context(|| format!("importing into room {:?}", args.room))?,
+        Target::Node(node) => node
+            .import(&args.room, &update)
+            .await
+            .with_context(|| format!("importing into room {:?}", args.room))?,
+    };
+    if imported.changed {
+        println!(
+            "imported {} bytes into room {:?}; saved",
+            update.len(),
+            args.room
+        );
+    } else {
+        println!(
+            "room {:?} already contained everything in {}; nothing changed",
+            args.room,
+            args.file.display()
+        );
+    }
+    Ok(())
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let room = args.room.as_deref();
+    let done = match args.target.resolve()? {
+        Target::Dir(dir) => ymesh::ops::compact_dir(&dir, room)
+            .await
+            .context("compacting")?,
+        Target::Node(node) => node.compact_all(room).await.context("compacting")?,
+    };
+    if done.is_empty() {
+        println!("no stored rooms");
+    }
+    for c in done {
+        println!(
+            "{:?}: {} -> {} bytes",
+            c.room, c.bytes_before, c.bytes_after
+        );
+    }
+    Ok(())
+}
+
+fn rooms(n: u64) -> String {
+    format!("{n} room{}", if n == 1 { "" } else { "s" })
+}
+
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let dir = data_dir(args.data_dir, args.config.as_deref())?;
+    let path = args.path;
+    let source = dir.clone();
+    let dest = path.clone();
+    let info = tokio::task::spawn_blocking(move || ymesh::ops::backup(&source, &dest))
+        .await
+        .context("backup task")?
+        .with_context(|| format!("backing up {}", dir.display()))?;
+    println!(
+        "backed up {} to {}: {}, {} bytes stored, file {} bytes, schema version {}",
+        dir.display(),
+        path.display(),
+        rooms(info.rooms),
+        info.bytes,
+        info.file_bytes,
+        info.schema_version
+    );
+    Ok(())
+}
+
+async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
+    let dir = data_dir(args.data_dir, args.config.as_deref())?;
+    let (source, target, force) = (args.backup.clone(), dir.clone(), args.force);
+    let restored =
+        tokio::task::spawn_blocking(move || ymesh::ops::restore_backup(&source, &target, force))
+            .await
+            .context("restore task")?
+            .with_context(|| {
+                format!("restoring {} into {}", args.backup.display(), dir.display())
+            })?;
+    if let Some(n) = restored.replaced_rooms.filter(|n| *n > 0) {
+        println!("replaced the store in {} ({})", dir.display(), rooms(n));
+    }
+    println!(
+        "restored {} into {}: {}, {} bytes stored, schema version {}",
+        args.backup.display(),
+        dir.display(),
+        rooms(restored.info.rooms),
+        restored.info.bytes,
+        restored.info.schema_version
+    );
     Ok(())
 }
 
@@ -233,6 +501,18 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            other => {
+                // Tools print their results; logs only for warnings unless RUST_LOG says more.
+                init_logging(LogFormat::Text, "warn");
+                match other {
+                    Command::Serve(_) => unreachable!("handled above"),
+                    Command::Export(args) => export(args).await,
+                    Command::Import(args) => import(args).await,
+                    Command::Compact(args) => compact(args).await,
+                    Command::Backup(args) => backup(args).await,
+                    Command::RestoreBackup(args) => restore_backup(args).await,
+                }
+            }
         }
     });
     match result {

@@ -214,19 +214,10 @@ fn flag_beats_env_beats_file() {
 #[test]
 fn planned_flags_are_refused_naming_the_feature() {
     let out = bin()
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--peer",
-            "ws://127.0.0.1:1/rooms/{id}",
-        ])
+        .args(["serve", "--memory", "--port", "0", "--mdns"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--peer") && err.contains("mesh replication"),
-        "{err}"
-    );
+    assert!(err.contains("--mdns") && err.contains("discovery"), "{err}");
 }

@@ -273,8 +273,16 @@ async fn compaction_and_eviction_preserve_content() {
     c.edit_acked(|_| {}).await;
     let want: String = (0..40).map(|i| format!("{i},")).collect();
     let store = node.store().unwrap().clone();
-    let meta = store.meta("compact").await.unwrap().unwrap();
-    assert!(meta.log_count < 40, "log was compacted: {meta:?}");
+    // Automatic compaction runs right after the commit that crossed the threshold.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let meta = store.meta("compact").await.unwrap().unwrap();
+        if meta.log_count < 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log was compacted: {meta:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(c);
     let rooms = node.rooms().clone();
     wait_until("eviction", || rooms.get("compact").is_none()).await;
@@ -376,4 +384,81 @@ async fn memory_mode_stores_nothing() {
         std::fs::read_dir(&dir).unwrap().next().is_none(),
         "nothing written"
     );
+}
+
+#[tokio::test]
+async fn quotas_refuse_growth_with_a_reason_and_keep_existing_data() {
+    let mut cfg = test_config();
+    cfg.store.room_quota_bytes = Some(4_000);
+    cfg.store.node_quota_bytes = Some(10_000);
+    let node = start(cfg).await;
+    let addr = node.local_addr();
+    let mut a = SyncClient::connect(addr, "q").await;
+    a.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "small"))
+        .await;
+    // A separate document holding the room's state before the refused edit.
+    let before = yrs::Doc::new();
+    {
+        let full = a
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        before
+            .transact_mut()
+            .apply_update(yrs::Update::decode_v1(&full).unwrap())
+            .unwrap();
+    }
+    // A big insert would pass the room quota: AUTH denied with the reason, then 4403.
+    let big = "z".repeat(8_000);
+    a.edit(move |t| t.get_or_insert_text("t").insert(t, 5, &big))
+        .await;
+    let denied = a
+        .raw
+        .recv_until(|m| matches!(m, Message::AuthDenied(_)))
+        .await;
+    let Message::AuthDenied(reason) = denied else {
+        unreachable!()
+    };
+    assert!(reason.contains("room quota"), "{reason}");
+    let closed = a.raw.expect_close().await;
+    assert_eq!(closed.code, 4403, "{closed:?}");
+    // Existing data is untouched, and a client holding that state still syncs.
+    let b = SyncClient::connect_with(addr, "/rooms/q", yrs::Doc::new()).await;
+    assert_eq!(text_of(&b.doc, "t"), "small");
+    let mut again = SyncClient::connect_with(addr, "/rooms/q", before).await;
+    assert_eq!(text_of(&again.doc, "t"), "small");
+    // Its full-state SyncStep2 added nothing, so it was not refused: it can still write.
+    again
+        .edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "!"))
+        .await;
+    let (_, v) = get_json(addr, "/").await;
+    assert_eq!(v["data"]["quota_refusals"], 1);
+    // Over HTTP: 403 with the reason.
+    let doc = yrs::Doc::with_client_id(77);
+    let update = {
+        let mut txn = doc.transact_mut();
+        txn.get_or_insert_text("t")
+            .insert(&mut txn, 0, &"w".repeat(8_000));
+        txn.encode_update_v1()
+    };
+    let (status, body) = http_body(addr, "POST", "/rooms/q", &update).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("room quota"));
+    // The node quota counts every room together.
+    for i in 0..3 {
+        let mut c = SyncClient::connect(addr, &format!("n{i}")).await;
+        let s = "n".repeat(3_000);
+        c.edit_acked(move |t| t.get_or_insert_text("t").insert(t, 0, &s))
+            .await;
+    }
+    let mut last = SyncClient::connect(addr, "n-last").await;
+    let s = "n".repeat(3_000);
+    last.edit(move |t| t.get_or_insert_text("t").insert(t, 0, &s))
+        .await;
+    let denied = last
+        .raw
+        .recv_until(|m| matches!(m, Message::AuthDenied(_)))
+        .await;
+    assert!(matches!(denied, Message::AuthDenied(r) if r.contains("node quota")));
+    node.shutdown().await;
 }

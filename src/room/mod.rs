@@ -56,6 +56,19 @@ pub enum RoomError {
     /// The room's stored state could not be loaded (corrupt data, I/O error).
     #[error("room could not be loaded: {0}")]
     Load(String),
+    /// Storing the update would exceed a storage quota; nothing was applied.
+    #[error("{0}")]
+    QuotaExceeded(String),
+}
+
+/// Storage quotas in logical bytes (snapshot + log), checked before an update that adds
+/// content is applied. `None` = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// Per room.
+    pub room_bytes: Option<u64>,
+    /// All rooms together.
+    pub node_bytes: Option<u64>,
 }
 
 /// What applying an update did.
@@ -78,6 +91,8 @@ pub struct CloseReason {
     pub reason: String,
     /// The other side closed or vanished: there is no close frame of ours to send.
     pub by_peer: bool,
+    /// Write what is already queued (e.g. an AUTH denial explaining the close) first.
+    pub flush_first: bool,
 }
 
 /// A one-shot "close this session" signal that any task may raise; the first reason wins.
@@ -94,6 +109,17 @@ impl Kick {
             code,
             reason: reason.into(),
             by_peer: false,
+            flush_first: false,
+        })
+    }
+
+    /// Like [`Kick::kick`], but the frames already queued are written before the close.
+    pub fn kick_after_flush(&self, code: u16, reason: impl Into<String>) {
+        self.set(CloseReason {
+            code,
+            reason: reason.into(),
+            by_peer: false,
+            flush_first: true,
         })
     }
 
@@ -103,6 +129,7 @@ impl Kick {
             code,
             reason: reason.into(),
             by_peer: true,
+            flush_first: false,
         })
     }
 
@@ -148,6 +175,9 @@ pub enum RoomEvent<'a> {
         room: &'a str,
         /// The change.
         update: &'a Bytes,
+        /// The session (client or peer link) it came from; `None` for the node itself
+        /// (HTTP API, embedding program).
+        origin: Option<SessionId>,
     },
 }
 
@@ -201,7 +231,7 @@ impl Hooks {
     /// Calls `f(room, update)` after a change was applied to a room.
     pub fn on_room_changed(self, f: impl Fn(&str, &Bytes) + Send + Sync + 'static) -> Self {
         self.on_event(move |e| {
-            if let RoomEvent::Changed { room, update } = e {
+            if let RoomEvent::Changed { room, update, .. } = e {
                 f(room, update)
             }
         })
@@ -277,6 +307,7 @@ pub struct Room {
     pinned: bool,
     hooks: Arc<Hooks>,
     queue_capacity: usize,
+    quotas: Quotas,
     store: Option<Arc<dyn Store>>,
     /// Set once the stored state is in the document (load before sync).
     loaded: tokio::sync::OnceCell<()>,
@@ -349,6 +380,7 @@ impl Room {
             hooks,
             queue_capacity: queue_capacity.max(4),
             loaded: tokio::sync::OnceCell::new(),
+            quotas: Quotas::default(),
             last_ticket: std::sync::atomic::AtomicU64::new(0),
             store,
             state: Mutex::new(RoomState {
@@ -359,6 +391,47 @@ impl Room {
             }),
             captured,
         }
+    }
+
+    /// Sets the storage quotas this room enforces.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Refuses an update that adds content when storing it would pass a quota. Updates that
+    /// add no insertion (duplicates, a reconnecting client's full state the room already
+    /// has, pure deletions) always pass, so a room at its quota still syncs.
+    fn check_quota(&self, st: &RoomState, update: &Update, len: usize) -> Result<(), RoomError> {
+        let (Some(store), q) = (&self.store, self.quotas) else {
+            return Ok(());
+        };
+        if q.room_bytes.is_none() && q.node_bytes.is_none() {
+            return Ok(());
+        }
+        let have = st.awareness.doc().transact().state_vector();
+        if !update.extends(&have) {
+            return Ok(());
+        }
+        let len = len as u64;
+        if let Some(max) = q.room_bytes {
+            let now = store.stored_bytes(&self.name).unwrap_or(0);
+            if now + len > max {
+                return Err(RoomError::QuotaExceeded(format!(
+                    "room quota exceeded: room {:?} stores {now} bytes; {len} more would pass its quota of {max}",
+                    &*self.name
+                )));
+            }
+        }
+        if let Some(max) = q.node_bytes {
+            let now = store.total_bytes();
+            if now + len > max {
+                return Err(RoomError::QuotaExceeded(format!(
+                    "node quota exceeded: the node stores {now} bytes; {len} more would pass its quota of {max}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The room's name.
@@ -557,6 +630,7 @@ impl Room {
         if st.closed {
             return Err(RoomError::Closed);
         }
+        self.check_quota(&st, &decoded, update.len())?;
         let waiting = {
             let mut txn = st.awareness.doc().transact_mut();
             txn.apply_update(decoded)
@@ -638,6 +712,7 @@ impl Room {
             self.hooks.emit(RoomEvent::Changed {
                 room: &self.name,
                 update: &change,
+                origin: from,
             });
         }
         applied
@@ -826,6 +901,8 @@ pub struct RoomSettings {
     pub max_rooms: usize,
     /// Outbound queue length per session, in frames.
     pub outbound_queue: usize,
+    /// Storage quotas.
+    pub quotas: Quotas,
 }
 
 impl Default for RoomSettings {
@@ -835,6 +912,7 @@ impl Default for RoomSettings {
             pinned: HashSet::new(),
             max_rooms: 100_000,
             outbound_queue: 1024,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -910,13 +988,16 @@ impl RoomRegistry {
             let name: Arc<str> = Arc::from(name.as_str());
             rooms.insert(
                 name.clone(),
-                Arc::new(Room::with_store(
-                    name.clone(),
-                    true,
-                    settings.outbound_queue,
-                    hooks.clone(),
-                    store.clone(),
-                )),
+                Arc::new(
+                    Room::with_store(
+                        name.clone(),
+                        true,
+                        settings.outbound_queue,
+                        hooks.clone(),
+                        store.clone(),
+                    )
+                    .with_quotas(settings.quotas),
+                ),
             );
             hooks.emit(RoomEvent::Created { room: &name });
         }
@@ -986,13 +1067,16 @@ impl RoomRegistry {
             return Err(RegistryError::AtCapacity(rooms.len()));
         }
         let pinned = self.settings.pinned.contains(name);
-        let room = Arc::new(Room::with_store(
-            name,
-            pinned,
-            self.settings.outbound_queue,
-            self.hooks.clone(),
-            self.store.clone(),
-        ));
+        let room = Arc::new(
+            Room::with_store(
+                name,
+                pinned,
+                self.settings.outbound_queue,
+                self.hooks.clone(),
+                self.store.clone(),
+            )
+            .with_quotas(self.settings.quotas),
+        );
         rooms.insert(Arc::from(name), room.clone());
         drop(rooms);
         tracing::debug!(room = name, "room created");

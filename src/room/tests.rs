@@ -174,6 +174,7 @@ fn registry_creates_once_and_evicts_idle_rooms() {
         pinned: HashSet::from(["keep".to_string()]),
         max_rooms: 3,
         outbound_queue: 8,
+        quotas: Quotas::default(),
     });
     assert_eq!(reg.len(), 1, "pinned room exists from the start");
     let a1 = reg.get_or_create("a").unwrap();

@@ -51,11 +51,18 @@ pub(crate) async fn root(State(app): State<Arc<AppState>>) -> Response {
         "name": "ymesh",
         "version": env!("CARGO_PKG_VERSION"),
         // The node's identity arrives with the mesh; until then there is none to show.
-        "node_id": serde_json::Value::Null,
+        "node_id": app.mesh.node_id(),
         "uptime_s": app.started.elapsed().as_secs(),
         "rooms": app.registry.len(),
         "connections": app.connections.load(Ordering::Relaxed),
+        "quota_refusals": app.quota_refusals.load(Ordering::Relaxed),
     }))
+}
+
+/// `GET /peers`: every configured peer and inbound link: node id, address, state, since
+/// when, and messages and bytes each way per kind.
+pub(crate) async fn list_peers(State(app): State<Arc<AppState>>) -> Response {
+    data(app.mesh.peers_json())
 }
 
 pub(crate) async fn healthz() -> Response {
@@ -205,6 +212,11 @@ pub(crate) async fn post_room(
     };
     let applied = match room.apply_update(&body, None) {
         Ok(a) => a,
+        Err(crate::room::RoomError::QuotaExceeded(reason)) => {
+            app.quota_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
+        }
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     if applied.store_failed {
@@ -224,6 +236,88 @@ pub(crate) async fn post_room(
         }
     }
     data(json!({ "changed": applied.changed }))
+}
+
+/// Middleware of admin routes: the rule of [`crate::auth::admin_decision`] (bearer admin
+/// token when one is configured, loopback only otherwise); 401 or 403 in the JSON envelope.
+pub(crate) async fn require_admin(
+    State(app): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::auth::{admin_decision, AdminDecision};
+    // The listener is served with connect info; without it (a router served some other
+    // way) the peer is unknown and treated as remote.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match admin_decision(app.config.admin_token.as_deref(), authorization, peer) {
+        AdminDecision::Allow => next.run(req).await,
+        AdminDecision::Unauthorized(message) => {
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+        AdminDecision::Forbidden(message) => {
+            ApiError::new(StatusCode::FORBIDDEN, message).into_response()
+        }
+    }
+}
+
+/// `POST /rooms/{room}/compact` (admin): folds the room's stored log into one snapshot and
+/// answers `{"data": {"room", "bytes_before", "bytes_after"}}` (logical bytes: snapshot plus
+/// log). 404 when the room is not stored; 409 when the node runs without a store.
+pub(crate) async fn compact_room(
+    State(app): State<Arc<AppState>>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Response {
+    let room = match room_param(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Some(store) = app.registry.store() else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "this node runs with --memory: there is no store to compact",
+        )
+        .into_response();
+    };
+    // Let the room's queued changes commit first, so a room that was just created is found
+    // and the snapshot covers everything applied so far. A failed write does not stop the
+    // compaction of what is stored.
+    if let Some(r) = app.registry.get(&room) {
+        let _ = r.wait_durable().await;
+    }
+    match store.meta(&room).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("room {room:?} is not stored"),
+            )
+            .into_response()
+        }
+        Err(e) => return unavailable(&room, e),
+    }
+    match store.compact(&room).await {
+        Ok((before, after)) => {
+            tracing::info!(room, before, after, "room compacted on request");
+            data(json!({ "room": room, "bytes_before": before, "bytes_after": after }))
+        }
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot compact room {room:?}: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// The validated `{room}` path parameter. axum has already percent-decoded it once (so

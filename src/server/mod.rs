@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::mesh::{runtime::accept_axum, Admission, Mesh, MeshSettings, NodeIdentity};
 use crate::room::{Hooks, OpenError, Room, RoomRegistry, RoomSettings};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
@@ -33,6 +34,8 @@ pub const CLOSE_ROOM_UNAVAILABLE: u16 = 1011;
 pub const CLOSE_AT_CAPACITY: u16 = 1013;
 /// WebSocket close code: malformed message.
 pub const CLOSE_MALFORMED: u16 = 4400;
+/// WebSocket close code: forbidden (quota exceeded; later also origin, read-only).
+pub const CLOSE_FORBIDDEN: u16 = 4403;
 /// WebSocket close code: liveness timeout.
 pub const CLOSE_TIMEOUT: u16 = 4408;
 
@@ -50,6 +53,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The node's identity key could not be loaded or created.
+    #[error("node identity: {0}")]
+    Identity(String),
     /// The store could not be opened (locked by another node, corrupt, too new, ...).
     #[error("cannot open the store: {0}")]
     Store(StoreError),
@@ -68,8 +74,14 @@ pub(crate) struct AppState {
     pub(crate) config: Config,
     pub(crate) registry: Arc<RoomRegistry>,
     pub(crate) started: Instant,
-    pub(crate) next_session: AtomicU64,
+    /// Ids for client sessions and peer links alike (one space, so an update's origin is
+    /// unambiguous).
+    pub(crate) next_session: Arc<AtomicU64>,
+    /// Server-to-server replication.
+    pub(crate) mesh: Arc<Mesh>,
     pub(crate) connections: AtomicUsize,
+    /// Updates refused because they would pass a storage quota.
+    pub(crate) quota_refusals: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
 }
@@ -115,13 +127,24 @@ impl Node {
             tracing::info!(path = %store.db_path().display(), "store opened");
             Some(Arc::new(store))
         };
-        Self::start_inner(config, hooks, store).await
+        let identity = match &store {
+            Some(_) => {
+                let dir = config.data_dir.clone();
+                tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&dir))
+                    .await
+                    .map_err(|e| ServerError::Identity(format!("loading the node key: {e}")))?
+                    .map_err(|e| ServerError::Identity(e.to_string()))?
+            }
+            None => NodeIdentity::ephemeral(),
+        };
+        Self::start_inner(config, hooks, store, Arc::new(identity)).await
     }
 
     async fn start_inner(
         config: Config,
         hooks: Hooks,
         store: Option<Arc<dyn Store>>,
+        identity: Arc<NodeIdentity>,
     ) -> Result<Node, ServerError> {
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)
@@ -134,12 +157,32 @@ impl Node {
             addr: bind.clone(),
             source,
         })?;
+        // Room changes reach the mesh through a hook; the mesh needs the registry, so the
+        // hook finds it through a cell filled right after both exist.
+        let mesh_cell: Arc<std::sync::OnceLock<std::sync::Weak<Mesh>>> = Arc::default();
+        let cell = mesh_cell.clone();
+        let hooks = hooks.on_event(move |event| {
+            if let crate::room::RoomEvent::Changed {
+                room,
+                update,
+                origin,
+            } = event
+            {
+                if let Some(mesh) = cell.get().and_then(std::sync::Weak::upgrade) {
+                    mesh.forward_update(room, update, *origin);
+                }
+            }
+        });
         let registry = Arc::new(RoomRegistry::with_store(
             RoomSettings {
                 idle_timeout: config.idle_timeout,
                 pinned: config.pinned_rooms.clone(),
                 max_rooms: config.limits.max_rooms,
                 outbound_queue: config.limits.outbound_queue,
+                quotas: crate::room::Quotas {
+                    room_bytes: config.store.room_quota_bytes,
+                    node_bytes: config.store.node_quota_bytes,
+                },
             },
             hooks,
             store,
@@ -149,18 +192,52 @@ impl Node {
                 tracing::error!(room = room.name(), error = %e, "pinned room could not be loaded");
             }
         }
+        let shutdown = CancellationToken::new();
+        let session_ids = Arc::new(AtomicU64::new(1));
+        let admission = Admission {
+            secret: config.mesh_secret.clone(),
+            allow: config.allow_peers.clone(),
+        };
+        let loopback = addr.ip().is_loopback();
+        if admission.is_open() && !loopback {
+            tracing::warn!(
+                "the mesh is open and this node listens on {addr}: any ymesh node that reaches it \
+                 may replicate every room; set --mesh-secret or --allow-peer"
+            );
+        }
+        let mesh = Mesh::new(
+            identity.clone(),
+            MeshSettings {
+                peers: config.peers.clone(),
+                admission,
+                listen: Some(format!("http://{addr}")),
+            },
+            registry.clone(),
+            session_ids.clone(),
+            shutdown.child_token(),
+        );
+        let _ = mesh_cell.set(Arc::downgrade(&mesh));
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),
             started: Instant::now(),
-            next_session: AtomicU64::new(1),
+            next_session: session_ids,
+            mesh: mesh.clone(),
             connections: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
+            quota_refusals: AtomicU64::new(0),
+            shutdown,
             sessions: TaskTracker::new(),
         });
+        mesh.start();
         let app = router(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(async move {
+            // Small frames (an echo, then a 102) must not wait for a delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -174,6 +251,7 @@ impl Node {
         if let Some(store) = registry.store().cloned() {
             tokio::spawn(repair_worker(registry, store, state.shutdown.clone()));
         }
+        tracing::info!(node_id = identity.node_id(), "node identity");
         tracing::info!("listening on http://{addr}");
         Ok(Node {
             addr,
@@ -200,6 +278,16 @@ impl Node {
         self.state.registry.open(name).await
     }
 
+    /// This node's id (the libp2p `PeerId` of its ed25519 key).
+    pub fn node_id(&self) -> &str {
+        self.state.mesh.node_id()
+    }
+
+    /// The node's mesh (peer links).
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.state.mesh
+    }
+
     /// The store, unless the node runs with `--memory`.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.state.registry.store()
@@ -218,6 +306,7 @@ impl Node {
             tracing::warn!("some sessions did not close in time");
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        self.state.mesh.stop().await;
         self.sweeper.abort();
         if let Some(store) = self.state.registry.store() {
             if let Err(e) = store.close().await {
@@ -230,12 +319,16 @@ impl Node {
 
 /// The document API's path; it also takes WebSocket upgrades when it is a route template.
 const DOCUMENT_ROUTE: &str = "/rooms/{room}";
+/// Compacts a stored room (admin).
+const COMPACT_ROUTE: &str = "/rooms/{room}/compact";
 
 fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.limits.max_message_bytes;
     let mut router = Router::new()
         .route("/", get(http::root))
         .route("/healthz", get(http::healthz))
+        .route("/peers", get(http::list_peers))
+        .route("/_mesh", get(mesh_upgrade))
         .route("/rooms", get(http::list_rooms));
     let ws_on_documents = state.config.routes.iter().any(|r| r == DOCUMENT_ROUTE);
     router = router.route(
@@ -248,12 +341,38 @@ fn router(state: Arc<AppState>) -> Router {
         .post(http::post_room)
         .layer(axum::extract::DefaultBodyLimit::max(limit)),
     );
+    // Admin routes: the admin rule runs before the handler (see `crate::auth`). Layered on
+    // the handler, so a WebSocket route template on the same path keeps its own GET.
+    let admin = axum::middleware::from_fn_with_state(state.clone(), http::require_admin);
+    router = router.route(
+        COMPACT_ROUTE,
+        axum::routing::post(axum::handler::Handler::layer(http::compact_room, admin)),
+    );
     for template in &state.config.routes {
         if template != DOCUMENT_ROUTE {
             router = router.route(template, get(ws::sync_route));
         }
     }
     router.fallback(http::not_found).with_state(state)
+}
+
+/// `/_mesh`: a peer node's control channel.
+async fn mesh_upgrade(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    let max = crate::mesh::MAX_FRAME_LEN as usize;
+    let tracker = app.sessions.clone();
+    ws.read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                app.mesh.accept(accept_axum(socket), peer.to_string());
+            })
+        })
 }
 
 /// First retry delay after a room's write failed; doubles per attempt up to the cap.

@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
 use super::{
-    AppState, CLOSE_AT_CAPACITY, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_TIMEOUT, CLOSE_TOO_BIG,
+    AppState, CLOSE_AT_CAPACITY, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_TIMEOUT,
+    CLOSE_TOO_BIG,
 };
 use crate::protocol::{self, Message, SyncMessage};
 use crate::room::{
@@ -173,11 +174,13 @@ async fn join_room(
                 code: CLOSE_AT_CAPACITY,
                 reason: e.to_string(),
                 by_peer: false,
+                flush_first: false,
             },
             OpenError::Load(e) => CloseReason {
                 code: super::CLOSE_ROOM_UNAVAILABLE,
                 reason: format!("room could not be opened: {e}"),
                 by_peer: false,
+                flush_first: false,
             },
         })?;
         match room.join(id, SessionKind::Client) {
@@ -188,6 +191,7 @@ async fn join_room(
                     code: super::CLOSE_ROOM_UNAVAILABLE,
                     reason: e.to_string(),
                     by_peer: false,
+                    flush_first: false,
                 })
             }
         }
@@ -196,6 +200,7 @@ async fn join_room(
         code: super::CLOSE_ROOM_UNAVAILABLE,
         reason: "room could not be opened".into(),
         by_peer: false,
+        flush_first: false,
     })
 }
 
@@ -236,6 +241,7 @@ async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, p
         reply,
         kick.clone(),
     );
+    acks.app = Some(app.clone());
     read_loop(
         &app,
         &room,
@@ -308,7 +314,11 @@ async fn read_loop(
             WsMessage::Binary(frame) => {
                 if let Err(reason) = handle_frame(room, id, frame, acks, awareness_clients) {
                     tracing::debug!(session = id, reason = reason.reason, "closing session");
-                    kick.kick(reason.code, reason.reason);
+                    if reason.flush_first {
+                        kick.kick_after_flush(reason.code, reason.reason);
+                    } else {
+                        kick.kick(reason.code, reason.reason);
+                    }
                     return;
                 }
             }
@@ -349,6 +359,7 @@ fn malformed(e: impl std::fmt::Display) -> CloseReason {
         code: CLOSE_MALFORMED,
         reason: format!("malformed message: {e}"),
         by_peer: false,
+        flush_first: false,
     }
 }
 
@@ -359,6 +370,7 @@ fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReas
             code: CLOSE_TOO_SLOW,
             reason: "outbound queue full".into(),
             by_peer: false,
+            flush_first: false,
         }),
     }
 }
@@ -382,7 +394,21 @@ fn handle_frame(
             }
             Message::Sync(SyncMessage::Step2(update))
             | Message::Sync(SyncMessage::Update(update)) => {
-                let applied = room.apply_update(&update, Some(id)).map_err(malformed)?;
+                let applied = match room.apply_update(&update, Some(id)) {
+                    Ok(a) => a,
+                    Err(RoomError::QuotaExceeded(reason)) => {
+                        // Tell the client why (y-websocket logs AUTH denials), then close.
+                        let _ = acks.reply.try_send(protocol::encode_auth_denied(&reason));
+                        acks.quota_refused();
+                        return Err(CloseReason {
+                            code: CLOSE_FORBIDDEN,
+                            reason,
+                            by_peer: false,
+                            flush_first: true,
+                        });
+                    }
+                    Err(e) => return Err(malformed(e)),
+                };
                 acks.record(&applied);
             }
             Message::Awareness(payload) => {
@@ -437,6 +463,7 @@ fn handle_frame(
 /// update that client sent before it is committed to disk. Echoes keep their order: once one
 /// has to wait, later ones queue behind it in a small per-session task.
 struct Acks {
+    app: Option<Arc<AppState>>,
     store: Option<Arc<dyn Store>>,
     room: String,
     reply: mpsc::Sender<Bytes>,
@@ -459,6 +486,7 @@ impl Acks {
         kick: Arc<Kick>,
     ) -> Self {
         Acks {
+            app: None,
             store,
             room,
             reply,
@@ -466,6 +494,12 @@ impl Acks {
             last_ticket: None,
             failed: Arc::new(AtomicBool::new(false)),
             waiting: None,
+        }
+    }
+
+    fn quota_refused(&self) {
+        if let Some(app) = &self.app {
+            app.quota_refusals.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -522,6 +556,7 @@ impl Acks {
                 code: CLOSE_TOO_SLOW,
                 reason: "too many sync-status messages waiting for the disk".into(),
                 by_peer: false,
+                flush_first: false,
             })
     }
 }
@@ -643,6 +678,14 @@ async fn writer_worker(
         }
     }
     let reason = kick.reason().cloned();
+    if reason.as_ref().is_some_and(|r| r.flush_first) {
+        // Bounded by the queue's capacity; the close follows right after.
+        while let Ok(frame) = outbound.try_recv() {
+            if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                break;
+            }
+        }
+    }
     match reason {
         Some(r) if !r.by_peer => {
             let _ = sink

@@ -87,6 +87,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use schema::SCHEMA_VERSION;
+pub(crate) use writer::{canonical_state_vector, digest_hex};
+// For the offline tools in `crate::ops` (backup, restore): the directory lock, and the
+// checks that recognise a store file.
+pub(crate) use lock::DirLock;
+pub(crate) use schema::{check_header, APPLICATION_ID};
 pub use sqlite::{SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME};
 
 /// A boxed, `Send` future borrowing the store; keeps [`Store`] object-safe.
@@ -298,6 +303,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// A counter that changes whenever a room becomes unhealthy or healthy again.
     fn health(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Logical bytes `room` holds on disk (snapshot + log) as of its last commit or load;
+    /// `None` if not known (not stored, or not touched since start). Cheap and synchronous.
+    fn stored_bytes(&self, room: &str) -> Option<u64>;
+
+    /// Logical bytes of every room together, kept current at each commit and compaction.
+    fn total_bytes(&self) -> u64;
 }
 
 /// A room whose latest writes did not reach the disk.

@@ -130,7 +130,7 @@ pub(crate) fn open_reader(path: &Path, opts: &StoreOptions) -> Result<Connection
 
 /// Refuses a non-empty file that does not start with the SQLite header, before SQLite opens
 /// it. Returns whether the file existed with content.
-fn check_header(path: &Path) -> Result<bool, StoreError> {
+pub(crate) fn check_header(path: &Path) -> Result<bool, StoreError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -141,9 +141,9 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
             })
         }
     };
-    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    let mut head = Vec::with_capacity(100);
     (&mut file)
-        .take(SQLITE_MAGIC.len() as u64)
+        .take(100)
         .read_to_end(&mut head)
         .map_err(|source| StoreError::Io {
             path: path.to_path_buf(),
@@ -152,13 +152,47 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
     if head.is_empty() {
         return Ok(false);
     }
-    if head.as_slice() != SQLITE_MAGIC {
+    if head.len() < SQLITE_MAGIC.len() || &head[..SQLITE_MAGIC.len()] != SQLITE_MAGIC {
         return Err(StoreError::NotAStore {
             path: path.to_path_buf(),
             detail: "not a SQLite database file".into(),
         });
     }
+    if let Some(detail) = truncation(&head, &file) {
+        return Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+            detail,
+        });
+    }
     Ok(true)
+}
+
+/// Detects a database file cut short (a bad copy, a full disk during a copy): the header
+/// records how many pages the file holds as of the last checkpoint; the file must be at
+/// least that long. Cheap: one `stat`, no page is read.
+fn truncation(head: &[u8], file: &File) -> Option<String> {
+    if head.len() < 100 {
+        return Some(format!(
+            "header is {} bytes; a database header has 100",
+            head.len()
+        ));
+    }
+    let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65_536u64,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([head[28], head[29], head[30], head[31]]));
+    let change_counter = &head[24..28];
+    let valid_for = &head[92..96];
+    // The in-header size is only trustworthy when it was written with the change counter.
+    if pages == 0 || change_counter != valid_for {
+        return None;
+    }
+    let len = file.metadata().ok()?.len();
+    let want = pages * page_size;
+    (len < want).then(|| {
+        format!("file is truncated: {len} bytes, but its header says {pages} pages of {page_size} bytes ({want} bytes)")
+    })
 }
 
 fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {

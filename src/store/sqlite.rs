@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     pub(crate) failures: Failures,
     pub(crate) stats: Counters,
     readers: Mutex<Vec<Connection>>,
+    /// Logical stored bytes (snapshot + log) per room as last committed or read, and their
+    /// total over all rooms: what storage quotas are checked against.
+    pub(crate) sizes: Mutex<SizeCache>,
     /// Rooms whose writes failed and are not repaired yet.
     pub(crate) unhealthy: Mutex<HashMap<String, RoomFailure>>,
     /// Bumped whenever `unhealthy` changes.
@@ -247,6 +250,13 @@ impl Shared {
     }
 }
 
+/// Stored sizes, kept current by the writer.
+#[derive(Debug, Default)]
+pub(crate) struct SizeCache {
+    pub(crate) rooms: HashMap<String, u64>,
+    pub(crate) total: u64,
+}
+
 /// Runs a read on a blocking thread.
 async fn read<T: Send + 'static>(
     shared: Arc<Shared>,
@@ -284,6 +294,12 @@ impl SqliteStore {
         }
         // Fail now rather than at the first read if readers cannot open.
         let reader = schema::open_reader(&db_path, &opts)?;
+        let total_bytes: i64 = reader.query_row(
+            "SELECT COALESCE(SUM(snapshot_bytes + log_bytes), 0) FROM rooms",
+            [],
+            |r| r.get(0),
+        )?;
+        let total_bytes = from_sql_int(total_bytes);
 
         let (durable, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -293,6 +309,10 @@ impl SqliteStore {
             stats: Counters::default(),
             readers: Mutex::new(vec![reader]),
             unhealthy: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(SizeCache {
+                rooms: HashMap::new(),
+                total: total_bytes,
+            }),
             health: watch::channel(0).0,
             closed: std::sync::atomic::AtomicBool::new(false),
             dead: OnceLock::new(),
@@ -435,9 +455,25 @@ impl Store for SqliteStore {
 
     fn load(&self, room: &str) -> BoxFuture<'_, Result<Option<LoadedRoom>, StoreError>> {
         let room = room.to_owned();
-        Box::pin(read(Arc::clone(&self.shared), move |conn| {
-            load_room(conn, &room)
-        }))
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let name = room.clone();
+            let loaded = read(Arc::clone(&shared), move |conn| load_room(conn, &room)).await?;
+            if let Some(l) = &loaded {
+                let bytes = l.snapshot.as_ref().map_or(0, |s| s.len() as u64)
+                    + l.updates.iter().map(|u| u.len() as u64).sum::<u64>();
+                locked(&shared.sizes).rooms.entry(name).or_insert(bytes);
+            }
+            Ok(loaded)
+        })
+    }
+
+    fn stored_bytes(&self, room: &str) -> Option<u64> {
+        locked(&self.shared.sizes).rooms.get(room).copied()
+    }
+
+    fn total_bytes(&self) -> u64 {
+        locked(&self.shared.sizes).total
     }
 
     fn compact(&self, room: &str) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {

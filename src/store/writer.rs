@@ -81,6 +81,7 @@ struct Touched {
     name: String,
     log_count: u64,
     log_bytes: u64,
+    snapshot_bytes: u64,
 }
 
 struct Writer {
@@ -233,6 +234,7 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut touched = Vec::with_capacity(groups.len());
+        let mut sizes = Vec::with_capacity(groups.len());
         {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO rooms (name, snapshot, snapshot_bytes, log_bytes, log_count,
@@ -245,7 +247,7 @@ impl Writer {
                      digest = excluded.digest,
                      updated_at_ms = excluded.updated_at_ms,
                      change_seq = excluded.change_seq
-                 RETURNING id, log_count, log_bytes",
+                 RETURNING id, log_count, log_bytes, snapshot_bytes",
             )?;
             let mut insert =
                 tx.prepare_cached("INSERT INTO updates (room_id, data) VALUES (?1, ?2)")?;
@@ -257,18 +259,24 @@ impl Writer {
                     .unwrap_or(&[]);
                 let state_vector = canonical_state_vector(room, last_sv);
                 let digest = digest_hex(&state_vector);
-                let (id, log_count, log_bytes): (i64, i64, i64) = upsert.query_row(
-                    params![
-                        room,
-                        to_sql_int(added_bytes),
-                        to_sql_int(items.len() as u64),
-                        state_vector,
-                        digest,
-                        to_sql_int(now),
-                        to_sql_int(seq)
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
+                let (id, log_count, log_bytes, snapshot_bytes): (i64, i64, i64, i64) = upsert
+                    .query_row(
+                        params![
+                            room,
+                            to_sql_int(added_bytes),
+                            to_sql_int(items.len() as u64),
+                            state_vector,
+                            digest,
+                            to_sql_int(now),
+                            to_sql_int(seq)
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )?;
+                sizes.push((
+                    (*room).to_owned(),
+                    added_bytes,
+                    from_sql_int(log_bytes) + from_sql_int(snapshot_bytes),
+                ));
                 for a in items {
                     insert.execute(params![id, &a.update[..]])?;
                 }
@@ -276,6 +284,7 @@ impl Writer {
                     name: (*room).to_owned(),
                     log_count: from_sql_int(log_count),
                     log_bytes: from_sql_int(log_bytes),
+                    snapshot_bytes: from_sql_int(snapshot_bytes),
                 });
             }
         }
@@ -285,6 +294,12 @@ impl Writer {
         )?;
         tx.commit()?;
         self.change_seq = seq;
+        let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        for (room, added, now_bytes) in sizes {
+            cache.total += added;
+            cache.rooms.insert(room, now_bytes);
+        }
+        drop(cache);
         Ok(touched)
     }
 
@@ -301,9 +316,13 @@ impl Writer {
         let opts = &self.shared.opts;
         let (max_count, max_bytes) = (opts.compact_log_count, opts.compact_log_bytes);
         for t in touched {
-            if (t.log_count < max_count && t.log_bytes < max_bytes)
-                || self.compaction_failed.contains(&t.name)
-            {
+            // Past a threshold, but only once the log is at least half the snapshot: folding
+            // rewrites the whole snapshot, so a big document with a small log would otherwise
+            // be rewritten every few hundred keystrokes. This bounds the rewrite cost to three
+            // times the log bytes.
+            let past_threshold = t.log_count >= max_count || t.log_bytes >= max_bytes;
+            let worth_it = t.log_bytes.saturating_mul(2) >= t.snapshot_bytes;
+            if !past_threshold || !worth_it || self.compaction_failed.contains(&t.name) {
                 continue;
             }
             match self.compact(&t.name) {
@@ -385,6 +404,11 @@ impl Writer {
         )?;
         tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
         tx.commit()?;
+        {
+            let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
+            cache.total = cache.total.saturating_sub(before).saturating_add(after);
+            cache.rooms.insert(room.to_owned(), after);
+        }
         self.shared
             .stats
             .compactions

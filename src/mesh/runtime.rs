@@ -1,0 +1,955 @@
+//! The mesh's I/O shell: links over WebSockets, one supervisor per configured peer, and the
+//! bridge between links and rooms.
+//!
+//! Everything that decides (handshake, manifest diff, backoff) lives in the pure modules
+//! beside this one; this module owns sockets, tasks and timers:
+//!
+//! - **Links.** A link is one connection to one peer node, inbound (a peer dialed our
+//!   `/_mesh`) or outbound (our supervisor dialed theirs). Each socket is split into a reader
+//!   and a writer task that exchange whole frames with the link task over bounded channels,
+//!   so the link logic is the same whatever carries the frames (a libp2p stream later).
+//! - **Rooms over a link.** After the handshake both sides send their manifest (rooms and
+//!   state-vector digests, read from the store without loading documents). Every room that
+//!   one side lacks or whose digest differs gets a SyncStep1 from each side, all pipelined;
+//!   each SyncStep1 is answered with a SyncStep2. A room a peer sends data for is opened
+//!   (loaded, or created) like a client would open it; links never pin rooms in memory.
+//! - **Fan-out with split horizon.** A room change (from a client, the HTTP API or a link)
+//!   reaches the mesh through a room hook, is encoded once as a ROOM frame and queued to
+//!   every link except the one it came from. Only changes travel: an update that changes
+//!   nothing produces no hook call, which is what ends propagation in a cyclic mesh.
+//! - **Supervision.** One task per configured peer owns every reconnect decision: one dial
+//!   in flight, exponential backoff with jitter (1 s to 60 s, reset after a stable minute),
+//!   application-level pings so a half-open link is noticed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backoff::{Backoff, BackoffConfig};
+use super::handshake::{Action, Admission, Handshake, Outcome, HANDSHAKE_TIMEOUT};
+use super::identity::{new_boot_id, NodeIdentity};
+use super::manifest::{PeerManifest, SharePolicy};
+use super::wire::{self, Control, Frame, MAX_FRAME_LEN};
+use crate::protocol::{self, Message, SyncMessage};
+use crate::room::{validate_room_name, Kick, RoomError, RoomRegistry, SessionId};
+
+/// Frames queued towards one link before it counts as too slow and is closed (it resyncs
+/// through the manifest when it comes back).
+const LINK_QUEUE: usize = 4096;
+/// Application-level ping interval on a link.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A link that received nothing for this long is considered dead.
+const LINK_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A peer to dial, from `--peer` or `[[peers]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// As the user wrote it: `ws://host:3913`, `http://host:3913`, or a room URL template
+    /// such as `ws://host:3913/rooms/{id}`; ymesh peers are reached at the origin's `/_mesh`.
+    pub url: String,
+    /// The node id the peer must prove, if known.
+    pub node_id: Option<String>,
+}
+
+/// Why a peer URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("peer URL {url:?}: {reason}")]
+pub struct PeerUrlError {
+    /// The URL.
+    pub url: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The control-channel URL (`ws://host:port/_mesh`) of a peer URL.
+pub fn mesh_url(url: &str) -> Result<String, PeerUrlError> {
+    let err = |reason: &str| PeerUrlError {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| err("needs a scheme, e.g. ws://host:3913"))?;
+    let scheme = match scheme {
+        "ws" | "http" => "ws",
+        "wss" | "https" => {
+            return Err(err(
+                "TLS peers (wss://, https://) are not supported by this version yet",
+            ))
+        }
+        _ => return Err(err("the scheme must be ws:// or http://")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(err("has no host"));
+    }
+    Ok(format!("{scheme}://{authority}/_mesh"))
+}
+
+/// What a peer link is doing, as `GET /peers` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum LinkState {
+    /// Dialing or in the handshake.
+    Connecting,
+    /// The link is up.
+    Connected,
+    /// Waiting before the next dial.
+    BackingOff {
+        /// When the next dial happens (unix ms).
+        next_retry_ms: u64,
+    },
+    /// One side refused the link (admission, version); the supervisor still retries slowly.
+    Refused {
+        /// Why.
+        reason: String,
+        /// When the next dial happens (unix ms).
+        next_retry_ms: u64,
+    },
+    /// The address leads back to this node; it is not dialed again.
+    IsSelf,
+}
+
+/// Messages and bytes one way, per kind.
+#[derive(Debug, Default)]
+struct DirCounters {
+    control: [AtomicU64; 2],
+    sync: [AtomicU64; 2],
+    awareness: [AtomicU64; 2],
+    other: [AtomicU64; 2],
+}
+
+impl DirCounters {
+    fn add(&self, kind: Kind, bytes: usize) {
+        let slot = match kind {
+            Kind::Control => &self.control,
+            Kind::Sync => &self.sync,
+            Kind::Awareness => &self.awareness,
+            Kind::Other => &self.other,
+        };
+        slot[0].fetch_add(1, Ordering::Relaxed);
+        slot[1].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let pair = |a: &[AtomicU64; 2]| {
+            serde_json::json!({
+                "messages": a[0].load(Ordering::Relaxed),
+                "bytes": a[1].load(Ordering::Relaxed),
+            })
+        };
+        serde_json::json!({
+            "control": pair(&self.control),
+            "sync": pair(&self.sync),
+            "awareness": pair(&self.awareness),
+            "other": pair(&self.other),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Control,
+    Sync,
+    Awareness,
+    Other,
+}
+
+/// Classifies a frame from its first bytes, without decoding it:
+/// `varUint(len) · varUint(kind) · body`, where a room body is `varString(room) · message`.
+fn kind_of(frame: &Bytes) -> Kind {
+    let mut r = protocol::Reader::new(frame.clone());
+    let kind = (|| {
+        r.read_var_uint().ok()?;
+        match r.read_var_uint().ok()? {
+            wire::KIND_CONTROL => Some(Kind::Control),
+            wire::KIND_ROOM => {
+                r.read_var_bytes().ok()?;
+                match r.rest().first() {
+                    Some(0) => Some(Kind::Sync),
+                    Some(1) => Some(Kind::Awareness),
+                    _ => Some(Kind::Other),
+                }
+            }
+            _ => Some(Kind::Other),
+        }
+    })();
+    kind.unwrap_or(Kind::Other)
+}
+
+/// Traffic of one peer, both ways, kept across reconnects.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    sent: DirCounters,
+    received: DirCounters,
+}
+
+impl PeerCounters {
+    /// Messages of every kind sent to this peer (all links so far).
+    pub fn messages_sent(&self) -> u64 {
+        let s = &self.sent;
+        [&s.control, &s.sync, &s.awareness, &s.other]
+            .iter()
+            .map(|a| a[0].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Room sync messages (step1/step2/update) sent to this peer.
+    pub fn sync_messages_sent(&self) -> u64 {
+        self.sent.sync[0].load(Ordering::Relaxed)
+    }
+}
+
+/// Status of one peer for `GET /peers`.
+#[derive(Debug)]
+struct PeerEntry {
+    /// Configured URL (outbound) or the remote address (inbound).
+    address: String,
+    /// `config` or `inbound`.
+    source: &'static str,
+    node_id: Option<String>,
+    state: LinkState,
+    since_ms: u64,
+    last_error: Option<String>,
+    counters: Arc<PeerCounters>,
+}
+
+/// A live link: where to queue frames for it, and how to close it.
+struct LinkEntry {
+    peer_node: String,
+    tx: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+    counters: Arc<PeerCounters>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Settings of the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSettings {
+    /// Peers to dial.
+    pub peers: Vec<PeerConfig>,
+    /// Who may link.
+    pub admission: Admission,
+    /// This node's own HTTP URL, announced in the hello.
+    pub listen: Option<String>,
+}
+
+/// The running mesh of one node.
+pub struct Mesh {
+    identity: Arc<NodeIdentity>,
+    boot_id: String,
+    settings: MeshSettings,
+    registry: Arc<RoomRegistry>,
+    session_ids: Arc<AtomicU64>,
+    links: Mutex<HashMap<SessionId, LinkEntry>>,
+    /// Peer table: configured peers first (by index), inbound links after (by link id).
+    peers: Mutex<BTreeMap<(u8, u64), PeerEntry>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("node_id", &self.identity.node_id())
+            .field("links", &lock(&self.links).len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one link ended.
+enum LinkEnd {
+    /// The handshake found this node at the other end.
+    IsSelf,
+    /// One side refused.
+    Refused(String),
+    /// The link was up (or never came up) and closed.
+    Closed(String),
+}
+
+/// A socket turned into frame channels by its reader and writer tasks.
+pub struct LinkIo {
+    /// Frames to send.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Frames received; ends when the socket closes.
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Cancelled to close the socket.
+    pub close: CancellationToken,
+}
+
+impl Mesh {
+    /// Creates the mesh; call [`Mesh::start`] to dial the configured peers.
+    pub fn new(
+        identity: Arc<NodeIdentity>,
+        settings: MeshSettings,
+        registry: Arc<RoomRegistry>,
+        session_ids: Arc<AtomicU64>,
+        shutdown: CancellationToken,
+    ) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            identity,
+            boot_id: new_boot_id(),
+            settings,
+            registry,
+            session_ids,
+            links: Mutex::new(HashMap::new()),
+            peers: Mutex::new(BTreeMap::new()),
+            shutdown,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.identity.node_id()
+    }
+
+    /// Starts one supervisor per configured peer.
+    pub fn start(self: &Arc<Self>) {
+        for (i, peer) in self.settings.peers.iter().enumerate() {
+            let key = (0u8, i as u64);
+            lock(&self.peers).insert(
+                key,
+                PeerEntry {
+                    address: peer.url.clone(),
+                    source: "config",
+                    node_id: peer.node_id.clone(),
+                    state: LinkState::Connecting,
+                    since_ms: now_ms(),
+                    last_error: None,
+                    counters: Arc::new(PeerCounters::default()),
+                },
+            );
+            let me = self.clone();
+            let peer = peer.clone();
+            self.tasks
+                .spawn(async move { me.supervise(key, peer).await });
+        }
+    }
+
+    /// Stops every link and supervisor and waits (bounded) for them.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+
+    /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
+    /// every link but `origin`'s, encoded once.
+    pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        let links = lock(&self.links);
+        if links.is_empty() || (links.len() == 1 && origin.is_some_and(|o| links.contains_key(&o)))
+        {
+            return;
+        }
+        let frame = wire::encode_room(room, &protocol::encode_sync_update(update));
+        for (id, link) in links.iter() {
+            if Some(*id) == origin {
+                continue;
+            }
+            match link.tx.try_send(frame.clone()) {
+                Ok(()) => link.counters.sent.add(Kind::Sync, frame.len()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        peer = link.peer_node,
+                        "link queue full; closing the link to resync"
+                    );
+                    link.kick.kick(4429, "link queue full");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// `GET /peers`: every configured peer and every inbound link.
+    pub fn peers_json(&self) -> serde_json::Value {
+        let peers = lock(&self.peers);
+        serde_json::Value::Array(
+            peers
+                .values()
+                .map(|p| {
+                    let mut v = serde_json::json!({
+                        "address": p.address,
+                        "source": p.source,
+                        "node_id": p.node_id,
+                        "since_ms": p.since_ms,
+                        "last_error": p.last_error,
+                        "sent": p.counters.sent.snapshot(),
+                        "received": p.counters.received.snapshot(),
+                    });
+                    if let (Some(obj), Ok(serde_json::Value::Object(state))) =
+                        (v.as_object_mut(), serde_json::to_value(&p.state))
+                    {
+                        obj.extend(state);
+                    }
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// Traffic counters of the peer with `node_id` (for tests and metrics).
+    pub fn counters_of(&self, node_id: &str) -> Option<Arc<PeerCounters>> {
+        lock(&self.peers)
+            .values()
+            .find(|p| p.node_id.as_deref() == Some(node_id))
+            .map(|p| p.counters.clone())
+    }
+
+    /// Node ids of the peers with a live link.
+    pub fn connected_peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.links)
+            .values()
+            .map(|l| l.peer_node.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn set_state(&self, key: (u8, u64), state: LinkState, error: Option<String>) {
+        if let Some(p) = lock(&self.peers).get_mut(&key) {
+            if p.state != state {
+                p.since_ms = now_ms();
+            }
+            p.state = state;
+            if error.is_some() {
+                p.last_error = error;
+            }
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, key: (u8, u64), peer: PeerConfig) {
+        let url = match mesh_url(&peer.url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "peer not dialed");
+                self.set_state(
+                    key,
+                    LinkState::Refused {
+                        reason: e.to_string(),
+                        next_retry_ms: 0,
+                    },
+                    Some(e.to_string()),
+                );
+                return;
+            }
+        };
+        let mut backoff = Backoff::new(BackoffConfig::default());
+        loop {
+            self.set_state(key, LinkState::Connecting, None);
+            let started = Instant::now();
+            let (end, error) = match dial(&url).await {
+                Ok(io) => {
+                    let end = self.clone().run_link(io, key, peer.node_id.clone()).await;
+                    (Some(end), None)
+                }
+                Err(e) => (None, Some(e)),
+            };
+            let delay = {
+                backoff.link_closed(started.elapsed());
+                backoff.next_delay_random()
+            };
+            let next_retry_ms = now_ms() + delay.as_millis() as u64;
+            match (end, error) {
+                (Some(LinkEnd::IsSelf), _) => {
+                    tracing::warn!(
+                        url,
+                        "peer address leads back to this node; not dialing it again"
+                    );
+                    self.set_state(key, LinkState::IsSelf, None);
+                    return;
+                }
+                (Some(LinkEnd::Refused(reason)), _) => {
+                    tracing::warn!(url, reason, "peer link refused");
+                    self.set_state(
+                        key,
+                        LinkState::Refused {
+                            reason: reason.clone(),
+                            next_retry_ms,
+                        },
+                        Some(reason),
+                    );
+                }
+                (Some(LinkEnd::Closed(reason)), _) => {
+                    tracing::info!(url, reason, "peer link closed");
+                    self.set_state(key, LinkState::BackingOff { next_retry_ms }, Some(reason));
+                }
+                (None, Some(e)) => {
+                    tracing::debug!(url, error = e, "dial failed");
+                    self.set_state(key, LinkState::BackingOff { next_retry_ms }, Some(e));
+                }
+                (None, None) => {}
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Takes an inbound link (a peer dialed `/_mesh`).
+    pub fn accept(self: &Arc<Self>, io: LinkIo, remote: String) {
+        let id = self.session_ids.fetch_add(1, Ordering::Relaxed);
+        let key = (1u8, id);
+        lock(&self.peers).insert(
+            key,
+            PeerEntry {
+                address: remote,
+                source: "inbound",
+                node_id: None,
+                state: LinkState::Connecting,
+                since_ms: now_ms(),
+                last_error: None,
+                counters: Arc::new(PeerCounters::default()),
+            },
+        );
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let end = me.clone().run_link(io, key, None).await;
+            if let LinkEnd::Refused(reason) | LinkEnd::Closed(reason) = &end {
+                tracing::info!(reason, "inbound peer link ended");
+            }
+            lock(&me.peers).remove(&key);
+        });
+    }
+
+    async fn send(&self, io: &LinkIo, counters: &PeerCounters, frame: Bytes) -> bool {
+        counters.sent.add(kind_of(&frame), frame.len());
+        io.tx.send(frame).await.is_ok()
+    }
+
+    /// Runs one link from handshake to close.
+    async fn run_link(
+        self: Arc<Self>,
+        mut io: LinkIo,
+        key: (u8, u64),
+        expect: Option<String>,
+    ) -> LinkEnd {
+        let counters = lock(&self.peers)
+            .get(&key)
+            .map(|p| p.counters.clone())
+            .unwrap_or_default();
+        let end = self.link_inner(&mut io, key, expect, &counters).await;
+        io.close.cancel();
+        end
+    }
+
+    async fn link_inner(
+        self: &Arc<Self>,
+        io: &mut LinkIo,
+        key: (u8, u64),
+        expect: Option<String>,
+        counters: &Arc<PeerCounters>,
+    ) -> LinkEnd {
+        // 1. Handshake.
+        let mut hs = Handshake::new(
+            self.identity.clone(),
+            self.settings.admission.clone(),
+            self.boot_id.clone(),
+            self.settings.listen.clone(),
+        );
+        if let Some(id) = expect {
+            hs = hs.expect_peer(id);
+        }
+        let mut actions = hs.start();
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let info = loop {
+            let mut finished = None;
+            for action in actions.drain(..) {
+                match action {
+                    Action::Send(c) => {
+                        if !self.send(io, counters, wire::encode_control(&c)).await {
+                            return LinkEnd::Closed(
+                                "connection closed during the handshake".into(),
+                            );
+                        }
+                    }
+                    Action::Finish(outcome) => finished = Some(outcome),
+                }
+            }
+            match finished {
+                Some(Outcome::Established(info)) => break info,
+                Some(Outcome::SelfConnection) => return LinkEnd::IsSelf,
+                Some(Outcome::Refused(e)) => return LinkEnd::Refused(e.to_string()),
+                Some(Outcome::RefusedByPeer(reason)) => {
+                    return LinkEnd::Refused(format!("refused by the peer: {reason}"))
+                }
+                None => {}
+            }
+            let frame = tokio::select! {
+                _ = self.shutdown.cancelled() => return LinkEnd::Closed("node shutting down".into()),
+                _ = tokio::time::sleep_until(deadline) => return LinkEnd::Closed("handshake timed out".into()),
+                f = io.rx.recv() => f,
+            };
+            let Some(frame) = frame else {
+                return LinkEnd::Closed("connection closed during the handshake".into());
+            };
+            counters.received.add(kind_of(&frame), frame.len());
+            match wire::decode_frame(frame, MAX_FRAME_LEN) {
+                Ok(Frame::Control(c)) => actions = hs.on_message(c),
+                Ok(_) => return LinkEnd::Closed("room data before the handshake finished".into()),
+                Err(e) => return LinkEnd::Closed(format!("malformed frame: {e}")),
+            }
+        };
+        let peer = info.node_id.clone();
+        if let Some(p) = lock(&self.peers).get_mut(&key) {
+            p.node_id = Some(peer.clone());
+        }
+        // 2. Register the link.
+        let link_id = self.session_ids.fetch_add(1, Ordering::Relaxed);
+        let kick = Arc::new(Kick::default());
+        lock(&self.links).insert(
+            link_id,
+            LinkEntry {
+                peer_node: peer.clone(),
+                tx: io.tx.clone(),
+                kick: kick.clone(),
+                counters: counters.clone(),
+            },
+        );
+        self.set_state(key, LinkState::Connected, None);
+        tracing::info!(peer, boot = info.boot_id, "peer link up");
+        let end = self.serve_link(io, link_id, &peer, &kick, counters).await;
+        lock(&self.links).remove(&link_id);
+        tracing::info!(peer, reason = end, "peer link down");
+        LinkEnd::Closed(end)
+    }
+
+    /// Our rooms for a manifest: stored rooms' digests, overridden by the live digest of
+    /// rooms in memory.
+    async fn our_digests(&self) -> BTreeMap<String, (String, Vec<u8>)> {
+        let mut out = BTreeMap::new();
+        if let Some(store) = self.registry.store() {
+            match store.list().await {
+                Ok(list) => {
+                    for m in list {
+                        out.insert(m.name.clone(), (m.digest.clone(), m.state_vector.clone()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list stored rooms for a manifest"),
+            }
+        }
+        for room in self.registry.rooms() {
+            if !room.has_content() {
+                continue;
+            }
+            let sv = room.state_vector();
+            let canonical = crate::store::canonical_state_vector(room.name(), &sv);
+            let digest = crate::store::digest_hex(&canonical);
+            out.insert(room.name().to_string(), (digest, canonical));
+        }
+        out
+    }
+
+    async fn serve_link(
+        self: &Arc<Self>,
+        io: &mut LinkIo,
+        link_id: SessionId,
+        peer: &str,
+        kick: &Kick,
+        counters: &Arc<PeerCounters>,
+    ) -> String {
+        let mut manifest = PeerManifest::new(SharePolicy::All);
+        let ours_full = self.our_digests().await;
+        let ours: BTreeMap<String, String> = ours_full
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect();
+        for c in manifest.outgoing_manifest(&ours) {
+            if !self.send(io, counters, wire::encode_control(&c)).await {
+                return "connection closed".into();
+            }
+        }
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_seen = Instant::now();
+        loop {
+            let frame = tokio::select! {
+                _ = self.shutdown.cancelled() => return "node shutting down".into(),
+                _ = kick.kicked() => {
+                    return kick.reason().map_or("closed".into(), |r| r.reason.clone());
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > LINK_TIMEOUT {
+                        return format!("nothing received for {} s", LINK_TIMEOUT.as_secs());
+                    }
+                    let c = Control::Ping { t: now_ms() };
+                    if !self.send(io, counters, wire::encode_control(&c)).await {
+                        return "connection closed".into();
+                    }
+                    continue;
+                }
+                f = io.rx.recv() => f,
+            };
+            let Some(frame) = frame else {
+                return "connection closed".into();
+            };
+            last_seen = Instant::now();
+            counters.received.add(kind_of(&frame), frame.len());
+            let decoded = match wire::decode_frame(frame, MAX_FRAME_LEN) {
+                Ok(f) => f,
+                Err(e) => return format!("malformed frame: {e}"),
+            };
+            match decoded {
+                Frame::Control(Control::Manifest { rooms, complete }) => {
+                    let forced = BTreeSet::new();
+                    if let Some(todo) = manifest.on_manifest(rooms, complete, &ours, &forced) {
+                        tracing::debug!(peer, rooms = todo.len(), "syncing rooms with peer");
+                        for r in todo {
+                            let sv = self.state_vector_of(&r.room, &ours_full);
+                            let msg = protocol::encode_sync_step1(&sv);
+                            if !self
+                                .send(io, counters, wire::encode_room(&r.room, &msg))
+                                .await
+                            {
+                                return "connection closed".into();
+                            }
+                        }
+                    }
+                }
+                Frame::Control(Control::ManifestDelta { changed }) => {
+                    for r in manifest.on_delta(changed) {
+                        let sv = self.state_vector_of(&r.room, &ours_full);
+                        let msg = protocol::encode_sync_step1(&sv);
+                        if !self
+                            .send(io, counters, wire::encode_room(&r.room, &msg))
+                            .await
+                        {
+                            return "connection closed".into();
+                        }
+                    }
+                }
+                Frame::Control(Control::Ping { t }) => {
+                    if !self
+                        .send(io, counters, wire::encode_control(&Control::Pong { t }))
+                        .await
+                    {
+                        return "connection closed".into();
+                    }
+                }
+                Frame::Control(Control::Refused { reason }) => {
+                    return format!("refused by the peer: {reason}");
+                }
+                Frame::Control(_) | Frame::Unknown(_) => {}
+                Frame::Room { room, message } => {
+                    if let Err(reason) = self
+                        .on_room_frame(io, link_id, counters, &room, message)
+                        .await
+                    {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state vector to announce for `room`: live if in memory, else as stored.
+    fn state_vector_of(&self, room: &str, ours: &BTreeMap<String, (String, Vec<u8>)>) -> Vec<u8> {
+        if let Some(r) = self.registry.get(room) {
+            if r.is_loaded() {
+                return r.state_vector();
+            }
+        }
+        ours.get(room)
+            .map(|(_, sv)| sv.clone())
+            .unwrap_or_else(|| vec![0])
+    }
+
+    async fn on_room_frame(
+        &self,
+        io: &LinkIo,
+        link_id: SessionId,
+        counters: &PeerCounters,
+        room_name: &str,
+        message: Bytes,
+    ) -> Result<(), String> {
+        if let Err(e) = validate_room_name(room_name) {
+            return Err(format!("peer sent a bad room name: {e}"));
+        }
+        let msgs = protocol::decode_frame(message)
+            .map_err(|e| format!("malformed message for room {room_name:?}: {e}"))?;
+        for msg in msgs {
+            match msg {
+                Message::Sync(SyncMessage::Step1(sv)) => {
+                    let room = match self.registry.open(room_name).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(room = room_name, error = %e, "cannot open room for a peer");
+                            continue;
+                        }
+                    };
+                    let reply = room
+                        .sync_step2_for(&sv)
+                        .map_err(|e| format!("bad state vector for {room_name:?}: {e}"))?;
+                    let frame = wire::encode_room(room_name, &reply);
+                    counters.sent.add(Kind::Sync, frame.len());
+                    if io.tx.send(frame).await.is_err() {
+                        return Err("connection closed".into());
+                    }
+                }
+                Message::Sync(SyncMessage::Step2(u)) | Message::Sync(SyncMessage::Update(u)) => {
+                    let room = match self.registry.open(room_name).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(room = room_name, error = %e, "cannot open room for a peer");
+                            continue;
+                        }
+                    };
+                    match room.apply_update(&u, Some(link_id)) {
+                        Ok(_) => {}
+                        Err(RoomError::QuotaExceeded(reason)) => {
+                            tracing::warn!(room = room_name, reason, "update from peer refused");
+                        }
+                        Err(e) => return Err(format!("bad update for {room_name:?}: {e}")),
+                    }
+                }
+                // Awareness across the mesh comes with the complete mesh; ignore for now.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Dials a peer's `/_mesh` and wraps the socket into frame channels.
+async fn dial(url: &str) -> Result<LinkIo, String> {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message as TMessage;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(MAX_FRAME_LEN as usize))
+        .max_frame_size(Some(MAX_FRAME_LEN as usize));
+    // `true`: TCP_NODELAY, so small frames go out at once.
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => format!(
+                "{url} answered HTTP {} (is it a ymesh node?)",
+                resp.status()
+            ),
+            other => format!("cannot connect to {url}: {other}"),
+        })?;
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
+    let close = CancellationToken::new();
+    let c1 = close.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c1.cancelled() => break,
+                f = out_rx.recv() => match f {
+                    Some(f) => if sink.send(TMessage::Binary(f)).await.is_err() { break },
+                    None => break,
+                },
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let c2 = close.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c2.cancelled() => break,
+                m = stream.next() => match m {
+                    Some(Ok(TMessage::Binary(b))) => if in_tx.send(b).await.is_err() { break },
+                    Some(Ok(TMessage::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        c2.cancel();
+    });
+    Ok(LinkIo {
+        tx: out_tx,
+        rx: in_rx,
+        close,
+    })
+}
+
+/// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels.
+pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
+    use axum::extract::ws::Message as AMessage;
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
+    let close = CancellationToken::new();
+    let c1 = close.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c1.cancelled() => break,
+                f = out_rx.recv() => match f {
+                    Some(f) => if sink.send(AMessage::Binary(f)).await.is_err() { break },
+                    None => break,
+                },
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let c2 = close.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = c2.cancelled() => break,
+                m = stream.next() => match m {
+                    Some(Ok(AMessage::Binary(b))) => if in_tx.send(b).await.is_err() { break },
+                    Some(Ok(AMessage::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        c2.cancel();
+    });
+    LinkIo {
+        tx: out_tx,
+        rx: in_rx,
+        close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_urls_come_from_origins() {
+        assert_eq!(
+            mesh_url("ws://desktop:3913").unwrap(),
+            "ws://desktop:3913/_mesh"
+        );
+        assert_eq!(
+            mesh_url("ws://desktop.tail.ts.net:3913/rooms/{id}").unwrap(),
+            "ws://desktop.tail.ts.net:3913/_mesh"
+        );
+        assert_eq!(
+            mesh_url("http://10.0.0.2:4000/").unwrap(),
+            "ws://10.0.0.2:4000/_mesh"
+        );
+        assert!(mesh_url("wss://x:1").unwrap_err().reason.contains("TLS"));
+        assert!(mesh_url("desktop:3913").is_err());
+        assert!(mesh_url("ftp://x").is_err());
+        assert!(mesh_url("ws:///rooms").is_err());
+    }
+}
