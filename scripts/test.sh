@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every ymesh test: Rust unit, integration and doc tests, then the JavaScript interop
-# suite (stock yjs / y-websocket clients against the real binary). Installs what the tests
-# need (npm packages from the committed lock file; Node.js itself via apt when missing and
-# running as root).
+# Runs every ymesh test: Rust unit, integration and doc tests, the Python interop suite
+# (pycrdt clients, in a venv made by tests/python/run.sh), then the JavaScript interop suite
+# (stock yjs / y-websocket clients against the real binary). Installs what the tests need
+# (npm packages from the committed lock file, pinned PyPI packages; Node.js itself via apt
+# when missing and running as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -697,7 +697,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
     setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
     setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
-    setting("store.compact_log_count", None, None, "500", "Fold a room's update log into a snapshot once it holds this many updates (also done when an idle room is evicted).", Available),
+    setting("store.compact_log_count", None, None, "500", "Fold a room's update log into a snapshot once it holds this many updates and is at least half the snapshot's size (also done when an idle room is evicted).", Available),
     setting("store.compact_log_bytes", None, None, "1048576", "Fold a room's update log into a snapshot once it holds this many bytes.", Available),
     setting("store.room_quota_bytes", None, None, "0", "Most logical bytes (snapshot + log) one room may store; `0` = no limit. An update that would pass it is refused: AUTH permission-denied with the reason, then close 4403 (HTTP 403). Existing data is untouched.", Available),
     setting("store.node_quota_bytes", None, None, "0", "Most logical bytes all rooms together may store; `0` = no limit. Refused like the room quota.", Available),

@@ -16,8 +16,9 @@
 //!   token, or loopback only when none is configured).
 //! - [`ops`]: operator tools behind `ymesh export`, `import`, `compact`, `backup` and
 //!   `restore-backup`, on a stopped node's data directory or a running node over HTTP.
-//! - [`mesh`]: server-to-server replication, free of I/O: node identity, the node-to-node
-//!   frame format, the handshake and admission, room manifests and share policies, backoff.
+//! - [`mesh`]: server-to-server replication: the I/O-free core (node identity, the
+//!   node-to-node frame format, handshake and admission, room manifests and share policies,
+//!   backoff) and `mesh::runtime`, the shell that runs links and peer supervisors.
 //!
 //! ## Embedding
 //!

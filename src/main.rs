@@ -29,6 +29,19 @@ enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as the store of a data directory (no node may run on it).
     RestoreBackup(RestoreArgs),
+    /// Print this node's id (creating its key in the data directory if there is none yet,
+    /// so the id can go into peers' allow lists before the first start).
+    Id(IdArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IdArgs {
+    /// Store directory [default: data_dir of the config, else ./ymesh-data].
+    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 /// Where a room operation runs: a stopped node's data directory, or a running node.
@@ -511,6 +524,15 @@ fn main() -> std::process::ExitCode {
                     Command::Compact(args) => compact(args).await,
                     Command::Backup(args) => backup(args).await,
                     Command::RestoreBackup(args) => restore_backup(args).await,
+                    Command::Id(args) => {
+                        let dir = data_dir(args.data_dir, args.config.as_deref())?;
+                        std::fs::create_dir_all(&dir).with_context(|| {
+                            format!("creating the data directory {}", dir.display())
+                        })?;
+                        let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
+                        println!("{}", identity.node_id());
+                        Ok(())
+                    }
                 }
             }
         }

@@ -221,3 +221,36 @@ fn planned_flags_are_refused_naming_the_feature() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--mdns") && err.contains("discovery"), "{err}");
 }
+
+#[test]
+fn id_prints_a_stable_node_id_that_the_node_uses() {
+    let dir = scratch("id");
+    let first = bin().args(["id", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let id = String::from_utf8_lossy(&first.stdout).trim().to_string();
+    assert!(id.starts_with("12D3KooW"), "{id}");
+    let again = bin().args(["id", "--data-dir"]).arg(&dir).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), id);
+    let (child, _, port) = serve_until_ready(
+        &["--port", "0", "--data-dir", dir.to_str().unwrap()],
+        &[],
+        &dir,
+    );
+    let body = http_get(port, "/");
+    assert!(body.contains(&id), "GET / shows the same id: {body}");
+    stop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

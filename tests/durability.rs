@@ -354,7 +354,8 @@ async fn newer_schema_and_foreign_files_are_refused_untouched() {
     let mut cfg = test_config();
     cfg.data_dir = dir.clone();
     let err = ymesh::Node::start(cfg).await.unwrap_err().to_string();
-    assert!(err.contains("99") && err.contains('1'), "{err}");
+    let supported = format!("version {}", ymesh::store::SCHEMA_VERSION);
+    assert!(err.contains("99") && err.contains(&supported), "{err}");
     assert_eq!(std::fs::read(dir.join("ymesh.sqlite3")).unwrap(), before);
 
     let dir = fresh_dir("foreign");

@@ -88,7 +88,8 @@ fn stored_text(db: &Path, room: &str) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
     let (id, snapshot): (i64, Option<Vec<u8>>) = conn
         .query_row(
-            "SELECT id, snapshot FROM rooms WHERE name = ?1",
+            "SELECT r.id, s.data FROM rooms r LEFT JOIN snapshots s ON s.room_id = r.id
+             WHERE r.name = ?1",
             [room],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

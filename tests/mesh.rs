@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -226,18 +229,17 @@ async fn admission_refuses_unknown_peers_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_address_that_is_this_node_is_not_dialed_again() {
-    let cfg = test_config();
     // Bind first to learn the port, then point the node at itself.
-    let probe = start(cfg).await;
-    let port = probe.local_addr().port();
-    probe.shutdown().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     let mut cfg = test_config();
-    cfg.port = port;
     cfg.peers = vec![PeerConfig {
         url: format!("ws://127.0.0.1:{port}"),
         node_id: None,
     }];
-    let node = start(cfg).await;
+    let node = ymesh::Node::start_on(cfg, ymesh::room::Hooks::new(), Some(listener))
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = get_json(node.local_addr(), "/peers").await;
@@ -299,4 +301,326 @@ async fn offline_catch_up_of_many_rooms() {
     assert_eq!(v["data"]["t"], format!("room {}", rooms - 1));
     a.shutdown().await;
     c.shutdown().await;
+}
+
+/// Starts the binary on `dir` dialing `peer`; returns the child and its port.
+fn spawn_node(dir: &Path, peer: &str) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ymesh"))
+        .args(["serve", "--port", "0", "--peer", peer, "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("HOST")
+        .env_remove("PORT")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("no ready line; node exited with {status:?}");
+        };
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let port = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap();
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (child, port);
+        }
+    }
+}
+
+async fn poll_json(
+    addr: std::net::SocketAddr,
+    path: &str,
+    what: &str,
+    mut ok: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = get_json(addr, path).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_heals_when_it_returns() {
+    let a = start(test_config()).await;
+    let peer_a = format!("ws://{}", a.local_addr());
+    let c_dir = fresh_dir("killed-c");
+    let (mut c, port) = spawn_node(&c_dir, &peer_a);
+    let c_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut on_a = SyncClient::connect(a.local_addr(), "shared").await;
+    on_a.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "before"))
+        .await;
+    poll_json(
+        c_addr,
+        "/rooms/shared?format=json",
+        "shared reaches C",
+        |v| v["data"]["t"] == "before",
+    )
+    .await;
+    // C is killed; A edits the existing room and creates a new one meanwhile.
+    c.kill().unwrap();
+    c.wait().unwrap();
+    on_a.edit_acked(|t| {
+        let text = t.get_or_insert_text("t");
+        let len = text.len(t);
+        text.insert(t, len, " after");
+    })
+    .await;
+    let mut fresh = SyncClient::connect(a.local_addr(), "made-while-c-was-dead").await;
+    fresh
+        .edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "new"))
+        .await;
+    // C restarts on its directory; no client opens anything on C.
+    let (mut c, port) = spawn_node(&c_dir, &peer_a);
+    let c_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    poll_json(c_addr, "/rooms?all=true", "new room listed on C", |v| {
+        v["data"].as_array().is_some_and(|rooms| {
+            rooms
+                .iter()
+                .any(|r| r["name"] == "made-while-c-was-dead" && r["stored"] == true)
+        })
+    })
+    .await;
+    poll_json(
+        c_addr,
+        "/rooms/shared?format=json",
+        "both edits on C",
+        |v| v["data"]["t"] == "before after",
+    )
+    .await;
+    let (_, v) = get_json(c_addr, "/rooms/made-while-c-was-dead?format=json").await;
+    assert_eq!(v["data"]["t"], "new");
+    c.kill().unwrap();
+    c.wait().unwrap();
+    a.shutdown().await;
+}
+
+fn sync_sent(nodes: &[&ymesh::Node]) -> u64 {
+    let mut total = 0;
+    for n in nodes {
+        for other in nodes {
+            if let Some(c) = n.mesh().counters_of(other.node_id()) {
+                total += c.sync_messages_sent();
+            }
+        }
+    }
+    total
+}
+
+/// Waits until the mesh-wide count of sync messages stops moving (bounded).
+async fn quiet_count(nodes: &[&ymesh::Node]) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    let mut last = sync_sent(nodes);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sync_sent(nodes);
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "mesh never went quiet");
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triangle_carries_one_edit_a_bounded_number_of_times() {
+    let a = start(test_config()).await;
+    let b = start(dialing(vec![peer(&a)])).await;
+    let c = start(dialing(vec![peer(&a), peer(&b)])).await;
+    wait_linked(&b, &a).await;
+    wait_linked(&c, &a).await;
+    wait_linked(&c, &b).await;
+    let mut on_a = SyncClient::connect(a.local_addr(), "tri").await;
+    let mut on_b = SyncClient::connect(b.local_addr(), "tri").await;
+    let mut on_c = SyncClient::connect(c.local_addr(), "tri").await;
+    on_a.edit(|t| t.get_or_insert_text("t").insert(t, 0, "warm"))
+        .await;
+    on_b.pump_until("b", |d| text_of(d, "t") == "warm").await;
+    on_c.pump_until("c", |d| text_of(d, "t") == "warm").await;
+    let nodes = [&a, &b, &c];
+    let before = quiet_count(&nodes).await;
+    on_b.edit(|t| t.get_or_insert_text("t").insert(t, 0, "1"))
+        .await;
+    on_a.pump_until("a", |d| text_of(d, "t") == "1warm").await;
+    on_c.pump_until("c", |d| text_of(d, "t") == "1warm").await;
+    let after = quiet_count(&nodes).await;
+    // B sends to A and C; A and C each forward once to the other; the copies that change
+    // nothing stop there. At most 4 messages, never a storm.
+    let used = after - before;
+    assert!(
+        (2..=4).contains(&used),
+        "one edit crossed the triangle {used} times"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_two_nodes_converges_with_bounded_traffic() {
+    let a = start(test_config()).await;
+    let b = start(dialing(vec![peer(&a)])).await;
+    wait_linked(&b, &a).await;
+    // One document, one provider per node (the phone that keeps both open).
+    let doc = yrs::Doc::new();
+    let mut via_a = SyncClient::connect_with(a.local_addr(), "/rooms/phone", doc.clone()).await;
+    let mut via_b = SyncClient::connect_with(b.local_addr(), "/rooms/phone", doc.clone()).await;
+    let nodes = [&a, &b];
+    let before = quiet_count(&nodes).await;
+    let update = {
+        let mut txn = doc.transact_mut();
+        txn.get_or_insert_text("t").insert(&mut txn, 0, "edit");
+        txn.encode_update_v1()
+    };
+    via_a
+        .raw
+        .send(ymesh::protocol::encode_sync_update(&update))
+        .await;
+    via_b
+        .raw
+        .send(ymesh::protocol::encode_sync_update(&update))
+        .await;
+    let mut other = SyncClient::connect(b.local_addr(), "phone").await;
+    other
+        .pump_until("edit everywhere", |d| text_of(d, "t") == "edit")
+        .await;
+    let _ = &mut via_b;
+    let after = quiet_count(&nodes).await;
+    assert!(
+        after - before <= 2,
+        "{} messages for one edit",
+        after - before
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_that_dial_each_other_keep_one_link() {
+    // Bind B's listener first so A can dial it, then start B on it (no port-reuse race).
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_port = b_listener.local_addr().unwrap().port();
+    let a = start(dialing(vec![PeerConfig {
+        url: format!("ws://127.0.0.1:{b_port}"),
+        node_id: None,
+    }]))
+    .await;
+    let b = ymesh::Node::start_on(
+        dialing(vec![peer(&a)]),
+        ymesh::room::Hooks::new(),
+        Some(b_listener),
+    )
+    .await
+    .unwrap();
+    wait_linked(&a, &b).await;
+    wait_linked(&b, &a).await;
+    // Give both supervisors time to have dialed; exactly one link remains on each side.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, pa) = get_json(a.local_addr(), "/peers").await;
+        let (_, pb) = get_json(b.local_addr(), "/peers").await;
+        let live = |v: &serde_json::Value| {
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["state"] == "connected" && p["last_error"].is_null())
+                .count()
+        };
+        if live(&pa) + live(&pb) == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "one link: A {pa} B {pb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut on_a = SyncClient::connect(a.local_addr(), "both").await;
+    let mut on_b = SyncClient::connect(b.local_addr(), "both").await;
+    on_a.edit(|t| t.get_or_insert_text("t").insert(t, 0, "x"))
+        .await;
+    on_b.pump_until("x on B", |d| text_of(d, "t") == "x").await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn awareness_of(msg: &ymesh::protocol::Message, client: u64) -> Option<String> {
+    use yrs::updates::decoder::Decode;
+    let ymesh::protocol::Message::Awareness(p) = msg else {
+        return None;
+    };
+    let u = yrs::sync::awareness::AwarenessUpdate::decode_v1(p).ok()?;
+    u.clients
+        .get(&yrs::ClientID::new(client))
+        .map(|e| e.json.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_the_mesh_and_leaves_with_the_client_or_the_link() {
+    use yrs::updates::encoder::Encode;
+    let a = start(test_config()).await;
+    let b = start(dialing(vec![peer(&a)])).await;
+    wait_linked(&b, &a).await;
+    let mut watcher = RawClient::connect(b.local_addr(), "/rooms/pres").await;
+    let mut laptop = RawClient::connect(a.local_addr(), "/rooms/pres").await;
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::ClientID::new(4242),
+        yrs::sync::awareness::AwarenessUpdateEntry {
+            clock: 1,
+            json: r#"{"cursor":7}"#.into(),
+        },
+    );
+    let update = yrs::sync::awareness::AwarenessUpdate { clients }.encode_v1();
+    laptop
+        .send(ymesh::protocol::encode_awareness(&update))
+        .await;
+    let seen = watcher
+        .recv_until(|m| awareness_of(m, 4242).is_some_and(|s| s != "null"))
+        .await;
+    assert_eq!(awareness_of(&seen, 4242).unwrap(), r#"{"cursor":7}"#);
+    // The laptop leaves: its presence is removed on B too.
+    drop(laptop);
+    watcher
+        .recv_until(|m| awareness_of(m, 4242).as_deref() == Some("null"))
+        .await;
+    // Presence relayed over a link goes when the link goes.
+    let mut laptop = RawClient::connect(a.local_addr(), "/rooms/pres").await;
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::ClientID::new(4343),
+        yrs::sync::awareness::AwarenessUpdateEntry {
+            clock: 1,
+            json: r#"{"cursor":9}"#.into(),
+        },
+    );
+    let update = yrs::sync::awareness::AwarenessUpdate { clients }.encode_v1();
+    laptop
+        .send(ymesh::protocol::encode_awareness(&update))
+        .await;
+    watcher
+        .recv_until(|m| awareness_of(m, 4343).is_some_and(|s| s != "null"))
+        .await;
+    a.shutdown().await;
+    watcher
+        .recv_until(|m| awareness_of(m, 4343).as_deref() == Some("null"))
+        .await;
+    b.shutdown().await;
 }

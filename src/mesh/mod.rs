@@ -12,6 +12,7 @@
 //! | [`handshake`] | hello / proof / welcome as a state machine; admission |
 //! | [`manifest`] | room manifests, which rooms a link must sync, per-peer share policy |
 //! | [`backoff`] | how long a peer's supervisor waits before redialing |
+//! | [`runtime`] | the I/O shell: sockets, links, supervisors, fan-out to links, `GET /peers` |
 //!
 //! # How a link works
 //!

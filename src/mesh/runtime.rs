@@ -225,6 +225,8 @@ struct PeerEntry {
 /// A live link: where to queue frames for it, and how to close it.
 struct LinkEntry {
     peer_node: String,
+    /// Whether this node dialed the link.
+    outbound: bool,
     tx: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
     counters: Arc<PeerCounters>,
@@ -261,6 +263,10 @@ pub struct Mesh {
     links: Mutex<HashMap<SessionId, LinkEntry>>,
     /// Peer table: configured peers first (by index), inbound links after (by link id).
     peers: Mutex<BTreeMap<(u8, u64), PeerEntry>>,
+    /// Per peer node id: the store's change marker when its last link went down. Rooms that
+    /// changed since are re-synced on reconnect even when their digests agree (a digest
+    /// counts insertions only, so a deletion alone would otherwise never travel).
+    markers: Mutex<HashMap<String, u64>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -282,6 +288,9 @@ enum LinkEnd {
     Refused(String),
     /// The link was up (or never came up) and closed.
     Closed(String),
+    /// Both nodes dialed each other; the other link (the one the lower node id dialed) is
+    /// kept and this one was closed. Carries the peer's node id.
+    Duplicate(String),
 }
 
 /// A socket turned into frame channels by its reader and writer tasks.
@@ -311,6 +320,7 @@ impl Mesh {
             session_ids,
             links: Mutex::new(HashMap::new()),
             peers: Mutex::new(BTreeMap::new()),
+            markers: Mutex::new(HashMap::new()),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -354,18 +364,38 @@ impl Mesh {
     /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
     /// every link but `origin`'s, encoded once.
     pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        self.forward(room, origin, Kind::Sync, || {
+            protocol::encode_sync_update(update)
+        });
+    }
+
+    /// Like [`Mesh::forward_update`] for an awareness update (a client's presence or its
+    /// removal), so clients on every node see each other.
+    pub fn forward_awareness(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        self.forward(room, origin, Kind::Awareness, || {
+            protocol::encode_awareness(update)
+        });
+    }
+
+    fn forward(
+        &self,
+        room: &str,
+        origin: Option<SessionId>,
+        kind: Kind,
+        message: impl FnOnce() -> Bytes,
+    ) {
         let links = lock(&self.links);
         if links.is_empty() || (links.len() == 1 && origin.is_some_and(|o| links.contains_key(&o)))
         {
             return;
         }
-        let frame = wire::encode_room(room, &protocol::encode_sync_update(update));
+        let frame = wire::encode_room(room, &message());
         for (id, link) in links.iter() {
             if Some(*id) == origin {
                 continue;
             }
             match link.tx.try_send(frame.clone()) {
-                Ok(()) => link.counters.sent.add(Kind::Sync, frame.len()),
+                Ok(()) => link.counters.sent.add(kind, frame.len()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(
                         peer = link.peer_node,
@@ -411,6 +441,14 @@ impl Mesh {
             .values()
             .find(|p| p.node_id.as_deref() == Some(node_id))
             .map(|p| p.counters.clone())
+    }
+
+    /// Inbound links, established or in their handshake.
+    pub fn inbound_links(&self) -> usize {
+        lock(&self.peers)
+            .keys()
+            .filter(|(kind, _)| *kind == 1)
+            .count()
     }
 
     /// Node ids of the peers with a live link.
@@ -488,6 +526,23 @@ impl Mesh {
                         Some(reason),
                     );
                 }
+                (Some(LinkEnd::Duplicate(node)), _) => {
+                    // The peer's own link to us carries the rooms; dial again only once it
+                    // is gone.
+                    self.set_state(
+                        key,
+                        LinkState::Connected,
+                        Some("linked through the connection the peer dialed".into()),
+                    );
+                    while self.connected_peers().contains(&node) {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    backoff.reset();
+                    continue;
+                }
                 (Some(LinkEnd::Closed(reason)), _) => {
                     tracing::info!(url, reason, "peer link closed");
                     self.set_state(key, LinkState::BackingOff { next_retry_ms }, Some(reason));
@@ -524,7 +579,9 @@ impl Mesh {
         let me = self.clone();
         self.tasks.spawn(async move {
             let end = me.clone().run_link(io, key, None).await;
-            if let LinkEnd::Refused(reason) | LinkEnd::Closed(reason) = &end {
+            if let LinkEnd::Refused(reason) | LinkEnd::Closed(reason) | LinkEnd::Duplicate(reason) =
+                &end
+            {
                 tracing::info!(reason, "inbound peer link ended");
             }
             lock(&me.peers).remove(&key);
@@ -573,17 +630,24 @@ impl Mesh {
         let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let info = loop {
             let mut finished = None;
+            let mut send_failed = false;
             for action in actions.drain(..) {
                 match action {
                     Action::Send(c) => {
-                        if !self.send(io, counters, wire::encode_control(&c)).await {
-                            return LinkEnd::Closed(
-                                "connection closed during the handshake".into(),
-                            );
+                        if !send_failed && !self.send(io, counters, wire::encode_control(&c)).await
+                        {
+                            send_failed = true;
                         }
                     }
                     Action::Finish(outcome) => finished = Some(outcome),
                 }
+            }
+            if send_failed && finished.is_none() {
+                // The peer closed first; if it said why, report that, not a bare close.
+                return match refusal_in(&mut io.rx) {
+                    Some(reason) => LinkEnd::Refused(format!("refused by the peer: {reason}")),
+                    None => LinkEnd::Closed("connection closed during the handshake".into()),
+                };
             }
             match finished {
                 Some(Outcome::Established(info)) => break info,
@@ -613,22 +677,55 @@ impl Mesh {
         if let Some(p) = lock(&self.peers).get_mut(&key) {
             p.node_id = Some(peer.clone());
         }
-        // 2. Register the link.
+        // 2. Register the link; if both nodes dialed each other, keep exactly one: the link
+        //    dialed by the lower node id (both sides apply the same rule).
+        let outbound = key.0 == 0;
         let link_id = self.session_ids.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Kick::default());
-        lock(&self.links).insert(
-            link_id,
-            LinkEntry {
-                peer_node: peer.clone(),
-                tx: io.tx.clone(),
-                kick: kick.clone(),
-                counters: counters.clone(),
-            },
-        );
+        {
+            let mut links = lock(&self.links);
+            let me = self.identity.node_id();
+            let preferred_dialer = if me < peer.as_str() {
+                me
+            } else {
+                peer.as_str()
+            };
+            let dialer = |outbound: bool| if outbound { me } else { peer.as_str() };
+            let existing = links
+                .iter()
+                .find(|(_, l)| l.peer_node == peer)
+                .map(|(id, l)| (*id, l.outbound, l.kick.clone()));
+            if let Some((_, other_outbound, other_kick)) = existing {
+                let keep_new = dialer(outbound) == preferred_dialer
+                    && dialer(other_outbound) != preferred_dialer;
+                if !keep_new {
+                    tracing::debug!(peer, "duplicate link closed; the other one is kept");
+                    return LinkEnd::Duplicate(peer);
+                }
+                other_kick.kick(1000, "duplicate link: the other one is kept");
+            }
+            links.insert(
+                link_id,
+                LinkEntry {
+                    peer_node: peer.clone(),
+                    outbound,
+                    tx: io.tx.clone(),
+                    kick: kick.clone(),
+                    counters: counters.clone(),
+                },
+            );
+        }
         self.set_state(key, LinkState::Connected, None);
         tracing::info!(peer, boot = info.boot_id, "peer link up");
         let end = self.serve_link(io, link_id, &peer, &kick, counters).await;
         lock(&self.links).remove(&link_id);
+        if let Some(store) = self.registry.store() {
+            // Remember where the store was, so the next link re-syncs what changed since.
+            // Changes are forwarded until the link is gone, so this marker is conservative.
+            if let Ok((_, marker)) = store.changed_since(i64::MAX as u64).await {
+                lock(&self.markers).insert(peer.clone(), marker);
+            }
+        }
         tracing::info!(peer, reason = end, "peer link down");
         LinkEnd::Closed(end)
     }
@@ -678,6 +775,80 @@ impl Mesh {
                 return "connection closed".into();
             }
         }
+        // Rooms that changed here since the last link to this peer: announce them so the
+        // peer asks for them (its SyncStep1 brings back our whole delete set), and ask for
+        // its side too.
+        let marker = lock(&self.markers).get(peer).copied();
+        if let (Some(marker), Some(store)) = (marker, self.registry.store()) {
+            match store.changed_since(marker).await {
+                Ok((changed, _)) if !changed.is_empty() => {
+                    let entries: Vec<wire::ManifestEntry> = changed
+                        .iter()
+                        .filter_map(|name| {
+                            ours.get(name).map(|d| wire::ManifestEntry {
+                                name: name.clone(),
+                                digest: d.clone(),
+                            })
+                        })
+                        .collect();
+                    if let Some(delta) = manifest.outgoing_delta(entries) {
+                        if !self.send(io, counters, wire::encode_control(&delta)).await {
+                            return "connection closed".into();
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(peer, error = %e, "cannot read changed rooms"),
+            }
+        }
+        // Presence of clients already connected here.
+        for room in self.registry.rooms() {
+            let frame = room.awareness_frame();
+            if frame[..] != [1, 1, 0]
+                && !self
+                    .send(io, counters, wire::encode_room(room.name(), &frame))
+                    .await
+            {
+                return "connection closed".into();
+            }
+        }
+        let mut relayed: HashMap<String, std::collections::HashSet<crate::room::ClientId>> =
+            HashMap::new();
+        let end = self
+            .link_loop(
+                io,
+                link_id,
+                peer,
+                kick,
+                counters,
+                &mut manifest,
+                &ours,
+                &ours_full,
+                &mut relayed,
+            )
+            .await;
+        // Presence this link relayed goes away with it.
+        for (room, clients) in relayed {
+            if let Some(r) = self.registry.get(&room) {
+                r.remove_awareness(&clients);
+            }
+        }
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn link_loop(
+        self: &Arc<Self>,
+        io: &mut LinkIo,
+        link_id: SessionId,
+        peer: &str,
+        kick: &Kick,
+        counters: &Arc<PeerCounters>,
+        manifest: &mut PeerManifest,
+        ours: &BTreeMap<String, String>,
+        ours_full: &BTreeMap<String, (String, Vec<u8>)>,
+        relayed: &mut HashMap<String, std::collections::HashSet<crate::room::ClientId>>,
+    ) -> String {
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_seen = Instant::now();
@@ -711,10 +882,10 @@ impl Mesh {
             match decoded {
                 Frame::Control(Control::Manifest { rooms, complete }) => {
                     let forced = BTreeSet::new();
-                    if let Some(todo) = manifest.on_manifest(rooms, complete, &ours, &forced) {
+                    if let Some(todo) = manifest.on_manifest(rooms, complete, ours, &forced) {
                         tracing::debug!(peer, rooms = todo.len(), "syncing rooms with peer");
                         for r in todo {
-                            let sv = self.state_vector_of(&r.room, &ours_full);
+                            let sv = self.state_vector_of(&r.room, ours_full);
                             let msg = protocol::encode_sync_step1(&sv);
                             if !self
                                 .send(io, counters, wire::encode_room(&r.room, &msg))
@@ -727,7 +898,7 @@ impl Mesh {
                 }
                 Frame::Control(Control::ManifestDelta { changed }) => {
                     for r in manifest.on_delta(changed) {
-                        let sv = self.state_vector_of(&r.room, &ours_full);
+                        let sv = self.state_vector_of(&r.room, ours_full);
                         let msg = protocol::encode_sync_step1(&sv);
                         if !self
                             .send(io, counters, wire::encode_room(&r.room, &msg))
@@ -751,7 +922,7 @@ impl Mesh {
                 Frame::Control(_) | Frame::Unknown(_) => {}
                 Frame::Room { room, message } => {
                     if let Err(reason) = self
-                        .on_room_frame(io, link_id, counters, &room, message)
+                        .on_room_frame(io, link_id, counters, &room, message, relayed)
                         .await
                     {
                         return reason;
@@ -780,6 +951,7 @@ impl Mesh {
         counters: &PeerCounters,
         room_name: &str,
         message: Bytes,
+        relayed: &mut HashMap<String, std::collections::HashSet<crate::room::ClientId>>,
     ) -> Result<(), String> {
         if let Err(e) = validate_room_name(room_name) {
             return Err(format!("peer sent a bad room name: {e}"));
@@ -821,12 +993,41 @@ impl Mesh {
                         Err(e) => return Err(format!("bad update for {room_name:?}: {e}")),
                     }
                 }
-                // Awareness across the mesh comes with the complete mesh; ignore for now.
+                Message::Awareness(payload) => {
+                    let room = match self.registry.open(room_name).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(room = room_name, error = %e, "cannot open room for a peer");
+                            continue;
+                        }
+                    };
+                    let frame = protocol::encode_awareness(&payload);
+                    let change = room
+                        .apply_awareness(&payload, &frame, link_id)
+                        .map_err(|e| format!("bad awareness for {room_name:?}: {e}"))?;
+                    let set = relayed.entry(room_name.to_string()).or_default();
+                    set.extend(change.present);
+                    for c in change.removed {
+                        set.remove(&c);
+                    }
+                }
                 _ => {}
             }
         }
         Ok(())
     }
+}
+
+/// A `refused` control message already received (queued) on a closing connection.
+fn refusal_in(rx: &mut mpsc::Receiver<Bytes>) -> Option<String> {
+    while let Ok(frame) = rx.try_recv() {
+        if let Ok(Frame::Control(Control::Refused { reason })) =
+            wire::decode_frame(frame, MAX_FRAME_LEN)
+        {
+            return Some(reason);
+        }
+    }
+    None
 }
 
 /// Dials a peer's `/_mesh` and wraps the socket into frame channels.
@@ -857,12 +1058,14 @@ async fn dial(url: &str) -> Result<LinkIo, String> {
     let c1 = close.clone();
     tokio::spawn(async move {
         loop {
+            // Queued frames first: a `refused` sent just before the close must go out.
             tokio::select! {
-                _ = c1.cancelled() => break,
+                biased;
                 f = out_rx.recv() => match f {
                     Some(f) => if sink.send(TMessage::Binary(f)).await.is_err() { break },
                     None => break,
                 },
+                _ = c1.cancelled() => break,
             }
         }
         let _ = sink.close().await;
@@ -898,12 +1101,14 @@ pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
     let c1 = close.clone();
     tokio::spawn(async move {
         loop {
+            // Queued frames first: a `refused` sent just before the close must go out.
             tokio::select! {
-                _ = c1.cancelled() => break,
+                biased;
                 f = out_rx.recv() => match f {
                     Some(f) => if sink.send(AMessage::Binary(f)).await.is_err() { break },
                     None => break,
                 },
+                _ = c1.cancelled() => break,
             }
         }
         let _ = sink.close().await;

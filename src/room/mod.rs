@@ -168,6 +168,16 @@ pub enum RoomEvent<'a> {
         /// Room name.
         room: &'a str,
     },
+    /// Awareness changed (a client's presence, or its removal); `update` is the encoded
+    /// awareness update (the body of a type-1 message). Delivered outside the room lock.
+    Awareness {
+        /// Room name.
+        room: &'a str,
+        /// The awareness update.
+        update: &'a Bytes,
+        /// The session it came from; `None` for removals the node made itself.
+        origin: Option<SessionId>,
+    },
     /// An update changed the room's document; `update` is the change as a Yjs v1 update.
     /// Delivered after the change is applied, outside the room lock.
     Changed {
@@ -581,26 +591,35 @@ impl Room {
     pub fn leave(&self, id: SessionId, awareness_clients: &HashSet<ClientId>) {
         let mut st = lock(&self.state);
         st.sessions.retain(|s| s.id != id);
-        let mut removed = Vec::new();
-        for &client in awareness_clients {
-            let present = st.awareness.meta(client).is_some_and(|_| {
-                st.awareness
-                    .state::<serde::de::IgnoredAny>(client)
-                    .is_some()
-            });
-            if present {
-                st.awareness.remove_state(client);
-                removed.push(client);
-            }
-        }
-        if !removed.is_empty() {
-            if let Ok(update) = st.awareness.update_with_clients(removed) {
-                let frame = protocol::encode_awareness(&update.encode_v1());
-                broadcast(&st.sessions, &frame, None);
-            }
-        }
+        let removal = remove_awareness_locked(&mut st, awareness_clients);
         if st.sessions.is_empty() {
             st.idle_since = Some(Instant::now());
+        }
+        drop(st);
+        if let Some(update) = removal {
+            self.emit_awareness(&update, None);
+        }
+    }
+
+    /// Removes awareness states (e.g. those a peer link relayed, when the link drops) and
+    /// broadcasts their removal to every session and, through the hooks, to other links.
+    pub fn remove_awareness(&self, clients: &HashSet<ClientId>) {
+        let removal = {
+            let mut st = lock(&self.state);
+            remove_awareness_locked(&mut st, clients)
+        };
+        if let Some(update) = removal {
+            self.emit_awareness(&update, None);
+        }
+    }
+
+    fn emit_awareness(&self, update: &Bytes, origin: Option<SessionId>) {
+        if !self.hooks.is_empty() {
+            self.hooks.emit(RoomEvent::Awareness {
+                room: &self.name,
+                update,
+                origin,
+            });
         }
     }
 
@@ -738,6 +757,8 @@ impl Room {
             return Ok(AwarenessChange::default());
         };
         broadcast(&st.sessions, frame, Some(from));
+        drop(st);
+        self.emit_awareness(&Bytes::copy_from_slice(payload), Some(from));
         let mut present = summary.added;
         present.extend(summary.updated);
         Ok(AwarenessChange {
@@ -860,6 +881,28 @@ pub fn doc_to_json(doc: &Doc) -> serde_json::Value {
         roots.insert(name.to_string(), rendered);
     }
     serde_json::Value::Object(roots)
+}
+
+/// Removes the states of `clients` that are present and broadcasts the removal; returns the
+/// encoded awareness update (for the hooks) if anything was removed.
+fn remove_awareness_locked(st: &mut RoomState, clients: &HashSet<ClientId>) -> Option<Bytes> {
+    let present: HashSet<ClientId> = st
+        .awareness
+        .iter()
+        .filter(|(id, s)| s.data.is_some() && clients.contains(id))
+        .map(|(id, _)| id)
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    for &client in &present {
+        st.awareness.remove_state(client);
+    }
+    let update = st.awareness.update_with_clients(present).ok()?;
+    let payload = Bytes::from(update.encode_v1());
+    let frame = protocol::encode_awareness(&payload);
+    broadcast(&st.sessions, &frame, None);
+    Some(payload)
 }
 
 fn full_awareness_frame(awareness: &Awareness) -> Option<Bytes> {

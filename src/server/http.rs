@@ -50,7 +50,6 @@ pub(crate) async fn root(State(app): State<Arc<AppState>>) -> Response {
     data(json!({
         "name": "ymesh",
         "version": env!("CARGO_PKG_VERSION"),
-        // The node's identity arrives with the mesh; until then there is none to show.
         "node_id": app.mesh.node_id(),
         "uptime_s": app.started.elapsed().as_secs(),
         "rooms": app.registry.len(),

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -109,6 +110,17 @@ impl Node {
 
     /// Like [`Node::start`], delivering room events (created, evicted, changed) to `hooks`.
     pub async fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Node, ServerError> {
+        Self::start_on(config, hooks, None).await
+    }
+
+    /// Like [`Node::start_with_hooks`], serving on a listener the caller already bound (its
+    /// address wins over `config.host` / `config.port`): for socket activation, or to know
+    /// the port before the node starts.
+    pub async fn start_on(
+        config: Config,
+        hooks: Hooks,
+        listener: Option<TcpListener>,
+    ) -> Result<Node, ServerError> {
         let store: Option<Arc<dyn Store>> = if config.memory {
             tracing::warn!(
                 "running with --memory: NOTHING IS STORED; every room is lost when this node stops"
@@ -137,7 +149,7 @@ impl Node {
             }
             None => NodeIdentity::ephemeral(),
         };
-        Self::start_inner(config, hooks, store, Arc::new(identity)).await
+        Self::start_inner(config, hooks, store, Arc::new(identity), listener).await
     }
 
     async fn start_inner(
@@ -145,14 +157,18 @@ impl Node {
         hooks: Hooks,
         store: Option<Arc<dyn Store>>,
         identity: Arc<NodeIdentity>,
+        listener: Option<TcpListener>,
     ) -> Result<Node, ServerError> {
         let bind = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: bind.clone(),
-                source,
-            })?;
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: bind.clone(),
+                    source,
+                })?,
+        };
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: bind.clone(),
             source,
@@ -162,15 +178,21 @@ impl Node {
         let mesh_cell: Arc<std::sync::OnceLock<std::sync::Weak<Mesh>>> = Arc::default();
         let cell = mesh_cell.clone();
         let hooks = hooks.on_event(move |event| {
-            if let crate::room::RoomEvent::Changed {
-                room,
-                update,
-                origin,
-            } = event
-            {
-                if let Some(mesh) = cell.get().and_then(std::sync::Weak::upgrade) {
-                    mesh.forward_update(room, update, *origin);
-                }
+            let Some(mesh) = cell.get().and_then(std::sync::Weak::upgrade) else {
+                return;
+            };
+            match event {
+                crate::room::RoomEvent::Changed {
+                    room,
+                    update,
+                    origin,
+                } => mesh.forward_update(room, update, *origin),
+                crate::room::RoomEvent::Awareness {
+                    room,
+                    update,
+                    origin,
+                } => mesh.forward_awareness(room, update, *origin),
+                _ => {}
             }
         });
         let registry = Arc::new(RoomRegistry::with_store(
@@ -356,12 +378,24 @@ fn router(state: Arc<AppState>) -> Router {
     router.fallback(http::not_found).with_state(state)
 }
 
+/// Most inbound `/_mesh` links (established or still in their handshake) at once.
+const MAX_INBOUND_LINKS: usize = 1024;
+
 /// `/_mesh`: a peer node's control channel.
 async fn mesh_upgrade(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> axum::response::Response {
+    // Unauthenticated inbound links are bounded: each holds a task until its handshake
+    // deadline, so a flood cannot grow without limit.
+    if app.mesh.inbound_links() >= MAX_INBOUND_LINKS {
+        return http::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "node at capacity: too many inbound peer links",
+        )
+        .into_response();
+    }
     let max = crate::mesh::MAX_FRAME_LEN as usize;
     let tracker = app.sessions.clone();
     ws.read_buffer_size(16 * 1024)

@@ -24,29 +24,33 @@
 //! [`StoreError::Locked`].
 //!
 //! **Schema.** `PRAGMA application_id` marks the file as ours (`0x594D5348`, "YMSH") and
-//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 1). A newer version is
+//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 2). A newer version is
 //! refused ([`StoreError::SchemaTooNew`]); an older one is migrated in one transaction (version
 //! 0 is the empty new file). A file that is not SQLite, or a SQLite database that is not ours,
 //! is refused ([`StoreError::NotAStore`]) and never written to.
 //!
 //! ```text
 //! meta    (key TEXT PRIMARY KEY, value INTEGER)       -- 'change_seq': global change counter
-//! rooms   (id INTEGER PRIMARY KEY,                    -- internal, referenced by updates
+//! rooms   (id INTEGER PRIMARY KEY,                    -- internal, referenced below
 //!          name TEXT UNIQUE NOT NULL,                 -- room name as the room layer knows it
-//!          snapshot BLOB,                             -- v1 update of the folded log, or NULL
 //!          snapshot_bytes, log_bytes, log_count,      -- logical sizes (bytes of blobs)
 //!          state_vector BLOB NOT NULL,                -- v1 state vector, canonical (sorted)
 //!          digest TEXT NOT NULL,                      -- hex sha256 of state_vector
 //!          updated_at_ms INTEGER NOT NULL,            -- unix ms of the last committed append
 //!          change_seq INTEGER NOT NULL)               -- meta.change_seq at that commit
 //!          + index on change_seq
+//! snapshots (room_id INTEGER PRIMARY KEY,             -- rooms.id
+//!          data BLOB NOT NULL)                        -- v1 update of the folded log
 //! updates (seq INTEGER PRIMARY KEY,                   -- rowid: increases with every append
 //!          room_id INTEGER NOT NULL,                  -- rooms.id
 //!          data BLOB NOT NULL)                        -- one v1 update as the room applied it
 //!          + index on (room_id, seq)
 //! ```
 //!
-//! A room's document is `snapshot` followed by its `updates` in `seq` order.
+//! Snapshots live apart from the `rooms` row (schema version 2) because every commit
+//! updates that row, and SQLite rewrites a row together with its overflow pages.
+//!
+//! A room's document is its snapshot followed by its `updates` in `seq` order.
 //!
 //! **Group commit.** One writer OS thread owns the only write connection. `append` assigns
 //! the ticket and sends into a bounded channel (capacity
@@ -60,9 +64,10 @@
 //!
 //! **Failures.** A failed commit is logged and recorded against the batch's ticket range;
 //! waiters for those tickets get [`StoreError::CommitFailed`], and the writer goes on with the
-//! next batch (the seam for retry/back-off and per-room isolation). After such an error the
-//! room's stored log may lack that update: the room layer should treat the room as failed
-//! (close it, or re-append its full state, which is idempotent for Yjs).
+//! next batch. The batch's rooms are marked unhealthy *before* those tickets are published
+//! ([`Store::room_failure`], [`Store::health`]); the server's repair worker rewrites each
+//! one's full state with [`Store::repair`] (with backoff) until a write commits, which heals
+//! it. Until then the room keeps syncing in memory and its 102 echoes wait.
 //!
 //! **Compaction** folds a room's snapshot and log into a new snapshot (a fresh `yrs` doc,
 //! `encode_state_as_update_v1`) in one transaction. The writer does it after a commit when a

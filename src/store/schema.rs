@@ -10,14 +10,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::{StoreError, StoreOptions};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a ymesh store: "YMSH".
 pub(crate) const APPLICATION_ID: i64 = 0x594D_5348;
 
 /// `MIGRATIONS[v]` brings a database from version `v` to `v + 1`. Version 0 is the empty
 /// file. Every step runs inside the one migration transaction.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 0 -> 1
     "CREATE TABLE meta (
          key   TEXT PRIMARY KEY NOT NULL,
@@ -43,6 +43,16 @@ const MIGRATIONS: &[&str] = &[
          data    BLOB NOT NULL
      );
      CREATE INDEX updates_by_room ON updates (room_id, seq);",
+    // 1 -> 2: snapshots move out of the rooms row. Every commit updates that row (state
+    // vector, digest, sizes), and SQLite rewrites a row with all of its overflow pages, so a
+    // snapshot inside it was rewritten on every commit of its room.
+    "CREATE TABLE snapshots (
+         room_id INTEGER PRIMARY KEY,
+         data    BLOB NOT NULL
+     );
+     INSERT INTO snapshots (room_id, data)
+         SELECT id, snapshot FROM rooms WHERE snapshot IS NOT NULL;
+     ALTER TABLE rooms DROP COLUMN snapshot;",
 ];
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";

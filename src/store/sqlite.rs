@@ -580,7 +580,8 @@ fn load_room(conn: &mut Connection, room: &str) -> Result<Option<LoadedRoom>, St
     let tx = conn.transaction()?;
     let row: Option<(i64, Option<Vec<u8>>)> = tx
         .query_row(
-            "SELECT id, snapshot FROM rooms WHERE name = ?1",
+            "SELECT r.id, s.data FROM rooms r LEFT JOIN snapshots s ON s.room_id = r.id
+             WHERE r.name = ?1",
             params![room],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -558,23 +558,24 @@ async fn newer_schema_version_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 2,
-                supported: 1,
+                found,
+                supported,
                 ..
-            }
+            } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
         ),
         "{err}"
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("version 2") && msg.contains("version 1"),
+        msg.contains(&format!("version {}", SCHEMA_VERSION + 1))
+            && msg.contains(&format!("version {SCHEMA_VERSION}")),
         "{msg}"
     );
     assert!(msg.contains(DB_FILE_NAME), "{msg}");
     let version: i64 = raw(&dir.db())
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2, "left untouched");
+    assert_eq!(version, SCHEMA_VERSION + 1, "left untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,4 +772,53 @@ async fn measure_append_throughput() {
         );
         store.close().await.expect("close");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_store_is_migrated_with_its_snapshots() {
+    let dir = TempDir::new("migrate-v1");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let doc = yrs::Doc::with_client_id(9);
+    let snapshot = {
+        let text = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "from v1");
+        txn.encode_update_v1()
+    };
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {}; {}",
+            super::schema::APPLICATION_ID,
+            super::schema::MIGRATIONS[0]
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO rooms (name, snapshot, snapshot_bytes, state_vector, digest,
+                                updated_at_ms, change_seq)
+             VALUES ('old', ?1, ?2, x'00', 'd', 1, 0)",
+            rusqlite::params![snapshot, snapshot.len() as i64],
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA user_version = 1;").unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), opts()).expect("migrates");
+    let loaded = store.load("old").await.unwrap().expect("room kept");
+    assert_eq!(loaded.snapshot.as_deref(), Some(&snapshot[..]));
+    // Compaction and appends work on the new layout.
+    store.compact("old").await.unwrap();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let has_column: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('rooms') WHERE name = 'snapshot'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(has_column, 0, "snapshots moved out of the rooms row");
 }

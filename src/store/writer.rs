@@ -237,9 +237,9 @@ impl Writer {
         let mut sizes = Vec::with_capacity(groups.len());
         {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO rooms (name, snapshot, snapshot_bytes, log_bytes, log_count,
+                "INSERT INTO rooms (name, snapshot_bytes, log_bytes, log_count,
                                     state_vector, digest, updated_at_ms, change_seq)
-                 VALUES (?1, NULL, 0, ?2, ?3, ?4, ?5, ?6, ?7)
+                 VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (name) DO UPDATE SET
                      log_bytes = log_bytes + excluded.log_bytes,
                      log_count = log_count + excluded.log_count,
@@ -360,8 +360,8 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = tx
             .query_row(
-                "SELECT id, snapshot, snapshot_bytes, log_bytes, log_count
-                 FROM rooms WHERE name = ?1",
+                "SELECT r.id, s.data, r.snapshot_bytes, r.log_bytes, r.log_count
+                 FROM rooms r LEFT JOIN snapshots s ON s.room_id = r.id WHERE r.name = ?1",
                 params![room],
                 |r| {
                     Ok(StoredRoom {
@@ -398,9 +398,13 @@ impl Writer {
         let folded = fold(room, snapshot.as_deref(), &blobs)?;
         let after = folded.len() as u64;
         tx.execute(
-            "UPDATE rooms SET snapshot = ?1, snapshot_bytes = ?2, log_bytes = 0, log_count = 0
-             WHERE id = ?3",
-            params![folded, to_sql_int(after), id],
+            "INSERT INTO snapshots (room_id, data) VALUES (?1, ?2)
+             ON CONFLICT (room_id) DO UPDATE SET data = excluded.data",
+            params![id, folded],
+        )?;
+        tx.execute(
+            "UPDATE rooms SET snapshot_bytes = ?1, log_bytes = 0, log_count = 0 WHERE id = ?2",
+            params![to_sql_int(after), id],
         )?;
         tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
         tx.commit()?;

@@ -346,8 +346,8 @@ test('a peer with the wrong mesh secret is refused and gets no data', { timeout:
   const A = ctx.node(await startNode({ args: ['--peer', peerUrl(B), '--mesh-secret', 'wrong'] }), 'A')
   const idA = await nodeId(A)
 
-  // Not always on the first attempt: see the todo test below. The redials back off (about
-  // 1-3 s, then 1-9 s, ...), so the deadline leaves room for a few attempts.
+  // Shown from the first attempt (see the regression test below); the deadline still leaves
+  // room for a redial (about 1-3 s, then 1-9 s, ...).
   let last = null
   const seen = []
   const row = await waitFor(async () => {
@@ -395,15 +395,11 @@ test('a peer with the wrong mesh secret is refused and gets no data', { timeout:
   assert.equal(await B.stop(), 0)
 }))
 
-// Known server bug (a race in the handshake): when both sides refuse each other, the dialer may
-// see the connection close while sending its own `refused`, and then reports
-// `backing_off` / "connection closed during the handshake" instead of `refused` with the
-// reason (docs/mesh-protocol.md §5.3: the other node shows the reason in GET /peers). Seen in
-// about 3 of 8 fresh attempts. Kept as a todo so it is visible without failing the suite;
-// drop the `todo` once the runtime keeps the outcome when that send fails.
+// Regression test for a handshake race: when both sides refuse each other, the dialer may see
+// the connection close while sending its own `refused`; it must still report `refused` with
+// the reason (docs/mesh-protocol.md §5.3), not "connection closed during the handshake".
 test('the first refused handshake is shown as refused, with its reason', {
-  timeout: 60000,
-  todo: 'race: the dialer reports "connection closed during the handshake" instead of the refusal'
+  timeout: 60000
 }, scenario(async (ctx) => {
   const outcomes = []
   for (let i = 0; i < 6; i++) {
