@@ -144,6 +144,9 @@ pub struct PeerSection {
     pub url: String,
     /// The node id the peer must prove (optional).
     pub node_id: Option<String>,
+    /// Rooms shared with this peer: exact names or patterns with `*` and `?`. Every room
+    /// when absent.
+    pub share: Option<Vec<String>>,
 }
 
 /// `[store]` in mesh.toml.
@@ -555,9 +558,23 @@ impl Config {
                     file.invalid(p.span(), &format!("{key}.node_id"), e.to_string())
                 })?;
             }
+            let share = match &p.get_ref().share {
+                None => crate::mesh::SharePolicy::All,
+                Some(list) => {
+                    if let Some(bad) = list.iter().find(|g| g.is_empty()) {
+                        return Err(file.invalid(
+                            p.span(),
+                            &format!("{key}.share"),
+                            format!("{bad:?}: an empty pattern shares nothing; remove it"),
+                        ));
+                    }
+                    crate::mesh::SharePolicy::Globs(list.clone())
+                }
+            };
             cfg.peers.push(crate::mesh::PeerConfig {
                 url: p.get_ref().url.clone(),
                 node_id: p.get_ref().node_id.clone(),
+                share,
             });
         }
         for url in &over.peers {
@@ -569,6 +586,7 @@ impl Config {
             cfg.peers.push(crate::mesh::PeerConfig {
                 url: url.clone(),
                 node_id: None,
+                share: crate::mesh::SharePolicy::All,
             });
         }
         if let Some(sv) = &file.mesh_secret {
@@ -688,7 +706,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
     setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store (SQLite, `ymesh.sqlite3`). One node per directory: a second node on it refuses to start.", Available),
     setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart. The node says so loudly at start.", Available),
-    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url` and an optional expected `node_id`. A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
+    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url`, an optional expected `node_id`, and an optional `share` list of room names or `*`/`?` patterns (every room when absent; with a `node_id` it also applies to links that peer dials). A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
     setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh (proved by HMAC, never sent). With a secret or an allow list set, unknown peers are refused; with neither the mesh is open.", Available),
     setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
     setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
@@ -891,6 +909,34 @@ mod tests {
             msg.contains("mesh.toml:2:") && msg.contains("admin_token"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn peers_parse_with_node_ids_and_share_policies() {
+        let id = crate::mesh::NodeIdentity::ephemeral().node_id().to_string();
+        let text = format!(
+            "[[peers]]\nurl = \"ws://desktop:3913/rooms/{{id}}\"\nnode_id = \"{id}\"\nshare = [\"notes/*\", \"todo\"]\n\n[[peers]]\nurl = \"http://cloud:3913\"\n"
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.peers[0].node_id.as_deref(), Some(id.as_str()));
+        assert!(cfg.peers[0].share.allows("notes/today"));
+        assert!(!cfg.peers[0].share.allows("secret"));
+        assert!(cfg.peers[1].share.allows("anything"));
+        let msg = parse("[[peers]]\nurl = \"ws://x:1\"\nshare = [\"\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("peers[0].share"), "{msg}");
+        let msg = parse("[[peers]]\nurl = \"wss://x:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("peers[0].url") && msg.contains("TLS"), "{msg}");
+        let msg = parse("[[peers]]\nurl = \"ws://x:1\"\nnode_id = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("peers[0].node_id"), "{msg}");
+        let msg = parse("allow_peers = [\"nope\"]\n").unwrap_err().to_string();
+        assert!(msg.contains("allow_peers[0]"), "{msg}");
     }
 
     #[test]

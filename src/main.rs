@@ -29,9 +29,18 @@ enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as the store of a data directory (no node may run on it).
     RestoreBackup(RestoreArgs),
+    /// Show a running node's peers and rooms as tables.
+    Status(StatusArgs),
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The node to ask.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
+    node: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -524,6 +533,14 @@ fn main() -> std::process::ExitCode {
                     Command::Compact(args) => compact(args).await,
                     Command::Backup(args) => backup(args).await,
                     Command::RestoreBackup(args) => restore_backup(args).await,
+                    Command::Status(args) => {
+                        let client = ymesh::ops::NodeClient::new(&args.node, None)?;
+                        let node = client.get_json("/").await?;
+                        let peers = client.get_json("/peers").await?;
+                        let rooms = client.get_json("/rooms?all=true").await?;
+                        print!("{}", ymesh::ops::render_status(&node, &peers, &rooms));
+                        Ok(())
+                    }
                     Command::Id(args) => {
                         let dir = data_dir(args.data_dir, args.config.as_deref())?;
                         std::fs::create_dir_all(&dir).with_context(|| {

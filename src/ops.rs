@@ -746,6 +746,12 @@ impl NodeClient {
         })
     }
 
+    /// The `data` of a JSON `GET` (e.g. `/peers`, `/rooms?all=true`, `/`).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, OpsError> {
+        let resp = self.request("GET", path, &[], false).await?;
+        self.json(self.ok(resp)?)
+    }
+
     /// Names of every stored room (`GET /rooms?all=true`).
     pub async fn stored_rooms(&self) -> Result<Vec<String>, OpsError> {
         let resp = self.request("GET", "/rooms?all=true", &[], false).await?;
@@ -1002,5 +1008,148 @@ mod tests {
     fn updates_are_validated() {
         assert!(validate_update(&[0, 0]).is_ok());
         assert!(validate_update(b"not an update at all").is_err());
+    }
+}
+
+/// Renders `ymesh status` from a node's `GET /`, `GET /peers` and `GET /rooms?all=true`
+/// answers (their `data`), as plain-text tables.
+pub fn render_status(
+    node: &serde_json::Value,
+    peers: &serde_json::Value,
+    rooms: &serde_json::Value,
+) -> String {
+    fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<String>| {
+            let mut out = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    out.push_str(c);
+                } else {
+                    out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                }
+            }
+            out.trim_end().to_string() + "\n"
+        };
+        let mut out = line(header.iter().map(|h| h.to_string()).collect());
+        for r in rows {
+            out.push_str(&line(r));
+        }
+        out
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "node {}  version {}  up {} s  rooms in memory {}  connections {}\n\n",
+        s(&node["node_id"]),
+        s(&node["version"]),
+        s(&node["uptime_s"]),
+        s(&node["rooms"]),
+        s(&node["connections"]),
+    );
+    let peer_rows: Vec<Vec<String>> = peers
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let total = |dir: &str| {
+                ["control", "sync", "awareness", "other"]
+                    .iter()
+                    .map(|k| p[dir][k]["messages"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    .to_string()
+            };
+            let detail = p["reason"]
+                .as_str()
+                .or_else(|| p["last_error"].as_str())
+                .unwrap_or("")
+                .to_string();
+            vec![
+                s(&p["state"]),
+                s(&p["source"]),
+                s(&p["address"]),
+                s(&p["node_id"]),
+                total("sent"),
+                total("received"),
+                detail,
+            ]
+        })
+        .collect();
+    out.push_str(&format!("peers ({})\n", peer_rows.len()));
+    if peer_rows.is_empty() {
+        out.push_str("  none configured or connected\n");
+    } else {
+        out.push_str(&table(
+            &[
+                "STATE", "SOURCE", "ADDRESS", "NODE ID", "SENT", "RECEIVED", "DETAIL",
+            ],
+            peer_rows,
+        ));
+    }
+    let room_rows: Vec<Vec<String>> = rooms
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            vec![
+                s(&r["name"]),
+                s(&r["connections"]),
+                if r["loaded"] == true { "yes" } else { "no" }.to_string(),
+                s(&r["bytes"]),
+                r["store_error"]["error"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!("\nrooms ({})\n", room_rows.len()));
+    if room_rows.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        out.push_str(&table(
+            &[
+                "ROOM",
+                "CONNECTIONS",
+                "IN MEMORY",
+                "STORED BYTES",
+                "STORE ERROR",
+            ],
+            room_rows,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::render_status;
+    use serde_json::json;
+
+    #[test]
+    fn status_renders_aligned_tables() {
+        let out = render_status(
+            &json!({"node_id": "12D3KooWX", "version": "0.1.0", "uptime_s": 5, "rooms": 1, "connections": 2}),
+            &json!([{"state": "connected", "source": "config", "address": "ws://b:3913",
+                     "node_id": "12D3KooWB", "sent": {"sync": {"messages": 3}}, "received": {"control": {"messages": 2}},
+                     "last_error": null}]),
+            &json!([{"name": "notes", "connections": 2, "loaded": true, "bytes": 120}]),
+        );
+        assert!(out.starts_with("node 12D3KooWX  version 0.1.0"), "{out}");
+        assert!(out.contains("STATE      SOURCE  ADDRESS"), "{out}");
+        assert!(
+            out.contains("connected  config  ws://b:3913  12D3KooWB  3     2"),
+            "{out}"
+        );
+        assert!(out.contains("notes  2            yes        120"), "{out}");
+        let empty = render_status(&json!({}), &json!([]), &json!([]));
+        assert!(empty.contains("none configured or connected") && empty.contains("rooms (0)"));
     }
 }

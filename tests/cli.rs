@@ -254,3 +254,31 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn status_prints_the_nodes_peers_and_rooms() {
+    let dir = scratch("status");
+    let (child, _, port) = serve_until_ready(
+        &["--port", "0", "--data-dir", dir.to_str().unwrap()],
+        &[],
+        &dir,
+    );
+    let out = bin()
+        .args(["status", "--node", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("node 12D3KooW"), "{text}");
+    assert!(
+        text.contains("peers (0)") && text.contains("rooms (0)"),
+        "{text}"
+    );
+    stop(child);
+    let out = bin()
+        .args(["status", "--node", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a stopped node is an error");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,7 +15,7 @@ use yrs::{Map, Text, Transact, WriteTxn};
 fn peer(node: &ymesh::Node) -> PeerConfig {
     PeerConfig {
         url: format!("ws://{}", node.local_addr()),
-        node_id: None,
+        ..PeerConfig::default()
     }
 }
 
@@ -236,6 +236,7 @@ async fn a_peer_address_that_is_this_node_is_not_dialed_again() {
     cfg.peers = vec![PeerConfig {
         url: format!("ws://127.0.0.1:{port}"),
         node_id: None,
+        share: Default::default(),
     }];
     let node = ymesh::Node::start_on(cfg, ymesh::room::Hooks::new(), Some(listener))
         .await
@@ -522,6 +523,7 @@ async fn two_nodes_that_dial_each_other_keep_one_link() {
     let a = start(dialing(vec![PeerConfig {
         url: format!("ws://127.0.0.1:{b_port}"),
         node_id: None,
+        share: Default::default(),
     }]))
     .await;
     let b = ymesh::Node::start_on(
@@ -622,5 +624,49 @@ async fn presence_crosses_the_mesh_and_leaves_with_the_client_or_the_link() {
     watcher
         .recv_until(|m| awareness_of(m, 4343).as_deref() == Some("null"))
         .await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_policy_keeps_other_rooms_off_a_link_both_ways() {
+    let b = start(test_config()).await;
+    let mut cfg = test_config();
+    cfg.peers = vec![PeerConfig {
+        share: ymesh::mesh::SharePolicy::Globs(vec!["team-*".into(), "exact".into()]),
+        ..peer(&b)
+    }];
+    let a = start(cfg).await;
+    wait_linked(&a, &b).await;
+    for (node, room, text) in [
+        (&a, "team-1", "shared from A"),
+        (&a, "private-a", "A only"),
+        (&b, "exact", "shared from B"),
+        (&b, "private-b", "B only"),
+    ] {
+        let mut c = SyncClient::connect(node.local_addr(), room).await;
+        c.edit_acked(move |t| t.get_or_insert_text("t").insert(t, 0, text))
+            .await;
+    }
+    poll_json(
+        b.local_addr(),
+        "/rooms/team-1?format=json",
+        "team-1 on B",
+        |v| v["data"]["t"] == "shared from A",
+    )
+    .await;
+    poll_json(
+        a.local_addr(),
+        "/rooms/exact?format=json",
+        "exact on A",
+        |v| v["data"]["t"] == "shared from B",
+    )
+    .await;
+    // The unshared rooms never cross, in either direction (also not after a reconnect's
+    // manifest exchange, which has happened by now for the shared ones).
+    let (status, _) = get_json(b.local_addr(), "/rooms/private-a").await;
+    assert_eq!(status, 404);
+    let (status, _) = get_json(a.local_addr(), "/rooms/private-b").await;
+    assert_eq!(status, 404);
+    a.shutdown().await;
     b.shutdown().await;
 }

@@ -50,13 +50,16 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const LINK_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A peer to dial, from `--peer` or `[[peers]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerConfig {
     /// As the user wrote it: `ws://host:3913`, `http://host:3913`, or a room URL template
     /// such as `ws://host:3913/rooms/{id}`; ymesh peers are reached at the origin's `/_mesh`.
     pub url: String,
     /// The node id the peer must prove, if known.
     pub node_id: Option<String>,
+    /// Which rooms are shared with this peer (every room by default). Applies to links in
+    /// both directions: with a configured `node_id`, also to links that peer dials.
+    pub share: SharePolicy,
 }
 
 /// Why a peer URL cannot be used.
@@ -227,6 +230,8 @@ struct LinkEntry {
     peer_node: String,
     /// Whether this node dialed the link.
     outbound: bool,
+    /// Rooms shared over this link.
+    policy: SharePolicy,
     tx: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
     counters: Arc<PeerCounters>,
@@ -354,6 +359,20 @@ impl Mesh {
         }
     }
 
+    /// The share policy of a link: a configured peer's own, or for an inbound link the policy
+    /// of the configured peer with that node id; every room otherwise.
+    fn policy_for(&self, key: (u8, u64), peer: &str) -> SharePolicy {
+        let configured = if key.0 == 0 {
+            self.settings.peers.get(key.1 as usize)
+        } else {
+            self.settings
+                .peers
+                .iter()
+                .find(|p| p.node_id.as_deref() == Some(peer))
+        };
+        configured.map(|p| p.share.clone()).unwrap_or_default()
+    }
+
     /// Stops every link and supervisor and waits (bounded) for them.
     pub async fn stop(&self) {
         self.shutdown.cancel();
@@ -391,7 +410,7 @@ impl Mesh {
         }
         let frame = wire::encode_room(room, &message());
         for (id, link) in links.iter() {
-            if Some(*id) == origin {
+            if Some(*id) == origin || !link.policy.allows(room) {
                 continue;
             }
             match link.tx.try_send(frame.clone()) {
@@ -677,6 +696,7 @@ impl Mesh {
         if let Some(p) = lock(&self.peers).get_mut(&key) {
             p.node_id = Some(peer.clone());
         }
+        let policy = self.policy_for(key, &peer);
         // 2. Register the link; if both nodes dialed each other, keep exactly one: the link
         //    dialed by the lower node id (both sides apply the same rule).
         let outbound = key.0 == 0;
@@ -709,6 +729,7 @@ impl Mesh {
                 LinkEntry {
                     peer_node: peer.clone(),
                     outbound,
+                    policy: policy.clone(),
                     tx: io.tx.clone(),
                     kick: kick.clone(),
                     counters: counters.clone(),
@@ -717,7 +738,9 @@ impl Mesh {
         }
         self.set_state(key, LinkState::Connected, None);
         tracing::info!(peer, boot = info.boot_id, "peer link up");
-        let end = self.serve_link(io, link_id, &peer, &kick, counters).await;
+        let end = self
+            .serve_link(io, link_id, &peer, &kick, counters, policy)
+            .await;
         lock(&self.links).remove(&link_id);
         if let Some(store) = self.registry.store() {
             // Remember where the store was, so the next link re-syncs what changed since.
@@ -763,8 +786,9 @@ impl Mesh {
         peer: &str,
         kick: &Kick,
         counters: &Arc<PeerCounters>,
+        policy: SharePolicy,
     ) -> String {
-        let mut manifest = PeerManifest::new(SharePolicy::All);
+        let mut manifest = PeerManifest::new(policy);
         let ours_full = self.our_digests().await;
         let ours: BTreeMap<String, String> = ours_full
             .iter()
@@ -803,6 +827,9 @@ impl Mesh {
         }
         // Presence of clients already connected here.
         for room in self.registry.rooms() {
+            if !manifest.policy().allows(room.name()) {
+                continue;
+            }
             let frame = room.awareness_frame();
             if frame[..] != [1, 1, 0]
                 && !self
@@ -920,6 +947,13 @@ impl Mesh {
                     return format!("refused by the peer: {reason}");
                 }
                 Frame::Control(_) | Frame::Unknown(_) => {}
+                Frame::Room { room, .. } if !manifest.policy().allows(&room) => {
+                    tracing::debug!(
+                        peer,
+                        room,
+                        "dropping a frame for a room not shared with this peer"
+                    );
+                }
                 Frame::Room { room, message } => {
                     if let Err(reason) = self
                         .on_room_frame(io, link_id, counters, &room, message, relayed)
