@@ -508,6 +508,20 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error and its causes on one line, leaving out a cause whose text an earlier message
+/// already includes (several library errors put their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -557,7 +571,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ymesh: error: {e:#}");
+            eprintln!("ymesh: error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1073,11 +1073,17 @@ pub fn render_status(
                 .or_else(|| p["last_error"].as_str())
                 .unwrap_or("")
                 .to_string();
+            let rooms = p["rooms"]
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default();
+            let synced = rooms.iter().filter(|r| r["synced"] == true).count();
             vec![
                 s(&p["state"]),
                 s(&p["source"]),
                 s(&p["address"]),
                 s(&p["node_id"]),
+                format!("{synced}/{}", rooms.len()),
                 total("sent"),
                 total("received"),
                 detail,
@@ -1090,7 +1096,7 @@ pub fn render_status(
     } else {
         out.push_str(&table(
             &[
-                "STATE", "SOURCE", "ADDRESS", "NODE ID", "SENT", "RECEIVED", "DETAIL",
+                "STATE", "SOURCE", "ADDRESS", "NODE ID", "SYNCED", "SENT", "RECEIVED", "DETAIL",
             ],
             peer_rows,
         ));
@@ -1145,7 +1151,7 @@ mod status_tests {
         assert!(out.starts_with("node 12D3KooWX  version 0.1.0"), "{out}");
         assert!(out.contains("STATE      SOURCE  ADDRESS"), "{out}");
         assert!(
-            out.contains("connected  config  ws://b:3913  12D3KooWB  3     2"),
+            out.contains("connected  config  ws://b:3913  12D3KooWB  0/0     3     2"),
             "{out}"
         );
         assert!(out.contains("notes  2            yes        120"), "{out}");

@@ -86,7 +86,13 @@ fn bad_config_fails_naming_file_line_and_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert_eq!(
+        err.matches("No such file").count(),
+        1,
+        "cause printed once: {err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

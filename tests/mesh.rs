@@ -69,6 +69,16 @@ async fn two_nodes_replicate_both_ways_and_converge() {
     assert_eq!(p["node_id"], b.node_id());
     assert!(p["sent"]["sync"]["messages"].as_u64().unwrap() > 0);
     assert!(p["received"]["sync"]["bytes"].as_u64().unwrap() > 0);
+    // Per room: synced, and when it last crossed the link.
+    let notes = p["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "notes")
+        .cloned()
+        .unwrap();
+    assert_eq!(notes["synced"], true, "{p}");
+    assert!(notes["last_exchange_ms"].as_u64().unwrap() > 0, "{p}");
     let (_, peers) = get_json(b.local_addr(), "/peers").await;
     assert_eq!(peers["data"][0]["source"], "inbound");
     assert_eq!(peers["data"][0]["node_id"], a.node_id());
@@ -154,6 +164,15 @@ async fn a_node_back_from_a_partition_pulls_new_rooms_and_pushes_offline_edits()
     }
     let (_, v) = get_json(addr, "/rooms/created-while-away?format=json").await;
     assert_eq!(v["data"]["t"], "new room");
+    // C's status says the pulled room is synced with A.
+    poll_json(addr, "/peers", "room synced in C's status", |v| {
+        v["data"][0]["rooms"].as_array().is_some_and(|rooms| {
+            rooms
+                .iter()
+                .any(|r| r["name"] == "created-while-away" && r["synced"] == true)
+        })
+    })
+    .await;
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = get_json(addr, "/rooms/shared?format=json").await;

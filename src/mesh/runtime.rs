@@ -188,11 +188,67 @@ fn kind_of(frame: &Bytes) -> Kind {
     kind.unwrap_or(Kind::Other)
 }
 
-/// Traffic of one peer, both ways, kept across reconnects.
+/// Traffic of one peer, both ways, kept across reconnects; and what the current link knows
+/// about each shared room.
 #[derive(Debug, Default)]
 pub struct PeerCounters {
     sent: DirCounters,
     received: DirCounters,
+    rooms: Mutex<BTreeMap<String, RoomStatus>>,
+}
+
+/// One room on one link, as `GET /peers` shows it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+struct RoomStatus {
+    /// The initial exchange on the current link finished (digests agreed, or the peer's
+    /// SyncStep2 arrived), and every change since was queued to the peer.
+    synced: bool,
+    /// When a sync message for this room last crossed the link (unix ms; 0 = not yet).
+    last_exchange_ms: u64,
+}
+
+impl PeerCounters {
+    fn room(&self, room: &str, synced: Option<bool>, exchanged: bool) {
+        let mut rooms = lock(&self.rooms);
+        // A room first seen through a live change is new on this link: the change carries
+        // all of it.
+        let st = rooms.entry(room.to_string()).or_insert(RoomStatus {
+            synced: true,
+            last_exchange_ms: 0,
+        });
+        if let Some(s) = synced {
+            st.synced = s;
+        }
+        if exchanged {
+            st.last_exchange_ms = now_ms();
+        }
+    }
+
+    fn link_changed(&self, up: bool) {
+        let mut rooms = lock(&self.rooms);
+        if up {
+            rooms.clear();
+        } else {
+            for st in rooms.values_mut() {
+                st.synced = false;
+            }
+        }
+    }
+
+    fn rooms_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            lock(&self.rooms)
+                .iter()
+                .map(|(name, st)| {
+                    serde_json::json!({
+                        "name": name,
+                        "synced": st.synced,
+                        "last_exchange_ms": (st.last_exchange_ms > 0).then_some(st.last_exchange_ms),
+                    })
+                })
+                .collect(),
+        )
+    }
 }
 
 impl PeerCounters {
@@ -414,7 +470,10 @@ impl Mesh {
                 continue;
             }
             match link.tx.try_send(frame.clone()) {
-                Ok(()) => link.counters.sent.add(kind, frame.len()),
+                Ok(()) => {
+                    link.counters.sent.add(kind, frame.len());
+                    link.counters.room(room, None, true);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(
                         peer = link.peer_node,
@@ -442,6 +501,7 @@ impl Mesh {
                         "last_error": p.last_error,
                         "sent": p.counters.sent.snapshot(),
                         "received": p.counters.received.snapshot(),
+                        "rooms": p.counters.rooms_json(),
                     });
                     if let (Some(obj), Ok(serde_json::Value::Object(state))) =
                         (v.as_object_mut(), serde_json::to_value(&p.state))
@@ -737,11 +797,13 @@ impl Mesh {
             );
         }
         self.set_state(key, LinkState::Connected, None);
+        counters.link_changed(true);
         tracing::info!(peer, boot = info.boot_id, "peer link up");
         let end = self
             .serve_link(io, link_id, &peer, &kick, counters, policy)
             .await;
         lock(&self.links).remove(&link_id);
+        counters.link_changed(false);
         if let Some(store) = self.registry.store() {
             // Remember where the store was, so the next link re-syncs what changed since.
             // Changes are forwarded until the link is gone, so this marker is conservative.
@@ -911,6 +973,16 @@ impl Mesh {
                     let forced = BTreeSet::new();
                     if let Some(todo) = manifest.on_manifest(rooms, complete, ours, &forced) {
                         tracing::debug!(peer, rooms = todo.len(), "syncing rooms with peer");
+                        let pending: std::collections::HashSet<&str> =
+                            todo.iter().map(|r| r.room.as_str()).collect();
+                        for name in ours.keys().filter(|n| manifest.policy().allows(n)) {
+                            if !pending.contains(name.as_str()) {
+                                counters.room(name, Some(true), false);
+                            }
+                        }
+                        for r in &todo {
+                            counters.room(&r.room, Some(false), false);
+                        }
                         for r in todo {
                             let sv = self.state_vector_of(&r.room, ours_full);
                             let msg = protocol::encode_sync_step1(&sv);
@@ -1007,11 +1079,21 @@ impl Mesh {
                         .map_err(|e| format!("bad state vector for {room_name:?}: {e}"))?;
                     let frame = wire::encode_room(room_name, &reply);
                     counters.sent.add(Kind::Sync, frame.len());
+                    counters.room(room_name, None, true);
                     if io.tx.send(frame).await.is_err() {
                         return Err("connection closed".into());
                     }
                 }
-                Message::Sync(SyncMessage::Step2(u)) | Message::Sync(SyncMessage::Update(u)) => {
+                msg @ (Message::Sync(SyncMessage::Step2(_))
+                | Message::Sync(SyncMessage::Update(_))) => {
+                    let (is_step2, u) = match msg {
+                        Message::Sync(SyncMessage::Step2(u)) => (true, u),
+                        Message::Sync(SyncMessage::Update(u)) => (false, u),
+                        _ => unreachable!("matched above"),
+                    };
+                    // The peer's SyncStep2 (its answer to ours) completes the initial
+                    // exchange for this room on this link.
+                    counters.room(room_name, is_step2.then_some(true), true);
                     let room = match self.registry.open(room_name).await {
                         Ok(r) => r,
                         Err(e) => {
