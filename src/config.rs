@@ -147,6 +147,11 @@ pub struct PeerSection {
     /// Rooms shared with this peer: exact names or patterns with `*` and `?`. Every room
     /// when absent.
     pub share: Option<Vec<String>>,
+    /// For a peer that is not a ymesh node (a plain y-websocket server): the rooms to
+    /// replicate with it.
+    pub rooms: Option<Vec<String>>,
+    /// For such a peer: a token sent as `?token=`.
+    pub token: Option<String>,
 }
 
 /// `[store]` in mesh.toml.
@@ -571,10 +576,18 @@ impl Config {
                     crate::mesh::SharePolicy::Globs(list.clone())
                 }
             };
+            let rooms = p.get_ref().rooms.clone().unwrap_or_default();
+            for (j, r) in rooms.iter().enumerate() {
+                validate_room_name(r).map_err(|e| {
+                    file.invalid(p.span(), &format!("{key}.rooms[{j}]"), e.to_string())
+                })?;
+            }
             cfg.peers.push(crate::mesh::PeerConfig {
                 url: p.get_ref().url.clone(),
                 node_id: p.get_ref().node_id.clone(),
                 share,
+                rooms,
+                token: p.get_ref().token.clone(),
             });
         }
         for url in &over.peers {
@@ -585,8 +598,7 @@ impl Config {
             })?;
             cfg.peers.push(crate::mesh::PeerConfig {
                 url: url.clone(),
-                node_id: None,
-                share: crate::mesh::SharePolicy::All,
+                ..Default::default()
             });
         }
         if let Some(sv) = &file.mesh_secret {
@@ -706,7 +718,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
     setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), "\"./ymesh-data\"", "Directory of the durable store (SQLite, `ymesh.sqlite3`). One node per directory: a second node on it refuses to start.", Available),
     setting("memory", Some("--memory"), None, "false", "Run without a store: nothing survives a restart. The node says so loudly at start.", Available),
-    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url`, an optional expected `node_id`, and an optional `share` list of room names or `*`/`?` patterns (every room when absent; with a `node_id` it also applies to links that peer dials). A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
+    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url`, an optional expected `node_id`, an optional `share` list of room names or `*`/`?` patterns (every room when absent; with a `node_id` it also applies to links that peer dials), and for a peer that is not a ymesh node (a plain y-websocket server) the `rooms` to replicate with it, one y-websocket connection each, with an optional `token` sent as `?token=`. A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
     setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh (proved by HMAC, never sent). With a secret or an allow list set, unknown peers are refused; with neither the mesh is open.", Available),
     setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
     setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),

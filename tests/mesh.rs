@@ -254,8 +254,7 @@ async fn a_peer_address_that_is_this_node_is_not_dialed_again() {
     let mut cfg = test_config();
     cfg.peers = vec![PeerConfig {
         url: format!("ws://127.0.0.1:{port}"),
-        node_id: None,
-        share: Default::default(),
+        ..PeerConfig::default()
     }];
     let node = ymesh::Node::start_on(cfg, ymesh::room::Hooks::new(), Some(listener))
         .await
@@ -541,8 +540,7 @@ async fn two_nodes_that_dial_each_other_keep_one_link() {
     let b_port = b_listener.local_addr().unwrap().port();
     let a = start(dialing(vec![PeerConfig {
         url: format!("ws://127.0.0.1:{b_port}"),
-        node_id: None,
-        share: Default::default(),
+        ..PeerConfig::default()
     }]))
     .await;
     let b = ymesh::Node::start_on(

@@ -60,6 +60,36 @@ pub struct PeerConfig {
     /// Which rooms are shared with this peer (every room by default). Applies to links in
     /// both directions: with a configured `node_id`, also to links that peer dials.
     pub share: SharePolicy,
+    /// For a peer that is not a ymesh node (a plain y-websocket server, which cannot list
+    /// its rooms): the rooms to replicate with it, one y-websocket connection each.
+    pub rooms: Vec<String>,
+    /// Sent as `?token=` on those connections.
+    pub token: Option<String>,
+}
+
+/// The y-websocket URL of `room` on a plain server: `{id}` in the peer URL is replaced by
+/// the percent-encoded room name, or the name is appended as the last path segment.
+pub fn room_url(peer_url: &str, room: &str, token: Option<&str>) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let encoded = percent_encoding::utf8_percent_encode(room, SEGMENT).to_string();
+    let base = peer_url
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
+    let mut url = if base.contains("{id}") {
+        base.replace("{id}", &encoded)
+    } else {
+        format!("{}/{encoded}", base.trim_end_matches('/'))
+    };
+    if let Some(t) = token {
+        let t = percent_encoding::utf8_percent_encode(t, SEGMENT);
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("token={t}"));
+    }
+    url
 }
 
 /// Why a peer URL cannot be used.
@@ -288,6 +318,9 @@ struct LinkEntry {
     outbound: bool,
     /// Rooms shared over this link.
     policy: SharePolicy,
+    /// `Some(room)` for a plain y-websocket connection to a foreign server: frames are bare
+    /// y-protocols messages for that one room, not mesh frames.
+    plain_room: Option<String>,
     tx: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
     counters: Arc<PeerCounters>,
@@ -464,11 +497,19 @@ impl Mesh {
         {
             return;
         }
-        let frame = wire::encode_room(room, &message());
+        let message = message();
+        let mut framed: Option<Bytes> = None;
         for (id, link) in links.iter() {
             if Some(*id) == origin || !link.policy.allows(room) {
                 continue;
             }
+            let frame = match &link.plain_room {
+                Some(r) if r == room => message.clone(),
+                Some(_) => continue,
+                None => framed
+                    .get_or_insert_with(|| wire::encode_room(room, &message))
+                    .clone(),
+            };
             match link.tx.try_send(frame.clone()) {
                 Ok(()) => {
                     link.counters.sent.add(kind, frame.len());
@@ -573,12 +614,43 @@ impl Mesh {
         loop {
             self.set_state(key, LinkState::Connecting, None);
             let started = Instant::now();
-            let (end, error) = match dial(&url).await {
-                Ok(io) => {
-                    let end = self.clone().run_link(io, key, peer.node_id.clone()).await;
-                    (Some(end), None)
+            // A ymesh node says so on GET /; anything else is treated as a plain y-websocket
+            // server (replicated room by room, for the rooms configured for it).
+            let foreign = match is_ymesh_node(&peer.url).await {
+                Ok(true) => false,
+                Ok(false) if !peer.rooms.is_empty() => true,
+                Ok(false) => {
+                    let reason = "not a ymesh node; list its rooms in [[peers]] rooms = [...] to \
+                                  replicate with it as a plain y-websocket server"
+                        .to_string();
+                    let delay = backoff.next_delay_random();
+                    self.set_state(
+                        key,
+                        LinkState::Refused {
+                            reason: reason.clone(),
+                            next_retry_ms: now_ms() + delay.as_millis() as u64,
+                        },
+                        Some(reason),
+                    );
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
                 }
-                Err(e) => (None, Some(e)),
+                // Unreachable or not answering: let the dial below report it.
+                Err(_) => false,
+            };
+            let (end, error) = if foreign {
+                (Some(self.clone().run_plain(key, &peer).await), None)
+            } else {
+                match dial(&url).await {
+                    Ok(io) => {
+                        let end = self.clone().run_link(io, key, peer.node_id.clone()).await;
+                        (Some(end), None)
+                    }
+                    Err(e) => (None, Some(e)),
+                }
             };
             let delay = {
                 backoff.link_closed(started.elapsed());
@@ -637,6 +709,135 @@ impl Mesh {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Replicates the configured rooms with a plain y-websocket server: one client
+    /// connection per room, all up until one ends.
+    async fn run_plain(self: Arc<Self>, key: (u8, u64), peer: &PeerConfig) -> LinkEnd {
+        let counters = lock(&self.peers)
+            .get(&key)
+            .map(|p| p.counters.clone())
+            .unwrap_or_default();
+        let mut tasks = tokio::task::JoinSet::new();
+        for room in &peer.rooms {
+            let url = room_url(&peer.url, room, peer.token.as_deref());
+            let me = self.clone();
+            let room = room.clone();
+            let counters = counters.clone();
+            tasks.spawn(async move { me.plain_room_link(url, room, counters).await });
+        }
+        self.set_state(key, LinkState::Connected, None);
+        if let Some(p) = lock(&self.peers).get_mut(&key) {
+            p.node_id = None;
+        }
+        let reason = match tasks.join_next().await {
+            Some(Ok(reason)) => reason,
+            Some(Err(e)) => format!("room connection task failed: {e}"),
+            None => "no rooms configured".into(),
+        };
+        tasks.abort_all();
+        counters.link_changed(false);
+        LinkEnd::Closed(reason)
+    }
+
+    /// One room with a plain y-websocket server, as a stock client would do it.
+    async fn plain_room_link(
+        self: Arc<Self>,
+        url: String,
+        room_name: String,
+        counters: Arc<PeerCounters>,
+    ) -> String {
+        let room = match self.registry.open(&room_name).await {
+            Ok(r) => r,
+            Err(e) => return format!("cannot open room {room_name:?}: {e}"),
+        };
+        let mut io = match dial_plain(&url).await {
+            Ok(io) => io,
+            Err(e) => return e,
+        };
+        let link_id = self.session_ids.fetch_add(1, Ordering::Relaxed);
+        let kick = Arc::new(Kick::default());
+        lock(&self.links).insert(
+            link_id,
+            LinkEntry {
+                peer_node: url.clone(),
+                outbound: true,
+                policy: SharePolicy::List(vec![room_name.clone()]),
+                plain_room: Some(room_name.clone()),
+                tx: io.tx.clone(),
+                kick: kick.clone(),
+                counters: counters.clone(),
+            },
+        );
+        counters.room(&room_name, Some(false), false);
+        let step1 = protocol::encode_sync_step1(&room.state_vector());
+        counters.sent.add(Kind::Sync, step1.len());
+        let mut relayed = std::collections::HashSet::new();
+        let end = if io.tx.send(step1).await.is_err() {
+            "connection closed".to_string()
+        } else {
+            loop {
+                let frame = tokio::select! {
+                    _ = self.shutdown.cancelled() => break "node shutting down".to_string(),
+                    _ = kick.kicked() => break kick.reason().map_or("closed".into(), |r| r.reason.clone()),
+                    f = io.rx.recv() => f,
+                };
+                let Some(frame) = frame else {
+                    break "connection closed".to_string();
+                };
+                let msgs = match protocol::decode_frame(frame.clone()) {
+                    Ok(m) => m,
+                    Err(e) => break format!("malformed message from {url}: {e}"),
+                };
+                counters.received.add(
+                    match msgs.first() {
+                        Some(Message::Awareness(_)) => Kind::Awareness,
+                        Some(Message::Sync(_)) => Kind::Sync,
+                        _ => Kind::Other,
+                    },
+                    frame.len(),
+                );
+                let mut failed = None;
+                for msg in msgs {
+                    match msg {
+                        Message::Sync(SyncMessage::Step1(sv)) => match room.sync_step2_for(&sv) {
+                            Ok(reply) => {
+                                counters.sent.add(Kind::Sync, reply.len());
+                                counters.room(&room_name, None, true);
+                                if io.tx.send(reply).await.is_err() {
+                                    failed = Some("connection closed".to_string());
+                                }
+                            }
+                            Err(e) => failed = Some(format!("bad state vector: {e}")),
+                        },
+                        Message::Sync(SyncMessage::Step2(u))
+                        | Message::Sync(SyncMessage::Update(u)) => {
+                            counters.room(&room_name, Some(true), true);
+                            if let Err(e) = room.apply_update(&u, Some(link_id)) {
+                                failed = Some(format!("bad update from {url}: {e}"));
+                            }
+                        }
+                        Message::Awareness(payload) => {
+                            let frame = protocol::encode_awareness(&payload);
+                            if let Ok(change) = room.apply_awareness(&payload, &frame, link_id) {
+                                relayed.extend(change.present);
+                                for c in change.removed {
+                                    relayed.remove(&c);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(reason) = failed {
+                    break reason;
+                }
+            }
+        };
+        lock(&self.links).remove(&link_id);
+        room.remove_awareness(&relayed);
+        io.close.cancel();
+        end
     }
 
     /// Takes an inbound link (a peer dialed `/_mesh`).
@@ -790,6 +991,7 @@ impl Mesh {
                     peer_node: peer.clone(),
                     outbound,
                     policy: policy.clone(),
+                    plain_room: None,
                     tx: io.tx.clone(),
                     kick: kick.clone(),
                     counters: counters.clone(),
@@ -1134,6 +1336,32 @@ impl Mesh {
     }
 }
 
+/// Whether the peer at `url` is a ymesh node (`GET /` answers `{"data":{"name":"ymesh"}}`).
+/// `Err` when it cannot be asked (down, refusing connections).
+async fn is_ymesh_node(url: &str) -> Result<bool, String> {
+    let http = url
+        .replacen("ws://", "http://", 1)
+        .replacen("wss://", "https://", 1);
+    let origin = match http.split_once("://") {
+        Some((scheme, rest)) => {
+            format!(
+                "{scheme}://{}",
+                rest.split(['/', '?', '#']).next().unwrap_or_default()
+            )
+        }
+        None => return Err(format!("bad URL {url}")),
+    };
+    let client = crate::ops::NodeClient::new(&origin, None).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), client.get_json("/")).await {
+        Err(_) => Err("GET / timed out".into()),
+        Ok(Ok(v)) => Ok(v["name"] == "ymesh"),
+        Ok(Err(crate::ops::OpsError::Status { .. } | crate::ops::OpsError::Http { .. })) => {
+            Ok(false)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+    }
+}
+
 /// A `refused` control message already received (queued) on a closing connection.
 fn refusal_in(rx: &mut mpsc::Receiver<Bytes>) -> Option<String> {
     while let Ok(frame) = rx.try_recv() {
@@ -1207,6 +1435,11 @@ async fn dial(url: &str) -> Result<LinkIo, String> {
     })
 }
 
+/// Dials a plain y-websocket room URL (a foreign server); frames are bare messages.
+async fn dial_plain(url: &str) -> Result<LinkIo, String> {
+    dial(url).await
+}
+
 /// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels.
 pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
     use axum::extract::ws::Message as AMessage;
@@ -1253,6 +1486,20 @@ pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_urls_for_plain_servers() {
+        assert_eq!(room_url("ws://h:1234", "notes", None), "ws://h:1234/notes");
+        assert_eq!(
+            room_url("ws://h:1234/", "a/b c", None),
+            "ws://h:1234/a%2Fb%20c"
+        );
+        assert_eq!(
+            room_url("ws://h/sync/{id}/ws", "x", Some("t&k")),
+            "ws://h/sync/x/ws?token=t%26k"
+        );
+        assert_eq!(room_url("http://h:1/y", "r", None), "ws://h:1/y/r");
+    }
 
     #[test]
     fn mesh_urls_come_from_origins() {
