@@ -1,5 +1,7 @@
 //! Tests of the `ymesh` binary as a process: ready line, signals, config errors.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,45 +122,11 @@ fn serve_until_ready(
     dir: &std::path::Path,
 ) -> (std::process::Child, String, u16) {
     let mut cmd = bin();
-    cmd.arg("serve")
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .env_remove("HOST")
-        .env_remove("PORT")
-        .env_remove("YMESH_DATA_DIR")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    cmd.arg("serve").args(args).current_dir(dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no ready line; exit: {:?}", child.wait());
-            }
-        };
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            let port = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap();
-            return (child, line, port);
-        }
-    }
+    common::spawn_until_ready(cmd)
 }
 
 fn stop(mut child: std::process::Child) {

@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,42 +19,10 @@ use yrs::{Map, ReadTxn, Text, Transact, WriteTxn};
 
 /// Starts the binary on `dir`, returns the child and its port.
 fn spawn_node(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ymesh"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .env_remove("HOST")
-        .env_remove("PORT")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("no ready line in time; node exited with {status:?}");
-        };
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            let port = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap();
-            // Keep draining the log so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, port);
-        }
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ymesh"));
+    cmd.args(["serve", "--port", "0", "--data-dir"]).arg(dir);
+    let (child, _, port) = spawn_until_ready(cmd);
+    (child, port)
 }
 
 fn sigkill(child: &mut Child) {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,44 +41,12 @@ fn can_mount(test: &str) -> bool {
 /// Runs `script` (sh, `$1` = data dir, `$2` = ymesh binary) in a private mount namespace; the
 /// script ends by exec'ing the node. Returns the child (its pid is the node's) and the port.
 fn spawn_in_namespace(dir: &Path, script: &str) -> (Child, u16) {
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(dir)
-        .arg(env!("CARGO_BIN_EXE_ymesh"))
-        .env("RUST_LOG", "info")
-        .env_remove("HOST")
-        .env_remove("PORT")
-        .env_remove("YMESH_DATA_DIR")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("node: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("no ready line; node exited with {status:?}");
-        };
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            let port = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, port);
-        }
-    }
+        .arg(env!("CARGO_BIN_EXE_ymesh"));
+    let (child, _, port) = spawn_until_ready(cmd);
+    (child, port)
 }
 
 /// Reads a room's stored content straight from a database file (snapshot + log).

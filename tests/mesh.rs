@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -324,41 +323,11 @@ async fn offline_catch_up_of_many_rooms() {
 
 /// Starts the binary on `dir` dialing `peer`; returns the child and its port.
 fn spawn_node(dir: &Path, peer: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ymesh"))
-        .args(["serve", "--port", "0", "--peer", peer, "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .env_remove("HOST")
-        .env_remove("PORT")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("no ready line; node exited with {status:?}");
-        };
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            let port = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, port);
-        }
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ymesh"));
+    cmd.args(["serve", "--port", "0", "--peer", peer, "--data-dir"])
+        .arg(dir);
+    let (child, _, port) = spawn_until_ready(cmd);
+    (child, port)
 }
 
 async fn poll_json(

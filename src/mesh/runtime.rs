@@ -1395,44 +1395,11 @@ async fn dial(url: &str) -> Result<LinkIo, String> {
             ),
             other => format!("cannot connect to {url}: {other}"),
         })?;
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
-    let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
-    let close = CancellationToken::new();
-    let c1 = close.clone();
-    tokio::spawn(async move {
-        loop {
-            // Queued frames first: a `refused` sent just before the close must go out.
-            tokio::select! {
-                biased;
-                f = out_rx.recv() => match f {
-                    Some(f) => if sink.send(TMessage::Binary(f)).await.is_err() { break },
-                    None => break,
-                },
-                _ = c1.cancelled() => break,
-            }
-        }
-        let _ = sink.close().await;
-    });
-    let c2 = close.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = c2.cancelled() => break,
-                m = stream.next() => match m {
-                    Some(Ok(TMessage::Binary(b))) => if in_tx.send(b).await.is_err() { break },
-                    Some(Ok(TMessage::Close(_))) | Some(Err(_)) | None => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-        c2.cancel();
-    });
-    Ok(LinkIo {
-        tx: out_tx,
-        rx: in_rx,
-        close,
-    })
+    Ok(pump(ws, TMessage::Binary, |m| match m {
+        TMessage::Binary(b) => Incoming::Frame(b),
+        TMessage::Close(_) => Incoming::Closed,
+        _ => Incoming::Other,
+    }))
 }
 
 /// Dials a plain y-websocket room URL (a foreign server); frames are bare messages.
@@ -1443,6 +1410,29 @@ async fn dial_plain(url: &str) -> Result<LinkIo, String> {
 /// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels.
 pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
     use axum::extract::ws::Message as AMessage;
+    pump(socket, AMessage::Binary, |m| match m {
+        AMessage::Binary(b) => Incoming::Frame(b),
+        AMessage::Close(_) => Incoming::Closed,
+        _ => Incoming::Other,
+    })
+}
+
+/// What a socket message means to a link.
+enum Incoming {
+    Frame(Bytes),
+    Closed,
+    Other,
+}
+
+/// Splits a WebSocket (either library's) into a writer and a reader task that exchange whole
+/// frames with the link over bounded channels. Closing: cancel `LinkIo::close`; the writer
+/// still sends what was queued first (a `refused` sent just before the close must go out).
+fn pump<W, M, E>(socket: W, binary: fn(Bytes) -> M, classify: fn(M) -> Incoming) -> LinkIo
+where
+    W: futures_util::Sink<M> + futures_util::Stream<Item = Result<M, E>> + Send + 'static,
+    M: Send + 'static,
+    E: Send + 'static,
+{
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
@@ -1450,11 +1440,10 @@ pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
     let c1 = close.clone();
     tokio::spawn(async move {
         loop {
-            // Queued frames first: a `refused` sent just before the close must go out.
             tokio::select! {
                 biased;
                 f = out_rx.recv() => match f {
-                    Some(f) => if sink.send(AMessage::Binary(f)).await.is_err() { break },
+                    Some(f) => if sink.send(binary(f)).await.is_err() { break },
                     None => break,
                 },
                 _ = c1.cancelled() => break,
@@ -1467,10 +1456,10 @@ pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
         loop {
             tokio::select! {
                 _ = c2.cancelled() => break,
-                m = stream.next() => match m {
-                    Some(Ok(AMessage::Binary(b))) => if in_tx.send(b).await.is_err() { break },
-                    Some(Ok(AMessage::Close(_))) | Some(Err(_)) | None => break,
-                    Some(Ok(_)) => {}
+                m = stream.next() => match m.map(|r| r.map(classify)) {
+                    Some(Ok(Incoming::Frame(b))) => if in_tx.send(b).await.is_err() { break },
+                    Some(Ok(Incoming::Closed)) | Some(Err(_)) | None => break,
+                    Some(Ok(Incoming::Other)) => {}
                 },
             }
         }

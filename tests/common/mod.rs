@@ -337,3 +337,50 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) 
         .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
     (status, v)
 }
+
+/// Spawns `cmd` (a `ymesh serve` command, possibly wrapped) with stderr piped and HOST /
+/// PORT / YMESH_DATA_DIR removed unless the caller set them, waits for the ready line, and keeps
+/// draining the log (echoed to the test's stderr) so the child never blocks on a full pipe.
+/// Returns the child, the ready line and the port. Kills the child if it never gets ready.
+pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child, String, u16) {
+    use std::io::BufRead;
+    for key in ["HOST", "PORT", "YMESH_DATA_DIR"] {
+        if !cmd.get_envs().any(|(k, _)| k == key) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("node: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("no ready line in time; the node exited with {status:?}");
+        };
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let port = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .expect("port in the ready line");
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (child, line, port);
+        }
+    }
+}
