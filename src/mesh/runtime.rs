@@ -1185,28 +1185,20 @@ impl Mesh {
                         for r in &todo {
                             counters.room(&r.room, Some(false), false);
                         }
-                        for r in todo {
-                            let sv = self.state_vector_of(&r.room, ours_full);
-                            let msg = protocol::encode_sync_step1(&sv);
-                            if !self
-                                .send(io, counters, wire::encode_room(&r.room, &msg))
-                                .await
-                            {
-                                return "connection closed".into();
-                            }
+                        let rooms: Vec<String> = todo.into_iter().map(|r| r.room).collect();
+                        if !self.send_step1s(io, counters, &rooms, ours_full).await {
+                            return "connection closed".into();
                         }
                     }
                 }
                 Frame::Control(Control::ManifestDelta { changed }) => {
-                    for r in manifest.on_delta(changed) {
-                        let sv = self.state_vector_of(&r.room, ours_full);
-                        let msg = protocol::encode_sync_step1(&sv);
-                        if !self
-                            .send(io, counters, wire::encode_room(&r.room, &msg))
-                            .await
-                        {
-                            return "connection closed".into();
-                        }
+                    let rooms: Vec<String> = manifest
+                        .on_delta(changed)
+                        .into_iter()
+                        .map(|r| r.room)
+                        .collect();
+                    if !self.send_step1s(io, counters, &rooms, ours_full).await {
+                        return "connection closed".into();
                     }
                 }
                 Frame::Control(Control::Ping { t }) => {
@@ -1238,6 +1230,24 @@ impl Mesh {
                 }
             }
         }
+    }
+
+    /// Sends a SyncStep1 for each room, pipelined; false once the link is gone.
+    async fn send_step1s(
+        &self,
+        io: &LinkIo,
+        counters: &PeerCounters,
+        rooms: &[String],
+        ours: &BTreeMap<String, (String, Vec<u8>)>,
+    ) -> bool {
+        for room in rooms {
+            let sv = self.state_vector_of(room, ours);
+            let msg = protocol::encode_sync_step1(&sv);
+            if !self.send(io, counters, wire::encode_room(room, &msg)).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// The state vector to announce for `room`: live if in memory, else as stored.

@@ -375,12 +375,15 @@ impl Drop for SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn append(
+impl SqliteStore {
+    /// Assigns the next ticket and queues the append, under one lock so tickets are in
+    /// queue order.
+    fn enqueue(
         &self,
         room: &str,
         update: Bytes,
         state_vector: Vec<u8>,
+        repair: bool,
     ) -> Result<CommitTicket, StoreError> {
         let mut queue = locked(&self.queue);
         let Some(q) = queue.as_mut() else {
@@ -392,11 +395,22 @@ impl Store for SqliteStore {
             room: room.to_owned(),
             update,
             state_vector,
-            repair: false,
+            repair,
         }))
         .map_err(|_| self.shared.closed_error())?;
         q.next_ticket += 1;
         Ok(CommitTicket(ticket))
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(
+        &self,
+        room: &str,
+        update: Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError> {
+        self.enqueue(room, update, state_vector, false)
     }
 
     fn repair(
@@ -405,21 +419,7 @@ impl Store for SqliteStore {
         full_state: Bytes,
         state_vector: Vec<u8>,
     ) -> Result<CommitTicket, StoreError> {
-        let mut queue = locked(&self.queue);
-        let Some(q) = queue.as_mut() else {
-            return Err(self.shared.closed_error());
-        };
-        let ticket = q.next_ticket;
-        q.tx.send(Request::Append(Append {
-            ticket,
-            room: room.to_owned(),
-            update: full_state,
-            state_vector,
-            repair: true,
-        }))
-        .map_err(|_| self.shared.closed_error())?;
-        q.next_ticket += 1;
-        Ok(CommitTicket(ticket))
+        self.enqueue(room, full_state, state_vector, true)
     }
 
     fn room_failure(&self, room: &str) -> Option<RoomFailure> {
