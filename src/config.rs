@@ -343,6 +343,31 @@ impl Default for Limits {
     }
 }
 
+/// Shown in place of a secret in debug output.
+const REDACTED: &str = "<redacted>";
+
+// By hand so that secrets never reach a log line through `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("log_format", &self.log_format)
+            .field("routes", &self.routes)
+            .field("data_dir", &self.data_dir)
+            .field("memory", &self.memory)
+            .field("store", &self.store)
+            .field("peers", &self.peers)
+            .field("mesh_secret", &self.mesh_secret.as_ref().map(|_| REDACTED))
+            .field("allow_peers", &self.allow_peers)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("pinned_rooms", &self.pinned_rooms)
+            .field("limits", &self.limits)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
 /// Store tuning knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreTuning {
@@ -371,7 +396,7 @@ impl Default for StoreTuning {
 pub const DEFAULT_DATA_DIR: &str = "./ymesh-data";
 
 /// The resolved configuration a node runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Listen address (an IP address or `localhost`).
     pub host: String,
@@ -776,6 +801,26 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let file = FileConfig::parse(Path::new("mesh.toml"), text)?;
         Config::resolve(&file, &Overrides::default())
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cfg = Config {
+            mesh_secret: Some("mesh-s3cret".into()),
+            admin_token: Some("admin-s3cret".into()),
+            peers: vec![crate::mesh::PeerConfig {
+                url: "ws://x:1".into(),
+                token: Some("peer-s3cret".into()),
+                ..Default::default()
+            }],
+            ..Config::default()
+        };
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("ws://x:1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -61,12 +61,22 @@ type HmacSha256 = Hmac<Sha256>;
 /// allow list admits a specific node that was never given the secret (a phone, a friend's
 /// node). Requiring both would make the allow list a second lock on the same door instead
 /// of a way in. Unknown peers (neither) are refused, as ARCHITECTURE.md requires.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Admission {
     /// The shared mesh secret (`--mesh-secret`), if any.
     pub secret: Option<String>,
     /// Node ids that are admitted without the secret (`--allow-peer`).
     pub allow: Vec<String>,
+}
+
+// By hand so that the secret never reaches a log line through `{:?}`.
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("allow", &self.allow)
+            .finish()
+    }
 }
 
 impl Admission {

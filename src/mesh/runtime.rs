@@ -50,7 +50,7 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const LINK_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A peer to dial, from `--peer` or `[[peers]]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct PeerConfig {
     /// As the user wrote it: `ws://host:3913`, `http://host:3913`, or a room URL template
     /// such as `ws://host:3913/rooms/{id}`; ymesh peers are reached at the origin's `/_mesh`.
@@ -65,6 +65,19 @@ pub struct PeerConfig {
     pub rooms: Vec<String>,
     /// Sent as `?token=` on those connections.
     pub token: Option<String>,
+}
+
+// By hand so that the token never reaches a log line through `{:?}`.
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("url", &self.url)
+            .field("node_id", &self.node_id)
+            .field("share", &self.share)
+            .field("rooms", &self.rooms)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The y-websocket URL of `room` on a plain server: `{id}` in the peer URL is replaced by
