@@ -20,6 +20,19 @@ need_node() {
   fi
 }
 
+need_python() {
+  if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Python 3 with venv (apt)"
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+  else
+    echo "error: the Python interop tests need python3 with the venv module; install them first" >&2
+    exit 1
+  fi
+}
+
 echo "== building"
 cargo build --all-targets --locked
 
@@ -32,6 +45,7 @@ else
 fi
 
 echo "== Python interop tests"
+need_python
 YMESH_BIN="$PWD/target/debug/ymesh" tests/python/run.sh
 
 echo "== JavaScript interop tests"
