@@ -45,12 +45,25 @@ struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 struct IdArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+}
+
+/// A node's data directory, for commands that only work on one (never on `--node`).
+#[derive(Debug, clap::Args)]
+struct DirArgs {
     /// Store directory [default: data_dir of the config, else ./ymesh-data].
     #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
     data_dir: Option<PathBuf>,
     /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn resolve(self) -> anyhow::Result<PathBuf> {
+        data_dir(self.data_dir, self.config.as_deref())
+    }
 }
 
 /// Where a room operation runs: a stopped node's data directory, or a running node.
@@ -149,24 +162,17 @@ struct CompactArgs {
 struct BackupArgs {
     /// The backup file to write (must not exist).
     path: PathBuf,
-    /// Store directory [default: data_dir of the config, else ./ymesh-data].
-    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
-    data_dir: Option<PathBuf>,
-    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    dir: DirArgs,
 }
 
 #[derive(Debug, clap::Args)]
 struct RestoreArgs {
     /// A backup written by `ymesh backup`.
     backup: PathBuf,
-    /// Store directory to restore into [default: data_dir of the config, else ./ymesh-data].
-    #[arg(long, env = "YMESH_DATA_DIR", value_name = "PATH")]
-    data_dir: Option<PathBuf>,
-    /// Config file whose data_dir to use (default: ./mesh.toml when it exists).
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
+    /// The store to restore into.
+    #[command(flatten)]
+    dir: DirArgs,
     /// Replace a store that holds rooms.
     #[arg(long)]
     force: bool,
@@ -464,7 +470,7 @@ fn rooms(n: u64) -> String {
 }
 
 async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let dir = data_dir(args.data_dir, args.config.as_deref())?;
+    let dir = args.dir.resolve()?;
     let path = args.path;
     let source = dir.clone();
     let dest = path.clone();
@@ -485,7 +491,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
-    let dir = data_dir(args.data_dir, args.config.as_deref())?;
+    let dir = args.dir.resolve()?;
     let (source, target, force) = (args.backup.clone(), dir.clone(), args.force);
     let restored =
         tokio::task::spawn_blocking(move || ymesh::ops::restore_backup(&source, &target, force))
@@ -556,7 +562,7 @@ fn main() -> std::process::ExitCode {
                         Ok(())
                     }
                     Command::Id(args) => {
-                        let dir = data_dir(args.data_dir, args.config.as_deref())?;
+                        let dir = args.dir.resolve()?;
                         std::fs::create_dir_all(&dir).with_context(|| {
                             format!("creating the data directory {}", dir.display())
                         })?;

@@ -742,7 +742,7 @@ impl Room {
     /// clients need the echo of their own 15-second renewal to stay connected.
     pub fn apply_awareness(
         &self,
-        payload: &[u8],
+        payload: &Bytes,
         frame: &Bytes,
         from: SessionId,
     ) -> Result<AwarenessChange, RoomError> {
@@ -758,7 +758,7 @@ impl Room {
         };
         broadcast(&st.sessions, frame, Some(from));
         drop(st);
-        self.emit_awareness(&Bytes::copy_from_slice(payload), Some(from));
+        self.emit_awareness(payload, Some(from));
         let mut present = summary.added;
         present.extend(summary.updated);
         Ok(AwarenessChange {

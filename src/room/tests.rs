@@ -39,8 +39,12 @@ fn join_queues_step1_then_awareness() {
     assert!(matches!(msgs[0], Message::Sync(SyncMessage::Step1(_))));
 
     let aw = awareness_update(42, 1, r#"{"user":"a"}"#);
-    room.apply_awareness(&aw, &crate::protocol::encode_awareness(&aw), 1)
-        .unwrap();
+    room.apply_awareness(
+        &Bytes::from(aw.clone()),
+        &crate::protocol::encode_awareness(&aw),
+        1,
+    )
+    .unwrap();
     let mut b = room.join(2, SessionKind::Client).unwrap();
     let msgs = drain(&mut b.outbound);
     assert_eq!(
@@ -124,7 +128,11 @@ fn leaving_removes_awareness_and_broadcasts_removal() {
     let mut b = room.join(2, SessionKind::Client).unwrap();
     let aw = awareness_update(42, 3, r#"{"name":"a"}"#);
     let change = room
-        .apply_awareness(&aw, &crate::protocol::encode_awareness(&aw), 1)
+        .apply_awareness(
+            &Bytes::from(aw.clone()),
+            &crate::protocol::encode_awareness(&aw),
+            1,
+        )
         .unwrap();
     assert_eq!(change.present, vec![yrs::ClientID::new(42)]);
     drain(&mut a.outbound);
@@ -148,12 +156,17 @@ fn stale_awareness_is_not_forwarded() {
     let mut a = room.join(1, SessionKind::Client).unwrap();
     let aw = awareness_update(42, 3, r#"{}"#);
     let frame = crate::protocol::encode_awareness(&aw);
-    room.apply_awareness(&aw, &frame, 1).unwrap();
+    room.apply_awareness(&Bytes::from(aw.clone()), &frame, 1)
+        .unwrap();
     drain(&mut a.outbound);
-    let change = room.apply_awareness(&aw, &frame, 1).unwrap();
+    let change = room
+        .apply_awareness(&Bytes::from(aw.clone()), &frame, 1)
+        .unwrap();
     assert_eq!(change, AwarenessChange::default());
     assert!(a.outbound.try_recv().is_err());
-    assert!(room.apply_awareness(&[0xff], &frame, 1).is_err());
+    assert!(room
+        .apply_awareness(&Bytes::from_static(&[0xff]), &frame, 1)
+        .is_err());
 }
 
 #[test]
