@@ -133,6 +133,8 @@ pub struct RoomsSection {
     pub idle_timeout_s: Option<Spanned<u64>>,
     /// Rooms kept in memory for the node's whole life.
     pub pinned: Option<Vec<Spanned<String>>>,
+    /// Days a deleted room's tombstone is kept.
+    pub tombstone_days: Option<Spanned<u64>>,
 }
 
 /// One `[[peers]]` entry in mesh.toml.
@@ -422,6 +424,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Rooms never evicted.
     pub pinned_rooms: HashSet<String>,
+    /// How long a deleted room's tombstone is kept (and so how long a node may stay offline
+    /// without bringing a deleted room back).
+    pub tombstone_retention: Duration,
     /// Limits.
     pub limits: Limits,
     /// Bearer token that admin routes require. `None`: admin routes are accepted only from
@@ -444,6 +449,7 @@ impl Default for Config {
             allow_peers: Vec::new(),
             idle_timeout: Duration::from_secs(60),
             pinned_rooms: HashSet::new(),
+            tombstone_retention: Duration::from_secs(90 * 86_400),
             limits: Limits::default(),
             admin_token: None,
         }
@@ -537,6 +543,10 @@ impl Config {
         }
         if let Some(v) = &file.rooms.idle_timeout_s {
             cfg.idle_timeout = Duration::from_secs(*v.get_ref());
+        }
+        if let Some(v) = &file.rooms.tombstone_days {
+            let days = positive(file, v, "rooms.tombstone_days", 1)?;
+            cfg.tombstone_retention = Duration::from_secs(days.saturating_mul(86_400));
         }
         if let Some(list) = &file.rooms.pinned {
             for (i, name) in list.iter().enumerate() {
@@ -748,7 +758,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
     setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
     setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
-    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
+    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, `DELETE /rooms/{room}`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
     setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
     setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
     setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
@@ -758,6 +768,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("store.node_quota_bytes", None, None, "0", "Most logical bytes all rooms together may store; `0` = no limit. Refused like the room quota.", Available),
     setting("rooms.idle_timeout_s", None, None, "60", "Seconds a room with no client stays in memory before it is evicted.", Available),
     setting("rooms.pinned", None, None, "[]", "Rooms kept in memory for the node's whole life.", Available),
+    setting("rooms.tombstone_days", None, None, "90", "Days a deleted room's tombstone is kept and sent to peers, so that a node offline for less than that cannot bring the room back. Keep it longer than any node stays offline; after it, a stale copy would return the room (with its old content: nothing is lost).", Available),
     setting("limits.max_message_bytes", None, None, "67108864", "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
     setting("limits.max_rooms", None, None, "100000", "Most rooms in memory; one more closes the connection with 1013.", Available),
     setting("limits.max_connections", None, None, "50000", "Most WebSocket connections; one more is closed with 1013.", Available),

@@ -25,6 +25,8 @@ enum Command {
     Import(ImportArgs),
     /// Fold rooms' update logs into snapshots; prints logical bytes before and after.
     Compact(CompactArgs),
+    /// Delete a room, here and (through a tombstone) on every peer that shares it.
+    Delete(DeleteArgs),
     /// Copy the store to a new file, consistently, while a node may be running on it.
     Backup(BackupArgs),
     /// Put a backup in place as the store of a data directory (no node may run on it).
@@ -154,6 +156,14 @@ struct ImportArgs {
 struct CompactArgs {
     /// The room; every stored room when omitted.
     room: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct DeleteArgs {
+    /// The room.
+    room: String,
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -465,6 +475,26 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let (deleted, where_) = match args.target.resolve()? {
+        Target::Dir(dir) => (
+            ymesh::ops::delete_dir(&dir, &args.room)
+                .await
+                .context("deleting")?,
+            "peers get the tombstone when the node next links with them",
+        ),
+        Target::Node(node) => (
+            node.delete(&args.room).await.context("deleting")?,
+            "the tombstone is on its way to the node's peers",
+        ),
+    };
+    println!(
+        "deleted room {:?} (tombstone at unix ms {}, origin {}); {where_}",
+        deleted.room, deleted.deleted_ms, deleted.origin
+    );
+    Ok(())
+}
+
 fn rooms(n: u64) -> String {
     format!("{n} room{}", if n == 1 { "" } else { "s" })
 }
@@ -551,6 +581,7 @@ fn main() -> std::process::ExitCode {
                     Command::Export(args) => export(args).await,
                     Command::Import(args) => import(args).await,
                     Command::Compact(args) => compact(args).await,
+                    Command::Delete(args) => delete(args).await,
                     Command::Backup(args) => backup(args).await,
                     Command::RestoreBackup(args) => restore_backup(args).await,
                     Command::Status(args) => {

@@ -100,6 +100,17 @@ pub struct Compacted {
     pub bytes_after: u64,
 }
 
+/// A deleted room, as `DELETE /rooms/{room}` and `ymesh delete` report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DeletedRoom {
+    /// The room.
+    pub room: String,
+    /// Unix ms of the deletion.
+    pub deleted_ms: u64,
+    /// Node id of the node that deleted it.
+    pub origin: String,
+}
+
 /// What importing an update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Imported {
@@ -282,6 +293,39 @@ pub async fn compact_dir(dir: &Path, room: Option<&str>) -> Result<Vec<Compacted
             });
         }
         Ok(out)
+    })
+    .await
+}
+
+/// Deletes `room` from the store of a stopped node and records its tombstone (with this
+/// node's id as the origin), which the node sends to its peers when it next links with
+/// them, so they delete their copies too.
+pub async fn delete_dir(dir: &Path, room: &str) -> Result<DeletedRoom, OpsError> {
+    check_room_name(room)?;
+    existing_db(dir)?;
+    let identity = crate::mesh::NodeIdentity::load_or_create(dir)
+        .map_err(|e| OpsError::Refused(format!("{}: node key: {e}", dir.display())))?;
+    with_store(dir, async |store| {
+        if store.meta(room).await?.is_none() {
+            return Err(OpsError::Refused(format!(
+                "room {room:?} is not stored in {}",
+                dir.display()
+            )));
+        }
+        let tombstone = crate::store::Tombstone {
+            room: room.to_owned(),
+            deleted_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            state_vector: vec![0],
+            origin: identity.node_id().to_owned(),
+        };
+        let (t, _) = store.delete_room(tombstone).await?;
+        Ok(DeletedRoom {
+            room: t.room,
+            deleted_ms: t.deleted_ms,
+            origin: t.origin,
+        })
     })
     .await
 }
@@ -743,6 +787,19 @@ impl NodeClient {
         serde_json::from_value(v).map_err(|e| OpsError::Http {
             url: self.url.clone(),
             message: format!("unexpected answer to compact: {e}"),
+        })
+    }
+
+    /// `DELETE /rooms/{room}` (admin): deletes the room on the node and across the mesh.
+    pub async fn delete(&self, room: &str) -> Result<DeletedRoom, OpsError> {
+        check_room_name(room)?;
+        let resp = self
+            .request("DELETE", &Self::room_path(room), &[], true)
+            .await?;
+        let v = self.json(self.ok(resp)?)?;
+        serde_json::from_value(v).map_err(|e| OpsError::Http {
+            url: self.url.clone(),
+            message: format!("unexpected answer to delete: {e}"),
         })
     }
 

@@ -57,7 +57,8 @@ pub use identity::{new_boot_id, IdentityError, NodeIdentity, VerifyError};
 pub use manifest::{PeerManifest, RoomToSync, SharePolicy, SyncReason};
 pub use runtime::{mesh_url, LinkState, Mesh, MeshSettings, PeerConfig};
 pub use wire::{
-    Control, Frame, FrameDecoder, ManifestEntry, WireError, MAX_FRAME_LEN, MESH_PROTOCOL_VERSION,
+    Control, Frame, FrameDecoder, ManifestEntry, TombstoneEntry, WireError, MAX_FRAME_LEN,
+    MESH_PROTOCOL_VERSION,
 };
 
 #[cfg(test)]

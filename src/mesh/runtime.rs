@@ -39,7 +39,8 @@ use super::identity::{new_boot_id, NodeIdentity};
 use super::manifest::{PeerManifest, SharePolicy};
 use super::wire::{self, Control, Frame, MAX_FRAME_LEN};
 use crate::protocol::{self, Message, SyncMessage};
-use crate::room::{validate_room_name, Kick, RoomError, RoomRegistry, SessionId};
+use crate::room::{validate_room_name, DeleteError, Kick, RoomError, RoomRegistry, SessionId};
+use crate::store::Tombstone;
 
 /// Frames queued towards one link before it counts as too slow and is closed (it resyncs
 /// through the manifest when it comes back).
@@ -339,6 +340,18 @@ struct LinkEntry {
     counters: Arc<PeerCounters>,
 }
 
+/// Tombstones per [`Control::Tombstones`] message at link-up.
+const TOMBSTONES_PER_MESSAGE: usize = 500;
+
+fn tombstone_entry(t: &Tombstone) -> wire::TombstoneEntry {
+    wire::TombstoneEntry {
+        name: t.room.clone(),
+        deleted_ms: t.deleted_ms,
+        state_vector: super::hex::encode(&t.state_vector),
+        origin: t.origin.clone(),
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -496,6 +509,105 @@ impl Mesh {
         self.forward(room, origin, Kind::Awareness, || {
             protocol::encode_awareness(update)
         });
+    }
+
+    /// Sends a tombstone to every ymesh link whose policy shares the room, except
+    /// `except`. A peer that already holds a covering tombstone ignores it, so a deletion
+    /// crosses each link at most a bounded number of times even in a cyclic mesh.
+    pub fn forward_tombstone(&self, tombstone: &Tombstone, except: Option<SessionId>) {
+        let frame = wire::encode_control(&Control::Tombstones {
+            rooms: vec![tombstone_entry(tombstone)],
+        });
+        for (id, link) in lock(&self.links).iter() {
+            if Some(*id) == except
+                || link.plain_room.is_some()
+                || !link.policy.allows(&tombstone.room)
+            {
+                continue;
+            }
+            match link.tx.try_send(frame.clone()) {
+                Ok(()) => link.counters.sent.add(Kind::Control, frame.len()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // The peer gets every tombstone again when the link comes back.
+                    link.kick.kick(4429, "link queue full");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Applies tombstones a peer sent: deletes each room whose content they cover, and
+    /// announces back (as a manifest delta) each room that holds edits they do not cover,
+    /// so the peer fetches those edits and the room lives again there.
+    async fn on_tombstones(
+        &self,
+        io: &LinkIo,
+        counters: &PeerCounters,
+        peer: &str,
+        policy: &SharePolicy,
+        rooms: Vec<wire::TombstoneEntry>,
+    ) -> Result<(), String> {
+        let mut keep = Vec::new();
+        for entry in rooms {
+            if validate_room_name(&entry.name).is_err() || !policy.allows(&entry.name) {
+                continue;
+            }
+            let Some(sv) = super::hex::decode(&entry.state_vector) else {
+                return Err(format!("bad tombstone state vector for {:?}", entry.name));
+            };
+            let tombstone = Tombstone {
+                room: entry.name,
+                deleted_ms: entry.deleted_ms,
+                state_vector: sv,
+                origin: entry.origin,
+            };
+            if self
+                .registry
+                .tombstones()
+                .get(&tombstone.room)
+                .is_some_and(|t| t.covers(&tombstone) && t.deleted_ms >= tombstone.deleted_ms)
+            {
+                continue;
+            }
+            match self.registry.delete(tombstone, true).await {
+                Ok(d) => tracing::info!(
+                    peer,
+                    room = d.tombstone.room,
+                    existed = d.existed,
+                    "room deleted by a peer's tombstone"
+                ),
+                Err(DeleteError::NotCovered { room }) => {
+                    tracing::info!(
+                        peer,
+                        room,
+                        "peer deleted a room that has newer edits here; keeping it"
+                    );
+                    if let Some(entry) = self.manifest_entry(&room).await {
+                        keep.push(entry);
+                    }
+                }
+                Err(e) => tracing::warn!(peer, error = %e, "cannot apply a peer's tombstone"),
+            }
+        }
+        if !keep.is_empty() {
+            let delta = Control::ManifestDelta { changed: keep };
+            if !self.send(io, counters, wire::encode_control(&delta)).await {
+                return Err("connection closed".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest entry (name and digest) of one room, live or stored.
+    async fn manifest_entry(&self, room: &str) -> Option<wire::ManifestEntry> {
+        let canonical = match self.registry.get(room).filter(|r| r.is_loaded()) {
+            Some(r) => crate::store::canonical_state_vector(room, &r.state_vector()),
+            None => self.registry.store()?.meta(room).await.ok()??.state_vector,
+        };
+        Some(wire::ManifestEntry {
+            name: room.to_string(),
+            digest: crate::store::digest_hex(&canonical),
+        })
     }
 
     fn forward(
@@ -1065,6 +1177,23 @@ impl Mesh {
         counters: &Arc<PeerCounters>,
         policy: SharePolicy,
     ) -> String {
+        // Deleted rooms first, so the peer drops stale copies before it syncs.
+        let tombstones: Vec<wire::TombstoneEntry> = self
+            .registry
+            .tombstones()
+            .all()
+            .iter()
+            .filter(|t| policy.allows(&t.room))
+            .map(tombstone_entry)
+            .collect();
+        for chunk in tombstones.chunks(TOMBSTONES_PER_MESSAGE) {
+            let c = Control::Tombstones {
+                rooms: chunk.to_vec(),
+            };
+            if !self.send(io, counters, wire::encode_control(&c)).await {
+                return "connection closed".into();
+            }
+        }
         let mut manifest = PeerManifest::new(policy);
         let ours_full = self.our_digests().await;
         let ours: BTreeMap<String, String> = ours_full
@@ -1214,6 +1343,14 @@ impl Mesh {
                         return "connection closed".into();
                     }
                 }
+                Frame::Control(Control::Tombstones { rooms }) => {
+                    let policy = manifest.policy().clone();
+                    if let Err(reason) =
+                        self.on_tombstones(io, counters, peer, &policy, rooms).await
+                    {
+                        return reason;
+                    }
+                }
                 Frame::Control(Control::Ping { t }) => {
                     if !self
                         .send(io, counters, wire::encode_control(&Control::Pong { t }))
@@ -1327,6 +1464,16 @@ impl Mesh {
                         }
                     };
                     match room.apply_update(&u, Some(link_id)) {
+                        Ok(applied) if applied.resurrected => {
+                            // The room was deleted here and this edit is newer: fetch the
+                            // rest of the document it belongs to.
+                            let step1 = protocol::encode_sync_step1(&room.state_vector());
+                            let frame = wire::encode_room(room_name, &step1);
+                            counters.sent.add(Kind::Sync, frame.len());
+                            if io.tx.send(frame).await.is_err() {
+                                return Err("connection closed".into());
+                            }
+                        }
                         Ok(_) => {}
                         Err(RoomError::QuotaExceeded(reason)) => {
                             tracing::warn!(room = room_name, reason, "update from peer refused");

@@ -47,6 +47,20 @@ pub struct ManifestEntry {
     pub digest: String,
 }
 
+/// A deleted room in a [`Control::Tombstones`] message (see
+/// [`crate::store::Tombstone`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TombstoneEntry {
+    /// Room name.
+    pub name: String,
+    /// Unix ms of the deletion.
+    pub deleted_ms: u64,
+    /// Encoded (v1) state vector of the deleted document, hex.
+    pub state_vector: String,
+    /// Node id of the node where the room was deleted.
+    pub origin: String,
+}
+
 /// A control message (frame kind 0), serialized as a JSON object whose `type` names the
 /// variant in snake_case, e.g. `{"type":"ping","t":1}`.
 ///
@@ -101,6 +115,14 @@ pub enum Control {
         /// The changed rooms with their new digests.
         changed: Vec<ManifestEntry>,
     },
+    /// Rooms deleted at the sender (or at a node it heard from), sent when a link comes up
+    /// (before the manifest) and whenever a room is deleted. The receiver deletes its copy
+    /// if it holds nothing the tombstone does not cover, and otherwise keeps the room and
+    /// announces it back in a [`Control::ManifestDelta`].
+    Tombstones {
+        /// One entry per deleted room.
+        rooms: Vec<TombstoneEntry>,
+    },
     /// Liveness probe; the receiver answers with a [`Control::Pong`] carrying the same `t`.
     Ping {
         /// Opaque to the receiver (the sender's clock in milliseconds, typically).
@@ -126,6 +148,7 @@ impl Control {
             Control::Refused { .. } => "refused",
             Control::Manifest { .. } => "manifest",
             Control::ManifestDelta { .. } => "manifest_delta",
+            Control::Tombstones { .. } => "tombstones",
             Control::Ping { .. } => "ping",
             Control::Pong { .. } => "pong",
             Control::Unknown => "unknown",

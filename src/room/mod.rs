@@ -27,7 +27,10 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 pub use name::{decode_room_segment, validate_room_name, RoomNameError, MAX_ROOM_NAME_BYTES};
 
 use crate::protocol;
-use crate::store::{CommitTicket, Store, StoreError};
+use crate::store::{CommitTicket, Store, StoreError, Tombstone};
+
+mod tombstones;
+pub use tombstones::{update_covered, Gate, Tombstones};
 
 /// Identifies one session (client or peer link) within the node.
 pub type SessionId = u64;
@@ -37,6 +40,9 @@ pub type ClientId = yrs::ClientID;
 
 /// WebSocket close code: the client's outbound queue overflowed.
 pub const CLOSE_TOO_SLOW: u16 = 4429;
+
+/// WebSocket close code: the room was deleted while the client was connected.
+pub const CLOSE_ROOM_DELETED: u16 = 4410;
 
 /// Errors from room operations. None of them affect other sessions or rooms.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,12 @@ pub struct Applied {
     pub ticket: Option<CommitTicket>,
     /// The change could not even be queued for the store: it is in memory only.
     pub store_failed: bool,
+    /// The room had been deleted and this update carried only deleted content: dropped.
+    pub stale: bool,
+    /// The room had been deleted and this update carried an edit the deleted state did not
+    /// have: the room lives again. It may hold only that edit; ask the sender for the rest
+    /// (a SyncStep1).
+    pub resurrected: bool,
 }
 
 /// Why a session is being closed, and the close code to send.
@@ -177,6 +189,14 @@ pub enum RoomEvent<'a> {
         update: &'a Bytes,
         /// The session it came from; `None` for removals the node made itself.
         origin: Option<SessionId>,
+    },
+    /// The room was deleted ([`RoomRegistry::delete`]): its sessions were closed, its stored
+    /// data removed and `tombstone` recorded. Delivered outside every lock.
+    Deleted {
+        /// Room name.
+        room: &'a str,
+        /// What was deleted.
+        tombstone: &'a Tombstone,
     },
     /// An update changed the room's document; `update` is the change as a Yjs v1 update.
     /// Delivered after the change is applied, outside the room lock.
@@ -319,6 +339,8 @@ pub struct Room {
     queue_capacity: usize,
     quotas: Quotas,
     store: Option<Arc<dyn Store>>,
+    /// Tombstones of deleted rooms: updates for this room name are checked against them.
+    tombstones: Option<Arc<Tombstones>>,
     /// Set once the stored state is in the document (load before sync).
     loaded: tokio::sync::OnceCell<()>,
     /// Highest store ticket issued for this room (0 = none).
@@ -393,6 +415,7 @@ impl Room {
             quotas: Quotas::default(),
             last_ticket: std::sync::atomic::AtomicU64::new(0),
             store,
+            tombstones: None,
             state: Mutex::new(RoomState {
                 awareness: Awareness::new(doc),
                 sessions: Vec::new(),
@@ -406,6 +429,12 @@ impl Room {
     /// Sets the storage quotas this room enforces.
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
         self.quotas = quotas;
+        self
+    }
+
+    /// Checks every update against `tombstones` (see [`Tombstones::gate`]).
+    pub fn with_tombstones(mut self, tombstones: Arc<Tombstones>) -> Self {
+        self.tombstones = Some(tombstones);
         self
     }
 
@@ -649,6 +678,22 @@ impl Room {
         if st.closed {
             return Err(RoomError::Closed);
         }
+        let gate = match &self.tombstones {
+            Some(t) => t.gate(&self.name, &decoded),
+            None => Gate::Open,
+        };
+        if gate == Gate::Covered {
+            return Ok(Applied {
+                stale: true,
+                ..Applied::default()
+            });
+        }
+        if gate == Gate::Resurrect {
+            tracing::info!(
+                room = &*self.name,
+                "deleted room edited again: it lives again"
+            );
+        }
         self.check_quota(&st, &decoded, update.len())?;
         let waiting = {
             let mut txn = st.awareness.doc().transact_mut();
@@ -674,6 +719,7 @@ impl Room {
                 applied.ticket = Some(applied.ticket.map_or(t, |a| a.max(t)));
             }
         }
+        applied.resurrected = gate == Gate::Resurrect;
         Ok(applied)
     }
 
@@ -836,6 +882,25 @@ impl Room {
         }
     }
 
+    /// Closes the room for deletion: no update is applied after this. When `covering` is
+    /// given, only if the document holds nothing beyond that state vector (else `Err` with
+    /// the room's state vector, and the room stays open). Sessions are closed with
+    /// [`CLOSE_ROOM_DELETED`]. Returns the room's state vector.
+    fn close_for_delete(&self, covering: Option<&[u8]>) -> Result<Vec<u8>, Vec<u8>> {
+        let mut st = lock(&self.state);
+        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        if let Some(covering) = covering {
+            if !crate::store::state_vector_covers(covering, &sv) {
+                return Err(sv);
+            }
+        }
+        st.closed = true;
+        for s in &st.sessions {
+            s.kick.kick(CLOSE_ROOM_DELETED, "room deleted");
+        }
+        Ok(sv)
+    }
+
     /// Asks every session to close with `code` (used at shutdown).
     pub fn kick_all(&self, code: u16, reason: &str) {
         for s in &lock(&self.state).sessions {
@@ -994,9 +1059,43 @@ pub struct RoomInfo {
     pub store_error: Option<crate::store::RoomFailure>,
 }
 
+/// Why a room could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// The room holds content the tombstone does not cover (edits the deleting node never
+    /// saw); deleting it would lose them, so it stays.
+    #[error("room {room:?} holds edits the deletion did not cover; it is kept")]
+    NotCovered {
+        /// Room name.
+        room: String,
+    },
+    /// The store could not delete it.
+    #[error("room {room:?} could not be deleted: {source}")]
+    Store {
+        /// Room name.
+        room: String,
+        /// The store's error.
+        source: StoreError,
+    },
+}
+
+/// What [`RoomRegistry::delete`] did.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The tombstone as recorded (merged with the room's stored state and earlier ones).
+    pub tombstone: Tombstone,
+    /// Whether there was a room with content to delete (else only the tombstone was
+    /// recorded).
+    pub existed: bool,
+}
+
 /// All rooms in memory, created on demand.
 pub struct RoomRegistry {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    /// Rooms being deleted: opening one waits until the deletion is done (so that it cannot
+    /// load the old content from the store before the deletion commits).
+    deleting: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    tombstones: Arc<Tombstones>,
     settings: RoomSettings,
     hooks: Arc<Hooks>,
     store: Option<Arc<dyn Store>>,
@@ -1026,6 +1125,7 @@ impl RoomRegistry {
     /// A registry whose rooms load from and append to `store`.
     pub fn with_store(settings: RoomSettings, hooks: Hooks, store: Option<Arc<dyn Store>>) -> Self {
         let hooks = Arc::new(hooks);
+        let tombstones = Arc::new(Tombstones::new());
         let mut rooms = HashMap::new();
         for name in &settings.pinned {
             let name: Arc<str> = Arc::from(name.as_str());
@@ -1039,17 +1139,121 @@ impl RoomRegistry {
                         hooks.clone(),
                         store.clone(),
                     )
-                    .with_quotas(settings.quotas),
+                    .with_quotas(settings.quotas)
+                    .with_tombstones(tombstones.clone()),
                 ),
             );
             hooks.emit(RoomEvent::Created { room: &name });
         }
         RoomRegistry {
             rooms: Mutex::new(rooms),
+            deleting: Mutex::new(HashMap::new()),
+            tombstones,
             settings,
             hooks,
             store,
         }
+    }
+
+    /// The tombstones of deleted rooms (load them from the store at start).
+    pub fn tombstones(&self) -> &Arc<Tombstones> {
+        &self.tombstones
+    }
+
+    /// Deletes room `tombstone.room`: closes it (its sessions get
+    /// [`CLOSE_ROOM_DELETED`]), removes it from memory and from the store, and records the
+    /// tombstone, merged with the room's state and any earlier tombstone, so that stale
+    /// copies of the deleted content are dropped from then on. Opening the room meanwhile
+    /// waits for the deletion to finish.
+    ///
+    /// With `require_covered` (a deletion that came from a peer), the room is deleted only if
+    /// it holds nothing beyond `tombstone.state_vector`; otherwise it is kept
+    /// ([`DeleteError::NotCovered`]), because those edits would be lost.
+    pub async fn delete(
+        &self,
+        tombstone: Tombstone,
+        require_covered: bool,
+    ) -> Result<Deleted, DeleteError> {
+        let name = tombstone.room.clone();
+        let (done, _keep) = tokio::sync::watch::channel(false);
+        // 1. Close the room in memory and bar new opens, under the registry lock.
+        let live = loop {
+            let wait = {
+                let mut rooms = lock(&self.rooms);
+                let mut deleting = lock(&self.deleting);
+                match deleting.get(&name) {
+                    Some(rx) => Some(rx.clone()),
+                    None => {
+                        let covering = require_covered.then_some(tombstone.state_vector.as_slice());
+                        let live = match rooms.get(name.as_str()) {
+                            Some(room) => match room.close_for_delete(covering) {
+                                Ok(sv) => Some((room.clone(), sv)),
+                                Err(_) => return Err(DeleteError::NotCovered { room: name }),
+                            },
+                            None => None,
+                        };
+                        rooms.remove(name.as_str());
+                        deleting.insert(name.clone(), done.subscribe());
+                        break live;
+                    }
+                }
+            };
+            if let Some(mut rx) = wait {
+                // Another deletion of this room is running; go after it.
+                let _ = rx.wait_for(|d| *d).await;
+            }
+        };
+        let result = self.delete_closed(tombstone, require_covered, live).await;
+        lock(&self.deleting).remove(&name);
+        let _ = done.send(true);
+        let deleted = result?;
+        tracing::info!(
+            room = name,
+            existed = deleted.existed,
+            origin = deleted.tombstone.origin,
+            "room deleted"
+        );
+        self.hooks.emit(RoomEvent::Deleted {
+            room: &name,
+            tombstone: &deleted.tombstone,
+        });
+        Ok(deleted)
+    }
+
+    /// The store and tombstone half of [`RoomRegistry::delete`], with the room closed.
+    async fn delete_closed(
+        &self,
+        mut tombstone: Tombstone,
+        require_covered: bool,
+        live: Option<(Arc<Room>, Vec<u8>)>,
+    ) -> Result<Deleted, DeleteError> {
+        let name = tombstone.room.clone();
+        let mut existed = false;
+        if let Some((room, sv)) = &live {
+            existed = room.has_content();
+            tombstone.state_vector = crate::store::merge_state_vectors(&tombstone.state_vector, sv);
+        }
+        let store_err = |source| DeleteError::Store {
+            room: name.clone(),
+            source,
+        };
+        if let Some(store) = &self.store {
+            if require_covered && live.is_none() {
+                if let Some(meta) = store.meta(&name).await.map_err(store_err)? {
+                    if !crate::store::state_vector_covers(
+                        &tombstone.state_vector,
+                        &meta.state_vector,
+                    ) {
+                        return Err(DeleteError::NotCovered { room: name });
+                    }
+                }
+            }
+            let (stored, had_rows) = store.delete_room(tombstone).await.map_err(store_err)?;
+            existed |= had_rows;
+            tombstone = stored;
+        }
+        let tombstone = self.tombstones.merge(tombstone);
+        Ok(Deleted { tombstone, existed })
     }
 
     /// The store rooms persist to, if any.
@@ -1061,7 +1265,18 @@ impl RoomRegistry {
     /// stored state cannot be loaded is dropped from memory again and reported; other rooms
     /// are unaffected.
     pub async fn open(&self, name: &str) -> Result<Arc<Room>, OpenError> {
-        let room = self.get_or_create(name)?;
+        let room = loop {
+            let wait = lock(&self.deleting).get(name).cloned();
+            match wait {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(|d| *d).await;
+                }
+                None => match self.create_unless_deleting(name)? {
+                    Some(room) => break room,
+                    None => continue,
+                },
+            }
+        };
         if let Err(e) = room.load().await {
             let mut rooms = lock(&self.rooms);
             if rooms.get(name).is_some_and(|r| Arc::ptr_eq(r, &room)) {
@@ -1100,12 +1315,47 @@ impl RoomRegistry {
         &self.settings
     }
 
-    /// Returns the room, creating it if needed. Concurrent callers get the same room.
+    /// Returns the room, creating it if needed. Concurrent callers get the same room. A
+    /// room that is being deleted is returned closed: prefer [`RoomRegistry::open`], which
+    /// waits for the deletion.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RegistryError> {
         let mut rooms = lock(&self.rooms);
         if let Some(room) = rooms.get(name) {
             return Ok(room.clone());
         }
+        if lock(&self.deleting).contains_key(name) {
+            // Being deleted: a closed room that nothing can join or edit.
+            let room = Room::new(name, false, self.settings.outbound_queue);
+            lock(&room.state).closed = true;
+            return Ok(Arc::new(room));
+        }
+        let room = self.create_locked(&mut rooms, name)?;
+        drop(rooms);
+        self.created(name);
+        Ok(room)
+    }
+
+    /// Like [`RoomRegistry::get_or_create`], but `None` while the room is being deleted.
+    fn create_unless_deleting(&self, name: &str) -> Result<Option<Arc<Room>>, RegistryError> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name) {
+            return Ok(Some(room.clone()));
+        }
+        if lock(&self.deleting).contains_key(name) {
+            return Ok(None);
+        }
+        let room = self.create_locked(&mut rooms, name)?;
+        drop(rooms);
+        self.created(name);
+        Ok(Some(room))
+    }
+
+    /// Creates and registers a room (the registry lock held by the caller).
+    fn create_locked(
+        &self,
+        rooms: &mut HashMap<Arc<str>, Arc<Room>>,
+        name: &str,
+    ) -> Result<Arc<Room>, RegistryError> {
         if rooms.len() >= self.settings.max_rooms {
             return Err(RegistryError::AtCapacity(rooms.len()));
         }
@@ -1118,13 +1368,17 @@ impl RoomRegistry {
                 self.hooks.clone(),
                 self.store.clone(),
             )
-            .with_quotas(self.settings.quotas),
+            .with_quotas(self.settings.quotas)
+            .with_tombstones(self.tombstones.clone()),
         );
         rooms.insert(Arc::from(name), room.clone());
-        drop(rooms);
+        Ok(room)
+    }
+
+    /// Announces a room created by [`RoomRegistry::create_locked`] (lock released).
+    fn created(&self, name: &str) {
         tracing::debug!(room = name, "room created");
         self.hooks.emit(RoomEvent::Created { room: name });
-        Ok(room)
     }
 
     /// The room if it is in memory.

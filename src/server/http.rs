@@ -140,13 +140,7 @@ pub(crate) struct DocumentQuery {
 pub(crate) async fn room_document(app: &AppState, room: &str, query: &DocumentQuery) -> Response {
     let r = match app.registry.open_existing(room).await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("room {room:?} does not exist"),
-            )
-            .into_response()
-        }
+        Ok(None) => return no_such_room(app, room),
         Err(e) => return unavailable(room, e),
     };
     match query.format.as_deref() {
@@ -268,6 +262,50 @@ pub(crate) async fn require_admin(
         AdminDecision::Forbidden(message) => {
             ApiError::new(StatusCode::FORBIDDEN, message).into_response()
         }
+    }
+}
+
+/// 404 for a room that does not exist, saying so when it was deleted.
+fn no_such_room(app: &AppState, room: &str) -> Response {
+    let message = match app.registry.tombstones().get(room) {
+        Some(t) => format!(
+            "room {room:?} was deleted (at unix ms {}, on node {})",
+            t.deleted_ms, t.origin
+        ),
+        None => format!("room {room:?} does not exist"),
+    };
+    ApiError::new(StatusCode::NOT_FOUND, message).into_response()
+}
+
+/// `DELETE /rooms/{room}` (admin): deletes the room here and, through its tombstone, on
+/// every peer that shares it. Connected clients are closed with 4410. Answers
+/// `{"data": {"room", "deleted_ms", "state_vector", "origin"}}` (the tombstone); 404 when
+/// the room does not exist.
+pub(crate) async fn delete_room(
+    State(app): State<Arc<AppState>>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+) -> Response {
+    let room = match room_param(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let live = app
+        .registry
+        .get(&room)
+        .is_some_and(|r| r.is_loaded() && r.has_content());
+    let stored = match app.registry.store() {
+        Some(store) if !live => match store.meta(&room).await {
+            Ok(m) => m.is_some(),
+            Err(e) => return unavailable(&room, e),
+        },
+        _ => false,
+    };
+    if !live && !stored {
+        return no_such_room(&app, &room);
+    }
+    match super::delete_room(&app, &room).await {
+        Ok(d) => data(&d.tombstone),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

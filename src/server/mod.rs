@@ -192,6 +192,9 @@ impl Node {
                     update,
                     origin,
                 } => mesh.forward_awareness(room, update, *origin),
+                crate::room::RoomEvent::Deleted { tombstone, .. } => {
+                    mesh.forward_tombstone(tombstone, None)
+                }
                 _ => {}
             }
         });
@@ -209,6 +212,18 @@ impl Node {
             hooks,
             store,
         ));
+        if let Some(store) = registry.store() {
+            // Tombstones first: a pinned room that was deleted must not load old content.
+            let cutoff = now_ms().saturating_sub(config.tombstone_retention.as_millis() as u64);
+            match store.purge_tombstones(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "expired tombstones of deleted rooms purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired tombstones"),
+            }
+            for t in store.tombstones().await? {
+                registry.tombstones().merge(t);
+            }
+        }
         for room in registry.rooms() {
             if let Err(e) = room.load().await {
                 tracing::error!(room = room.name(), error = %e, "pinned room could not be loaded");
@@ -269,7 +284,11 @@ impl Node {
                 tracing::error!(error = %e, "listener failed");
             }
         });
-        let sweeper = tokio::spawn(sweeper_worker(registry.clone(), state.shutdown.clone()));
+        let sweeper = tokio::spawn(sweeper_worker(
+            registry.clone(),
+            state.config.tombstone_retention,
+            state.shutdown.clone(),
+        ));
         if let Some(store) = registry.store().cloned() {
             tokio::spawn(repair_worker(registry, store, state.shutdown.clone()));
         }
@@ -298,6 +317,15 @@ impl Node {
     /// clients and the store like any update ([`Room::wait_durable`] waits for the disk).
     pub async fn room(&self, name: &str) -> Result<Arc<Room>, OpenError> {
         self.state.registry.open(name).await
+    }
+
+    /// Deletes a room on this node and, through the mesh, on every peer that shares it
+    /// (see [`RoomRegistry::delete`]).
+    pub async fn delete_room(
+        &self,
+        name: &str,
+    ) -> Result<crate::room::Deleted, crate::room::DeleteError> {
+        delete_room(&self.state, name).await
     }
 
     /// This node's id (the libp2p `PeerId` of its ed25519 key).
@@ -352,6 +380,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/peers", get(http::list_peers))
         .route("/_mesh", get(mesh_upgrade))
         .route("/rooms", get(http::list_rooms));
+    // Admin routes: the admin rule runs before the handler (see `crate::auth`). Layered on
+    // the handler, so a WebSocket route template on the same path keeps its own GET.
+    let admin = axum::middleware::from_fn_with_state(state.clone(), http::require_admin);
     let ws_on_documents = state.config.routes.iter().any(|r| r == DOCUMENT_ROUTE);
     router = router.route(
         DOCUMENT_ROUTE,
@@ -361,11 +392,12 @@ fn router(state: Arc<AppState>) -> Router {
             get(http::get_room)
         }
         .post(http::post_room)
+        .delete(axum::handler::Handler::layer(
+            http::delete_room,
+            admin.clone(),
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit)),
     );
-    // Admin routes: the admin rule runs before the handler (see `crate::auth`). Layered on
-    // the handler, so a WebSocket route template on the same path keeps its own GET.
-    let admin = axum::middleware::from_fn_with_state(state.clone(), http::require_admin);
     router = router.route(
         COMPACT_ROUTE,
         axum::routing::post(axum::handler::Handler::layer(http::compact_room, admin)),
@@ -465,14 +497,57 @@ async fn repair_worker(
 
 /// Evicts idle rooms. Runs often enough that a room goes within about a quarter of the idle
 /// timeout after it expires (at most every 5 s, at least every 50 ms).
-async fn sweeper_worker(registry: Arc<RoomRegistry>, shutdown: CancellationToken) {
+/// How often expired tombstones are purged.
+const TOMBSTONE_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Deletes `name` here as the origin of the deletion; the `Deleted` hook sends the
+/// tombstone to the mesh.
+pub(crate) async fn delete_room(
+    state: &AppState,
+    name: &str,
+) -> Result<crate::room::Deleted, crate::room::DeleteError> {
+    let tombstone = crate::store::Tombstone {
+        room: name.to_string(),
+        deleted_ms: now_ms(),
+        state_vector: vec![0],
+        origin: state.mesh.node_id().to_string(),
+    };
+    state.registry.delete(tombstone, false).await
+}
+
+async fn sweeper_worker(
+    registry: Arc<RoomRegistry>,
+    tombstone_retention: Duration,
+    shutdown: CancellationToken,
+) {
     let every = (registry.settings().idle_timeout / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purge = tokio::time::interval(TOMBSTONE_PURGE_EVERY);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = purge.tick() => {
+                let cutoff = now_ms().saturating_sub(tombstone_retention.as_millis() as u64);
+                let purged = registry.tombstones().purge(cutoff);
+                if let Some(store) = registry.store() {
+                    if let Err(e) = store.purge_tombstones(cutoff).await {
+                        tracing::warn!(error = %e, "cannot purge expired tombstones");
+                    }
+                }
+                if purged > 0 {
+                    tracing::info!(count = purged, "expired tombstones of deleted rooms purged");
+                }
+            }
             _ = tick.tick() => {
                 for name in registry.sweep(Instant::now()) {
                     tracing::info!(room = &*name, "room evicted after idle timeout");

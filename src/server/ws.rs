@@ -407,8 +407,23 @@ fn handle_frame(
                             flush_first: true,
                         });
                     }
+                    Err(RoomError::Closed) => {
+                        return Err(CloseReason {
+                            code: crate::room::CLOSE_ROOM_DELETED,
+                            reason: "room deleted".into(),
+                            by_peer: false,
+                            flush_first: false,
+                        })
+                    }
                     Err(e) => return Err(malformed(e)),
                 };
+                if applied.resurrected {
+                    // The room was deleted and this client's edit is newer: ask the client
+                    // for the document that edit belongs to (it answers with a SyncStep2).
+                    let _ = acks
+                        .reply
+                        .try_send(protocol::encode_sync_step1(&room.state_vector()));
+                }
                 acks.record(&applied);
             }
             Message::Awareness(payload) => {

@@ -24,7 +24,7 @@
 //! [`StoreError::Locked`].
 //!
 //! **Schema.** `PRAGMA application_id` marks the file as ours (`0x594D5348`, "YMSH") and
-//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 2). A newer version is
+//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 3). A newer version is
 //! refused ([`StoreError::SchemaTooNew`]); an older one is migrated in one transaction (version
 //! 0 is the empty new file). A file that is not SQLite, or a SQLite database that is not ours,
 //! is refused ([`StoreError::NotAStore`]) and never written to.
@@ -45,7 +45,18 @@
 //!          room_id INTEGER NOT NULL,                  -- rooms.id
 //!          data BLOB NOT NULL)                        -- one v1 update as the room applied it
 //!          + index on (room_id, seq)
+//! tombstones (room TEXT PRIMARY KEY,                  -- a deleted room's name
+//!          deleted_ms INTEGER NOT NULL,               -- unix ms of the (latest) deletion
+//!          state_vector BLOB NOT NULL,                -- v1 state vector of what was deleted
+//!          origin TEXT NOT NULL)                      -- node id that deleted it
 //! ```
+//!
+//! **Deletion** ([`Store::delete_room`]) is a writer request like an append, so it is
+//! ordered after every append queued before it: it removes the room's rows and records a
+//! [`Tombstone`] in one transaction. A later append to that room (an edit the deleted state
+//! did not have: the room layer lets only those through) removes the tombstone in the
+//! transaction that stores it. Tombstones older than the retention are purged with
+//! [`Store::purge_tombstones`].
 //!
 //! Snapshots live apart from the `rooms` row (schema version 2) because every commit
 //! updates that row, and SQLite rewrites a row together with its overflow pages.
@@ -208,6 +219,69 @@ pub struct RoomMeta {
     pub digest: String,
 }
 
+/// The record of a deleted room, kept so that a stale copy held by a node that was offline
+/// does not bring it back: content covered by `state_vector` is what was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tombstone {
+    /// The deleted room's name.
+    pub room: String,
+    /// Unix time in milliseconds of the deletion (the latest, when merged).
+    pub deleted_ms: u64,
+    /// Encoded (v1) state vector of the deleted document: every insertion at or below it
+    /// was deleted. Merged tombstones hold the per-client maximum.
+    #[serde(serialize_with = "hex_bytes")]
+    pub state_vector: Vec<u8>,
+    /// Node id of the node where the room was deleted.
+    pub origin: String,
+}
+
+fn hex_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(v.len() * 2);
+    for b in v {
+        let _ = write!(out, "{b:02x}");
+    }
+    s.serialize_str(&out)
+}
+
+impl Tombstone {
+    /// Merges `other` (a tombstone of the same room) into this one: the union of the two
+    /// deleted states, the later deletion time, and that deletion's origin.
+    pub fn merge(&mut self, other: &Tombstone) {
+        self.state_vector = merge_state_vectors(&self.state_vector, &other.state_vector);
+        if other.deleted_ms > self.deleted_ms {
+            self.deleted_ms = other.deleted_ms;
+            self.origin = other.origin.clone();
+        }
+    }
+
+    /// Whether this tombstone already covers everything `other` deleted.
+    pub fn covers(&self, other: &Tombstone) -> bool {
+        state_vector_covers(&self.state_vector, &other.state_vector)
+    }
+}
+
+/// The per-client maximum of two encoded state vectors, encoded canonically (sorted by
+/// client). Bytes that do not decode count as empty.
+pub fn merge_state_vectors(a: &[u8], b: &[u8]) -> Vec<u8> {
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    let mut sv = yrs::StateVector::decode_v1(a).unwrap_or_default();
+    sv.merge(yrs::StateVector::decode_v1(b).unwrap_or_default());
+    canonical_state_vector("", &sv.encode_v1())
+}
+
+/// Whether state vector `outer` includes every clock of `inner` (both encoded v1). `inner`
+/// bytes that do not decode are not covered.
+pub fn state_vector_covers(outer: &[u8], inner: &[u8]) -> bool {
+    use yrs::updates::decoder::Decode;
+    let outer = yrs::StateVector::decode_v1(outer).unwrap_or_default();
+    match yrs::StateVector::decode_v1(inner) {
+        Ok(inner) => inner.iter().all(|(c, clock)| outer.get(c) >= *clock),
+        Err(_) => false,
+    }
+}
+
 /// Tuning of [`SqliteStore`]. `Default` gives the production values.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -315,6 +389,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Logical bytes of every room together, kept current at each commit and compaction.
     fn total_bytes(&self) -> u64;
+
+    /// Deletes `tombstone.room` (its log, snapshot and metadata) and records the tombstone,
+    /// merged with the stored state vector of the room and with an earlier tombstone, in one
+    /// transaction ordered after every append queued before this call. Returns the tombstone
+    /// as stored and whether room data was deleted. With no stored room it only records the
+    /// tombstone.
+    fn delete_room(
+        &self,
+        tombstone: Tombstone,
+    ) -> BoxFuture<'_, Result<(Tombstone, bool), StoreError>>;
+
+    /// Every recorded tombstone, by room name.
+    fn tombstones(&self) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>>;
+
+    /// Forgets tombstones of deletions before `before_ms` (unix ms); returns how many.
+    fn purge_tombstones(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
 /// A room whose latest writes did not reach the disk.

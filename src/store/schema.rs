@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::{StoreError, StoreOptions};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a ymesh store: "YMSH".
 pub(crate) const APPLICATION_ID: i64 = 0x594D_5348;
@@ -53,6 +53,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      INSERT INTO snapshots (room_id, data)
          SELECT id, snapshot FROM rooms WHERE snapshot IS NOT NULL;
      ALTER TABLE rooms DROP COLUMN snapshot;",
+    // 2 -> 3: tombstones of deleted rooms, kept so that a copy on a node that was offline
+    // does not bring the room back (see docs/storage.md, "Deleting rooms").
+    "CREATE TABLE tombstones (
+         room         TEXT PRIMARY KEY NOT NULL,
+         deleted_ms   INTEGER NOT NULL,
+         state_vector BLOB NOT NULL,
+         origin       TEXT NOT NULL
+     );",
 ];
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";

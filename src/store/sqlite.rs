@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: the embedded [`Store`] on SQLite. See the module docs of [`crate::store`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use super::lock::DirLock;
 use super::writer::{self, Append, Request};
 use super::{
     schema, BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError,
-    StoreOptions,
+    StoreOptions, Tombstone,
 };
 
 /// The database file inside the data directory.
@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     pub(crate) unhealthy: Mutex<HashMap<String, RoomFailure>>,
     /// Bumped whenever `unhealthy` changes.
     pub(crate) health: watch::Sender<u64>,
+    /// Rooms with a tombstone (the writer's copy of the `tombstones` table's keys): an
+    /// append to one of them removes its tombstone in the same transaction.
+    pub(crate) tombstoned: Mutex<HashSet<String>>,
     /// Set by `close`: no new reader connections; the directory lock is released.
     closed: std::sync::atomic::AtomicBool,
     /// Why the writer stopped, if it died rather than being closed.
@@ -309,6 +312,7 @@ impl SqliteStore {
             stats: Counters::default(),
             readers: Mutex::new(vec![reader]),
             unhealthy: Mutex::new(HashMap::new()),
+            tombstoned: Mutex::new(HashSet::new()),
             sizes: Mutex::new(SizeCache {
                 rooms: HashMap::new(),
                 total: total_bytes,
@@ -403,6 +407,27 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Queues a non-append request for the writer, in order with appends.
+    async fn request(&self, req: Request) -> Result<(), StoreError> {
+        let tx = match locked(&self.queue).as_ref() {
+            Some(q) => q.tx.clone(),
+            None => return Err(self.shared.closed_error()),
+        };
+        match tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(req)) => {
+                // Queue full: wait for room on a blocking thread, not the runtime's.
+                tokio::task::spawn_blocking(move || tx.send(req))
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("store request: {e}")))?
+                    .map_err(|_| self.shared.closed_error())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(self.shared.closed_error()),
+        }
+    }
+}
+
 impl Store for SqliteStore {
     fn append(
         &self,
@@ -479,22 +504,8 @@ impl Store for SqliteStore {
     fn compact(&self, room: &str) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {
         let room = room.to_owned();
         Box::pin(async move {
-            let tx = match locked(&self.queue).as_ref() {
-                Some(q) => q.tx.clone(),
-                None => return Err(self.shared.closed_error()),
-            };
             let (reply, answer) = oneshot::channel();
-            match tx.try_send(Request::Compact { room, reply }) {
-                Ok(()) => {}
-                Err(TrySendError::Full(req)) => {
-                    // Queue full: wait for room on a blocking thread, not the runtime's.
-                    tokio::task::spawn_blocking(move || tx.send(req))
-                        .await
-                        .map_err(|e| StoreError::Internal(format!("compaction request: {e}")))?
-                        .map_err(|_| self.shared.closed_error())?;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(self.shared.closed_error()),
-            }
+            self.request(Request::Compact { room, reply }).await?;
             answer.await.map_err(|_| self.shared.closed_error())?
         })
     }
@@ -534,6 +545,43 @@ impl Store for SqliteStore {
             tx.finish()?;
             Ok((rooms, from_sql_int(now)))
         }))
+    }
+
+    fn delete_room(
+        &self,
+        tombstone: Tombstone,
+    ) -> BoxFuture<'_, Result<(Tombstone, bool), StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::Delete { tombstone, reply }).await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
+    fn tombstones(&self) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>> {
+        Box::pin(read(Arc::clone(&self.shared), |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT room, deleted_ms, state_vector, origin FROM tombstones ORDER BY room",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Tombstone {
+                    room: r.get(0)?,
+                    deleted_ms: from_sql_int(r.get(1)?),
+                    state_vector: r.get(2)?,
+                    origin: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn purge_tombstones(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::PurgeTombstones { before_ms, reply })
+                .await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

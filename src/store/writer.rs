@@ -20,7 +20,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::sqlite::{from_sql_int, to_sql_int, Shared};
-use super::StoreError;
+use super::{StoreError, Tombstone};
 
 /// Free pages above which the writer returns space to the file system after a compaction.
 const VACUUM_FREE_PAGES: i64 = 4096;
@@ -34,6 +34,16 @@ pub(crate) enum Request {
     Append(Append),
     /// Compact a room and report `(bytes_before, bytes_after)`.
     Compact { room: String, reply: CompactReply },
+    /// Delete a room and record its tombstone (see [`super::Store::delete_room`]).
+    Delete {
+        tombstone: Tombstone,
+        reply: oneshot::Sender<Result<(Tombstone, bool), StoreError>>,
+    },
+    /// Forget tombstones of deletions before `before_ms`.
+    PurgeTombstones {
+        before_ms: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// A queued append.
@@ -102,6 +112,13 @@ impl Writer {
                 r.get(0)
             })?;
         let change_seq = from_sql_int(change_seq);
+        {
+            let mut stmt = conn.prepare("SELECT room FROM tombstones")?;
+            let rooms = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<HashSet<_>, _>>()?;
+            *shared.tombstoned.lock().unwrap_or_else(|e| e.into_inner()) = rooms;
+        }
         Ok(Writer {
             conn,
             shared,
@@ -118,24 +135,31 @@ impl Writer {
                 return;
             };
             let mut appends = Vec::new();
-            let mut compacts = Vec::new();
+            let mut others = Vec::new();
             let mut items = 0usize;
             let mut bytes = 0usize;
-            let mut push = |req: Request, items: &mut usize, bytes: &mut usize| {
+            // A deletion ends the batch: appends queued after it must commit after it.
+            let mut ordered = false;
+            let mut push = |req: Request, items: &mut usize, bytes: &mut usize| -> bool {
                 *items += 1;
                 match req {
                     Request::Append(a) => {
                         *bytes += a.update.len();
                         appends.push(a);
                     }
-                    Request::Compact { room, reply } => compacts.push((room, reply)),
+                    other => {
+                        let delete = matches!(other, Request::Delete { .. });
+                        others.push(other);
+                        return delete;
+                    }
                 }
+                false
             };
-            push(first, &mut items, &mut bytes);
+            ordered |= push(first, &mut items, &mut bytes);
             let deadline = Instant::now() + opts.batch_window;
-            while items < opts.max_batch_items && bytes < opts.max_batch_bytes {
+            while items < opts.max_batch_items && bytes < opts.max_batch_bytes && !ordered {
                 match rx.try_recv() {
-                    Ok(req) => push(req, &mut items, &mut bytes),
+                    Ok(req) => ordered |= push(req, &mut items, &mut bytes),
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) => {
                         // Only a small batch is worth delaying for.
@@ -144,7 +168,7 @@ impl Writer {
                             break;
                         }
                         match rx.recv_timeout(deadline - now) {
-                            Ok(req) => push(req, &mut items, &mut bytes),
+                            Ok(req) => ordered |= push(req, &mut items, &mut bytes),
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                                 break
                             }
@@ -152,11 +176,11 @@ impl Writer {
                     }
                 }
             }
-            self.process(appends, compacts);
+            self.process(appends, others);
         }
     }
 
-    fn process(&mut self, appends: Vec<Append>, compacts: Vec<(String, CompactReply)>) {
+    fn process(&mut self, appends: Vec<Append>, others: Vec<Request>) {
         if let (Some(first), Some(last)) = (appends.first(), appends.last()) {
             let (first, last) = (first.ticket, last.ticket);
             match self.commit(&appends) {
@@ -202,17 +226,122 @@ impl Writer {
                 }
             }
         }
-        for (room, reply) in compacts {
-            let result = self.compact(&room);
-            match &result {
-                Ok(_) => {
-                    self.compaction_failed.remove(&room);
+        // The requesters may have given up; that is fine.
+        for req in others {
+            match req {
+                Request::Compact { room, reply } => {
+                    let result = self.compact(&room);
+                    match &result {
+                        Ok(_) => {
+                            self.compaction_failed.remove(&room);
+                        }
+                        Err(e) => tracing::warn!(room = %room, error = %e, "compaction failed"),
+                    }
+                    let _ = reply.send(result);
                 }
-                Err(e) => tracing::warn!(room = %room, error = %e, "compaction failed"),
+                Request::Delete { tombstone, reply } => {
+                    let result = self.delete_room(tombstone);
+                    if let Err(e) = &result {
+                        self.rollback_if_open();
+                        tracing::error!(error = %e, "room deletion failed");
+                    }
+                    let _ = reply.send(result);
+                }
+                Request::PurgeTombstones { before_ms, reply } => {
+                    let result = self.purge_tombstones(before_ms);
+                    let _ = reply.send(result);
+                }
+                Request::Append(_) => unreachable!("appends are batched separately"),
             }
-            // The requester may have given up; that is fine.
-            let _ = reply.send(result);
         }
+    }
+
+    /// Deletes a room's rows and records its tombstone in one transaction.
+    fn delete_room(&mut self, mut tombstone: Tombstone) -> Result<(Tombstone, bool), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let room = tombstone.room.clone();
+        let row: Option<(i64, Vec<u8>, i64)> = tx
+            .query_row(
+                "SELECT id, state_vector, snapshot_bytes + log_bytes FROM rooms WHERE name = ?1",
+                params![room],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let earlier: Option<Tombstone> = tx
+            .query_row(
+                "SELECT deleted_ms, state_vector, origin FROM tombstones WHERE room = ?1",
+                params![room],
+                |r| {
+                    Ok(Tombstone {
+                        room: room.clone(),
+                        deleted_ms: from_sql_int(r.get(0)?),
+                        state_vector: r.get(1)?,
+                        origin: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(earlier) = &earlier {
+            tombstone.merge(earlier);
+        }
+        let mut freed = 0;
+        if let Some((id, sv, bytes)) = &row {
+            tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, sv);
+            tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
+            tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
+            tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
+            freed = from_sql_int(*bytes);
+        } else {
+            tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
+        }
+        tx.execute(
+            "INSERT INTO tombstones (room, deleted_ms, state_vector, origin)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room) DO UPDATE SET deleted_ms = excluded.deleted_ms,
+                 state_vector = excluded.state_vector, origin = excluded.origin",
+            params![
+                room,
+                to_sql_int(tombstone.deleted_ms),
+                tombstone.state_vector,
+                tombstone.origin
+            ],
+        )?;
+        tx.commit()?;
+        self.shared
+            .tombstoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.clone());
+        {
+            let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = cache.rooms.remove(&room).unwrap_or(freed);
+            cache.total = cache.total.saturating_sub(cached);
+        }
+        self.compaction_failed.remove(&room);
+        self.shared.mark_repaired([room.as_str()]);
+        self.maybe_vacuum();
+        Ok((tombstone, row.is_some()))
+    }
+
+    fn purge_tombstones(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM tombstones WHERE deleted_ms < ?1 RETURNING room")?;
+        let rooms = stmt
+            .query_map(params![to_sql_int(before_ms)], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        let mut set = self
+            .shared
+            .tombstoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for r in &rooms {
+            set.remove(r);
+        }
+        Ok(rooms.len())
     }
 
     /// Writes one batch in one transaction. Returns the new log sizes of the rooms touched.
@@ -235,6 +364,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut touched = Vec::with_capacity(groups.len());
         let mut sizes = Vec::with_capacity(groups.len());
+        let mut resurrected = Vec::new();
         {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO rooms (name, snapshot_bytes, log_bytes, log_count,
@@ -251,7 +381,18 @@ impl Writer {
             )?;
             let mut insert =
                 tx.prepare_cached("INSERT INTO updates (room_id, data) VALUES (?1, ?2)")?;
+            // Only the writer changes this set; holding it for the loop costs nothing.
+            let tombstoned = self
+                .shared
+                .tombstoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for (room, items) in &groups {
+                if tombstoned.contains(*room) {
+                    // An edit the deleted state did not have: the room lives again.
+                    tx.execute("DELETE FROM tombstones WHERE room = ?1", params![room])?;
+                    resurrected.push((*room).to_owned());
+                }
                 let added_bytes: u64 = items.iter().map(|a| a.update.len() as u64).sum();
                 let last_sv = items
                     .last()
@@ -294,6 +435,16 @@ impl Writer {
         )?;
         tx.commit()?;
         self.change_seq = seq;
+        if !resurrected.is_empty() {
+            let mut set = self
+                .shared
+                .tombstoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for r in &resurrected {
+                set.remove(r);
+            }
+        }
         let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
         for (room, added, now_bytes) in sizes {
             cache.total += added;
