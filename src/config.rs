@@ -772,7 +772,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("limits.max_message_bytes", None, None, "67108864", "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
     setting("limits.max_rooms", None, None, "100000", "Most rooms in memory; one more closes the connection with 1013.", Available),
     setting("limits.max_connections", None, None, "50000", "Most WebSocket connections; one more is closed with 1013.", Available),
-    setting("limits.outbound_queue", None, None, "1024", "Messages queued per connection; a client that falls this far behind is closed with 4429 (it resyncs on reconnect).", Available),
+    setting("limits.outbound_queue", None, None, "1024", "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md).", Available),
     setting("limits.ping_interval_s", None, None, "30", "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
 ];
 
