@@ -198,7 +198,7 @@ pub fn peer_matches(peer: &PeerStatus, tags: &[String], hostnames: &[String]) ->
         } else {
             format!("tag:{want}")
         };
-        peer.tags.iter().any(|t| *t == want)
+        peer.tags.contains(&want)
     });
     if tag_hit {
         return true;
