@@ -12,6 +12,7 @@
 //! | [`handshake`] | hello / proof / welcome as a state machine; admission |
 //! | [`manifest`] | room manifests, which rooms a link must sync, per-peer share policy |
 //! | [`backoff`] | how long a peer's supervisor waits before redialing |
+//! | [`discovery`] | finding peers: mDNS on the LAN, the tailnet via tailscaled; events for the runtime |
 //! | [`runtime`] | the I/O shell: sockets, links, supervisors, fan-out to links, `GET /peers` |
 //!
 //! # How a link works
@@ -44,6 +45,7 @@
 //! a peer sends data for it.
 
 pub mod backoff;
+pub mod discovery;
 pub mod handshake;
 mod hex;
 pub mod identity;
