@@ -216,8 +216,29 @@ pub struct FileConfig {
     pub shared_secret: Option<Spanned<toml::Value>>,
     /// Bearer token for admin routes.
     pub admin_token: Option<Spanned<String>>,
-    /// mDNS discovery.
-    pub mdns: Option<Spanned<toml::Value>>,
+    /// mDNS discovery: `true`, `false`, or absent (on only when listening on a non-loopback
+    /// address).
+    pub mdns: Option<bool>,
+    /// mDNS service type.
+    pub mdns_service: Option<Spanned<String>>,
+    /// Interfaces mDNS uses (names or globs); all when absent.
+    pub mdns_interfaces: Option<Vec<String>>,
+    /// Interfaces mDNS never uses (names or globs).
+    pub mdns_exclude_interfaces: Option<Vec<String>>,
+    /// The one address to announce over mDNS.
+    pub mdns_announce_addr: Option<Spanned<String>>,
+    /// Tailnet discovery through the local tailscaled.
+    pub tailnet: Option<bool>,
+    /// tailscaled's LocalAPI socket.
+    pub tailnet_socket: Option<Spanned<String>>,
+    /// Tailnet peers carrying any of these tags are probed.
+    pub tailnet_tags: Option<Vec<String>>,
+    /// Tailnet peers whose host name matches any of these globs are probed.
+    pub tailnet_hostnames: Option<Vec<String>>,
+    /// Port probed on tailnet peers.
+    pub tailnet_port: Option<Spanned<u16>>,
+    /// Seconds between polls of tailscaled.
+    pub tailnet_interval_s: Option<Spanned<u64>>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<Spanned<toml::Value>>,
     /// TLS private key (PEM).
@@ -273,11 +294,10 @@ impl FileConfig {
         }
     }
 
-    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 5] {
+    fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 4] {
         [
             ("token", &self.token),
             ("shared_secret", &self.shared_secret),
-            ("mdns", &self.mdns),
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
         ]
@@ -313,6 +333,8 @@ pub struct Overrides {
     pub allow_peers: Vec<String>,
     /// `--admin-token` / `YMESH_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `--mdns` (`Some(true)`) / `--no-mdns` (`Some(false)`).
+    pub mdns: Option<bool>,
     /// Settings given on the command line or in the environment that this version cannot
     /// act on yet: (flag or env name, key).
     pub planned: Vec<(String, &'static str)>,
@@ -432,6 +454,49 @@ pub struct Config {
     /// Bearer token that admin routes require. `None`: admin routes are accepted only from
     /// loopback connections.
     pub admin_token: Option<String>,
+    /// How peers are found besides configuration: mDNS and the tailnet.
+    pub discovery: Discovery,
+}
+
+/// Discovery settings (docs/discovery.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// mDNS on (`Some(true)`), off (`Some(false)`), or on only when the node listens on a
+    /// non-loopback address (`None`, the default).
+    pub mdns: Option<bool>,
+    /// Service type announced and browsed.
+    pub mdns_service: String,
+    /// Interfaces mDNS uses (names or `*`/`?` globs); empty = all.
+    pub mdns_interfaces: Vec<String>,
+    /// Interfaces mDNS never uses; wins over `mdns_interfaces`.
+    pub mdns_exclude_interfaces: Vec<String>,
+    /// The one address to announce; `None` announces the addresses of the interfaces used.
+    pub mdns_announce_addr: Option<std::net::IpAddr>,
+    /// Tailnet discovery; `None` = off.
+    pub tailnet: Option<crate::mesh::discovery::TailnetConfig>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            mdns: None,
+            mdns_service: crate::mesh::discovery::DEFAULT_SERVICE_TYPE.to_string(),
+            mdns_interfaces: Vec::new(),
+            mdns_exclude_interfaces: crate::mesh::discovery::DEFAULT_EXCLUDE_INTERFACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            mdns_announce_addr: None,
+            tailnet: None,
+        }
+    }
+}
+
+impl Discovery {
+    /// Whether mDNS runs for a node listening on `listen`.
+    pub fn mdns_enabled(&self, listen: std::net::IpAddr) -> bool {
+        self.mdns.unwrap_or(!listen.is_loopback())
+    }
 }
 
 impl Default for Config {
@@ -452,6 +517,7 @@ impl Default for Config {
             tombstone_retention: Duration::from_secs(90 * 86_400),
             limits: Limits::default(),
             admin_token: None,
+            discovery: Discovery::default(),
         }
     }
 }
@@ -466,6 +532,72 @@ fn planned_message(key: &str) -> String {
         })
         .unwrap_or("a later release");
     format!("not supported by this version of ymesh yet (comes with {feature}); remove it")
+}
+
+/// The discovery keys of the file (docs/discovery.md).
+fn resolve_discovery(file: &FileConfig, d: &mut Discovery) -> Result<(), ConfigError> {
+    use crate::mesh::discovery::{MdnsConfig, TailnetConfig};
+    d.mdns = file.mdns;
+    if let Some(v) = &file.mdns_service {
+        let mut probe = MdnsConfig::new("probe", 1);
+        probe.service_type = v.get_ref().clone();
+        probe
+            .validate()
+            .map_err(|e| file.invalid(v.span(), "mdns_service", e.to_string()))?;
+        d.mdns_service = v.get_ref().clone();
+    }
+    if let Some(v) = &file.mdns_interfaces {
+        d.mdns_interfaces = v.clone();
+    }
+    if let Some(v) = &file.mdns_exclude_interfaces {
+        d.mdns_exclude_interfaces = v.clone();
+    }
+    if let Some(v) = &file.mdns_announce_addr {
+        let ip = v.get_ref().parse().map_err(|_| {
+            file.invalid(
+                v.span(),
+                "mdns_announce_addr",
+                format!("{:?} is not an IP address", v.get_ref()),
+            )
+        })?;
+        d.mdns_announce_addr = Some(ip);
+    }
+    let any_tailnet_key = file.tailnet_socket.is_some()
+        || file.tailnet_tags.is_some()
+        || file.tailnet_hostnames.is_some()
+        || file.tailnet_port.is_some()
+        || file.tailnet_interval_s.is_some();
+    if file.tailnet != Some(true) {
+        if let (Some(false) | None, true) = (file.tailnet, any_tailnet_key) {
+            tracing::debug!("tailnet_* settings given but tailnet discovery is off");
+        }
+        d.tailnet = None;
+        return Ok(());
+    }
+    let mut t = TailnetConfig::default();
+    if let Some(v) = &file.tailnet_socket {
+        if v.get_ref().is_empty() {
+            return Err(file.invalid(v.span(), "tailnet_socket", "must not be empty"));
+        }
+        t.socket = PathBuf::from(v.get_ref());
+    }
+    if let Some(v) = &file.tailnet_tags {
+        t.tags = v.clone();
+    }
+    if let Some(v) = &file.tailnet_hostnames {
+        t.hostnames = v.clone();
+    }
+    if let Some(v) = &file.tailnet_port {
+        if *v.get_ref() == 0 {
+            return Err(file.invalid(v.span(), "tailnet_port", "must be a port, 1-65535"));
+        }
+        t.port = *v.get_ref();
+    }
+    if let Some(v) = &file.tailnet_interval_s {
+        t.interval = Duration::from_secs(positive(file, v, "tailnet_interval_s", 1)?);
+    }
+    d.tailnet = Some(t);
+    Ok(())
 }
 
 fn positive(file: &FileConfig, v: &Spanned<u64>, key: &str, min: u64) -> Result<u64, ConfigError> {
@@ -573,6 +705,10 @@ impl Config {
         if let Some(v) = &l.ping_interval_s {
             cfg.limits.ping_interval =
                 Duration::from_secs(positive(file, v, "limits.ping_interval_s", 1)?);
+        }
+        resolve_discovery(file, &mut cfg.discovery)?;
+        if over.mdns.is_some() {
+            cfg.discovery.mdns = over.mdns;
         }
         if let Some(h) = &over.host {
             cfg.host = h.clone();
@@ -759,7 +895,17 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
     setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
     setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, `DELETE /rooms/{room}`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
-    setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery; on by default only on a non-loopback address.", Planned("discovery")),
+    setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery on the LAN (docs/discovery.md): announce `_ymesh._tcp.local.` and dial the ymesh nodes found. Unset: on only when the node listens on a non-loopback address.", Available),
+    setting("mdns_service", None, None, "\"_ymesh._tcp.local.\"", "mDNS service type announced and browsed; nodes with different service types do not see each other.", Available),
+    setting("mdns_interfaces", None, None, "[]", "Interfaces mDNS uses, as names or `*`/`?` globs (`[\"eth0\", \"wlan*\"]`); empty = every interface.", Available),
+    setting("mdns_exclude_interfaces", None, None, "[\"docker*\", \"tailscale*\"]", "Interfaces mDNS never uses (wins over `mdns_interfaces`). Tailnets carry no multicast: use `tailnet` there.", Available),
+    setting("mdns_announce_addr", None, None, "", "The one IP address to announce; unset announces the addresses of the interfaces used.", Available),
+    setting("tailnet", None, None, "false", "Find peers on a Tailscale tailnet from the local tailscaled's LocalAPI (docs/discovery.md): online peers matching `tailnet_tags` / `tailnet_hostnames` are probed and the ymesh nodes among them dialed.", Available),
+    setting("tailnet_socket", None, None, "\"/var/run/tailscale/tailscaled.sock\"", "tailscaled's LocalAPI Unix socket.", Available),
+    setting("tailnet_tags", None, None, "[]", "Probe tailnet peers carrying any of these ACL tags (e.g. `[\"tag:ymesh\"]`). With neither tags nor hostnames, every online peer is probed.", Available),
+    setting("tailnet_hostnames", None, None, "[]", "Probe tailnet peers whose host name matches any of these `*`/`?` globs.", Available),
+    setting("tailnet_port", None, None, "3913", "Port probed (`GET /`) and dialed on tailnet peers.", Available),
+    setting("tailnet_interval_s", None, None, "30", "Seconds between polls of tailscaled.", Available),
     setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
     setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
     setting("store.compact_log_count", None, None, "500", "Fold a room's update log into a snapshot once it holds this many updates and is at least half the snapshot's size (also done when an idle room is evicted).", Available),
@@ -952,11 +1098,63 @@ mod tests {
         assert!(msg.contains("authentication"), "{msg}");
         let file = FileConfig::default();
         let over = Overrides {
-            planned: vec![("--mdns".into(), "mdns")],
+            planned: vec![("--tls-cert".into(), "tls_cert")],
             ..Default::default()
         };
         let msg = Config::resolve(&file, &over).unwrap_err().to_string();
-        assert!(msg.contains("--mdns") && msg.contains("discovery"), "{msg}");
+        assert!(msg.contains("--tls-cert") && msg.contains("TLS"), "{msg}");
+    }
+
+    #[test]
+    fn discovery_settings_resolve_and_bad_values_name_the_key_and_line() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.discovery.mdns, None);
+        assert!(!cfg.discovery.mdns_enabled("127.0.0.1".parse().unwrap()));
+        assert!(cfg.discovery.mdns_enabled("0.0.0.0".parse().unwrap()));
+        assert!(cfg.discovery.tailnet.is_none());
+        let cfg = parse(
+            "mdns = false\nmdns_interfaces = [\"eth*\"]\nmdns_announce_addr = \"10.0.0.5\"\n\
+             tailnet = true\ntailnet_tags = [\"tag:ymesh\"]\ntailnet_port = 4000\n\
+             tailnet_interval_s = 5\n",
+        )
+        .unwrap();
+        assert!(!cfg.discovery.mdns_enabled("0.0.0.0".parse().unwrap()));
+        assert_eq!(cfg.discovery.mdns_interfaces, vec!["eth*".to_string()]);
+        assert_eq!(
+            cfg.discovery.mdns_announce_addr,
+            Some("10.0.0.5".parse().unwrap())
+        );
+        let t = cfg.discovery.tailnet.unwrap();
+        assert_eq!(t.tags, vec!["tag:ymesh".to_string()]);
+        assert_eq!((t.port, t.interval), (4000, Duration::from_secs(5)));
+        let over = Overrides {
+            mdns: Some(true),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(&FileConfig::default(), &over).unwrap();
+        assert!(cfg.discovery.mdns_enabled("127.0.0.1".parse().unwrap()));
+
+        let msg = parse("\nmdns_service = \"_ymesh._udp.local.\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("mesh.toml:2:") && msg.contains("mdns_service"),
+            "{msg}"
+        );
+        let msg = parse("mdns_announce_addr = \"laptop\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("mdns_announce_addr") && msg.contains("not an IP"),
+            "{msg}"
+        );
+        let msg = parse("tailnet = true\ntailnet_port = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("mesh.toml:2:") && msg.contains("tailnet_port"),
+            "{msg}"
+        );
     }
 
     #[test]

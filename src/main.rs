@@ -241,7 +241,7 @@ struct ServeArgs {
         hide_env_values = true
     )]
     admin_token: Option<String>,
-    /// Turn mDNS discovery on (planned: discovery).
+    /// Turn mDNS discovery on (default: on only when listening on a non-loopback address).
     #[arg(long, conflicts_with = "no_mdns")]
     mdns: bool,
     /// Turn mDNS discovery off.
@@ -270,7 +270,6 @@ impl ServeArgs {
             "--shared-secret / SYNC_SHARED_SECRET",
             "shared_secret",
         );
-        check(self.mdns, "--mdns", "mdns");
         check(self.tls_cert.is_some(), "--tls-cert", "tls_cert");
         check(self.tls_key.is_some(), "--tls-key", "tls_key");
         out
@@ -356,6 +355,11 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         peers: args.peers.clone(),
         mesh_secret: args.mesh_secret.clone(),
         allow_peers: args.allow_peers.clone(),
+        mdns: match (args.mdns, args.no_mdns) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         planned: args.planned(),
     };
     Ok(Config::resolve(&file, &over)?)

@@ -188,12 +188,12 @@ fn flag_beats_env_beats_file() {
 #[test]
 fn planned_flags_are_refused_naming_the_feature() {
     let out = bin()
-        .args(["serve", "--memory", "--port", "0", "--mdns"])
+        .args(["serve", "--memory", "--port", "0", "--tls-cert", "cert.pem"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--mdns") && err.contains("discovery"), "{err}");
+    assert!(err.contains("--tls-cert") && err.contains("TLS"), "{err}");
 }
 
 #[test]

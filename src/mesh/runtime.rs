@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::{Backoff, BackoffConfig};
+use super::discovery::{Discovered, DiscoveryEvent, DiscoverySource};
 use super::handshake::{Action, Admission, Handshake, Outcome, HANDSHAKE_TIMEOUT};
 use super::identity::{new_boot_id, NodeIdentity};
 use super::manifest::{PeerManifest, SharePolicy};
@@ -387,9 +388,29 @@ pub struct Mesh {
     /// changed since are re-synced on reconnect even when their digests agree (a digest
     /// counts insertions only, so a deletion alone would otherwise never travel).
     markers: Mutex<HashMap<String, u64>>,
+    /// Peers found by discovery (mDNS, tailnet), by node id.
+    discovered: Mutex<HashMap<String, DiscoveredPeer>>,
+    /// Next key for a discovered peer's row in `peers`.
+    next_discovered: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
+
+/// A peer found by discovery, and the supervisor dialing it (if this side dials).
+struct DiscoveredPeer {
+    source: DiscoverySource,
+    url: String,
+    /// Its row in `peers` while a supervisor runs for it.
+    key: Option<(u8, u64)>,
+    /// Stops its supervisor.
+    stop: CancellationToken,
+    /// Its announcement is gone: drop it once no link to it remains.
+    gone: bool,
+}
+
+/// How long the node with the higher id waits for a discovered peer (which has the lower
+/// id, so it dials) before dialing it itself.
+const DISCOVERY_DEFER: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -441,6 +462,8 @@ impl Mesh {
             links: Mutex::new(HashMap::new()),
             peers: Mutex::new(BTreeMap::new()),
             markers: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(HashMap::new()),
+            next_discovered: AtomicU64::new(0),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -469,9 +492,136 @@ impl Mesh {
             );
             let me = self.clone();
             let peer = peer.clone();
+            let stop = self.shutdown.clone();
             self.tasks
-                .spawn(async move { me.supervise(key, peer).await });
+                .spawn(async move { me.supervise(key, peer, stop, None).await });
         }
+    }
+
+    /// Consumes discovery events: a peer found enters the address book with its own
+    /// supervisor (the same dialing, handshake and admission as a configured peer); a peer
+    /// lost is dropped once no link to it remains. Runs until the node stops.
+    pub fn run_discovery(self: &Arc<Self>, mut rx: mpsc::Receiver<DiscoveryEvent>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = me.shutdown.cancelled() => return,
+                    e = rx.recv() => e,
+                };
+                match event {
+                    Some(DiscoveryEvent::Found(d)) => me.on_found(d),
+                    Some(DiscoveryEvent::Lost {
+                        node_id, source, ..
+                    }) => {
+                        if let Some(id) = node_id {
+                            me.on_lost(&id, source);
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+    }
+
+    fn on_found(self: &Arc<Self>, d: Discovered) {
+        let Some(id) = d.node_id.clone() else {
+            tracing::debug!(url = d.url, "discovered a node without a node id; ignored");
+            return;
+        };
+        if id == self.identity.node_id() {
+            return;
+        }
+        // A configured peer is dialed by its own supervisor: never twice.
+        let configured = self
+            .settings
+            .peers
+            .iter()
+            .any(|p| p.node_id.as_deref() == Some(id.as_str()))
+            || lock(&self.peers)
+                .iter()
+                .any(|(k, p)| k.0 == 0 && p.node_id.as_deref() == Some(id.as_str()));
+        if configured {
+            tracing::debug!(peer = id, source = %d.source, "discovered a configured peer");
+            return;
+        }
+        let mut discovered = lock(&self.discovered);
+        if let Some(known) = discovered.get_mut(&id) {
+            known.gone = false;
+            if known.url == d.url {
+                return;
+            }
+            // It moved: restart its supervisor at the new address.
+            known.stop.cancel();
+            if let Some(key) = known.key.take() {
+                lock(&self.peers).remove(&key);
+            }
+            discovered.remove(&id);
+        }
+        tracing::info!(peer = id, url = d.url, source = %d.source, "discovered a peer");
+        let n = self.next_discovered.fetch_add(1, Ordering::Relaxed);
+        let key = (2u8, n);
+        let stop = self.shutdown.child_token();
+        lock(&self.peers).insert(
+            key,
+            PeerEntry {
+                address: d.url.clone(),
+                source: d.source.as_str(),
+                node_id: Some(id.clone()),
+                state: LinkState::Connecting,
+                since_ms: now_ms(),
+                last_error: None,
+                counters: Arc::new(PeerCounters::default()),
+            },
+        );
+        discovered.insert(
+            id.clone(),
+            DiscoveredPeer {
+                source: d.source,
+                url: d.url.clone(),
+                key: Some(key),
+                stop: stop.clone(),
+                gone: false,
+            },
+        );
+        drop(discovered);
+        let peer = PeerConfig {
+            url: d.url,
+            node_id: Some(id.clone()),
+            ..PeerConfig::default()
+        };
+        // Both nodes discover each other: the one with the lower id dials; the other waits
+        // for that link and dials only if it does not come.
+        let defer = self.identity.node_id() > id.as_str();
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            me.clone().supervise(key, peer, stop, Some(defer)).await;
+            lock(&me.peers).remove(&key);
+            let mut discovered = lock(&me.discovered);
+            if discovered.get(&id).is_some_and(|p| p.key == Some(key)) {
+                discovered.remove(&id);
+            }
+        });
+    }
+
+    fn on_lost(&self, id: &str, source: DiscoverySource) {
+        let mut discovered = lock(&self.discovered);
+        let Some(p) = discovered.get_mut(id) else {
+            return;
+        };
+        if p.source != source {
+            return;
+        }
+        tracing::info!(peer = id, source = %source, "peer's announcement is gone");
+        p.gone = true;
+        if !self.connected_peers().iter().any(|c| c == id) {
+            p.stop.cancel();
+        }
+    }
+
+    /// Whether discovery lost `node` (its supervisor then stops once its link is gone).
+    fn discovery_gone(&self, node: &str) -> bool {
+        lock(&self.discovered).get(node).is_none_or(|p| p.gone)
     }
 
     /// The share policy of a link: a configured peer's own, or for an inbound link the policy
@@ -654,14 +804,29 @@ impl Mesh {
 
     /// `GET /peers`: every configured peer and every inbound link.
     pub fn peers_json(&self) -> serde_json::Value {
+        let found: HashMap<String, &'static str> = lock(&self.discovered)
+            .iter()
+            .map(|(id, d)| (id.clone(), d.source.as_str()))
+            .collect();
         let peers = lock(&self.peers);
         serde_json::Value::Array(
             peers
                 .values()
                 .map(|p| {
+                    // How the peer was found: config, mdns or tailnet; an inbound link from
+                    // a peer we discovered too says how we found it.
+                    let found_by = match p.source {
+                        "inbound" => p
+                            .node_id
+                            .as_ref()
+                            .and_then(|id| found.get(id).copied())
+                            .unwrap_or("inbound"),
+                        other => other,
+                    };
                     let mut v = serde_json::json!({
                         "address": p.address,
                         "source": p.source,
+                        "found_by": found_by,
                         "node_id": p.node_id,
                         "since_ms": p.since_ms,
                         "last_error": p.last_error,
@@ -719,7 +884,16 @@ impl Mesh {
         }
     }
 
-    async fn supervise(self: Arc<Self>, key: (u8, u64), peer: PeerConfig) {
+    /// Dials one peer until `stop`: with backoff, and for a discovered peer (`discovered` =
+    /// `Some(defer)`) only while its announcement stands and no other link to it is up;
+    /// with `defer`, only after the peer had [`DISCOVERY_DEFER`] to dial us first.
+    async fn supervise(
+        self: Arc<Self>,
+        key: (u8, u64),
+        peer: PeerConfig,
+        stop: CancellationToken,
+        discovered: Option<bool>,
+    ) {
         let url = match mesh_url(&peer.url) {
             Ok(u) => u,
             Err(e) => {
@@ -737,6 +911,11 @@ impl Mesh {
         };
         let mut backoff = Backoff::new(BackoffConfig::default());
         loop {
+            if let (Some(defer), Some(node)) = (discovered, peer.node_id.as_deref()) {
+                if !self.discovered_turn(key, node, defer, &stop).await {
+                    return;
+                }
+            }
             self.set_state(key, LinkState::Connecting, None);
             let started = Instant::now();
             // A ymesh node says so on GET /; anything else is treated as a plain y-websocket
@@ -758,7 +937,7 @@ impl Mesh {
                         Some(reason),
                     );
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     continue;
@@ -812,7 +991,7 @@ impl Mesh {
                     );
                     while self.connected_peers().contains(&node) {
                         tokio::select! {
-                            _ = self.shutdown.cancelled() => return,
+                            _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                     }
@@ -830,8 +1009,37 @@ impl Mesh {
                 (None, None) => {}
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// For a discovered peer: waits until this side should dial it. False when the peer is
+    /// gone (its announcement withdrawn and no link left) or the supervisor is stopped.
+    async fn discovered_turn(
+        &self,
+        key: (u8, u64),
+        node: &str,
+        defer: bool,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut waited = Duration::ZERO;
+        loop {
+            let linked = self.connected_peers().iter().any(|c| c == node);
+            if !linked && self.discovery_gone(node) {
+                return false;
+            }
+            if linked {
+                waited = Duration::ZERO;
+                self.set_state(key, LinkState::Connected, None);
+            } else if !defer || waited >= DISCOVERY_DEFER {
+                return true;
+            }
+            let step = Duration::from_millis(250);
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(step) => waited += step,
             }
         }
     }

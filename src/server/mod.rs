@@ -93,6 +93,8 @@ pub struct Node {
     state: Arc<AppState>,
     server: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Discovery sources (mDNS, tailnet); they stop (mDNS says goodbye) on shutdown.
+    discovery: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -266,6 +268,7 @@ impl Node {
             sessions: TaskTracker::new(),
         });
         mesh.start();
+        let discovery = start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
         let app = router(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(async move {
@@ -299,6 +302,7 @@ impl Node {
             state,
             server,
             sweeper,
+            discovery,
         })
     }
 
@@ -348,6 +352,10 @@ impl Node {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.state.shutdown.cancel();
+        // mDNS sends its goodbye first, so peers drop this node right away.
+        for task in self.discovery {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+        }
         self.state.sessions.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.state.sessions.wait())
             .await
@@ -497,6 +505,54 @@ async fn repair_worker(
 
 /// Evicts idle rooms. Runs often enough that a room goes within about a quarter of the idle
 /// timeout after it expires (at most every 5 s, at least every 50 ms).
+/// Starts the discovery sources the config asks for and feeds them to the mesh. A source
+/// that cannot start is reported and left off; the node runs without it.
+fn start_discovery(
+    config: &Config,
+    identity: &NodeIdentity,
+    addr: SocketAddr,
+    mesh: &Arc<Mesh>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::mesh::discovery::{spawn_mdns, spawn_tailnet, MdnsConfig};
+    let d = &config.discovery;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut tasks = Vec::new();
+    if d.mdns_enabled(addr.ip()) {
+        let mut m = MdnsConfig::new(identity.node_id(), addr.port());
+        m.service_type = d.mdns_service.clone();
+        m.interfaces = d.mdns_interfaces.clone();
+        m.exclude_interfaces = d.mdns_exclude_interfaces.clone();
+        // A node bound to one address announces that one; bound to all, every interface's.
+        m.announce_addr = d
+            .mdns_announce_addr
+            .or_else(|| (!addr.ip().is_unspecified()).then_some(addr.ip()));
+        match spawn_mdns(m, tx.clone(), shutdown.child_token()) {
+            Ok(handle) => {
+                tracing::info!(service = d.mdns_service, "mDNS discovery on");
+                tasks.push(tokio::spawn(handle.join()));
+            }
+            Err(e) => tracing::error!(error = %e, "mDNS discovery could not start; it is off"),
+        }
+    } else {
+        tracing::debug!("mDNS discovery off");
+    }
+    if let Some(t) = &d.tailnet {
+        match spawn_tailnet(t.clone(), tx.clone(), shutdown.child_token()) {
+            Ok(handle) => {
+                tracing::info!(socket = %t.socket.display(), "tailnet discovery on");
+                tasks.push(tokio::spawn(handle.join()));
+            }
+            Err(e) => tracing::error!(error = %e, "tailnet discovery could not start; it is off"),
+        }
+    }
+    drop(tx);
+    if !tasks.is_empty() {
+        mesh.run_discovery(rx);
+    }
+    tasks
+}
+
 /// How often expired tombstones are purged.
 const TOMBSTONE_PURGE_EVERY: Duration = Duration::from_secs(3600);
 

@@ -2,6 +2,8 @@
 //! client, a yrs-backed syncing client, and a minimal HTTP/1.1 GET.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -372,8 +374,15 @@ pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child
             let status = child.wait();
             panic!("no ready line in time; the node exited with {status:?}");
         };
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            let port = rest
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
+            let port = addr
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
                 .chars()
                 .take_while(|c| c.is_ascii_digit())
                 .collect::<String>()

@@ -40,7 +40,9 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 
-pub use mdns::{spawn_mdns, MdnsConfig, MdnsHandle};
+pub use mdns::{
+    spawn_mdns, MdnsConfig, MdnsHandle, DEFAULT_EXCLUDE_INTERFACES, DEFAULT_SERVICE_TYPE,
+};
 pub use tailnet::{spawn_tailnet, TailnetConfig, TailnetHandle};
 
 /// Which source found a peer.
