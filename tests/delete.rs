@@ -49,6 +49,19 @@ async fn poll(
     }
 }
 
+/// Polls `GET path` until its status is `want` (the body may be binary).
+async fn poll_status(addr: SocketAddr, path: &str, what: &str, want: u16) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _) = http(addr, "GET", path).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: status {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn text_on(addr: SocketAddr, room: &str) -> Option<String> {
     let (status, v) = get_json(addr, &format!("/rooms/{room}?format=json")).await;
     (status == 200).then(|| v["data"]["t"].as_str().unwrap_or_default().to_string())
@@ -206,10 +219,7 @@ async fn a_deletion_reaches_peers_and_a_node_that_was_offline() {
     // Deleting on C (a peer of A only) reaches A through the mesh.
     let (status, _) = http(c.local_addr(), "DELETE", "/rooms/gone").await;
     assert_eq!(status, 200);
-    poll(a.local_addr(), "/rooms/gone", "deleted on A", |s, _| {
-        s == 404
-    })
-    .await;
+    poll_status(a.local_addr(), "/rooms/gone", "deleted on A", 404).await;
 
     // B comes back with its stale copy: it deletes it, and the room does not come back
     // to A or C.
@@ -217,10 +227,7 @@ async fn a_deletion_reaches_peers_and_a_node_that_was_offline() {
     b_cfg.data_dir = b_dir;
     let b = start(b_cfg).await;
     wait_linked(&b, &a).await;
-    poll(b.local_addr(), "/rooms/gone", "deleted on B", |s, _| {
-        s == 404
-    })
-    .await;
+    poll_status(b.local_addr(), "/rooms/gone", "deleted on B", 404).await;
     let (_, v) = get_json(b.local_addr(), "/rooms?all=true").await;
     assert!(!listed(&v, "gone"), "{v}");
     // A round trip over the link after the tombstone: B's manifest has been handled.
@@ -359,13 +366,7 @@ async fn ymesh_delete_works_on_a_data_dir_and_the_tombstone_travels_later() {
     a_cfg.data_dir = a_dir;
     let a = start(a_cfg).await;
     wait_linked(&a, &b).await;
-    poll(
-        b.local_addr(),
-        "/rooms/offline-delete",
-        "deleted on B",
-        |s, _| s == 404,
-    )
-    .await;
+    poll_status(b.local_addr(), "/rooms/offline-delete", "deleted on B", 404).await;
     a.shutdown().await;
     b.shutdown().await;
 }
