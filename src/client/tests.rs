@@ -434,13 +434,10 @@ async fn times_out_waiting_for_sync() {
 #[test]
 fn dedup_keeps_ids_at_least_ten_minutes() {
     let dedup = CommandDedup::new(10);
-    let cmd = Command::new(
+    let cmd = crate::command::CommandIssuer::new("n", "b").issue(
         CommandKind::Compact,
         None,
         json!({}),
-        "n",
-        "b",
-        1,
         1_000,
         10,
     );

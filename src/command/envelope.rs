@@ -150,36 +150,56 @@ pub fn command_id(origin: &str, boot: &str, seq: u64) -> String {
     format!("{}-{}-{}", &origin[tail_start..], boot_prefix, seq)
 }
 
-impl Command {
-    /// A new command issued now by node `origin` in run `boot`, with id
-    /// [`command_id`]`(origin, boot, seq)`, answerable until `now_ms + timeout_ms`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+/// Default time a command stays answerable: 30 seconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// Makes this node's commands: ids from [`command_id`], sequence numbers from 1 within this
+/// run (`boot`).
+#[derive(Debug, Clone)]
+pub struct CommandIssuer {
+    origin: String,
+    boot: String,
+    next_seq: u64,
+}
+
+impl CommandIssuer {
+    /// An issuer for node `origin` in its run `boot`.
+    pub fn new(origin: impl Into<String>, boot: impl Into<String>) -> Self {
+        CommandIssuer {
+            origin: origin.into(),
+            boot: boot.into(),
+            next_seq: 1,
+        }
+    }
+
+    /// A new command issued at `now_ms`, answerable until `now_ms + timeout_ms`, with the next
+    /// sequence number and `hops` 0.
+    pub fn issue(
+        &mut self,
         kind: CommandKind,
         room: Option<String>,
         args: Value,
-        origin: impl Into<String>,
-        boot: impl Into<String>,
-        seq: u64,
         now_ms: u64,
         timeout_ms: u64,
-    ) -> Self {
-        let origin = origin.into();
-        let boot = boot.into();
+    ) -> Command {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         Command {
-            id: command_id(&origin, &boot, seq),
+            id: command_id(&self.origin, &self.boot, seq),
             kind,
             room,
             args,
-            origin,
-            boot,
+            origin: self.origin.clone(),
+            boot: self.boot.clone(),
             seq,
             issued_ms: now_ms,
             deadline_ms: now_ms.saturating_add(timeout_ms),
             hops: 0,
         }
     }
+}
 
+impl Command {
     /// The copy to send to the next node: `hops` plus one.
     pub fn next_hop(&self) -> Command {
         Command {

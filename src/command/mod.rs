@@ -13,8 +13,8 @@
 //! argument:
 //!
 //! - [`envelope`]: the [`Command`] and [`CommandResult`] documents and their JSON,
-//!   [`encode_command`] / [`encode_result`] / [`decode`] for whole frames, [`command_id`],
-//!   and [`forwardable`] with its [`MAX_HOPS`] backstop.
+//!   [`encode_command`] / [`encode_result`] / [`decode`] for whole frames, [`CommandIssuer`]
+//!   and [`command_id`], and [`forwardable`] with its [`MAX_HOPS`] backstop.
 //! - [`seen`]: [`SeenSet`], the bounded expiring set of ids that makes a command cross a
 //!   cyclic mesh once per node, and makes a client connected to two nodes act once.
 //! - [`record`]: [`CommandRecord`] (expected responders, results, timeouts, the JSON of
@@ -33,7 +33,8 @@ pub mod seen;
 
 pub use envelope::{
     command_id, decode, encode_command, encode_result, forwardable, Command, CommandError,
-    CommandKind, CommandMessage, CommandResult, ResponderKind, ResultStatus, MAX_HOPS, MAX_ID_LEN,
+    CommandIssuer, CommandKind, CommandMessage, CommandResult, ResponderKind, ResultStatus,
+    DEFAULT_TIMEOUT_MS, MAX_HOPS, MAX_ID_LEN,
 };
 pub use record::{CommandLog, CommandRecord, RecordOutcome, DEFAULT_LOG_CAPACITY};
 pub use seen::{SeenSet, DEFAULT_SEEN_CAPACITY};

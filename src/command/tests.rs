@@ -49,15 +49,12 @@ fn doc_frame(name: &str) -> Vec<u8> {
 }
 
 fn example_command() -> Command {
-    Command::new(
+    CommandIssuer::new("n1", "b1").issue(
         CommandKind::Compact,
         Some("notes".into()),
         json!({}),
-        "n1",
-        "b1",
-        1,
         1000,
-        30_000,
+        DEFAULT_TIMEOUT_MS,
     )
 }
 
@@ -272,17 +269,18 @@ fn command_ids_combine_node_boot_and_sequence() {
         command_id("ノードノードノードノード", "é", 2),
         "ードノードノード-é-2"
     );
-    let cmd = Command::new(
-        CommandKind::Reindex,
-        None,
-        json!({}),
-        node,
-        boot,
-        3,
-        100,
-        50,
+    let mut issuer = CommandIssuer::new(node, boot);
+    let first = issuer.issue(CommandKind::Reindex, None, json!({}), 100, 50);
+    assert_eq!(
+        (first.id.as_str(), first.seq),
+        ("Xq3ZfT9a-4f1c2b7d9e0a-1", 1)
     );
-    assert_eq!(cmd.id, "Xq3ZfT9a-4f1c2b7d9e0a-3");
+    let cmd = issuer.issue(CommandKind::Reindex, None, json!({}), 100, 50);
+    assert_eq!(cmd.id, "Xq3ZfT9a-4f1c2b7d9e0a-2");
+    assert_eq!(
+        (cmd.origin.as_str(), cmd.boot.as_str(), cmd.seq),
+        (node, boot, 2)
+    );
     assert_eq!((cmd.issued_ms, cmd.deadline_ms, cmd.hops), (100, 150, 0));
 }
 
@@ -546,19 +544,9 @@ fn sealed_record_without_responders_is_done_at_once() {
 #[test]
 fn log_keeps_the_last_records_and_routes_results() {
     let mut log = CommandLog::new(3);
+    let mut issuer = CommandIssuer::new("n1", "b1");
     let commands: Vec<Command> = (1..=4)
-        .map(|seq| {
-            Command::new(
-                CommandKind::Compact,
-                None,
-                json!({}),
-                "n1",
-                "b1",
-                seq,
-                0,
-                100 * seq,
-            )
-        })
+        .map(|seq| issuer.issue(CommandKind::Compact, None, json!({}), 0, 100 * seq))
         .collect();
     for cmd in &commands[..3] {
         let mut record = CommandRecord::new(cmd.clone());
