@@ -19,6 +19,11 @@
 //! - [`mesh`]: server-to-server replication: the I/O-free core (node identity, the
 //!   node-to-node frame format, handshake and admission, room manifests and share policies,
 //!   backoff) and `mesh::runtime`, the shell that runs links and peer supervisors.
+//! - [`command`]: maintenance commands (type 103), free of I/O: the command and result
+//!   documents and frames, the expiring seen-set that makes each node and client act once,
+//!   and the aggregation of results on the issuing node.
+//! - [`client`]: a Rust client for one room: syncs a `yrs::Doc` over y-websocket and, when
+//!   opted in with `commands=1`, answers maintenance commands with registered handlers.
 //!
 //! ## Embedding
 //!
@@ -70,6 +75,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod client;
+pub mod command;
 pub mod config;
 pub mod mesh;
 pub mod ops;

@@ -1,0 +1,43 @@
+//! Maintenance commands (MIGRATE, REINDEX, COMPACT, INVALIDATE), free of I/O.
+//!
+//! A command is issued on one node (`POST /rooms/{room}/commands` or `POST /commands`), sent to
+//! that node's clients that opted in with `commands=1`, and forwarded across the mesh, reaching
+//! each node and each client once. Responders answer with a result that flows back to the
+//! issuing node, which aggregates the answers and reports them at `GET /commands/{id}`.
+//!
+//! On the wire both travel as message type 103 (docs/protocol.md, section 5.2):
+//! `varUint(103) · varUint(subtype) · varString(JSON)`, subtype 0 = [`Command`], 1 =
+//! [`CommandResult`].
+//!
+//! This module holds the parts that need no sockets or timers, each taking the time as an
+//! argument:
+//!
+//! - [`envelope`]: the [`Command`] and [`CommandResult`] documents and their JSON,
+//!   [`encode_command`] / [`encode_result`] / [`decode`] for whole frames, [`CommandIssuer`]
+//!   and [`command_id`], and [`forwardable`] with its [`MAX_HOPS`] backstop.
+//! - [`seen`]: [`SeenSet`], the bounded expiring set of ids that makes a command cross a
+//!   cyclic mesh once per node, and makes a client connected to two nodes act once.
+//! - [`record`]: [`CommandRecord`] (expected responders, results, timeouts, the JSON of
+//!   `GET /commands/{id}`) and [`CommandLog`], the last 1,000 of them.
+//!
+//! The node side (fan-out to sessions, forwarding over `/_mesh`, HTTP routes) is a thin shell
+//! around these; the client side is [`crate::client`] (Rust) and `clients/js` (JavaScript).
+//!
+//! A node handling an incoming command does, in order: [`decode`]; [`SeenSet::insert`] with
+//! the command's deadline (a duplicate stops here); act on it; if [`forwardable`], send
+//! [`Command::next_hop`] to peers other than the one it came from.
+
+pub mod envelope;
+pub mod record;
+pub mod seen;
+
+pub use envelope::{
+    command_id, decode, encode_command, encode_result, forwardable, Command, CommandError,
+    CommandIssuer, CommandKind, CommandMessage, CommandResult, ResponderKind, ResultStatus,
+    DEFAULT_TIMEOUT_MS, MAX_HOPS, MAX_ID_LEN,
+};
+pub use record::{CommandLog, CommandRecord, RecordOutcome, DEFAULT_LOG_CAPACITY};
+pub use seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
+
+#[cfg(test)]
+mod tests;
