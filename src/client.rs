@@ -32,8 +32,9 @@
 //!   node carry this client's transaction origin ([`RoomClient::origin`]) and are not sent
 //!   back; changes from another [`RoomClient`] on the same document are (so one document
 //!   connected to two nodes bridges them, as with the JavaScript provider);
-//! - ignores awareness, QueryAwareness, AUTH and unknown message types (it publishes no
-//!   awareness state of its own);
+//! - announces itself with an empty awareness state (`{}`) when it connects, so the node
+//!   knows which Yjs client id answers commands on the connection, and otherwise ignores
+//!   awareness, QueryAwareness, AUTH and unknown message types;
 //! - for a command (type 103, subtype 0): remembers its id in a [`CommandDedup`] (shared
 //!   between clients with [`RoomClientBuilder::dedup`], so a document connected to two nodes
 //!   acts once), runs the handler registered for its kind on a blocking thread, or answers
@@ -323,6 +324,15 @@ impl RoomClientBuilder {
             protocol::encode_sync_step1(&txn.state_vector().encode_v1())
         };
         if let Err(err) = ws.send(WsMessage::Binary(step1)).await {
+            let _ = doc.unobserve_update_v1(key.as_str());
+            return Err(ClientError::WebSocket(err));
+        }
+        // Announce this client (an empty awareness state, as the JavaScript provider does):
+        // the node then knows which Yjs client id answers commands on this connection.
+        if let Err(err) = ws
+            .send(WsMessage::Binary(presence_frame(doc.client_id().get())))
+            .await
+        {
             let _ = doc.unobserve_update_v1(key.as_str());
             return Err(ClientError::WebSocket(err));
         }
@@ -656,3 +666,21 @@ fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// An awareness message announcing `client` with an empty state (`{}`, clock 1).
+fn presence_frame(client: u64) -> bytes::Bytes {
+    fn var(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let mut payload = Vec::with_capacity(16);
+    var(&mut payload, 1); // one entry
+    var(&mut payload, client);
+    var(&mut payload, 1); // clock
+    var(&mut payload, 2); // "{}"
+    payload.extend_from_slice(b"{}");
+    protocol::encode_awareness(&payload)
+}

@@ -16,6 +16,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// `Command` below is the `ymesh command` subcommand, named as users type it.
+#[allow(clippy::enum_variant_names)]
 enum Command {
     /// Run a node.
     Serve(ServeArgs),
@@ -33,6 +35,9 @@ enum Command {
     RestoreBackup(RestoreArgs),
     /// Show a running node's peers and rooms as tables.
     Status(StatusArgs),
+    /// Issue a maintenance command (migrate, reindex, compact, invalidate) on a running node;
+    /// it reaches every node of the mesh and every client that opted in.
+    Command(CommandArgs),
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
@@ -43,6 +48,35 @@ struct StatusArgs {
     /// The node to ask.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
     node: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct CommandArgs {
+    /// migrate, reindex, compact or invalidate.
+    kind: String,
+    /// The room; every room when omitted (invalidate needs one).
+    #[arg(long)]
+    room: Option<String>,
+    /// Arguments as a JSON object, e.g. '{"version": 3}' for migrate.
+    #[arg(long, value_name = "JSON")]
+    args: Option<String>,
+    /// Seconds the command stays answerable [default: 30].
+    #[arg(long, value_name = "S")]
+    deadline: Option<u64>,
+    /// Print results as they arrive until every responder answered or the deadline passed.
+    #[arg(long)]
+    wait: bool,
+    /// The node that issues it.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
+    node: String,
+    /// Admin token, sent as a bearer token.
+    #[arg(
+        long,
+        env = "YMESH_ADMIN_TOKEN",
+        value_name = "T",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -479,6 +513,54 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn command(args: CommandArgs) -> anyhow::Result<()> {
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin_token)?;
+    let cmd_args = match &args.args {
+        Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
+        None => serde_json::json!({}),
+    };
+    let id = node
+        .issue_command(&args.kind, args.room.as_deref(), cmd_args, args.deadline)
+        .await
+        .context("issuing the command")?;
+    println!("command {id}");
+    if !args.wait {
+        return Ok(());
+    }
+    let mut printed = std::collections::HashSet::new();
+    loop {
+        let report = node.command_report(&id).await?;
+        for r in report["results"].as_array().into_iter().flatten() {
+            let key = format!("{}/{}", r["responder"], r["status"]);
+            if printed.insert(key) {
+                let detail = match &r["detail"] {
+                    serde_json::Value::Null => String::new(),
+                    d => d.to_string(),
+                };
+                println!(
+                    "{:<6} {:<12} {:<54} {detail}",
+                    r["responder_kind"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?"),
+                    r["responder"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        if report["done"] == true {
+            let counts = &report["counts"];
+            println!(
+                "done: {} ok, {} error, {} refused, {} unsupported, {} timeout",
+                counts["ok"],
+                counts["error"],
+                counts["refused"],
+                counts["unsupported"],
+                counts["timeout"]
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let (deleted, where_) = match args.target.resolve()? {
         Target::Dir(dir) => (
@@ -586,6 +668,7 @@ fn main() -> std::process::ExitCode {
                     Command::Import(args) => import(args).await,
                     Command::Compact(args) => compact(args).await,
                     Command::Delete(args) => delete(args).await,
+                    Command::Command(args) => command(args).await,
                     Command::Backup(args) => backup(args).await,
                     Command::RestoreBackup(args) => restore_backup(args).await,
                     Command::Status(args) => {

@@ -803,6 +803,49 @@ impl NodeClient {
         })
     }
 
+    /// Issues a maintenance command (`POST /rooms/{room}/commands`, or `POST /commands` for
+    /// every room; admin). Returns its id.
+    pub async fn issue_command(
+        &self,
+        kind: &str,
+        room: Option<&str>,
+        args: serde_json::Value,
+        deadline_s: Option<u64>,
+    ) -> Result<String, OpsError> {
+        let path = match room {
+            Some(r) => {
+                check_room_name(r)?;
+                format!("{}/commands", Self::room_path(r))
+            }
+            None => "/commands".to_string(),
+        };
+        let mut body = serde_json::json!({ "kind": kind, "args": args });
+        if let Some(d) = deadline_s {
+            body["deadline_s"] = d.into();
+        }
+        let resp = self
+            .request("POST", &path, body.to_string().as_bytes(), true)
+            .await?;
+        let v = self.json(self.ok(resp)?)?;
+        v["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| OpsError::Http {
+                url: self.url.clone(),
+                message: "the answer to a command carries no id".into(),
+            })
+    }
+
+    /// `GET /commands/{id}` (admin): the aggregated results of a command issued there.
+    pub async fn command_report(&self, id: &str) -> Result<serde_json::Value, OpsError> {
+        let path = format!(
+            "/commands/{}",
+            percent_encoding::utf8_percent_encode(id, SEGMENT)
+        );
+        let resp = self.request("GET", &path, &[], true).await?;
+        self.json(self.ok(resp)?)
+    }
+
     /// The `data` of a JSON `GET` (e.g. `/peers`, `/rooms?all=true`, `/`).
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, OpsError> {
         let resp = self.request("GET", path, &[], false).await?;

@@ -72,6 +72,9 @@ impl FakeNode {
         let sv = StateVector::decode_v1(&sv).unwrap();
         let update = self.doc.transact().encode_state_as_update_v1(&sv);
         self.send(protocol::encode_sync_step2(&update)).await;
+        let Message::Awareness(_) = self.recv().await else {
+            panic!("the client announces itself with an awareness state")
+        };
         let own = self.doc.transact().state_vector().encode_v1();
         self.send(protocol::encode_sync_step1(&own)).await;
         let Message::Sync(SyncMessage::Step2(update)) = self.recv().await else {

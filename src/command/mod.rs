@@ -20,14 +20,16 @@
 //! - [`record`]: [`CommandRecord`] (expected responders, results, timeouts, the JSON of
 //!   `GET /commands/{id}`) and [`CommandLog`], the last 1,000 of them.
 //!
-//! The node side (fan-out to sessions, forwarding over `/_mesh`, HTTP routes) is a thin shell
-//! around these; the client side is [`crate::client`] (Rust) and `clients/js` (JavaScript).
+//! [`node`] is the node side around these (fan-out to opted-in sessions, forwarding over
+//! `/_mesh`, the node's own handlers, aggregation); the HTTP routes are in `server`, the
+//! client side is [`crate::client`] (Rust) and `clients/js` (JavaScript).
 //!
 //! A node handling an incoming command does, in order: [`decode`]; [`SeenSet::insert`] with
 //! the command's deadline (a duplicate stops here); act on it; if [`forwardable`], send
 //! [`Command::next_hop`] to peers other than the one it came from.
 
 pub mod envelope;
+pub mod node;
 pub mod record;
 pub mod seen;
 
@@ -36,6 +38,7 @@ pub use envelope::{
     CommandIssuer, CommandKind, CommandMessage, CommandResult, ResponderKind, ResultStatus,
     DEFAULT_TIMEOUT_MS, MAX_HOPS, MAX_ID_LEN,
 };
+pub use node::{CommandCenter, IssueError};
 pub use record::{CommandLog, CommandRecord, RecordOutcome, DEFAULT_LOG_CAPACITY};
 pub use seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
 

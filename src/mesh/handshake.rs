@@ -171,7 +171,7 @@ pub enum Outcome {
 }
 
 /// What the shell must do next, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send this control message to the peer.
     Send(Control),

@@ -57,7 +57,7 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use handshake::{Action, Admission, AdmittedBy, Handshake, HandshakeError, Outcome, PeerInfo};
 pub use identity::{new_boot_id, IdentityError, NodeIdentity, VerifyError};
 pub use manifest::{PeerManifest, RoomToSync, SharePolicy, SyncReason};
-pub use runtime::{mesh_url, LinkState, Mesh, MeshSettings, PeerConfig};
+pub use runtime::{mesh_url, CommandSink, LinkState, Mesh, MeshSettings, PeerConfig};
 pub use wire::{
     Control, Frame, FrameDecoder, ManifestEntry, TombstoneEntry, WireError, MAX_FRAME_LEN,
     MESH_PROTOCOL_VERSION,

@@ -392,8 +392,30 @@ pub struct Mesh {
     discovered: Mutex<HashMap<String, DiscoveredPeer>>,
     /// Next key for a discovered peer's row in `peers`.
     next_discovered: AtomicU64,
+    /// The node's command engine.
+    commands: std::sync::OnceLock<std::sync::Weak<dyn CommandSink>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Where the mesh hands maintenance commands and results that arrive over links (the
+/// node's command engine, [`crate::command::node`]). Called on the link's task: keep it
+/// short and spawn anything slow.
+pub trait CommandSink: Send + Sync {
+    /// A command arrived over `link` from node `peer`, with the sender's state vector of
+    /// the room for `invalidate`.
+    fn on_command(
+        &self,
+        link: SessionId,
+        peer: &str,
+        command: crate::command::Command,
+        state_vector: Option<Vec<u8>>,
+    );
+    /// A result arrived over `link`.
+    fn on_result(&self, link: SessionId, result: crate::command::CommandResult);
+    /// A link to `peer` is up (after the manifest went out): commands still running can be
+    /// sent to it.
+    fn on_link_up(&self, link: SessionId, peer: &str);
 }
 
 /// A peer found by discovery, and the supervisor dialing it (if this side dials).
@@ -464,6 +486,7 @@ impl Mesh {
             markers: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
             next_discovered: AtomicU64::new(0),
+            commands: std::sync::OnceLock::new(),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -472,6 +495,11 @@ impl Mesh {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         self.identity.node_id()
+    }
+
+    /// This run's boot id (new at every start).
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
     }
 
     /// Starts one supervisor per configured peer.
@@ -659,6 +687,72 @@ impl Mesh {
         self.forward(room, origin, Kind::Awareness, || {
             protocol::encode_awareness(update)
         });
+    }
+
+    /// Sets where commands and results arriving over links go.
+    pub fn set_command_sink(&self, sink: std::sync::Weak<dyn CommandSink>) {
+        let _ = self.commands.set(sink);
+    }
+
+    fn command_sink(&self) -> Option<Arc<dyn CommandSink>> {
+        self.commands.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Queues `control` on ymesh link `link` if its share policy allows `room` (`None`: a
+    /// message about every room). False when the link is gone, refuses the room, or is full.
+    pub fn send_control(&self, link: SessionId, control: &Control, room: Option<&str>) -> bool {
+        let links = lock(&self.links);
+        let Some(l) = links.get(&link) else {
+            return false;
+        };
+        if l.plain_room.is_some() || room.is_some_and(|r| !l.policy.allows(r)) {
+            return false;
+        }
+        let frame = wire::encode_control(control);
+        match l.tx.try_send(frame.clone()) {
+            Ok(()) => {
+                l.counters.sent.add(Kind::Control, frame.len());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The ymesh links (id and peer node id) whose share policy allows `room` (`None`:
+    /// every ymesh link), except `except`.
+    pub fn links_for(
+        &self,
+        room: Option<&str>,
+        except: Option<SessionId>,
+    ) -> Vec<(SessionId, String)> {
+        let mut v: Vec<(SessionId, String)> = lock(&self.links)
+            .iter()
+            .filter(|(id, l)| {
+                Some(**id) != except
+                    && l.plain_room.is_none()
+                    && room.is_none_or(|r| l.policy.allows(r))
+            })
+            .map(|(id, l)| (*id, l.peer_node.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Asks `link` for its whole copy of `room` (a SyncStep1 with an empty state vector),
+    /// after this node dropped its own (`invalidate`).
+    pub fn resync_from(&self, link: SessionId, room: &str) -> bool {
+        let links = lock(&self.links);
+        let Some(l) = links.get(&link) else {
+            return false;
+        };
+        let frame = wire::encode_room(room, &protocol::encode_sync_step1(&[0]));
+        match l.tx.try_send(frame.clone()) {
+            Ok(()) => {
+                l.counters.sent.add(Kind::Sync, frame.len());
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Sends a tombstone to every ymesh link whose policy shares the room, except
@@ -1453,6 +1547,9 @@ impl Mesh {
                 return "connection closed".into();
             }
         }
+        if let Some(sink) = self.command_sink() {
+            sink.on_link_up(link_id, peer);
+        }
         let mut relayed: HashMap<String, std::collections::HashSet<crate::room::ClientId>> =
             HashMap::new();
         let end = self
@@ -1557,6 +1654,24 @@ impl Mesh {
                         self.on_tombstones(io, counters, peer, &policy, rooms).await
                     {
                         return reason;
+                    }
+                }
+                Frame::Control(Control::Command {
+                    command,
+                    state_vector,
+                }) => {
+                    let allowed = command
+                        .room
+                        .as_deref()
+                        .is_none_or(|r| manifest.policy().allows(r));
+                    if let (true, Some(sink)) = (allowed, self.command_sink()) {
+                        let sv = state_vector.as_deref().and_then(super::hex::decode);
+                        sink.on_command(link_id, peer, command, sv);
+                    }
+                }
+                Frame::Control(Control::CommandResult { result }) => {
+                    if let Some(sink) = self.command_sink() {
+                        sink.on_result(link_id, result);
                     }
                 }
                 Frame::Control(Control::Ping { t }) => {

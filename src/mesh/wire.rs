@@ -65,7 +65,7 @@ pub struct TombstoneEntry {
 /// variant in snake_case, e.g. `{"type":"ping","t":1}`.
 ///
 /// Binary fields (keys, nonces, signatures, MACs) are lower-case hex strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
     /// First message each side sends. Its fields are frozen across protocol versions (new
@@ -123,6 +123,21 @@ pub enum Control {
         /// One entry per deleted room.
         rooms: Vec<TombstoneEntry>,
     },
+    /// A maintenance command travelling the mesh (docs/protocol.md, "Maintenance
+    /// commands"); each node acts on it once and passes it on.
+    Command {
+        /// The command, as clients receive it.
+        command: crate::command::Command,
+        /// For `invalidate`: the sender's state vector of the room (encoded v1, hex), so the
+        /// receiver can tell whether dropping its copy would lose anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_vector: Option<String>,
+    },
+    /// A result on its way back to the node that issued the command.
+    CommandResult {
+        /// The result.
+        result: crate::command::CommandResult,
+    },
     /// Liveness probe; the receiver answers with a [`Control::Pong`] carrying the same `t`.
     Ping {
         /// Opaque to the receiver (the sender's clock in milliseconds, typically).
@@ -149,6 +164,8 @@ impl Control {
             Control::Manifest { .. } => "manifest",
             Control::ManifestDelta { .. } => "manifest_delta",
             Control::Tombstones { .. } => "tombstones",
+            Control::Command { .. } => "command",
+            Control::CommandResult { .. } => "command_result",
             Control::Ping { .. } => "ping",
             Control::Pong { .. } => "pong",
             Control::Unknown => "unknown",
@@ -163,7 +180,7 @@ impl Control {
 }
 
 /// One decoded frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Kind 0.
     Control(Control),

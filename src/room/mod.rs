@@ -312,6 +312,19 @@ struct SessionEntry {
     kind: SessionKind,
     tx: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
+    /// Opted in to maintenance commands (`commands=1`).
+    commands: bool,
+    /// Awareness client ids this session introduced (its Yjs client id, normally one).
+    clients: Vec<ClientId>,
+}
+
+/// A session a maintenance command was queued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandDelivery {
+    /// The session.
+    pub session: SessionId,
+    /// Its Yjs client id, when its awareness named exactly one.
+    pub client: Option<ClientId>,
 }
 
 struct RoomState {
@@ -588,6 +601,17 @@ impl Room {
 
     /// Adds a session. Its queue starts with SyncStep1 and, if any, all awareness states.
     pub fn join(&self, id: SessionId, kind: SessionKind) -> Result<Joined, RoomError> {
+        self.join_opted(id, kind, false)
+    }
+
+    /// Like [`Room::join`]; `commands` opts the session in to maintenance commands
+    /// ([`Room::deliver_command`]).
+    pub fn join_opted(
+        &self,
+        id: SessionId,
+        kind: SessionKind,
+        commands: bool,
+    ) -> Result<Joined, RoomError> {
         let mut st = lock(&self.state);
         if st.closed {
             return Err(RoomError::Closed);
@@ -605,6 +629,8 @@ impl Room {
             kind,
             tx: tx.clone(),
             kick: kick.clone(),
+            commands,
+            clients: Vec::new(),
         });
         st.idle_since = None;
         Ok(Joined {
@@ -794,7 +820,23 @@ impl Room {
     ) -> Result<AwarenessChange, RoomError> {
         let update = AwarenessUpdate::decode_v1(payload)
             .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
+        // Which client ids this session speaks for, whether or not the update is news here
+        // (the same client may already be known through another node).
+        let announced: Vec<(ClientId, bool)> = update
+            .clients
+            .iter()
+            .map(|(c, e)| (*c, &*e.json != "null"))
+            .collect();
         let mut st = lock(&self.state);
+        if let Some(s) = st.sessions.iter_mut().find(|s| s.id == from) {
+            for (c, present) in &announced {
+                if !*present {
+                    s.clients.retain(|x| x != c);
+                } else if !s.clients.contains(c) {
+                    s.clients.push(*c);
+                }
+            }
+        }
         let summary = st
             .awareness
             .apply_update_summary(update)
@@ -886,7 +928,12 @@ impl Room {
     /// given, only if the document holds nothing beyond that state vector (else `Err` with
     /// the room's state vector, and the room stays open). Sessions are closed with
     /// [`CLOSE_ROOM_DELETED`]. Returns the room's state vector.
-    fn close_for_delete(&self, covering: Option<&[u8]>) -> Result<Vec<u8>, Vec<u8>> {
+    fn close_for_delete(
+        &self,
+        covering: Option<&[u8]>,
+        code: u16,
+        reason: &str,
+    ) -> Result<Vec<u8>, Vec<u8>> {
         let mut st = lock(&self.state);
         let sv = st.awareness.doc().transact().state_vector().encode_v1();
         if let Some(covering) = covering {
@@ -896,9 +943,32 @@ impl Room {
         }
         st.closed = true;
         for s in &st.sessions {
-            s.kick.kick(CLOSE_ROOM_DELETED, "room deleted");
+            s.kick.kick(code, reason);
         }
         Ok(sv)
+    }
+
+    /// Queues a maintenance command frame (type 103) for every session that opted in, and
+    /// returns them. A session whose queue is full is closed (4429) as for any frame.
+    pub fn deliver_command(&self, frame: &Bytes) -> Vec<CommandDelivery> {
+        let st = lock(&self.state);
+        let mut out = Vec::new();
+        for s in st.sessions.iter().filter(|s| s.commands) {
+            match s.tx.try_send(frame.clone()) {
+                Ok(()) => out.push(CommandDelivery {
+                    session: s.id,
+                    client: match s.clients.as_slice() {
+                        [one] => Some(*one),
+                        _ => None,
+                    },
+                }),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.kick.kick(CLOSE_TOO_SLOW, "outbound queue full");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        out
     }
 
     /// Asks every session to close with `code` (used at shutdown).
@@ -1175,37 +1245,12 @@ impl RoomRegistry {
         require_covered: bool,
     ) -> Result<Deleted, DeleteError> {
         let name = tombstone.room.clone();
-        let (done, _keep) = tokio::sync::watch::channel(false);
-        // 1. Close the room in memory and bar new opens, under the registry lock.
-        let live = loop {
-            let wait = {
-                let mut rooms = lock(&self.rooms);
-                let mut deleting = lock(&self.deleting);
-                match deleting.get(&name) {
-                    Some(rx) => Some(rx.clone()),
-                    None => {
-                        let covering = require_covered.then_some(tombstone.state_vector.as_slice());
-                        let live = match rooms.get(name.as_str()) {
-                            Some(room) => match room.close_for_delete(covering) {
-                                Ok(sv) => Some((room.clone(), sv)),
-                                Err(_) => return Err(DeleteError::NotCovered { room: name }),
-                            },
-                            None => None,
-                        };
-                        rooms.remove(name.as_str());
-                        deleting.insert(name.clone(), done.subscribe());
-                        break live;
-                    }
-                }
-            };
-            if let Some(mut rx) = wait {
-                // Another deletion of this room is running; go after it.
-                let _ = rx.wait_for(|d| *d).await;
-            }
-        };
+        let covering = require_covered.then_some(tombstone.state_vector.as_slice());
+        let (live, done) = self
+            .close_and_bar(&name, covering, CLOSE_ROOM_DELETED, "room deleted")
+            .await?;
         let result = self.delete_closed(tombstone, require_covered, live).await;
-        lock(&self.deleting).remove(&name);
-        let _ = done.send(true);
+        self.unbar(&name, done);
         let deleted = result?;
         tracing::info!(
             room = name,
@@ -1218,6 +1263,94 @@ impl RoomRegistry {
             tombstone: &deleted.tombstone,
         });
         Ok(deleted)
+    }
+
+    /// Closes `name` in memory (only if its state is within `covering`, when given), takes
+    /// it out of the registry and bars opening it until the returned sender is dropped or
+    /// signalled (see [`RoomRegistry::open`]). Waits for another deletion of it to finish.
+    #[allow(clippy::type_complexity)]
+    async fn close_and_bar(
+        &self,
+        name: &str,
+        covering: Option<&[u8]>,
+        code: u16,
+        reason: &str,
+    ) -> Result<
+        (
+            Option<(Arc<Room>, Vec<u8>)>,
+            tokio::sync::watch::Sender<bool>,
+        ),
+        DeleteError,
+    > {
+        let (done, _keep) = tokio::sync::watch::channel(false);
+        loop {
+            let wait = {
+                let mut rooms = lock(&self.rooms);
+                let mut deleting = lock(&self.deleting);
+                match deleting.get(name) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let live = match rooms.get(name) {
+                            Some(room) => match room.close_for_delete(covering, code, reason) {
+                                Ok(sv) => Some((room.clone(), sv)),
+                                Err(_) => {
+                                    return Err(DeleteError::NotCovered {
+                                        room: name.to_string(),
+                                    })
+                                }
+                            },
+                            None => None,
+                        };
+                        rooms.remove(name);
+                        deleting.insert(name.to_string(), done.subscribe());
+                        return Ok((live, done));
+                    }
+                }
+            };
+            let mut rx = wait;
+            // Another deletion of this room is running; go after it.
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
+    /// Lifts the bar [`RoomRegistry::close_and_bar`] set.
+    fn unbar(&self, name: &str, done: tokio::sync::watch::Sender<bool>) {
+        lock(&self.deleting).remove(name);
+        let _ = done.send(true);
+    }
+
+    /// Drops this node's copy of room `name` so that it can be synced again from a peer
+    /// (the `invalidate` maintenance command): only if the copy holds nothing beyond
+    /// `covering` (the peer's state vector), else [`DeleteError::NotCovered`] and the room is
+    /// kept. Sessions are closed with 1012 (they reconnect). No tombstone is recorded.
+    /// Returns whether there was a copy.
+    pub async fn discard(&self, name: &str, covering: &[u8]) -> Result<bool, DeleteError> {
+        let (live, done) = self
+            .close_and_bar(name, Some(covering), 1012, "room reset: syncing it again")
+            .await?;
+        let result = async {
+            let mut existed = live.as_ref().is_some_and(|(r, _)| r.has_content());
+            if let Some(store) = &self.store {
+                let err = |source| DeleteError::Store {
+                    room: name.to_string(),
+                    source,
+                };
+                if live.is_none() {
+                    if let Some(meta) = store.meta(name).await.map_err(err)? {
+                        if !crate::store::state_vector_covers(covering, &meta.state_vector) {
+                            return Err(DeleteError::NotCovered {
+                                room: name.to_string(),
+                            });
+                        }
+                    }
+                }
+                existed |= store.discard_room(name).await.map_err(err)?;
+            }
+            Ok(existed)
+        }
+        .await;
+        self.unbar(name, done);
+        result
     }
 
     /// The store and tombstone half of [`RoomRegistry::delete`], with the room closed.

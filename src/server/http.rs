@@ -83,8 +83,22 @@ pub(crate) async fn list_rooms(
     Query(query): Query<ListQuery>,
 ) -> Response {
     let loaded = app.registry.list();
+    let with_schema = |mut row: serde_json::Value| {
+        if let Some(v) = row["name"]
+            .as_str()
+            .and_then(|n| app.commands.schema_version(n))
+        {
+            row["schema_version"] = json!(v);
+        }
+        row
+    };
     if !query.all {
-        return data(loaded);
+        return data(
+            loaded
+                .iter()
+                .map(|r| with_schema(json!(r)))
+                .collect::<Vec<_>>(),
+        );
     }
     let stored = match app.registry.store() {
         Some(store) => match store.list().await {
@@ -120,7 +134,7 @@ pub(crate) async fn list_rooms(
         row["bytes"] = json!(m.bytes);
         row["updated_at_ms"] = json!(m.updated_at_ms);
     }
-    data(rows.into_values().collect::<Vec<_>>())
+    data(rows.into_values().map(with_schema).collect::<Vec<_>>())
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -306,6 +320,71 @@ pub(crate) async fn delete_room(
     match super::delete_room(&app, &room).await {
         Ok(d) => data(&d.tombstone),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Body of `POST /rooms/{room}/commands` and `POST /commands`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommandRequest {
+    kind: String,
+    #[serde(default)]
+    args: serde_json::Value,
+    #[serde(default)]
+    deadline_s: Option<u64>,
+}
+
+fn issue(app: &AppState, room: Option<String>, body: &[u8]) -> Response {
+    let req: CommandRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"kind\": ..., \"args\": {{...}}, \"deadline_s\": ...}}: {e}"),
+            )
+            .into_response()
+        }
+    };
+    match app
+        .commands
+        .issue(&req.kind, room, req.args, req.deadline_s)
+    {
+        Ok(c) => data(json!({ "id": c.id, "deadline_ms": c.deadline_ms })),
+        Err(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /rooms/{room}/commands` (admin): issues a maintenance command for one room;
+/// answers `{"data": {"id", "deadline_ms"}}`.
+pub(crate) async fn issue_room_command(
+    State(app): State<Arc<AppState>>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    body: Bytes,
+) -> Response {
+    let room = match room_param(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    issue(&app, Some(room), &body)
+}
+
+/// `POST /commands` (admin): issues a maintenance command for every room.
+pub(crate) async fn issue_command(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    issue(&app, None, &body)
+}
+
+/// `GET /commands/{id}` (admin): the aggregated results of a command issued here.
+pub(crate) async fn command_report(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match app.commands.report(&id) {
+        Some(v) => data(v),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no command {id:?} was issued on this node (or it is too old)"),
+        )
+        .into_response(),
     }
 }
 

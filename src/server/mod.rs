@@ -80,6 +80,8 @@ pub(crate) struct AppState {
     pub(crate) next_session: Arc<AtomicU64>,
     /// Server-to-server replication.
     pub(crate) mesh: Arc<Mesh>,
+    /// Maintenance commands.
+    pub(crate) commands: Arc<crate::command::CommandCenter>,
     pub(crate) connections: AtomicUsize,
     /// Updates refused because they would pass a storage quota.
     pub(crate) quota_refusals: AtomicU64,
@@ -256,12 +258,20 @@ impl Node {
             shutdown.child_token(),
         );
         let _ = mesh_cell.set(Arc::downgrade(&mesh));
+        let commands = crate::command::CommandCenter::new(
+            identity.node_id(),
+            mesh.boot_id(),
+            registry.clone(),
+            mesh.clone(),
+        );
+        commands.load().await?;
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),
             started: Instant::now(),
             next_session: session_ids,
             mesh: mesh.clone(),
+            commands,
             connections: AtomicUsize::new(0),
             quota_refusals: AtomicU64::new(0),
             shutdown,
@@ -408,8 +418,30 @@ fn router(state: Arc<AppState>) -> Router {
     );
     router = router.route(
         COMPACT_ROUTE,
-        axum::routing::post(axum::handler::Handler::layer(http::compact_room, admin)),
+        axum::routing::post(axum::handler::Handler::layer(
+            http::compact_room,
+            admin.clone(),
+        )),
     );
+    router = router
+        .route(
+            "/rooms/{room}/commands",
+            axum::routing::post(axum::handler::Handler::layer(
+                http::issue_room_command,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/commands",
+            axum::routing::post(axum::handler::Handler::layer(
+                http::issue_command,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/commands/{id}",
+            get(axum::handler::Handler::layer(http::command_report, admin)),
+        );
     for template in &state.config.routes {
         if template != DOCUMENT_ROUTE {
             router = router.route(template, get(ws::sync_route));

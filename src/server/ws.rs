@@ -103,8 +103,10 @@ fn accept(
     ws: WebSocketUpgrade,
     room: String,
     peer: SocketAddr,
-    _query: &HashMap<String, String>,
+    query: &HashMap<String, String>,
 ) -> Response {
+    // Maintenance commands (type 103) go only to clients that ask for them.
+    let commands = query.get("commands").is_some_and(|v| v == "1");
     let limits = &app.config.limits;
     let ws = ws
         .read_buffer_size(READ_BUFFER)
@@ -132,7 +134,7 @@ fn accept(
                 .await;
                 return;
             }
-            run_session(app, socket, room, peer).await;
+            run_session(app, socket, room, peer, commands).await;
             drop(slot);
         })
     })
@@ -165,6 +167,7 @@ async fn join_room(
     app: &AppState,
     name: &str,
     id: u64,
+    commands: bool,
 ) -> Result<(Arc<Room>, Joined), CloseReason> {
     for _ in 0..8 {
         // Load before sync: the room's stored state is in the document before we queue
@@ -183,7 +186,7 @@ async fn join_room(
                 flush_first: false,
             },
         })?;
-        match room.join(id, SessionKind::Client) {
+        match room.join_opted(id, SessionKind::Client, commands) {
             Ok(joined) => return Ok((room, joined)),
             Err(RoomError::Closed) => continue,
             Err(e) => {
@@ -208,9 +211,15 @@ fn millis_since(app: &AppState) -> u64 {
     app.started.elapsed().as_millis() as u64
 }
 
-async fn run_session(app: Arc<AppState>, socket: WebSocket, room_name: String, peer: SocketAddr) {
+async fn run_session(
+    app: Arc<AppState>,
+    socket: WebSocket,
+    room_name: String,
+    peer: SocketAddr,
+    commands: bool,
+) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    let (room, joined) = match join_room(&app, &room_name, id).await {
+    let (room, joined) = match join_room(&app, &room_name, id, commands).await {
         Ok(j) => j,
         Err(reason) => {
             tracing::warn!(room = room_name, %peer, reason = reason.reason, "connection refused");
@@ -455,12 +464,14 @@ fn handle_frame(
             Message::AuthDenied(_) | Message::AuthOther(_) => {
                 tracing::debug!(session = id, "ignoring auth message from client");
             }
-            Message::Command { subtype, .. } => {
-                tracing::debug!(
-                    session = id,
-                    subtype,
-                    "ignoring command message from client"
-                );
+            Message::Command { subtype, json } => {
+                if subtype == protocol::COMMAND_SUBTYPE_RESULT {
+                    if let Some(app) = &acks.app {
+                        app.commands.client_result(id, &json);
+                    }
+                } else {
+                    tracing::debug!(session = id, subtype, "ignoring a command from a client");
+                }
             }
             Message::Unknown(t) => {
                 tracing::debug!(

@@ -49,6 +49,10 @@
 //!          deleted_ms INTEGER NOT NULL,               -- unix ms of the (latest) deletion
 //!          state_vector BLOB NOT NULL,                -- v1 state vector of what was deleted
 //!          origin TEXT NOT NULL)                      -- node id that deleted it
+//! applied_commands (id TEXT PRIMARY KEY,              -- maintenance commands applied here
+//!          expires_ms INTEGER NOT NULL)               -- forgotten after this (unix ms)
+//! room_schema (room TEXT PRIMARY KEY,                 -- schema version set by `migrate`
+//!          version INTEGER NOT NULL)
 //! ```
 //!
 //! **Deletion** ([`Store::delete_room`]) is a writer request like an append, so it is
@@ -405,6 +409,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets tombstones of deletions before `before_ms` (unix ms); returns how many.
     fn purge_tombstones(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Removes `room`'s stored data *without* a tombstone (its copy is dropped to be synced
+    /// again from a peer: the `invalidate` command), ordered after earlier appends. Returns
+    /// whether there was data.
+    fn discard_room(&self, room: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Records that maintenance command `id` was applied here, remembered until
+    /// `expires_ms`. Returns false if it was already recorded (do not apply it again).
+    /// Forgets expired ids on the way.
+    fn mark_command_applied(
+        &self,
+        id: &str,
+        expires_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Sets the schema version `migrate` recorded for `room`.
+    fn set_schema_version(&self, room: &str, version: u64)
+        -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Every room's recorded schema version, by room name.
+    fn schema_versions(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
 }
 
 /// A room whose latest writes did not reach the disk.

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::{StoreError, StoreOptions};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a ymesh store: "YMSH".
 pub(crate) const APPLICATION_ID: i64 = 0x594D_5348;
@@ -60,6 +60,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          deleted_ms   INTEGER NOT NULL,
          state_vector BLOB NOT NULL,
          origin       TEXT NOT NULL
+     );",
+    // 3 -> 4: maintenance commands. Ids of commands this node applied (until they expire),
+    // so a restart does not apply one again; the schema version `migrate` set per room.
+    "CREATE TABLE applied_commands (
+         id         TEXT PRIMARY KEY NOT NULL,
+         expires_ms INTEGER NOT NULL
+     );
+     CREATE TABLE room_schema (
+         room    TEXT PRIMARY KEY NOT NULL,
+         version INTEGER NOT NULL
      );",
 ];
 

@@ -584,6 +584,62 @@ impl Store for SqliteStore {
         })
     }
 
+    fn discard_room(&self, room: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::Discard { room, reply }).await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
+    fn mark_command_applied(
+        &self,
+        id: &str,
+        expires_ms: u64,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::MarkApplied {
+                id,
+                expires_ms,
+                reply,
+            })
+            .await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
+    fn set_schema_version(
+        &self,
+        room: &str,
+        version: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::SetSchema {
+                room,
+                version,
+                reply,
+            })
+            .await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
+    fn schema_versions(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(read(Arc::clone(&self.shared), |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT room, version FROM room_schema ORDER BY room")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, from_sql_int(r.get(1)?)))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.stop_queue();

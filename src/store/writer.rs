@@ -39,6 +39,23 @@ pub(crate) enum Request {
         tombstone: Tombstone,
         reply: oneshot::Sender<Result<(Tombstone, bool), StoreError>>,
     },
+    /// Drop a room's data without a tombstone.
+    Discard {
+        room: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Record an applied command id.
+    MarkApplied {
+        id: String,
+        expires_ms: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Record a room's schema version.
+    SetSchema {
+        room: String,
+        version: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Forget tombstones of deletions before `before_ms`.
     PurgeTombstones {
         before_ms: u64,
@@ -148,7 +165,8 @@ impl Writer {
                         appends.push(a);
                     }
                     other => {
-                        let delete = matches!(other, Request::Delete { .. });
+                        let delete =
+                            matches!(other, Request::Delete { .. } | Request::Discard { .. });
                         others.push(other);
                         return delete;
                     }
@@ -251,6 +269,38 @@ impl Writer {
                     let result = self.purge_tombstones(before_ms);
                     let _ = reply.send(result);
                 }
+                Request::Discard { room, reply } => {
+                    let result = self.discard_room(&room);
+                    if let Err(e) = &result {
+                        self.rollback_if_open();
+                        tracing::error!(room, error = %e, "discarding a room failed");
+                    }
+                    let _ = reply.send(result);
+                }
+                Request::MarkApplied {
+                    id,
+                    expires_ms,
+                    reply,
+                } => {
+                    let result = self.mark_applied(&id, expires_ms);
+                    let _ = reply.send(result);
+                }
+                Request::SetSchema {
+                    room,
+                    version,
+                    reply,
+                } => {
+                    let result = self
+                        .conn
+                        .execute(
+                            "INSERT INTO room_schema (room, version) VALUES (?1, ?2)
+                             ON CONFLICT (room) DO UPDATE SET version = excluded.version",
+                            params![room, to_sql_int(version)],
+                        )
+                        .map(|_| ())
+                        .map_err(StoreError::from);
+                    let _ = reply.send(result);
+                }
                 Request::Append(_) => unreachable!("appends are batched separately"),
             }
         }
@@ -293,7 +343,9 @@ impl Writer {
             tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
             freed = from_sql_int(*bytes);
-        } else {
+        }
+        tx.execute("DELETE FROM room_schema WHERE room = ?1", params![room])?;
+        if row.is_none() {
             tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
         }
         tx.execute(
@@ -323,6 +375,48 @@ impl Writer {
         self.shared.mark_repaired([room.as_str()]);
         self.maybe_vacuum();
         Ok((tombstone, row.is_some()))
+    }
+
+    /// Deletes a room's rows (no tombstone), keeping its recorded schema version.
+    fn discard_room(&mut self, room: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT id, snapshot_bytes + log_bytes FROM rooms WHERE name = ?1",
+                params![room],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, bytes)) = row else {
+            return Ok(false);
+        };
+        tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
+        tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
+        tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        {
+            let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = cache.rooms.remove(room).unwrap_or(from_sql_int(bytes));
+            cache.total = cache.total.saturating_sub(cached);
+        }
+        self.compaction_failed.remove(room);
+        self.shared.mark_repaired([room]);
+        self.maybe_vacuum();
+        Ok(true)
+    }
+
+    fn mark_applied(&mut self, id: &str, expires_ms: u64) -> Result<bool, StoreError> {
+        self.conn.execute(
+            "DELETE FROM applied_commands WHERE expires_ms < ?1",
+            params![to_sql_int(now_ms())],
+        )?;
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO applied_commands (id, expires_ms) VALUES (?1, ?2)",
+            params![id, to_sql_int(expires_ms)],
+        )?;
+        Ok(inserted == 1)
     }
 
     fn purge_tombstones(&mut self, before_ms: u64) -> Result<usize, StoreError> {

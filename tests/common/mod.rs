@@ -34,7 +34,8 @@ pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    // Resolved, so tests that reach it through /proc/PID/root see the same path.
+    std::fs::canonicalize(&dir).unwrap()
 }
 
 /// A config for tests: any free port on loopback, a store in a fresh directory.

@@ -1,0 +1,736 @@
+//! The node side of maintenance commands: issuing, fan-out to opted-in clients, forwarding
+//! across the mesh once per node, the node's own handlers, and aggregation of results on the
+//! issuing node.
+//!
+//! How a command travels (docs/protocol.md, "Maintenance commands"):
+//!
+//! 1. **Issued** here ([`CommandCenter::issue`]): a [`CommandRecord`] in the log expects an
+//!    answer from this node and from every peer linked now.
+//! 2. **Accepted** once per node ([`SeenSet`]; with a store, also recorded on disk so a
+//!    restart does not apply it again): queued as a type-103 frame to every session of the
+//!    room (or of every room) that opted in with `commands=1`; forwarded to every other link
+//!    whose share policy allows the room while it is [`forwardable`]; then the node acts on
+//!    it and answers with its own result, which lists the clients it delivered to.
+//! 3. **Results** go back the way the command came: each node remembers the link a command
+//!    arrived on and sends results (its own and its clients') there; the issuing node
+//!    records them. A node that delivered to clients makes the issuing node expect them, so
+//!    a client that does not answer by the deadline is recorded as `timeout`.
+//! 4. A node that links while a command is still running gets it then ("offline nodes
+//!    receive it when they return").
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+use super::{
+    encode_command, forwardable, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord,
+    CommandResult, ResponderKind, ResultStatus, SeenSet, DEFAULT_LOG_CAPACITY,
+    DEFAULT_SEEN_CAPACITY,
+};
+use crate::mesh::wire::Control;
+use crate::mesh::{CommandSink, Mesh};
+use crate::room::{DeleteError, RoomRegistry, SessionId};
+use crate::store::Store;
+
+/// Results that arrive this long after a command's deadline still count before the issuing
+/// node marks the missing ones `timeout` (they were on their way).
+pub const RESULT_GRACE_MS: u64 = 2_000;
+
+/// Longest deadline a command may ask for: one day.
+pub const MAX_DEADLINE_S: u64 = 86_400;
+
+/// Why a command was not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The request is not a valid command.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A command this node knows and that has not expired.
+struct Active {
+    command: Command,
+    /// The link it arrived on; `None` when it was issued here.
+    upstream: Option<SessionId>,
+    /// Local sessions it was delivered to, with the responder name each answers as.
+    sessions: HashMap<SessionId, String>,
+}
+
+struct State {
+    seen: SeenSet,
+    log: CommandLog,
+    active: HashMap<String, Active>,
+    /// Schema version per room, as `migrate` recorded it (mirrors the store).
+    schema: BTreeMap<String, u64>,
+}
+
+/// The node's command engine; see the module docs.
+pub struct CommandCenter {
+    /// Itself, for tasks started from `&self` (the mesh holds only a weak reference).
+    me: std::sync::Weak<CommandCenter>,
+    node_id: String,
+    registry: Arc<RoomRegistry>,
+    mesh: Arc<Mesh>,
+    issuer: Mutex<CommandIssuer>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for CommandCenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandCenter")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+impl CommandCenter {
+    /// The engine of node `node_id` (commands it issues carry `boot`), registered with the
+    /// mesh as its command sink. Call [`CommandCenter::load`] before serving.
+    pub fn new(
+        node_id: &str,
+        boot: &str,
+        registry: Arc<RoomRegistry>,
+        mesh: Arc<Mesh>,
+    ) -> Arc<CommandCenter> {
+        let center = Arc::new_cyclic(|me| CommandCenter {
+            me: me.clone(),
+            node_id: node_id.to_string(),
+            registry,
+            mesh: mesh.clone(),
+            issuer: Mutex::new(CommandIssuer::new(node_id, boot)),
+            state: Mutex::new(State {
+                seen: SeenSet::new(DEFAULT_SEEN_CAPACITY),
+                log: CommandLog::new(DEFAULT_LOG_CAPACITY),
+                active: HashMap::new(),
+                schema: BTreeMap::new(),
+            }),
+        });
+        let weak = Arc::downgrade(&center);
+        mesh.set_command_sink(weak);
+        center
+    }
+
+    /// Reads the schema versions `migrate` recorded from the store.
+    pub async fn load(&self) -> Result<(), crate::store::StoreError> {
+        if let Some(store) = self.registry.store() {
+            let versions = store.schema_versions().await?;
+            lock(&self.state).schema = versions.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    /// The schema version `migrate` recorded for `room`, if any.
+    pub fn schema_version(&self, room: &str) -> Option<u64> {
+        lock(&self.state).schema.get(room).copied()
+    }
+
+    /// Issues a command here: validates it, records it for aggregation and sends it on its
+    /// way. `deadline_s` defaults to 30 s.
+    pub fn issue(
+        self: &Arc<Self>,
+        kind: &str,
+        room: Option<String>,
+        args: Value,
+        deadline_s: Option<u64>,
+    ) -> Result<Command, IssueError> {
+        let kind = CommandKind::parse(kind);
+        if !kind.is_known() {
+            return Err(IssueError::Invalid(format!(
+                "unknown command kind {:?}; use migrate, reindex, compact or invalidate",
+                kind.as_str()
+            )));
+        }
+        let args = match args {
+            Value::Null => json!({}),
+            Value::Object(_) => args,
+            _ => return Err(IssueError::Invalid("args must be a JSON object".into())),
+        };
+        if kind == CommandKind::Migrate && args.get("version").and_then(Value::as_u64).is_none() {
+            return Err(IssueError::Invalid(
+                "migrate needs args.version, the target schema version (a non-negative integer)"
+                    .into(),
+            ));
+        }
+        if kind == CommandKind::Invalidate && room.is_none() {
+            return Err(IssueError::Invalid(
+                "invalidate applies to one room: use POST /rooms/{room}/commands".into(),
+            ));
+        }
+        let deadline_s = deadline_s.unwrap_or(super::DEFAULT_TIMEOUT_MS / 1000);
+        if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
+            return Err(IssueError::Invalid(format!(
+                "deadline_s must be between 1 and {MAX_DEADLINE_S}"
+            )));
+        }
+        let now = now_ms();
+        let command = lock(&self.issuer).issue(kind, room, args, now, deadline_s * 1000);
+        let mut record = CommandRecord::new(command.clone());
+        record.expect(self.node_id.clone(), ResponderKind::Node);
+        for (_, peer) in self.mesh.links_for(command.room.as_deref(), None) {
+            record.expect(peer, ResponderKind::Node);
+        }
+        // Done once everyone expected answered. Safe to seal now: this node answers only
+        // after it delivered to its clients (expected then), and a peer's answer names the
+        // clients it delivered to (expected when it arrives).
+        record.seal();
+        lock(&self.state).log.insert(record);
+        tracing::info!(
+            id = command.id,
+            kind = command.kind.as_str(),
+            room = command.room.as_deref().unwrap_or("*"),
+            "command issued"
+        );
+        self.accept(command.clone(), None, None);
+        Ok(command)
+    }
+
+    /// The aggregated results of a command issued here (`GET /commands/{id}`).
+    pub fn report(&self, id: &str) -> Option<Value> {
+        let mut st = lock(&self.state);
+        let now = now_ms();
+        st.log.tick(now.saturating_sub(RESULT_GRACE_MS));
+        st.log.get(id).map(CommandRecord::to_json)
+    }
+
+    /// A result a client sent on session `session` (a type-103 subtype-1 frame).
+    pub fn client_result(&self, session: SessionId, json: &str) {
+        let mut result = match super::decode(crate::protocol::COMMAND_SUBTYPE_RESULT, json) {
+            Ok(super::CommandMessage::Result(r)) => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(session, error = %e, "ignoring a malformed command result");
+                return;
+            }
+        };
+        {
+            let mut st = lock(&self.state);
+            let Some(active) = st.active.get_mut(&result.id) else {
+                tracing::debug!(session, id = result.id, "result for an unknown command");
+                return;
+            };
+            // Only a session the command went to answers, once, under the name the issuing
+            // node expects.
+            let Some(key) = active.sessions.remove(&session) else {
+                return;
+            };
+            result.responder = key;
+            result.responder_kind = ResponderKind::Client;
+        }
+        self.route_result(result);
+    }
+
+    /// Sends a result toward the issuing node, or records it here if this is that node.
+    fn route_result(&self, result: CommandResult) {
+        let mut st = lock(&self.state);
+        let upstream = match st.active.get(&result.id) {
+            Some(a) => a.upstream,
+            None => {
+                // Expired here; if it was issued here the log still takes a late answer.
+                if st.log.get(&result.id).is_none() {
+                    return;
+                }
+                None
+            }
+        };
+        match upstream {
+            None => {
+                if let Some(record) = st.log.get_mut(&result.id) {
+                    if result.responder_kind == ResponderKind::Node {
+                        for key in delivered_to(&result.detail) {
+                            record.expect(key, ResponderKind::Client);
+                        }
+                    }
+                    record.record(result);
+                }
+            }
+            Some(link) => {
+                drop(st);
+                let control = Control::CommandResult { result };
+                if !self.mesh.send_control(link, &control, None) {
+                    tracing::debug!(link, "result not forwarded: the link it came from is gone");
+                }
+            }
+        }
+    }
+
+    /// Accepts a command (issued here, or from `link`): once per node.
+    fn accept(
+        self: &Arc<Self>,
+        command: Command,
+        from: Option<(SessionId, String)>,
+        peer_sv: Option<Vec<u8>>,
+    ) {
+        let now = now_ms();
+        {
+            let mut st = lock(&self.state);
+            st.seen.expire(now);
+            let grace = RESULT_GRACE_MS;
+            st.active
+                .retain(|_, a| a.command.deadline_ms.saturating_add(grace) > now);
+            if now >= command.deadline_ms || !st.seen.insert(&command.id, command.deadline_ms, now)
+            {
+                return;
+            }
+            st.active.insert(
+                command.id.clone(),
+                Active {
+                    command: command.clone(),
+                    upstream: from.as_ref().map(|(l, _)| *l),
+                    sessions: HashMap::new(),
+                },
+            );
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.run(command, from, peer_sv).await });
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        command: Command,
+        from: Option<(SessionId, String)>,
+        peer_sv: Option<Vec<u8>>,
+    ) {
+        // Applied before a restart: nothing to do again.
+        if let Some(store) = self.registry.store() {
+            match store
+                .mark_command_applied(&command.id, command.deadline_ms)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(id = command.id, "command applied before; not again");
+                    return;
+                }
+                Err(e) => tracing::warn!(id = command.id, error = %e, "cannot record the command"),
+            }
+        }
+        tracing::info!(
+            id = command.id,
+            kind = command.kind.as_str(),
+            room = command.room.as_deref().unwrap_or("*"),
+            from = from.as_ref().map_or("here", |(_, p)| p.as_str()),
+            "command accepted"
+        );
+        let delivered = self.deliver(&command);
+        self.forward(&command, from.as_ref().map(|(l, _)| *l)).await;
+        let (status, mut detail) = self.act(&command, from.as_ref(), peer_sv).await;
+        if let Value::Object(map) = &mut detail {
+            map.insert("delivered_to".into(), json!(delivered));
+        }
+        let result = CommandResult::for_command(
+            &command,
+            self.node_id.clone(),
+            ResponderKind::Node,
+            status,
+            detail,
+            now_ms(),
+        );
+        self.route_result(result);
+    }
+
+    /// Queues the command for every opted-in session of its room (or of every room).
+    fn deliver(&self, command: &Command) -> Vec<String> {
+        let frame = encode_command(command);
+        let rooms = match &command.room {
+            Some(r) => self.registry.get(r).into_iter().collect(),
+            None => self.registry.rooms(),
+        };
+        let short: String = self
+            .node_id
+            .chars()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let mut keys = Vec::new();
+        let mut st = lock(&self.state);
+        let issued_here = st
+            .active
+            .get(&command.id)
+            .is_some_and(|a| a.upstream.is_none());
+        for room in rooms {
+            for d in room.deliver_command(&frame) {
+                let key = match d.client {
+                    Some(c) => c.to_string(),
+                    None => format!("session-{}@{short}", d.session),
+                };
+                if let Some(a) = st.active.get_mut(&command.id) {
+                    a.sessions.insert(d.session, key.clone());
+                }
+                keys.push(key);
+            }
+        }
+        if issued_here {
+            if let Some(record) = st.log.get_mut(&command.id) {
+                for k in &keys {
+                    record.expect(k.clone(), ResponderKind::Client);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Passes the command on to every other link that shares its room.
+    async fn forward(&self, command: &Command, except: Option<SessionId>) {
+        let now = now_ms();
+        if !forwardable(command, now) {
+            return;
+        }
+        let links = self.mesh.links_for(command.room.as_deref(), except);
+        if links.is_empty() {
+            return;
+        }
+        let control = self.control_for(command).await;
+        for (link, peer) in links {
+            if !self
+                .mesh
+                .send_control(link, &control, command.room.as_deref())
+            {
+                tracing::debug!(peer, "command not forwarded: link gone or full");
+            }
+        }
+    }
+
+    /// The control message that carries `command` to a peer (with this node's state vector
+    /// of the room for `invalidate`).
+    async fn control_for(&self, command: &Command) -> Control {
+        let state_vector = match (&command.kind, &command.room) {
+            (CommandKind::Invalidate, Some(room)) => Some(hex(&self.state_vector_of(room).await)),
+            _ => None,
+        };
+        Control::Command {
+            command: command.next_hop(),
+            state_vector,
+        }
+    }
+
+    /// This node's state vector of `room`: live when in memory, else as stored.
+    async fn state_vector_of(&self, room: &str) -> Vec<u8> {
+        if let Some(r) = self.registry.get(room).filter(|r| r.is_loaded()) {
+            return r.state_vector();
+        }
+        if let Some(store) = self.registry.store() {
+            if let Ok(Some(meta)) = store.meta(room).await {
+                return meta.state_vector;
+            }
+        }
+        vec![0]
+    }
+
+    /// The node's own handler; returns the status and a detail object.
+    async fn act(
+        &self,
+        command: &Command,
+        from: Option<&(SessionId, String)>,
+        peer_sv: Option<Vec<u8>>,
+    ) -> (ResultStatus, Value) {
+        let store = self.registry.store().cloned();
+        match &command.kind {
+            CommandKind::Compact => match store {
+                None => no_store(),
+                Some(store) => compact(&*store, command.room.as_deref()).await,
+            },
+            CommandKind::Reindex => match store {
+                None => no_store(),
+                Some(store) => reindex(&self.registry, &*store, command.room.as_deref()).await,
+            },
+            CommandKind::Migrate => self.migrate(command, store).await,
+            CommandKind::Invalidate => self.invalidate(command, from, peer_sv).await,
+            CommandKind::Other(kind) => (
+                ResultStatus::Unsupported,
+                json!({ "message": format!("command kind {kind:?} is not supported") }),
+            ),
+        }
+    }
+
+    async fn migrate(
+        &self,
+        command: &Command,
+        store: Option<Arc<dyn Store>>,
+    ) -> (ResultStatus, Value) {
+        let Some(version) = command.args.get("version").and_then(Value::as_u64) else {
+            return (
+                ResultStatus::Error,
+                json!({ "message": "args.version is missing or not a non-negative integer" }),
+            );
+        };
+        let rooms: Vec<String> = match &command.room {
+            Some(r) => vec![r.clone()],
+            None => {
+                let mut names: Vec<String> =
+                    self.registry.list().into_iter().map(|r| r.name).collect();
+                if let Some(store) = &store {
+                    match store.list().await {
+                        Ok(list) => names.extend(list.into_iter().map(|m| m.name)),
+                        Err(e) => {
+                            return (ResultStatus::Error, json!({ "message": e.to_string() }))
+                        }
+                    }
+                }
+                names.sort();
+                names.dedup();
+                names
+            }
+        };
+        for room in &rooms {
+            if let Some(store) = &store {
+                if let Err(e) = store.set_schema_version(room, version).await {
+                    return (
+                        ResultStatus::Error,
+                        json!({ "message": format!("cannot record the version of {room:?}: {e}") }),
+                    );
+                }
+            }
+            lock(&self.state).schema.insert(room.clone(), version);
+        }
+        (
+            ResultStatus::Ok,
+            json!({ "version": version, "rooms": rooms.len() }),
+        )
+    }
+
+    async fn invalidate(
+        &self,
+        command: &Command,
+        from: Option<&(SessionId, String)>,
+        peer_sv: Option<Vec<u8>>,
+    ) -> (ResultStatus, Value) {
+        let Some(room) = command.room.as_deref() else {
+            return (
+                ResultStatus::Error,
+                json!({ "message": "invalidate needs a room" }),
+            );
+        };
+        let Some((link, peer)) = from else {
+            return (
+                ResultStatus::Ok,
+                json!({ "message": "the issuing node keeps its copy: the others resync from it" }),
+            );
+        };
+        let Some(peer_sv) = peer_sv else {
+            return (
+                ResultStatus::Refused,
+                json!({ "message": "the command came without the sender's state vector" }),
+            );
+        };
+        match self.registry.discard(room, &peer_sv).await {
+            Ok(existed) => {
+                let resynced = self.mesh.resync_from(*link, room);
+                (
+                    ResultStatus::Ok,
+                    json!({ "discarded": existed, "resync_from": peer, "resync_requested": resynced }),
+                )
+            }
+            Err(DeleteError::NotCovered { .. }) => (
+                ResultStatus::Refused,
+                json!({ "message": format!(
+                    "this node holds edits of {room:?} that {peer} does not have; dropping its copy would lose them"
+                ) }),
+            ),
+            Err(e) => (ResultStatus::Error, json!({ "message": e.to_string() })),
+        }
+    }
+}
+
+fn no_store() -> (ResultStatus, Value) {
+    (
+        ResultStatus::Error,
+        json!({ "message": "this node runs without a store (--memory)" }),
+    )
+}
+
+/// The client names a node result says it delivered to.
+fn delivered_to(detail: &Value) -> Vec<String> {
+    detail
+        .get("delivered_to")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn stored_rooms(store: &dyn Store, room: Option<&str>) -> Result<Vec<String>, String> {
+    match room {
+        Some(r) => Ok(vec![r.to_string()]),
+        None => store
+            .list()
+            .await
+            .map(|l| l.into_iter().map(|m| m.name).collect())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+async fn compact(store: &dyn Store, room: Option<&str>) -> (ResultStatus, Value) {
+    let rooms = match stored_rooms(store, room).await {
+        Ok(r) => r,
+        Err(e) => return (ResultStatus::Error, json!({ "message": e })),
+    };
+    let (mut before, mut after, mut n) = (0u64, 0u64, 0usize);
+    for r in &rooms {
+        match store.compact(r).await {
+            Ok((0, 0)) => {}
+            Ok((b, a)) => {
+                before += b;
+                after += a;
+                n += 1;
+            }
+            Err(e) => {
+                return (
+                    ResultStatus::Error,
+                    json!({ "message": format!("compacting {r:?}: {e}") }),
+                )
+            }
+        }
+    }
+    (
+        ResultStatus::Ok,
+        json!({ "rooms": n, "bytes_before": before, "bytes_after": after }),
+    )
+}
+
+/// Rebuilds the room index from storage: every stored room must decode, and its recorded
+/// state vector (and digest) must match its content; a mismatch is rewritten.
+async fn reindex(
+    registry: &RoomRegistry,
+    store: &dyn Store,
+    room: Option<&str>,
+) -> (ResultStatus, Value) {
+    use yrs::updates::decoder::Decode;
+    use yrs::{ReadTxn, Transact};
+    let rooms = match stored_rooms(store, room).await {
+        Ok(r) => r,
+        Err(e) => return (ResultStatus::Error, json!({ "message": e })),
+    };
+    let (mut ok, mut fixed, mut damaged) = (0usize, Vec::new(), Vec::new());
+    for name in &rooms {
+        let loaded = match store.load(name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                damaged.push(json!({ "room": name, "error": e.to_string() }));
+                continue;
+            }
+        };
+        let doc = yrs::Doc::new();
+        let mut failed = None;
+        {
+            let mut txn = doc.transact_mut();
+            for blob in loaded.snapshot.iter().chain(loaded.updates.iter()) {
+                match yrs::Update::decode_v1(blob) {
+                    Ok(u) => {
+                        if let Err(e) = txn.apply_update(u) {
+                            failed = Some(e.to_string());
+                        }
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+        }
+        if let Some(e) = failed {
+            damaged.push(json!({ "room": name, "error": e }));
+            continue;
+        }
+        // A room in memory keeps its index current with every append.
+        let live = registry.get(name).is_some_and(|r| r.is_loaded());
+        let sv = {
+            use yrs::updates::encoder::Encode;
+            doc.transact().state_vector().encode_v1()
+        };
+        let canonical = crate::store::canonical_state_vector(name, &sv);
+        let meta = store.meta(name).await.ok().flatten();
+        if !live && meta.is_some_and(|m| m.state_vector != canonical) {
+            let full = doc
+                .transact()
+                .encode_state_as_update_v1(&yrs::StateVector::default());
+            match store.repair(name, bytes::Bytes::from(full), sv) {
+                Ok(ticket) => {
+                    let _ = store.wait_durable(ticket).await;
+                    fixed.push(name.clone());
+                }
+                Err(e) => damaged.push(json!({ "room": name, "error": e.to_string() })),
+            }
+        } else {
+            ok += 1;
+        }
+    }
+    let status = if damaged.is_empty() {
+        ResultStatus::Ok
+    } else {
+        ResultStatus::Error
+    };
+    (
+        status,
+        json!({ "rooms": rooms.len(), "ok": ok, "fixed": fixed, "damaged": damaged }),
+    )
+}
+
+impl CommandSink for CommandCenter {
+    fn on_command(
+        &self,
+        link: SessionId,
+        peer: &str,
+        command: Command,
+        state_vector: Option<Vec<u8>>,
+    ) {
+        if let Some(me) = self.me.upgrade() {
+            me.accept(command, Some((link, peer.to_string())), state_vector);
+        }
+    }
+
+    fn on_result(&self, _link: SessionId, result: CommandResult) {
+        self.route_result(result);
+    }
+
+    fn on_link_up(&self, link: SessionId, peer: &str) {
+        let now = now_ms();
+        let commands: Vec<Command> = lock(&self.state)
+            .active
+            .values()
+            .filter(|a| a.upstream != Some(link) && forwardable(&a.command, now))
+            .map(|a| a.command.clone())
+            .collect();
+        if commands.is_empty() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let peer = peer.to_string();
+        tokio::spawn(async move {
+            for command in commands {
+                let control = me.control_for(&command).await;
+                if me
+                    .mesh
+                    .send_control(link, &control, command.room.as_deref())
+                {
+                    tracing::debug!(peer, id = command.id, "running command sent to a new link");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,104 @@
+// Maintenance commands from a real ymesh node to stock y-websocket providers using the
+// helper in clients/js: each kind reaches an opted-in client once and its result is
+// aggregated on the node; a client that did not opt in never gets a 103 frame.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { register } from 'node:module'
+import { startNode, connect, waitSynced, waitFor, getJson, destroyAll, rawSocket, syncStep1Frame, frameKind } from '../lib/node.mjs'
+
+// The helper imports `yjs` and `lib0` as a user's app would; resolve them from this package.
+const clientsDir = new URL('../../../clients/js/', import.meta.url).href
+register('data:text/javascript,' + encodeURIComponent(`
+  export async function resolve (specifier, context, next) {
+    if (context.parentURL?.startsWith(${JSON.stringify(clientsDir)}) &&
+        !specifier.startsWith('.') && !specifier.startsWith('/') && !specifier.includes(':')) {
+      return next(specifier, { ...context, parentURL: ${JSON.stringify(import.meta.url)} })
+    }
+    return next(specifier, context)
+  }`))
+const { attachCommands, CommandDedup } = await import(new URL('ymesh-commands.mjs', clientsDir))
+
+async function issue (node, room, body) {
+  const res = await fetch(`${node.url}/rooms/${room}/commands`, {
+    method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(10000)
+  })
+  const json = await res.json()
+  assert.equal(res.status, 200, JSON.stringify(json))
+  return json.data.id
+}
+
+async function report (node, id, pred, what) {
+  let last = null
+  await waitFor(async () => {
+    last = (await getJson(`${node.url}/commands/${id}`)).body.data
+    return pred(last)
+  }, 10000, what)
+  return last
+}
+
+test('every kind reaches an opted-in JavaScript client once; a stock client gets none', async () => {
+  const node = await startNode()
+  const clients = []
+  const sockets = []
+  try {
+    const room = 'js-commands'
+    // A stock socket that did not opt in, watching every frame it receives.
+    const stock = rawSocket(`${node.wsUrl}/${room}`)
+    sockets.push(stock)
+    await stock.waitOpen()
+    stock.send(syncStep1Frame())
+
+    const calls = []
+    const handler = (kind) => async (command) => {
+      calls.push(kind)
+      return { handled: kind, room: command.room }
+    }
+    // One document on two providers to the same node (a tab and a worker, say): one dedup.
+    const dedup = new CommandDedup()
+    const a = connect(node.wsUrl, room, { params: { commands: '1' } })
+    clients.push(a)
+    const b = connect(node.wsUrl, room, { params: { commands: '1' }, doc: a.doc })
+    clients.push(b)
+    const handlers = {
+      migrate: handler('migrate'),
+      reindex: handler('reindex'),
+      compact: handler('compact'),
+      invalidate: handler('invalidate')
+    }
+    attachCommands(a.provider, handlers, { dedup })
+    attachCommands(b.provider, handlers, { dedup })
+    await waitSynced(a.provider)
+    await waitSynced(b.provider)
+    a.doc.getText('t').insert(0, 'content')
+    await waitFor(async () => (await getJson(`${node.url}/rooms/${room}?format=json`)).body?.data?.t === 'content',
+      10000, 'content on the node')
+
+    const clientId = String(a.doc.clientID)
+    for (const [kind, args] of [['compact', {}], ['reindex', {}], ['migrate', { version: 2 }], ['invalidate', {}]]) {
+      const id = await issue(node, room, { kind, args })
+      const r = await report(node, id, (d) => d?.done === true, `${kind} aggregated`)
+      const fromClient = r.results.find((x) => x.responder === clientId)
+      assert.ok(fromClient, `${kind}: the client answered: ${JSON.stringify(r)}`)
+      assert.equal(fromClient.status, 'ok')
+      assert.equal(fromClient.responder_kind, 'client')
+      assert.equal(fromClient.detail.handled, kind)
+      const fromNode = r.results.find((x) => x.responder_kind === 'node')
+      assert.equal(fromNode.status, 'ok', JSON.stringify(r))
+      assert.deepEqual(r.pending, [])
+    }
+    assert.deepEqual(calls, ['compact', 'reindex', 'migrate', 'invalidate'], 'each command ran once')
+    assert.equal(a.doc.getText('t').toString(), 'content')
+    const rooms = (await getJson(`${node.url}/rooms`)).body.data
+    assert.equal(rooms.find((r) => r.name === room).schema_version, 2)
+    assert.ok(stock.messages.length > 0, 'the stock socket synced')
+    assert.ok(stock.messages.every((f) => frameKind(f)[0] !== 103), 'no 103 frame for a client that did not opt in')
+    assert.equal(stock.closed, null, 'the stock socket is still connected')
+  } catch (e) {
+    if (e && typeof e.message === 'string') e.message += '\n' + node.logsTail(40)
+    throw e
+  } finally {
+    destroyAll(clients)
+    for (const s of sockets) s.terminate()
+    await node.kill()
+  }
+})
