@@ -1,12 +1,12 @@
-//! The data-directory lock: `flock(LOCK_EX | LOCK_NB)` on `DATA_DIR/LOCK`.
+//! The data-directory lock: an exclusive, non-blocking lock on `DATA_DIR/LOCK`
+//! (`File::try_lock`: `flock(LOCK_EX | LOCK_NB)` on Unix, `LockFileEx` on Windows).
 //!
-//! `flock` locks belong to the open file description, so the kernel releases the lock when
-//! the last descriptor closes, including when the process is killed: a crash never leaves a
-//! stale lock. A second `open` + `flock` of the same file conflicts even inside one process.
+//! The lock belongs to the open file, so the OS releases it when the file is closed,
+//! including when the process is killed: a crash never leaves a stale lock. A second open +
+//! lock of the same file conflicts even inside one process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -34,11 +34,9 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
-        // SAFETY: flock on a valid, open descriptor owned by `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let holder = match file.read_to_string(&mut text) {
                     Ok(_) if !text.trim().is_empty() => format!(" (pid {})", text.trim()),
@@ -49,7 +47,7 @@ impl DirLock {
                     holder,
                 });
             }
-            return Err(io_err(err));
+            Err(TryLockError::Error(err)) => return Err(io_err(err)),
         }
         // Best effort: the pid is only a hint in error messages.
         let _ = file

@@ -17,8 +17,9 @@
 //! survives power loss and `kill -9` (NORMAL would only sync at checkpoints). Incremental
 //! auto-vacuum is enabled when the file is created.
 //!
-//! **One node per data directory.** `open` takes `flock(LOCK_EX | LOCK_NB)` on
-//! `DATA_DIR/LOCK` and holds it for the store's lifetime. The kernel drops the lock when the
+//! **One node per data directory.** `open` takes an exclusive non-blocking lock
+//! (`File::try_lock`: `flock` on Unix) on `DATA_DIR/LOCK` and holds it for the store's
+//! lifetime. The kernel drops the lock when the
 //! process dies, so a crash never leaves a stale lock; the file itself may stay. A second
 //! open of the same directory, in another process or in this one, fails with
 //! [`StoreError::Locked`].

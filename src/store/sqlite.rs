@@ -24,7 +24,7 @@ use super::{
 /// The database file inside the data directory.
 pub const DB_FILE_NAME: &str = "ymesh.sqlite3";
 
-/// The lock file inside the data directory (held with `flock` while a store is open).
+/// The lock file inside the data directory (locked exclusively while a store is open).
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
 /// How many failed ticket ranges are remembered for late `wait_durable` callers.
@@ -50,7 +50,7 @@ pub struct StoreStats {
 }
 
 /// The embedded store: one SQLite database in a data directory, one writer thread with group
-/// commit, read connections on blocking threads. Holds the directory's `flock` until closed
+/// commit, read connections on blocking threads. Holds the directory lock until closed
 /// and dropped.
 ///
 /// Prefer [`Store::close`] before dropping: `Drop` also stops the writer, but it blocks the

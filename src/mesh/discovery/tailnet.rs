@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Deserializer};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,7 @@ pub const MAX_STATUS_BYTES: usize = 16 * 1024 * 1024;
 const MAX_PROBE_BYTES: usize = 64 * 1024;
 
 /// Time allowed for the whole LocalAPI request.
+#[cfg(unix)]
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed for one probe, connect included.
@@ -273,10 +274,22 @@ pub fn parse_root(body: &[u8]) -> Result<Option<String>, DiscoveryError> {
     Ok(root.data.node_id.filter(|id| !id.is_empty()))
 }
 
+/// Asks tailscaled for its status over the LocalAPI socket. tailscaled on Windows listens on
+/// a named pipe, which this source does not speak: there it always fails.
+#[cfg(not(unix))]
+pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
+    Err(DiscoveryError::Config(format!(
+        "tailscaled LocalAPI at {}: tailnet discovery needs tailscaled's Unix socket \
+         (Linux, macOS)",
+        socket.display()
+    )))
+}
+
 /// Asks tailscaled for its status over the LocalAPI socket.
+#[cfg(unix)]
 pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
     let what = format!("tailscaled LocalAPI at {}", socket.display());
-    let stream = tokio::time::timeout(STATUS_TIMEOUT, UnixStream::connect(socket))
+    let stream = tokio::time::timeout(STATUS_TIMEOUT, tokio::net::UnixStream::connect(socket))
         .await
         .map_err(|_| DiscoveryError::Timeout {
             what: what.clone(),
