@@ -656,3 +656,45 @@ async fn a_share_policy_keeps_other_rooms_off_a_link_both_ways() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_made_while_apart_crosses_even_after_a_restart() {
+    // A digest counts insertions only: a room whose only change while apart was a deletion
+    // is found through the peer's change marker, which is kept on disk.
+    let mut a_cfg = test_config();
+    let a_dir = a_cfg.data_dir.clone();
+    let a = start(a_cfg).await;
+    let mut b_cfg = dialing(vec![peer(&a)]);
+    let b_dir = b_cfg.data_dir.clone();
+    let b = start(b_cfg).await;
+    wait_linked(&b, &a).await;
+    let mut on_a = SyncClient::connect(a.local_addr(), "trim").await;
+    on_a.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "abc"))
+        .await;
+    poll_json(b.local_addr(), "/rooms/trim?format=json", "abc on B", |v| {
+        v["data"]["t"] == "abc"
+    })
+    .await;
+    b.shutdown().await;
+    // While apart, A deletes a character, then A restarts (its in-memory state is gone).
+    on_a.edit_acked(|t| t.get_or_insert_text("t").remove_range(t, 1, 1))
+        .await;
+    drop(on_a);
+    a.shutdown().await;
+    a_cfg = test_config();
+    a_cfg.data_dir = a_dir;
+    let a = start(a_cfg).await;
+    b_cfg = dialing(vec![peer(&a)]);
+    b_cfg.data_dir = b_dir;
+    let b = start(b_cfg).await;
+    wait_linked(&b, &a).await;
+    poll_json(
+        b.local_addr(),
+        "/rooms/trim?format=json",
+        "the deletion on B",
+        |v| v["data"]["t"] == "ac",
+    )
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

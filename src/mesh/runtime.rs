@@ -341,6 +341,10 @@ struct LinkEntry {
     counters: Arc<PeerCounters>,
 }
 
+/// A link up this long has finished its initial exchange: the peer's change marker moves
+/// to where the store was when the link came up.
+const MARKER_SETTLE: Duration = Duration::from_secs(10);
+
 /// Tombstones per [`Control::Tombstones`] message at link-up.
 const TOMBSTONES_PER_MESSAGE: usize = 500;
 
@@ -1428,16 +1432,43 @@ impl Mesh {
         self.set_state(key, LinkState::Connected, None);
         counters.link_changed(true);
         tracing::info!(peer, boot = info.boot_id, "peer link up");
+        // Where the store was when this peer last had everything from us: re-synced from
+        // there at link-up. Kept on disk, so it survives a restart (or a crash: the marker
+        // only moves when a link ends).
+        let store = self.registry.store().cloned();
+        let mut marker = lock(&self.markers).get(&peer).copied();
+        if let (None, Some(store)) = (marker, &store) {
+            marker = store.peer_marker(&peer).await.ok().flatten();
+        }
+        let up_at = match &store {
+            Some(store) => store
+                .changed_since(i64::MAX as u64)
+                .await
+                .ok()
+                .map(|(_, m)| m),
+            None => None,
+        };
+        let up_since = Instant::now();
         let end = self
-            .serve_link(io, link_id, &peer, &kick, counters, policy)
+            .serve_link(io, link_id, &peer, &kick, counters, policy, marker)
             .await;
         lock(&self.links).remove(&link_id);
         counters.link_changed(false);
-        if let Some(store) = self.registry.store() {
-            // Remember where the store was, so the next link re-syncs what changed since.
-            // Changes are forwarded until the link is gone, so this marker is conservative.
-            if let Ok((_, marker)) = store.changed_since(i64::MAX as u64).await {
-                lock(&self.markers).insert(peer.clone(), marker);
+        // The next link re-syncs what changed since this one came up, if it lived long
+        // enough to finish its initial exchange; otherwise from the old marker again.
+        // Conservative: changes forwarded live but still queued when the link died are
+        // covered too.
+        let next = if up_since.elapsed() >= MARKER_SETTLE {
+            up_at.or(marker)
+        } else {
+            marker.or(up_at)
+        };
+        if let (Some(next), Some(store)) = (next, &store) {
+            lock(&self.markers).insert(peer.clone(), next);
+            if Some(next) != marker {
+                if let Err(e) = store.set_peer_marker(&peer, next).await {
+                    tracing::warn!(peer, error = %e, "cannot record the peer's change marker");
+                }
             }
         }
         tracing::info!(peer, reason = end, "peer link down");
@@ -1470,6 +1501,7 @@ impl Mesh {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn serve_link(
         self: &Arc<Self>,
         io: &mut LinkIo,
@@ -1478,6 +1510,7 @@ impl Mesh {
         kick: &Kick,
         counters: &Arc<PeerCounters>,
         policy: SharePolicy,
+        marker: Option<u64>,
     ) -> String {
         // Deleted rooms first, so the peer drops stale copies before it syncs.
         let tombstones: Vec<wire::TombstoneEntry> = self
@@ -1510,7 +1543,6 @@ impl Mesh {
         // Rooms that changed here since the last link to this peer: announce them so the
         // peer asks for them (its SyncStep1 brings back our whole delete set), and ask for
         // its side too.
-        let marker = lock(&self.markers).get(peer).copied();
         if let (Some(marker), Some(store)) = (marker, self.registry.store()) {
             match store.changed_since(marker).await {
                 Ok((changed, _)) if !changed.is_empty() => {

@@ -31,7 +31,9 @@
 //! is refused ([`StoreError::NotAStore`]) and never written to.
 //!
 //! ```text
-//! meta    (key TEXT PRIMARY KEY, value INTEGER)       -- 'change_seq': global change counter
+//! meta    (key TEXT PRIMARY KEY, value INTEGER)       -- 'change_seq': global change counter;
+//!                                                     -- 'peer_marker:{node id}': change
+//!                                                     -- marker per mesh peer
 //! rooms   (id INTEGER PRIMARY KEY,                    -- internal, referenced below
 //!          name TEXT UNIQUE NOT NULL,                 -- room name as the room layer knows it
 //!          snapshot_bytes, log_bytes, log_count,      -- logical sizes (bytes of blobs)
@@ -431,6 +433,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room's recorded schema version, by room name.
     fn schema_versions(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+
+    /// The change marker ([`Store::changed_since`]) recorded for mesh peer `peer`: rooms
+    /// changed after it are re-synced with that peer when a link comes up, which carries
+    /// changes a digest does not show (deletions) across restarts.
+    fn peer_marker(&self, peer: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>>;
+
+    /// Records the change marker for mesh peer `peer`.
+    fn set_peer_marker(&self, peer: &str, marker: u64) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// A room whose latest writes did not reach the disk.

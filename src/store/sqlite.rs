@@ -640,6 +640,32 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn peer_marker(&self, peer: &str) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        let key = format!("peer_marker:{peer}");
+        Box::pin(read(Arc::clone(&self.shared), move |conn| {
+            let v: Option<i64> = conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(v.map(from_sql_int))
+        }))
+    }
+
+    fn set_peer_marker(&self, peer: &str, marker: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let key = format!("peer_marker:{peer}");
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.request(Request::SetMeta {
+                key,
+                value: marker,
+                reply,
+            })
+            .await?;
+            answer.await.map_err(|_| self.shared.closed_error())?
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.stop_queue();

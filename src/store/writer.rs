@@ -50,6 +50,12 @@ pub(crate) enum Request {
         expires_ms: u64,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Set a `meta` row other than `change_seq`.
+    SetMeta {
+        key: String,
+        value: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Record a room's schema version.
     SetSchema {
         room: String,
@@ -283,6 +289,23 @@ impl Writer {
                     reply,
                 } => {
                     let result = self.mark_applied(&id, expires_ms);
+                    let _ = reply.send(result);
+                }
+                Request::SetMeta { key, value, reply } => {
+                    let result = if key == "change_seq" {
+                        Err(StoreError::Internal(
+                            "change_seq is the writer's own".into(),
+                        ))
+                    } else {
+                        self.conn
+                            .execute(
+                                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                params![key, to_sql_int(value)],
+                            )
+                            .map(|_| ())
+                            .map_err(StoreError::from)
+                    };
                     let _ = reply.send(result);
                 }
                 Request::SetSchema {
