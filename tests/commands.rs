@@ -13,28 +13,7 @@ use common::*;
 use serde_json::{json, Value};
 use ymesh::client::{CommandDedup, Outcome, RoomClient};
 use ymesh::command::CommandKind;
-use ymesh::config::Config;
-use ymesh::mesh::PeerConfig;
 use yrs::{Text, Transact, WriteTxn};
-
-fn peer(node: &ymesh::Node) -> PeerConfig {
-    PeerConfig {
-        url: format!("ws://{}", node.local_addr()),
-        ..PeerConfig::default()
-    }
-}
-
-fn dialing(peers: Vec<PeerConfig>) -> Config {
-    let mut cfg = test_config();
-    cfg.peers = peers;
-    cfg
-}
-
-async fn wait_linked(node: &ymesh::Node, other: &ymesh::Node) {
-    let mesh = node.mesh().clone();
-    let id = other.node_id().to_string();
-    wait_until("link up", || mesh.connected_peers().contains(&id)).await;
-}
 
 async fn post_json(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     let (status, bytes) = http_body(addr, "POST", path, body.to_string().as_bytes()).await;

@@ -7,28 +7,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ymesh::config::Config;
 use ymesh::mesh::PeerConfig;
 use yrs::{Map, Text, Transact, WriteTxn};
-
-fn peer(node: &ymesh::Node) -> PeerConfig {
-    PeerConfig {
-        url: format!("ws://{}", node.local_addr()),
-        ..PeerConfig::default()
-    }
-}
-
-fn dialing(peers: Vec<PeerConfig>) -> Config {
-    let mut cfg = test_config();
-    cfg.peers = peers;
-    cfg
-}
-
-async fn wait_linked(node: &ymesh::Node, other: &ymesh::Node) {
-    let mesh = node.mesh().clone();
-    let id = other.node_id().to_string();
-    wait_until("link up", || mesh.connected_peers().contains(&id)).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_replicate_both_ways_and_converge() {

@@ -47,6 +47,28 @@ pub fn test_config() -> Config {
     }
 }
 
+/// A peer entry that dials `node` (a ymesh node on loopback).
+pub fn peer(node: &ymesh::Node) -> ymesh::mesh::PeerConfig {
+    ymesh::mesh::PeerConfig {
+        url: format!("ws://{}", node.local_addr()),
+        ..ymesh::mesh::PeerConfig::default()
+    }
+}
+
+/// A test config that dials `peers`.
+pub fn dialing(peers: Vec<ymesh::mesh::PeerConfig>) -> Config {
+    let mut cfg = test_config();
+    cfg.peers = peers;
+    cfg
+}
+
+/// Waits until `node` has a link up with `other`.
+pub async fn wait_linked(node: &ymesh::Node, other: &ymesh::Node) {
+    let mesh = node.mesh().clone();
+    let id = other.node_id().to_string();
+    wait_until("link up", || mesh.connected_peers().contains(&id)).await;
+}
+
 /// Starts an in-process node.
 pub async fn start(config: Config) -> ymesh::Node {
     ymesh::Node::start(config).await.expect("node starts")

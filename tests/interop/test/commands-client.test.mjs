@@ -4,28 +4,17 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { register } from 'node:module'
 import { WebSocketServer } from 'ws'
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import { Y, connect, waitSynced, waitFor } from '../lib/node.mjs'
+import { commands } from '../lib/clients-js.mjs'
 
-// The helper imports `yjs` and `lib0` as a user's app would. It lives outside this package,
-// so point its bare imports at this package's node_modules (the same yjs instance as here).
-const clientsDir = new URL('../../../clients/js/', import.meta.url).href
-register('data:text/javascript,' + encodeURIComponent(`
-  export async function resolve (specifier, context, next) {
-    if (context.parentURL?.startsWith(${JSON.stringify(clientsDir)}) &&
-        !specifier.startsWith('.') && !specifier.startsWith('/') && !specifier.includes(':')) {
-      return next(specifier, { ...context, parentURL: ${JSON.stringify(import.meta.url)} })
-    }
-    return next(specifier, context)
-  }`))
 const {
   attachCommands, CommandDedup, outcome, encodeCommandFrame, decodeCommandFrame,
   encodeResultFrame, invalidateHandler, compactHandler, migrateHandler, reindexHandler
-} = await import(new URL('ymesh-commands.mjs', clientsDir))
+} = commands
 
 /** A y-websocket server that syncs one doc per node and records 103 results per connection. */
 class FakeNode {

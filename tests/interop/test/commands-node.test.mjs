@@ -3,20 +3,10 @@
 // aggregated on the node; a client that did not opt in never gets a 103 frame.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { register } from 'node:module'
 import { startNode, connect, waitSynced, waitFor, getJson, destroyAll, rawSocket, syncStep1Frame, frameKind } from '../lib/node.mjs'
+import { commands } from '../lib/clients-js.mjs'
 
-// The helper imports `yjs` and `lib0` as a user's app would; resolve them from this package.
-const clientsDir = new URL('../../../clients/js/', import.meta.url).href
-register('data:text/javascript,' + encodeURIComponent(`
-  export async function resolve (specifier, context, next) {
-    if (context.parentURL?.startsWith(${JSON.stringify(clientsDir)}) &&
-        !specifier.startsWith('.') && !specifier.startsWith('/') && !specifier.includes(':')) {
-      return next(specifier, { ...context, parentURL: ${JSON.stringify(import.meta.url)} })
-    }
-    return next(specifier, context)
-  }`))
-const { attachCommands, CommandDedup } = await import(new URL('ymesh-commands.mjs', clientsDir))
+const { attachCommands, CommandDedup } = commands
 
 async function issue (node, room, body) {
   const res = await fetch(`${node.url}/rooms/${room}/commands`, {
