@@ -74,6 +74,8 @@ pub struct CommandCenter {
     mesh: Arc<Mesh>,
     issuer: Mutex<CommandIssuer>,
     state: Mutex<State>,
+    /// Tasks acting on commands; [`CommandCenter::stop`] waits for them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for CommandCenter {
@@ -124,6 +126,7 @@ impl CommandCenter {
                 active: HashMap::new(),
                 schema: BTreeMap::new(),
             }),
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let weak = Arc::downgrade(&center);
         mesh.set_command_sink(weak);
@@ -137,6 +140,18 @@ impl CommandCenter {
             lock(&self.state).schema = versions.into_iter().collect();
         }
         Ok(())
+    }
+
+    /// Waits (at most `grace`) for commands being acted on; used at shutdown, before the
+    /// store closes.
+    pub async fn stop(&self, grace: std::time::Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some maintenance commands were still running at shutdown");
+        }
     }
 
     /// The schema version `migrate` recorded for `room`, if any.
@@ -301,7 +316,8 @@ impl CommandCenter {
             );
         }
         let me = self.clone();
-        tokio::spawn(async move { me.run(command, from, peer_sv).await });
+        self.tasks
+            .spawn(async move { me.run(command, from, peer_sv).await });
     }
 
     async fn run(
@@ -721,7 +737,7 @@ impl CommandSink for CommandCenter {
             return;
         };
         let peer = peer.to_string();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             for command in commands {
                 let control = me.control_for(&command).await;
                 if me

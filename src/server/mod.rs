@@ -375,6 +375,7 @@ impl Node {
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         self.state.mesh.stop().await;
+        self.state.commands.stop(SHUTDOWN_GRACE).await;
         self.sweeper.abort();
         if let Some(store) = self.state.registry.store() {
             if let Err(e) = store.close().await {
