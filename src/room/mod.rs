@@ -1246,10 +1246,13 @@ impl RoomRegistry {
     ) -> Result<Deleted, DeleteError> {
         let name = tombstone.room.clone();
         let covering = require_covered.then_some(tombstone.state_vector.as_slice());
+        if let Some(covering) = covering {
+            self.check_stored_covered(&name, covering).await?;
+        }
         let (live, done) = self
             .close_and_bar(&name, covering, CLOSE_ROOM_DELETED, "room deleted")
             .await?;
-        let result = self.delete_closed(tombstone, require_covered, live).await;
+        let result = self.delete_closed(tombstone, live).await;
         self.unbar(&name, done);
         let deleted = result?;
         tracing::info!(
@@ -1313,6 +1316,31 @@ impl RoomRegistry {
         }
     }
 
+    /// Refuses (before anything is closed) when the stored copy of `name` holds more than
+    /// `covering`. Edits made after this check reach the room in memory, which
+    /// [`RoomRegistry::close_and_bar`] checks under its lock (a room that is not loaded yet
+    /// has no sessions, so nothing can edit it).
+    async fn check_stored_covered(&self, name: &str, covering: &[u8]) -> Result<(), DeleteError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let meta = store
+            .meta(name)
+            .await
+            .map_err(|source| DeleteError::Store {
+                room: name.to_string(),
+                source,
+            })?;
+        match meta {
+            Some(m) if !crate::store::state_vector_covers(covering, &m.state_vector) => {
+                Err(DeleteError::NotCovered {
+                    room: name.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Lifts the bar [`RoomRegistry::close_and_bar`] set.
     fn unbar(&self, name: &str, done: tokio::sync::watch::Sender<bool>) {
         lock(&self.deleting).remove(name);
@@ -1325,6 +1353,7 @@ impl RoomRegistry {
     /// kept. Sessions are closed with 1012 (they reconnect). No tombstone is recorded.
     /// Returns whether there was a copy.
     pub async fn discard(&self, name: &str, covering: &[u8]) -> Result<bool, DeleteError> {
+        self.check_stored_covered(name, covering).await?;
         let (live, done) = self
             .close_and_bar(name, Some(covering), 1012, "room reset: syncing it again")
             .await?;
@@ -1335,15 +1364,6 @@ impl RoomRegistry {
                     room: name.to_string(),
                     source,
                 };
-                if live.is_none() {
-                    if let Some(meta) = store.meta(name).await.map_err(err)? {
-                        if !crate::store::state_vector_covers(covering, &meta.state_vector) {
-                            return Err(DeleteError::NotCovered {
-                                room: name.to_string(),
-                            });
-                        }
-                    }
-                }
                 existed |= store.discard_room(name).await.map_err(err)?;
             }
             Ok(existed)
@@ -1357,7 +1377,6 @@ impl RoomRegistry {
     async fn delete_closed(
         &self,
         mut tombstone: Tombstone,
-        require_covered: bool,
         live: Option<(Arc<Room>, Vec<u8>)>,
     ) -> Result<Deleted, DeleteError> {
         let name = tombstone.room.clone();
@@ -1371,16 +1390,6 @@ impl RoomRegistry {
             source,
         };
         if let Some(store) = &self.store {
-            if require_covered && live.is_none() {
-                if let Some(meta) = store.meta(&name).await.map_err(store_err)? {
-                    if !crate::store::state_vector_covers(
-                        &tombstone.state_vector,
-                        &meta.state_vector,
-                    ) {
-                        return Err(DeleteError::NotCovered { room: name });
-                    }
-                }
-            }
             let (stored, had_rows) = store.delete_room(tombstone).await.map_err(store_err)?;
             existed |= had_rows;
             tombstone = stored;
