@@ -245,6 +245,13 @@ impl Node {
                 "the mesh is open and this node listens on {addr}: any ymesh node that reaches it \
                  may replicate every room; set --mesh-secret or --allow-peer"
             );
+            if config.discovery.mdns_enabled(addr.ip()) {
+                tracing::warn!(
+                    "mDNS discovery is on with an open mesh: ymesh nodes on this network will \
+                     find this node and replicate every room with it; set --mesh-secret (or \
+                     --no-mdns)"
+                );
+            }
         }
         let mesh = Mesh::new(
             identity.clone(),
