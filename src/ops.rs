@@ -1178,9 +1178,13 @@ pub fn render_status(
                 .map(|a| a.as_slice())
                 .unwrap_or_default();
             let synced = rooms.iter().filter(|r| r["synced"] == true).count();
+            let found_by = match &p["found_by"] {
+                serde_json::Value::Null => s(&p["source"]),
+                v => s(v),
+            };
             vec![
                 s(&p["state"]),
-                s(&p["source"]),
+                found_by,
                 s(&p["address"]),
                 s(&p["node_id"]),
                 format!("{synced}/{}", rooms.len()),
@@ -1196,7 +1200,7 @@ pub fn render_status(
     } else {
         out.push_str(&table(
             &[
-                "STATE", "SOURCE", "ADDRESS", "NODE ID", "SYNCED", "SENT", "RECEIVED", "DETAIL",
+                "STATE", "FOUND BY", "ADDRESS", "NODE ID", "SYNCED", "SENT", "RECEIVED", "DETAIL",
             ],
             peer_rows,
         ));
@@ -1212,6 +1216,7 @@ pub fn render_status(
                 s(&r["connections"]),
                 if r["loaded"] == true { "yes" } else { "no" }.to_string(),
                 s(&r["bytes"]),
+                s(&r["schema_version"]),
                 r["store_error"]["error"].as_str().unwrap_or("").to_string(),
             ]
         })
@@ -1226,6 +1231,7 @@ pub fn render_status(
                 "CONNECTIONS",
                 "IN MEMORY",
                 "STORED BYTES",
+                "SCHEMA",
                 "STORE ERROR",
             ],
             room_rows,
@@ -1243,18 +1249,21 @@ mod status_tests {
     fn status_renders_aligned_tables() {
         let out = render_status(
             &json!({"node_id": "12D3KooWX", "version": "0.1.0", "uptime_s": 5, "rooms": 1, "connections": 2}),
-            &json!([{"state": "connected", "source": "config", "address": "ws://b:3913",
+            &json!([{"state": "connected", "source": "config", "found_by": "mdns", "address": "ws://b:3913",
                      "node_id": "12D3KooWB", "sent": {"sync": {"messages": 3}}, "received": {"control": {"messages": 2}},
                      "last_error": null}]),
             &json!([{"name": "notes", "connections": 2, "loaded": true, "bytes": 120}]),
         );
         assert!(out.starts_with("node 12D3KooWX  version 0.1.0"), "{out}");
-        assert!(out.contains("STATE      SOURCE  ADDRESS"), "{out}");
+        assert!(out.contains("STATE      FOUND BY  ADDRESS"), "{out}");
         assert!(
-            out.contains("connected  config  ws://b:3913  12D3KooWB  0/0     3     2"),
+            out.contains("connected  mdns      ws://b:3913  12D3KooWB  0/0     3     2"),
             "{out}"
         );
-        assert!(out.contains("notes  2            yes        120"), "{out}");
+        assert!(
+            out.contains("notes  2            yes        120           -"),
+            "{out}"
+        );
         let empty = render_status(&json!({}), &json!([]), &json!([]));
         assert!(empty.contains("none configured or connected") && empty.contains("rooms (0)"));
     }
