@@ -276,9 +276,17 @@ const command = (name, subtype, obj) => {
   })
   fixtures.push({ name, type: 'command', frame: hex(frame), subtype, json })
 }
-command('command_compact', 0, { id: 'c1', kind: 'compact', room: 'notes' })
-command('command_result_compact', 1, { id: 'c1', ok: true, node: '12D3KooWExampleNode', detail: 'compacted 42 updates' })
-command('command_migrate_unicode', 0, { id: 'c2', kind: 'migrate', room: 'café/日本', args: { schema: 2 } })
+// Documents of the shape docs/protocol.md section 5.2 gives (field order as the node writes).
+const origin = '12D3KooWExampleNode'
+command('command_compact', 0, {
+  id: 'xampleNode-b1-1', kind: 'compact', room: 'notes', args: {}, origin, boot: 'b1', seq: 1, issued_ms: 1000, deadline_ms: 31000, hops: 0
+})
+command('command_result_compact', 1, {
+  id: 'xampleNode-b1-1', responder: '42', responder_kind: 'client', room: 'notes', status: 'ok', detail: { compacted: 42 }, at_ms: 1500
+})
+command('command_migrate_unicode', 0, {
+  id: 'xampleNode-b1-2', kind: 'migrate', room: 'café/日本', args: { version: 2 }, origin, boot: 'b1', seq: 2, issued_ms: 2000, deadline_ms: 32000, hops: 1
+})
 
 // ---------------------------------------------------------------------------------------------
 // Self-check: decode every frame with lib0 and compare with the declared fields.
