@@ -434,6 +434,10 @@ struct DiscoveredPeer {
     gone: bool,
 }
 
+/// Most peers taken from discovery at once: anything on the network can announce itself,
+/// and each discovered peer gets a supervisor.
+const MAX_DISCOVERED_PEERS: usize = 256;
+
 /// How long the node with the higher id waits for a discovered peer (which has the lower
 /// id, so it dials) before dialing it itself.
 const DISCOVERY_DEFER: Duration = Duration::from_secs(3);
@@ -589,6 +593,14 @@ impl Mesh {
                 lock(&self.peers).remove(&key);
             }
             discovered.remove(&id);
+        }
+        if discovered.len() >= MAX_DISCOVERED_PEERS {
+            tracing::warn!(
+                peer = id,
+                url = d.url,
+                "discovered peer ignored: already {MAX_DISCOVERED_PEERS} discovered peers"
+            );
+            return;
         }
         tracing::info!(peer = id, url = d.url, source = %d.source, "discovered a peer");
         let n = self.next_discovered.fetch_add(1, Ordering::Relaxed);

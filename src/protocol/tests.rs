@@ -61,7 +61,11 @@ fn fixtures_decode_and_reencode_byte_for_byte() {
                 // the same bytes.
                 let decoded = crate::command::decode(*subtype, json)
                     .unwrap_or_else(|e| panic!("{name}: not a valid command document: {e}"));
-                assert_eq!(&decoded.encode()[..], &frame[..], "{name}: document re-encoding");
+                assert_eq!(
+                    &decoded.encode()[..],
+                    &frame[..],
+                    "{name}: document re-encoding"
+                );
             }
             _ => panic!("{name}: fixture type {ty} decoded as {msg:?}"),
         }
