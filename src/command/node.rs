@@ -257,14 +257,14 @@ impl CommandCenter {
     /// Sends a result toward the issuing node, or records it here if this is that node.
     fn route_result(&self, result: CommandResult) {
         let mut st = lock(&self.state);
-        let upstream = match st.active.get(&result.id) {
-            Some(a) => a.upstream,
+        let (upstream, origin) = match st.active.get(&result.id) {
+            Some(a) => (a.upstream, Some(a.command.origin.clone())),
             None => {
                 // Expired here; if it was issued here the log still takes a late answer.
                 if st.log.get(&result.id).is_none() {
                     return;
                 }
-                None
+                (None, None)
             }
         };
         match upstream {
@@ -281,8 +281,13 @@ impl CommandCenter {
             Some(link) => {
                 drop(st);
                 let control = Control::CommandResult { result };
-                if !self.mesh.send_control(link, &control, None) {
-                    tracing::debug!(link, "result not forwarded: the link it came from is gone");
+                if self.mesh.send_control(link, &control, None) {
+                    return;
+                }
+                // The link it came by is gone: a direct link to the issuing node will do.
+                let direct = origin.as_deref().and_then(|o| self.mesh.link_to(o));
+                if !direct.is_some_and(|l| self.mesh.send_control(l, &control, None)) {
+                    tracing::debug!(link, "result dropped: no link towards the issuing node");
                 }
             }
         }

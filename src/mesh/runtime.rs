@@ -754,6 +754,14 @@ impl Mesh {
         v
     }
 
+    /// A ymesh link to node `node`, if one is up.
+    pub fn link_to(&self, node: &str) -> Option<SessionId> {
+        lock(&self.links)
+            .iter()
+            .find(|(_, l)| l.plain_room.is_none() && l.peer_node == node)
+            .map(|(id, _)| *id)
+    }
+
     /// Asks `link` for its whole copy of `room` (a SyncStep1 with an empty state vector),
     /// after this node dropped its own (`invalidate`).
     pub fn resync_from(&self, link: SessionId, room: &str) -> bool {
