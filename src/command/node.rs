@@ -376,15 +376,8 @@ impl CommandCenter {
             Some(r) => self.registry.get(r).into_iter().collect(),
             None => self.registry.rooms(),
         };
-        let short: String = self
-            .node_id
-            .chars()
-            .rev()
-            .take(8)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        // The last 8 characters of the node id name the node in a session key.
+        let short = &self.node_id[self.node_id.len().saturating_sub(8)..];
         let mut keys = Vec::new();
         let mut st = lock(&self.state);
         let issued_here = st
