@@ -35,6 +35,8 @@ enum Command {
     RestoreBackup(RestoreArgs),
     /// Show a running node's peers and rooms as tables.
     Status(StatusArgs),
+    /// List a running node's rooms (in memory and stored) as a table.
+    Rooms(StatusArgs),
     /// Issue a maintenance command (migrate, reindex, compact, invalidate) on a running node;
     /// it reaches every node of the mesh and every client that opted in.
     Command(CommandArgs),
@@ -677,6 +679,12 @@ fn main() -> std::process::ExitCode {
                         let peers = client.get_json("/peers").await?;
                         let rooms = client.get_json("/rooms?all=true").await?;
                         print!("{}", ymesh::ops::render_status(&node, &peers, &rooms));
+                        Ok(())
+                    }
+                    Command::Rooms(args) => {
+                        let client = ymesh::ops::NodeClient::new(&args.node, None)?;
+                        let rooms = client.get_json("/rooms?all=true").await?;
+                        print!("{}", ymesh::ops::render_rooms(&rooms));
                         Ok(())
                     }
                     Command::Id(args) => {

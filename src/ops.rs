@@ -1118,35 +1118,7 @@ pub fn render_status(
     peers: &serde_json::Value,
     rooms: &serde_json::Value,
 ) -> String {
-    fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for r in &rows {
-            for (i, c) in r.iter().enumerate() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-        let line = |cells: Vec<String>| {
-            let mut out = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    out.push_str(c);
-                } else {
-                    out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-                }
-            }
-            out.trim_end().to_string() + "\n"
-        };
-        let mut out = line(header.iter().map(|h| h.to_string()).collect());
-        for r in rows {
-            out.push_str(&line(r));
-        }
-        out
-    }
-    let s = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = cell;
     let mut out = format!(
         "node {}  version {}  up {} s  rooms in memory {}  connections {}\n\n",
         s(&node["node_id"]),
@@ -1205,6 +1177,49 @@ pub fn render_status(
             peer_rows,
         ));
     }
+    out.push('\n');
+    out.push_str(&render_rooms(rooms));
+    out
+}
+
+/// A JSON value as a table cell: strings bare, null as "-".
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// An aligned text table with `header`.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+/// The rooms table of `ymesh status` and `ymesh rooms`, from `GET /rooms?all=true`.
+pub fn render_rooms(rooms: &serde_json::Value) -> String {
+    let s = cell;
     let room_rows: Vec<Vec<String>> = rooms
         .as_array()
         .map(|a| a.as_slice())
@@ -1221,7 +1236,7 @@ pub fn render_status(
             ]
         })
         .collect();
-    out.push_str(&format!("\nrooms ({})\n", room_rows.len()));
+    let mut out = format!("rooms ({})\n", room_rows.len());
     if room_rows.is_empty() {
         out.push_str("  none\n");
     } else {

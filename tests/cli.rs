@@ -248,6 +248,35 @@ fn status_prints_the_nodes_peers_and_rooms() {
         text.contains("peers (0)") && text.contains("rooms (0)"),
         "{text}"
     );
+    // `ymesh rooms` lists a room once it has content.
+    let import = bin()
+        .args([
+            "import",
+            "listed",
+            "-",
+            "--node",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            // A Yjs v1 update inserting "x" into root text "t" (client 1).
+            let update = [1u8, 1, 1, 0, 4, 1, 1, b't', 1, b'x', 0];
+            c.stdin.take().unwrap().write_all(&update)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(import.status.success(), "{import:?}");
+    let out = bin()
+        .args(["rooms", "--node", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("rooms (1)"), "{text}");
+    assert!(text.contains("listed"), "{text}");
     stop(child);
     let out = bin()
         .args(["status", "--node", &format!("http://127.0.0.1:{port}")])
