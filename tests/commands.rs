@@ -494,3 +494,45 @@ fn ymesh_command_prints_results_as_they_arrive() {
     assert!(text.contains("node   ok"), "{text}");
     assert!(text.contains("done: 1 ok, 0 error"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_every_room_touches_only_rooms_shared_with_its_sender() {
+    let a = start(test_config()).await;
+    let mut to_a = peer(&a);
+    to_a.share = ymesh::mesh::SharePolicy::Globs(vec!["shared*".into()]);
+    let b = start(dialing(vec![to_a])).await;
+    wait_linked(&b, &a).await;
+    wait_linked(&a, &b).await;
+    for room in ["shared-1", "private"] {
+        let mut c = SyncClient::connect(b.local_addr(), room).await;
+        c.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "x"))
+            .await;
+    }
+    let id = issue(
+        a.local_addr(),
+        None,
+        json!({ "kind": "migrate", "args": { "version": 9 } }),
+    )
+    .await;
+    let report = report_until(a.local_addr(), &id, "B answers", |r| {
+        result_of(r, b.node_id()).is_some()
+    })
+    .await;
+    assert_eq!(
+        result_of(&report, b.node_id()).unwrap()["detail"]["rooms"],
+        1
+    );
+    let (_, v) = get_json(b.local_addr(), "/rooms?all=true").await;
+    let version = |name: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["schema_version"].clone())
+    };
+    assert_eq!(version("shared-1"), Some(json!(9)), "{v}");
+    assert_eq!(version("private"), Some(Value::Null), "{v}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

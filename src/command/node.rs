@@ -29,7 +29,7 @@ use super::{
     DEFAULT_SEEN_CAPACITY,
 };
 use crate::mesh::wire::Control;
-use crate::mesh::{CommandSink, Mesh};
+use crate::mesh::{CommandSink, Mesh, SharePolicy};
 use crate::room::{DeleteError, RoomRegistry, SessionId};
 use crate::store::Store;
 
@@ -55,6 +55,14 @@ struct Active {
     upstream: Option<SessionId>,
     /// Local sessions it was delivered to, with the responder name each answers as.
     sessions: HashMap<SessionId, String>,
+}
+
+/// Which rooms a command may touch here: all for one issued here, else those shared with
+/// the peer it came from.
+type Scope = Option<SharePolicy>;
+
+fn in_scope(scope: &Scope, room: &str) -> bool {
+    scope.as_ref().is_none_or(|p| p.allows(room))
 }
 
 struct State {
@@ -215,7 +223,7 @@ impl CommandCenter {
             room = command.room.as_deref().unwrap_or("*"),
             "command issued"
         );
-        self.accept(command.clone(), None, None);
+        self.accept(command.clone(), None, None, None);
         Ok(command)
     }
 
@@ -298,6 +306,7 @@ impl CommandCenter {
         self: &Arc<Self>,
         command: Command,
         from: Option<(SessionId, String)>,
+        scope: Scope,
         peer_sv: Option<Vec<u8>>,
     ) {
         let now = now_ms();
@@ -322,13 +331,14 @@ impl CommandCenter {
         }
         let me = self.clone();
         self.tasks
-            .spawn(async move { me.run(command, from, peer_sv).await });
+            .spawn(async move { me.run(command, from, scope, peer_sv).await });
     }
 
     async fn run(
         self: Arc<Self>,
         command: Command,
         from: Option<(SessionId, String)>,
+        scope: Scope,
         peer_sv: Option<Vec<u8>>,
     ) {
         // Applied before a restart: nothing to do again.
@@ -352,9 +362,9 @@ impl CommandCenter {
             from = from.as_ref().map_or("here", |(_, p)| p.as_str()),
             "command accepted"
         );
-        let delivered = self.deliver(&command);
+        let delivered = self.deliver(&command, &scope);
         self.forward(&command, from.as_ref().map(|(l, _)| *l)).await;
-        let (status, mut detail) = self.act(&command, from.as_ref(), peer_sv).await;
+        let (status, mut detail) = self.act(&command, from.as_ref(), &scope, peer_sv).await;
         if let Value::Object(map) = &mut detail {
             map.insert("delivered_to".into(), json!(delivered));
         }
@@ -370,12 +380,13 @@ impl CommandCenter {
     }
 
     /// Queues the command for every opted-in session of its room (or of every room).
-    fn deliver(&self, command: &Command) -> Vec<String> {
+    fn deliver(&self, command: &Command, scope: &Scope) -> Vec<String> {
         let frame = encode_command(command);
-        let rooms = match &command.room {
+        let rooms: Vec<_> = match &command.room {
             Some(r) => self.registry.get(r).into_iter().collect(),
             None => self.registry.rooms(),
         };
+        let rooms = rooms.into_iter().filter(|r| in_scope(scope, r.name()));
         // The last 8 characters of the node id name the node in a session key.
         let short = &self.node_id[self.node_id.len().saturating_sub(8)..];
         let mut keys = Vec::new();
@@ -458,19 +469,22 @@ impl CommandCenter {
         &self,
         command: &Command,
         from: Option<&(SessionId, String)>,
+        scope: &Scope,
         peer_sv: Option<Vec<u8>>,
     ) -> (ResultStatus, Value) {
         let store = self.registry.store().cloned();
         match &command.kind {
             CommandKind::Compact => match store {
                 None => no_store(),
-                Some(store) => compact(&*store, command.room.as_deref()).await,
+                Some(store) => compact(&*store, command.room.as_deref(), scope).await,
             },
             CommandKind::Reindex => match store {
                 None => no_store(),
-                Some(store) => reindex(&self.registry, &*store, command.room.as_deref()).await,
+                Some(store) => {
+                    reindex(&self.registry, &*store, command.room.as_deref(), scope).await
+                }
             },
-            CommandKind::Migrate => self.migrate(command, store).await,
+            CommandKind::Migrate => self.migrate(command, store, scope).await,
             CommandKind::Invalidate => self.invalidate(command, from, peer_sv).await,
             CommandKind::Other(kind) => (
                 ResultStatus::Unsupported,
@@ -483,6 +497,7 @@ impl CommandCenter {
         &self,
         command: &Command,
         store: Option<Arc<dyn Store>>,
+        scope: &Scope,
     ) -> (ResultStatus, Value) {
         let Some(version) = command.args.get("version").and_then(Value::as_u64) else {
             return (
@@ -503,6 +518,7 @@ impl CommandCenter {
                         }
                     }
                 }
+                names.retain(|n| in_scope(scope, n));
                 names.sort();
                 names.dedup();
                 names
@@ -588,19 +604,28 @@ fn delivered_to(detail: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn stored_rooms(store: &dyn Store, room: Option<&str>) -> Result<Vec<String>, String> {
+async fn stored_rooms(
+    store: &dyn Store,
+    room: Option<&str>,
+    scope: &Scope,
+) -> Result<Vec<String>, String> {
     match room {
         Some(r) => Ok(vec![r.to_string()]),
         None => store
             .list()
             .await
-            .map(|l| l.into_iter().map(|m| m.name).collect())
+            .map(|l| {
+                l.into_iter()
+                    .map(|m| m.name)
+                    .filter(|n| in_scope(scope, n))
+                    .collect()
+            })
             .map_err(|e| e.to_string()),
     }
 }
 
-async fn compact(store: &dyn Store, room: Option<&str>) -> (ResultStatus, Value) {
-    let rooms = match stored_rooms(store, room).await {
+async fn compact(store: &dyn Store, room: Option<&str>, scope: &Scope) -> (ResultStatus, Value) {
+    let rooms = match stored_rooms(store, room, scope).await {
         Ok(r) => r,
         Err(e) => return (ResultStatus::Error, json!({ "message": e })),
     };
@@ -633,10 +658,11 @@ async fn reindex(
     registry: &RoomRegistry,
     store: &dyn Store,
     room: Option<&str>,
+    scope: &Scope,
 ) -> (ResultStatus, Value) {
     use yrs::updates::decoder::Decode;
     use yrs::{ReadTxn, Transact};
-    let rooms = match stored_rooms(store, room).await {
+    let rooms = match stored_rooms(store, room, scope).await {
         Ok(r) => r,
         Err(e) => return (ResultStatus::Error, json!({ "message": e })),
     };
@@ -708,11 +734,13 @@ impl CommandSink for CommandCenter {
         &self,
         link: SessionId,
         peer: &str,
+        policy: &SharePolicy,
         command: Command,
         state_vector: Option<Vec<u8>>,
     ) {
         if let Some(me) = self.me.upgrade() {
-            me.accept(command, Some((link, peer.to_string())), state_vector);
+            let scope = Some(policy.clone());
+            me.accept(command, Some((link, peer.to_string())), scope, state_vector);
         }
     }
 

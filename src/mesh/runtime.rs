@@ -407,11 +407,14 @@ pub struct Mesh {
 /// short and spawn anything slow.
 pub trait CommandSink: Send + Sync {
     /// A command arrived over `link` from node `peer`, with the sender's state vector of
-    /// the room for `invalidate`.
+    /// the room for `invalidate`. `policy` is what this node shares with that peer: a
+    /// command for every room acts only on the rooms it allows (a command for one room
+    /// arrives only when the policy allows that room).
     fn on_command(
         &self,
         link: SessionId,
         peer: &str,
+        policy: &SharePolicy,
         command: crate::command::Command,
         state_vector: Option<Vec<u8>>,
     );
@@ -1718,7 +1721,7 @@ impl Mesh {
                         .is_none_or(|r| manifest.policy().allows(r));
                     if let (true, Some(sink)) = (allowed, self.command_sink()) {
                         let sv = state_vector.as_deref().and_then(super::hex::decode);
-                        sink.on_command(link_id, peer, command, sv);
+                        sink.on_command(link_id, peer, manifest.policy(), command, sv);
                     }
                 }
                 Frame::Control(Control::CommandResult { result }) => {
