@@ -2,8 +2,8 @@
 # Runs every ymesh test: Rust unit, integration and doc tests, the Python interop suite
 # (pycrdt clients, in a venv made by tests/python/run.sh), then the JavaScript interop suite
 # (stock yjs / y-websocket clients against the real binary). Installs what the tests need
-# (npm packages from the committed lock file, pinned PyPI packages; Node.js itself via apt
-# when missing and running as root).
+# (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv
+# and iproute2 via apt when missing and running as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,10 +33,21 @@ need_python() {
   fi
 }
 
+# The discovery tests build hosts out of network namespaces with `ip` (iproute2). They need
+# root; without it they skip (except under CI=true, where they fail).
+need_ip() {
+  if command -v ip >/dev/null || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    return
+  fi
+  echo "== installing iproute2 (apt)"
+  apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+}
+
 echo "== building"
 cargo build --all-targets --locked
 
 echo "== Rust tests"
+need_ip
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --locked --no-fail-fast
   cargo test --locked --doc
