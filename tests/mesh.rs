@@ -678,3 +678,72 @@ async fn a_deletion_made_while_apart_crosses_even_after_a_restart() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A plain y-websocket server (not a ymesh node) that answers every SyncStep1 with an
+/// empty SyncStep2 and counts the SyncStep1s it gets.
+async fn plain_server(
+    step1s: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use axum::extract::ws::{Message as AMessage, WebSocketUpgrade};
+    use axum::routing::get;
+    use ymesh::protocol::{self, Message, SyncMessage};
+    let app = axum::Router::new()
+        .route("/", get(|| async { "not ymesh" }))
+        .route(
+            "/{room}",
+            get(move |ws: WebSocketUpgrade| {
+                let step1s = step1s.clone();
+                async move {
+                    ws.on_upgrade(move |mut socket| async move {
+                        while let Some(Ok(msg)) = socket.recv().await {
+                            let AMessage::Binary(frame) = msg else {
+                                continue;
+                            };
+                            let Ok(msgs) = protocol::decode_frame(frame) else {
+                                return;
+                            };
+                            for m in msgs {
+                                if let Message::Sync(SyncMessage::Step1(_)) = m {
+                                    step1s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    let empty = [0u8, 0];
+                                    let reply = protocol::encode_sync_step2(&empty);
+                                    if socket.send(AMessage::Binary(reply)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    })
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_plain_server_probes_it_with_sync_step1s() {
+    // The probe (every 15 s) keeps the link alive-checked; the first comes with the link.
+    let step1s = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = plain_server(step1s.clone()).await;
+    let mut cfg = test_config();
+    cfg.peers = vec![ymesh::mesh::PeerConfig {
+        url: format!("ws://{addr}"),
+        rooms: vec!["plain".into()],
+        ..ymesh::mesh::PeerConfig::default()
+    }];
+    let node = start(cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while step1s.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "a second SyncStep1 (the probe) reached the plain server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
+}

@@ -1227,6 +1227,12 @@ impl Mesh {
         let step1 = protocol::encode_sync_step1(&room.state_vector());
         counters.sent.add(Kind::Sync, step1.len());
         let mut relayed = std::collections::HashSet::new();
+        // A plain server answers every SyncStep1 with a SyncStep2: sending one every
+        // PING_EVERY is this link's liveness probe (and a catch-up, should anything have been
+        // missed). A link that hears nothing for LINK_TIMEOUT is closed and redialed.
+        let mut probe =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_seen = Instant::now();
         let end = if io.tx.send(step1).await.is_err() {
             "connection closed".to_string()
         } else {
@@ -1234,11 +1240,23 @@ impl Mesh {
                 let frame = tokio::select! {
                     _ = self.shutdown.cancelled() => break "node shutting down".to_string(),
                     _ = kick.kicked() => break kick.reason().map_or("closed".into(), |r| r.reason.clone()),
+                    _ = probe.tick() => {
+                        if last_seen.elapsed() > LINK_TIMEOUT {
+                            break format!("nothing received for {} s", LINK_TIMEOUT.as_secs());
+                        }
+                        let step1 = protocol::encode_sync_step1(&room.state_vector());
+                        counters.sent.add(Kind::Sync, step1.len());
+                        if io.tx.send(step1).await.is_err() {
+                            break "connection closed".to_string();
+                        }
+                        continue;
+                    }
                     f = io.rx.recv() => f,
                 };
                 let Some(frame) = frame else {
                     break "connection closed".to_string();
                 };
+                last_seen = Instant::now();
                 let msgs = match protocol::decode_frame(frame.clone()) {
                     Ok(m) => m,
                     Err(e) => break format!("malformed message from {url}: {e}"),
