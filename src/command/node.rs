@@ -252,9 +252,21 @@ impl CommandCenter {
                 return;
             };
             // Only a session the command went to answers, once, under the name the issuing
-            // node expects.
-            let Some(key) = active.sessions.remove(&session) else {
-                return;
+            // node expects. A client that reconnected meanwhile (an invalidate handler does)
+            // answers on its new connection, under the same client id.
+            let key = match active.sessions.remove(&session) {
+                Some(key) => key,
+                None => {
+                    let moved = active
+                        .sessions
+                        .iter()
+                        .find(|(_, k)| **k == result.responder)
+                        .map(|(s, _)| *s);
+                    match moved.and_then(|s| active.sessions.remove(&s)) {
+                        Some(key) => key,
+                        None => return,
+                    }
+                }
             };
             result.responder = key;
             result.responder_kind = ResponderKind::Client;

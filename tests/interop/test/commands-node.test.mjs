@@ -92,3 +92,33 @@ test('every kind reaches an opted-in JavaScript client once; a stock client gets
     await node.kill()
   }
 })
+
+test('the example invalidate handler reconnects, and its answer on the new connection is counted', async () => {
+  const node = await startNode()
+  const clients = []
+  try {
+    const room = 'js-invalidate'
+    const c = connect(node.wsUrl, room, { params: { commands: '1' } })
+    clients.push(c)
+    attachCommands(c.provider, { invalidate: commands.invalidateHandler({}) })
+    await waitSynced(c.provider)
+    c.doc.getText('t').insert(0, 'kept')
+    await waitFor(async () => (await getJson(`${node.url}/rooms/${room}?format=json`)).body?.data?.t === 'kept',
+      10000, 'content on the node')
+    const id = await issue(node, room, { kind: 'invalidate' })
+    const r = await report(node, id, (d) => d?.done === true, 'invalidate aggregated')
+    const fromClient = r.results.find((x) => x.responder === String(c.doc.clientID))
+    assert.ok(fromClient, JSON.stringify(r))
+    assert.equal(fromClient.status, 'ok')
+    assert.equal(fromClient.detail.reconnected, true)
+    assert.equal(r.counts.timeout, 0)
+    await waitSynced(c.provider)
+    assert.equal(c.doc.getText('t').toString(), 'kept')
+  } catch (e) {
+    if (e && typeof e.message === 'string') e.message += '\n' + node.logsTail(40)
+    throw e
+  } finally {
+    destroyAll(clients)
+    await node.kill()
+  }
+})
