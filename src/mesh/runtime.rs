@@ -341,6 +341,14 @@ struct LinkEntry {
     counters: Arc<PeerCounters>,
 }
 
+/// The `host:port` of a `ws://` or `http://` URL, lower-cased (to tell a discovered
+/// address from a configured one).
+fn authority(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let host_port = rest.split(['/', '?']).next()?;
+    (!host_port.is_empty()).then(|| host_port.to_ascii_lowercase())
+}
+
 /// A link up this long has finished its initial exchange: the peer's change marker moves
 /// to where the store was when the link came up.
 const MARKER_SETTLE: Duration = Duration::from_secs(10);
@@ -572,14 +580,12 @@ impl Mesh {
             return;
         }
         // A configured peer is dialed by its own supervisor: never twice.
-        let configured = self
-            .settings
-            .peers
+        let configured = self.settings.peers.iter().any(|p| {
+            p.node_id.as_deref() == Some(id.as_str())
+                || authority(&p.url).is_some_and(|a| Some(a) == authority(&d.url))
+        }) || lock(&self.peers)
             .iter()
-            .any(|p| p.node_id.as_deref() == Some(id.as_str()))
-            || lock(&self.peers)
-                .iter()
-                .any(|(k, p)| k.0 == 0 && p.node_id.as_deref() == Some(id.as_str()));
+            .any(|(k, p)| k.0 == 0 && p.node_id.as_deref() == Some(id.as_str()));
         if configured {
             tracing::debug!(peer = id, source = %d.source, "discovered a configured peer");
             return;
@@ -2041,6 +2047,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_discovered_address_matches_a_configured_one_by_host_and_port() {
+        assert_eq!(
+            authority("http://10.0.0.2:3913"),
+            authority("ws://10.0.0.2:3913/rooms/{id}")
+        );
+        assert_eq!(
+            authority("ws://Desk.LAN:3913?x"),
+            Some("desk.lan:3913".into())
+        );
+        assert_ne!(
+            authority("ws://10.0.0.2:3913"),
+            authority("ws://10.0.0.2:3914")
+        );
+        assert_eq!(authority("not a url"), None);
+    }
 
     #[test]
     fn room_urls_for_plain_servers() {
