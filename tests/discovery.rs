@@ -63,6 +63,8 @@ fn poll(what: &str, wait: Duration, mut ok: impl FnMut() -> bool) {
 
 fn node_id(lan: &Lan, i: usize) -> String {
     let (_, v) = get(lan, i, i, "/");
+    // --host 0.0.0.0 turned mDNS on by default.
+    assert_eq!(v["data"]["discovery"], serde_json::json!(["mdns"]), "{v}");
     v["data"]["node_id"].as_str().unwrap().to_string()
 }
 
@@ -270,6 +272,15 @@ async fn a_tailnet_peer_is_found_through_the_local_api() {
     let a = start(cfg).await;
     let b_id = b.node_id().to_string();
     let addr = a.local_addr();
+    // GET / says which discovery sources run: tailnet here, none on B (loopback, mDNS off).
+    let (_, v) = get_json(addr, "/").await;
+    assert_eq!(
+        v["data"]["discovery"],
+        serde_json::json!(["tailnet"]),
+        "{v}"
+    );
+    let (_, v) = get_json(b.local_addr(), "/").await;
+    assert_eq!(v["data"]["discovery"], serde_json::json!([]), "{v}");
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, v) = get_json(addr, "/peers").await;

@@ -55,6 +55,7 @@ pub(crate) async fn root(State(app): State<Arc<AppState>>) -> Response {
         "rooms": app.registry.len(),
         "connections": app.connections.load(Ordering::Relaxed),
         "quota_refusals": app.quota_refusals.load(Ordering::Relaxed),
+        "discovery": app.discovery.get().cloned().unwrap_or_default(),
     }))
 }
 

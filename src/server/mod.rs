@@ -82,6 +82,8 @@ pub(crate) struct AppState {
     pub(crate) mesh: Arc<Mesh>,
     /// Maintenance commands.
     pub(crate) commands: Arc<crate::command::CommandCenter>,
+    /// The discovery sources that started (`mdns`, `tailnet`), for `GET /`.
+    pub(crate) discovery: std::sync::OnceLock<Vec<&'static str>>,
     pub(crate) connections: AtomicUsize,
     /// Updates refused because they would pass a storage quota.
     pub(crate) quota_refusals: AtomicU64,
@@ -279,13 +281,16 @@ impl Node {
             next_session: session_ids,
             mesh: mesh.clone(),
             commands,
+            discovery: std::sync::OnceLock::new(),
             connections: AtomicUsize::new(0),
             quota_refusals: AtomicU64::new(0),
             shutdown,
             sessions: TaskTracker::new(),
         });
         mesh.start();
-        let discovery = start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
+        let (discovery, sources) =
+            start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
+        let _ = state.discovery.set(sources);
         let app = router(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(async move {
@@ -553,8 +558,9 @@ fn start_discovery(
     addr: SocketAddr,
     mesh: &Arc<Mesh>,
     shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> (Vec<tokio::task::JoinHandle<()>>, Vec<&'static str>) {
     use crate::mesh::discovery::{spawn_mdns, spawn_tailnet, MdnsConfig};
+    let mut sources = Vec::new();
     let d = &config.discovery;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let mut tasks = Vec::new();
@@ -571,6 +577,7 @@ fn start_discovery(
             Ok(handle) => {
                 tracing::info!(service = d.mdns_service, "mDNS discovery on");
                 tasks.push(tokio::spawn(handle.join()));
+                sources.push("mdns");
             }
             Err(e) => tracing::error!(error = %e, "mDNS discovery could not start; it is off"),
         }
@@ -582,6 +589,7 @@ fn start_discovery(
             Ok(handle) => {
                 tracing::info!(socket = %t.socket.display(), "tailnet discovery on");
                 tasks.push(tokio::spawn(handle.join()));
+                sources.push("tailnet");
             }
             Err(e) => tracing::error!(error = %e, "tailnet discovery could not start; it is off"),
         }
@@ -590,7 +598,7 @@ fn start_discovery(
     if !tasks.is_empty() {
         mesh.run_discovery(rx);
     }
-    tasks
+    (tasks, sources)
 }
 
 /// How often expired tombstones are purged.
