@@ -33,8 +33,10 @@ use crate::room::{
 };
 use crate::store::{CommitTicket, Store};
 
-/// Read buffer per connection. tungstenite's default (128 KiB) dominates idle memory.
-const READ_BUFFER: usize = 8 * 1024;
+/// Read buffer per connection, allocated when the connection opens: it dominates idle memory
+/// (tungstenite's default is 128 KiB). 2 KiB holds a typical y-websocket message; larger ones
+/// take more reads. Measured in docs/benchmarks.md ("Memory per idle connection").
+const READ_BUFFER: usize = 2 * 1024;
 /// Write buffer per connection: frames are batched up to this size before a write.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// Frames taken from the queue per flush.
