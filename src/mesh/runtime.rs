@@ -1559,11 +1559,19 @@ impl Mesh {
         policy: SharePolicy,
         marker: Option<u64>,
     ) -> String {
-        // Deleted rooms first, so the peer drops stale copies before it syncs.
-        let tombstones: Vec<wire::TombstoneEntry> = self
-            .registry
-            .tombstones()
-            .all()
+        // Deleted rooms first, so the peer drops stale copies before it syncs: those recorded
+        // since this peer's change marker (every one when there is none, or no store).
+        let recorded = match (marker, self.registry.store()) {
+            (Some(m), Some(store)) => match store.tombstones_since(m).await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, "cannot read tombstones; sending all");
+                    self.registry.tombstones().all()
+                }
+            },
+            _ => self.registry.tombstones().all(),
+        };
+        let tombstones: Vec<wire::TombstoneEntry> = recorded
             .iter()
             .filter(|t| policy.allows(&t.room))
             .map(tombstone_entry)

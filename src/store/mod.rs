@@ -51,7 +51,9 @@
 //! tombstones (room TEXT PRIMARY KEY,                  -- a deleted room's name
 //!          deleted_ms INTEGER NOT NULL,               -- unix ms of the (latest) deletion
 //!          state_vector BLOB NOT NULL,                -- v1 state vector of what was deleted
-//!          origin TEXT NOT NULL)                      -- node id that deleted it
+//!          origin TEXT NOT NULL,                      -- node id that deleted it
+//!          change_seq INTEGER NOT NULL)               -- meta.change_seq when recorded
+//!          + index on change_seq
 //! applied_commands (id TEXT PRIMARY KEY,              -- maintenance commands applied here
 //!          expires_ms INTEGER NOT NULL)               -- forgotten after this (unix ms)
 //! room_schema (room TEXT PRIMARY KEY,                 -- schema version set by `migrate`
@@ -409,6 +411,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded tombstone, by room name.
     fn tombstones(&self) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>>;
+
+    /// Tombstones recorded (or merged) after change marker `marker` (see
+    /// [`Store::changed_since`]: a deletion counts as a change).
+    fn tombstones_since(&self, marker: u64) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>>;
 
     /// Forgets tombstones of deletions before `before_ms` (unix ms); returns how many.
     fn purge_tombstones(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::{StoreError, StoreOptions};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a ymesh store: "YMSH".
 pub(crate) const APPLICATION_ID: i64 = 0x594D_5348;
@@ -71,6 +71,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          room    TEXT PRIMARY KEY NOT NULL,
          version INTEGER NOT NULL
      );",
+    // 4 -> 5: tombstones carry the change counter of the commit that recorded them, so a
+    // link sends a peer only the tombstones recorded since their last exchange.
+    "ALTER TABLE tombstones ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX tombstones_by_change_seq ON tombstones (change_seq);",
 ];
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";

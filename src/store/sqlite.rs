@@ -559,11 +559,16 @@ impl Store for SqliteStore {
     }
 
     fn tombstones(&self) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>> {
-        Box::pin(read(Arc::clone(&self.shared), |conn| {
+        self.tombstones_since(0)
+    }
+
+    fn tombstones_since(&self, marker: u64) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>> {
+        Box::pin(read(Arc::clone(&self.shared), move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT room, deleted_ms, state_vector, origin FROM tombstones ORDER BY room",
+                "SELECT room, deleted_ms, state_vector, origin FROM tombstones
+                 WHERE change_seq > ?1 OR ?1 = 0 ORDER BY room",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![to_sql_int(marker)], |r| {
                 Ok(Tombstone {
                     room: r.get(0)?,
                     deleted_ms: from_sql_int(r.get(1)?),

@@ -519,6 +519,54 @@ async fn changed_since_reports_rooms_after_a_marker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_records_a_tombstone_found_after_older_markers_and_cleared_by_an_append() {
+    use super::Tombstone;
+    let dir = TempDir::new("tombstones");
+    let store = SqliteStore::open(dir.path(), opts()).expect("open");
+    let w = Writer::new(41);
+    let t = w.append(&store, "gone", "1");
+    store.wait_durable(t).await.expect("durable");
+    let (_, before) = store.changed_since(0).await.expect("changed");
+    let (stored, existed) = store
+        .delete_room(Tombstone {
+            room: "gone".into(),
+            deleted_ms: 5,
+            state_vector: vec![0],
+            origin: "n".into(),
+        })
+        .await
+        .expect("delete");
+    assert!(existed);
+    // The stored state vector went into the tombstone; the room's data is gone.
+    assert_ne!(stored.state_vector, vec![0]);
+    assert!(store.load("gone").await.expect("load").is_none());
+    assert_eq!(store.list().await.expect("list").len(), 0);
+    // A deletion is a change: found after the older marker, not after the newer one.
+    let (_, after) = store.changed_since(0).await.expect("changed");
+    assert!(after > before);
+    let found = store.tombstones_since(before).await.expect("since");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].room, "gone");
+    assert!(store
+        .tombstones_since(after)
+        .await
+        .expect("since")
+        .is_empty());
+    assert_eq!(store.tombstones().await.expect("all").len(), 1);
+    // An append (an edit the deletion did not cover) removes the tombstone; it survives
+    // a restart until then.
+    store.close().await.expect("close");
+    drop(store);
+    let store = SqliteStore::open(dir.path(), opts()).expect("reopen");
+    assert_eq!(store.tombstones().await.expect("all").len(), 1);
+    let t = w.append(&store, "gone", "2");
+    store.wait_durable(t).await.expect("durable");
+    assert!(store.tombstones().await.expect("all").is_empty());
+    assert_eq!(store.purge_tombstones(u64::MAX).await.expect("purge"), 0);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_open_of_a_directory_is_locked() {
     let dir = TempDir::new("lock");
     let first = SqliteStore::open(dir.path(), opts()).expect("open");

@@ -371,19 +371,29 @@ impl Writer {
         if row.is_none() {
             tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
         }
+        // A deletion is a change: it gets the next change counter, like a commit of appends,
+        // so `tombstones_since` finds it for peers whose marker is older.
+        let seq = self.change_seq + 1;
         tx.execute(
-            "INSERT INTO tombstones (room, deleted_ms, state_vector, origin)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO tombstones (room, deleted_ms, state_vector, origin, change_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (room) DO UPDATE SET deleted_ms = excluded.deleted_ms,
-                 state_vector = excluded.state_vector, origin = excluded.origin",
+                 state_vector = excluded.state_vector, origin = excluded.origin,
+                 change_seq = excluded.change_seq",
             params![
                 room,
                 to_sql_int(tombstone.deleted_ms),
                 tombstone.state_vector,
-                tombstone.origin
+                tombstone.origin,
+                to_sql_int(seq)
             ],
         )?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'change_seq'",
+            params![to_sql_int(seq)],
+        )?;
         tx.commit()?;
+        self.change_seq = seq;
         self.shared
             .tombstoned
             .lock()
