@@ -25,7 +25,7 @@
 //! [`StoreError::Locked`].
 //!
 //! **Schema.** `PRAGMA application_id` marks the file as ours (`0x594D5348`, "YMSH") and
-//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 3). A newer version is
+//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 5). A newer version is
 //! refused ([`StoreError::SchemaTooNew`]); an older one is migrated in one transaction (version
 //! 0 is the empty new file). A file that is not SQLite, or a SQLite database that is not ours,
 //! is refused ([`StoreError::NotAStore`]) and never written to.
