@@ -314,8 +314,12 @@ struct SessionEntry {
     kick: Arc<Kick>,
     /// Opted in to maintenance commands (`commands=1`).
     commands: bool,
-    /// Awareness client ids this session introduced (its Yjs client id, normally one).
-    clients: Vec<ClientId>,
+    /// The session's own Yjs client id: the one entry of the first awareness message it sent
+    /// (a stock client announces itself right after connecting; later messages may carry
+    /// other clients' states, which y-websocket re-sends).
+    client: Option<ClientId>,
+    /// Whether the session sent an awareness message yet.
+    announced: bool,
 }
 
 /// A session a maintenance command was queued for.
@@ -323,7 +327,7 @@ struct SessionEntry {
 pub struct CommandDelivery {
     /// The session.
     pub session: SessionId,
-    /// Its Yjs client id, when its awareness named exactly one.
+    /// Its Yjs client id, when its first awareness message named exactly one client.
     pub client: Option<ClientId>,
 }
 
@@ -630,7 +634,8 @@ impl Room {
             tx: tx.clone(),
             kick: kick.clone(),
             commands,
-            clients: Vec::new(),
+            client: None,
+            announced: false,
         });
         st.idle_since = None;
         Ok(Joined {
@@ -820,20 +825,18 @@ impl Room {
     ) -> Result<AwarenessChange, RoomError> {
         let update = AwarenessUpdate::decode_v1(payload)
             .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
-        // Which client ids this session speaks for, whether or not the update is news here
-        // (the same client may already be known through another node).
-        let announced: Vec<(ClientId, bool)> = update
-            .clients
-            .iter()
-            .map(|(c, e)| (*c, &*e.json != "null"))
-            .collect();
         let mut st = lock(&self.state);
-        if let Some(s) = st.sessions.iter_mut().find(|s| s.id == from) {
-            for (c, present) in &announced {
-                if !*present {
-                    s.clients.retain(|x| x != c);
-                } else if !s.clients.contains(c) {
-                    s.clients.push(*c);
+        // The session's own client id, from its first awareness message, whether or not
+        // that message is news here (the client may be known through another node already).
+        if let Some(s) = st
+            .sessions
+            .iter_mut()
+            .find(|s| s.id == from && !s.announced)
+        {
+            s.announced = true;
+            if let [(client, entry)] = update.clients.iter().collect::<Vec<_>>()[..] {
+                if &*entry.json != "null" {
+                    s.client = Some(*client);
                 }
             }
         }
@@ -957,10 +960,7 @@ impl Room {
             match s.tx.try_send(frame.clone()) {
                 Ok(()) => out.push(CommandDelivery {
                     session: s.id,
-                    client: match s.clients.as_slice() {
-                        [one] => Some(*one),
-                        _ => None,
-                    },
+                    client: s.client,
                 }),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     s.kick.kick(CLOSE_TOO_SLOW, "outbound queue full");

@@ -22,7 +22,7 @@ async function report (node, id, pred, what) {
   await waitFor(async () => {
     last = (await getJson(`${node.url}/commands/${id}`)).body.data
     return pred(last)
-  }, 10000, what)
+  }, 10000, () => `${what}: ${JSON.stringify(last)}`)
   return last
 }
 
@@ -120,5 +120,77 @@ test('the example invalidate handler reconnects, and its answer on the new conne
   } finally {
     destroyAll(clients)
     await node.kill()
+  }
+})
+
+test('a triangle of nodes: one command reaches every node and every JavaScript client once', async () => {
+  const nodes = []
+  const clients = []
+  try {
+    const B = await startNode()
+    nodes.push(B)
+    const C = await startNode({ args: ['--peer', `ws://127.0.0.1:${B.port}`] })
+    nodes.push(C)
+    const A = await startNode({ args: ['--peer', `ws://127.0.0.1:${B.port}`, '--peer', `ws://127.0.0.1:${C.port}`] })
+    nodes.push(A)
+    const linked = async (n, count) => waitFor(async () => {
+      const { body } = await getJson(`${n.url}/peers`)
+      return body.data.filter((p) => p.state === 'connected').length >= count
+    }, 20000, `${n.url} linked with both others`)
+    for (const n of nodes) await linked(n, 2)
+
+    const room = 'js-triangle'
+    const calls = new Map()
+    const handlers = (name) => ({
+      migrate: async (command) => {
+        calls.set(name, (calls.get(name) ?? 0) + 1)
+        return { version: command.args.version }
+      }
+    })
+    // One client on each node, and a phone with one document on two nodes (one dedup).
+    for (const [name, n] of [['a', A], ['b', B], ['c', C]]) {
+      const c = connect(n.wsUrl, room, { params: { commands: '1' } })
+      clients.push(c)
+      attachCommands(c.provider, handlers(name))
+      await waitSynced(c.provider)
+    }
+    const dedup = new CommandDedup()
+    const phoneB = connect(B.wsUrl, room, { params: { commands: '1' } })
+    const phoneC = connect(C.wsUrl, room, { params: { commands: '1' }, doc: phoneB.doc })
+    clients.push(phoneB, phoneC)
+    attachCommands(phoneB.provider, handlers('phone'), { dedup })
+    attachCommands(phoneC.provider, handlers('phone'), { dedup })
+    await waitSynced(phoneB.provider)
+    await waitSynced(phoneC.provider)
+    // Every client shows presence (the initial empty state has clock 0, which other clients
+    // ignore, so set a field); once all see all four, every node has matched each connection
+    // to its client id.
+    clients.forEach((c, i) => c.awareness.setLocalStateField('name', `client-${i}`))
+    await waitFor(() => clients.every((c) => c.awareness.getStates().size >= 4), 10000,
+      () => 'presence everywhere: ' + clients.map((c) => c.awareness.getStates().size).join(','))
+
+    const id = await issue(A, room, { kind: 'migrate', args: { version: 4 } })
+    const r = await report(A, id, (d) => d?.done === true, 'every answer')
+    assert.deepEqual([...calls.entries()].sort(), [['a', 1], ['b', 1], ['c', 1], ['phone', 1]],
+      `each client acted once: ${JSON.stringify([...calls])}`)
+    const nodeAnswers = r.results.filter((x) => x.responder_kind === 'node')
+    assert.equal(nodeAnswers.length, 3, JSON.stringify(r))
+    assert.ok(nodeAnswers.every((x) => x.status === 'ok'), JSON.stringify(r))
+    const clientAnswers = r.results.filter((x) => x.responder_kind === 'client')
+    assert.equal(clientAnswers.length, 4, JSON.stringify(r))
+    assert.ok(clientAnswers.every((x) => x.status === 'ok' && x.detail.version === 4), JSON.stringify(r))
+    // Each answer is under the client's Yjs client id (the nodes learnt it from the first
+    // awareness message of each connection).
+    const ids = new Set(clients.map((c) => String(c.doc.clientID)))
+    assert.deepEqual(new Set(clientAnswers.map((x) => x.responder)), ids, JSON.stringify(r))
+    assert.deepEqual(r.pending, [])
+  } catch (e) {
+    if (e && typeof e.message === 'string') {
+      e.message += '\n' + nodes.map((n, i) => `--- node ${i} ---\n${n.logsTail(30)}`).join('\n')
+    }
+    throw e
+  } finally {
+    destroyAll(clients)
+    for (const n of nodes) await n.kill()
   }
 })
