@@ -71,7 +71,14 @@ struct CommandArgs {
     /// The node that issues it.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
     node: String,
-    /// Admin token, sent as a bearer token.
+    #[command(flatten)]
+    admin: AdminTokenArg,
+}
+
+/// `--admin-token` of the client subcommands.
+#[derive(Debug, clap::Args)]
+struct AdminTokenArg {
+    /// Admin token, sent as a bearer token on admin routes.
     #[arg(
         long,
         env = "YMESH_ADMIN_TOKEN",
@@ -119,14 +126,8 @@ struct TargetArgs {
     /// A running node instead of a data directory, e.g. http://127.0.0.1:3913.
     #[arg(long, value_name = "URL")]
     node: Option<String>,
-    /// Admin token, sent as a bearer token on admin routes of --node.
-    #[arg(
-        long,
-        env = "YMESH_ADMIN_TOKEN",
-        value_name = "T",
-        hide_env_values = true
-    )]
-    admin_token: Option<String>,
+    #[command(flatten)]
+    admin: AdminTokenArg,
 }
 
 /// A stopped or running node's store, as chosen by [`TargetArgs`].
@@ -140,7 +141,7 @@ impl TargetArgs {
         match self.node {
             Some(url) => Ok(Target::Node(ymesh::ops::NodeClient::new(
                 &url,
-                self.admin_token,
+                self.admin.admin_token,
             )?)),
             None => Ok(Target::Dir(data_dir(
                 self.data_dir,
@@ -516,7 +517,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: CommandArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin_token)?;
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.admin_token)?;
     let cmd_args = match &args.args {
         Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
         None => serde_json::json!({}),

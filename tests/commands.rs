@@ -38,15 +38,8 @@ async fn report_until(
     what: &str,
     ok: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, v) = get_json(addr, &format!("/commands/{id}")).await;
-        if ok(&v["data"]) {
-            return v["data"].clone();
-        }
-        assert!(Instant::now() < deadline, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let v = poll_json(addr, &format!("/commands/{id}"), what, |v| ok(&v["data"])).await;
+    v["data"].clone()
 }
 
 fn result_of<'a>(report: &'a Value, responder: &str) -> Option<&'a Value> {
@@ -406,15 +399,13 @@ async fn invalidate_refuses_with_local_only_edits_and_resyncs_without() {
     let from_b = result_of(&report, b.node_id()).unwrap();
     assert_eq!(from_b["status"], "ok", "{report}");
     assert_eq!(from_b["detail"]["discarded"], true, "{report}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, v) = get_json(b.local_addr(), "/rooms/clean?format=json").await;
-        if status == 200 && v["data"]["t"] == "shared" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "B resynced from A: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_get(
+        b.local_addr(),
+        "/rooms/clean?format=json",
+        "B resynced from A",
+        |status, v| status == 200 && v["data"]["t"] == "shared",
+    )
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }

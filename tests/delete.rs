@@ -4,42 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use common::*;
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, ReadTxn, Text, Transact, Update, WriteTxn};
-
-/// Polls `GET path` until `ok(status, json)` holds.
-async fn poll(
-    addr: SocketAddr,
-    path: &str,
-    what: &str,
-    mut ok: impl FnMut(u16, &serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, v) = get_json(addr, path).await;
-        if ok(status, &v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {status} {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `GET path` until its status is `want` (the body may be binary).
-async fn poll_status(addr: SocketAddr, path: &str, what: &str, want: u16) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, _) = http(addr, "GET", path).await;
-        if status == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: status {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn text_on(addr: SocketAddr, room: &str) -> Option<String> {
     let (status, v) = get_json(addr, &format!("/rooms/{room}?format=json")).await;
@@ -125,7 +93,7 @@ async fn delete_closes_clients_removes_the_room_and_survives_a_restart() {
             text.insert(t, len, " + new")
         })
         .await;
-    poll(
+    poll_get(
         addr,
         "/rooms/doomed?format=json",
         "resurrected room",
@@ -177,7 +145,7 @@ async fn a_deletion_reaches_peers_and_a_node_that_was_offline() {
         .await;
     drop(on_a);
     for n in [&b, &c] {
-        poll(
+        poll_get(
             n.local_addr(),
             "/rooms?all=true",
             "room on every node",
@@ -186,7 +154,7 @@ async fn a_deletion_reaches_peers_and_a_node_that_was_offline() {
         .await;
     }
     // Wait until B stored it, then take B offline.
-    poll(
+    poll_get(
         b.local_addr(),
         "/rooms/gone?format=json",
         "room on B",
@@ -214,7 +182,7 @@ async fn a_deletion_reaches_peers_and_a_node_that_was_offline() {
     probe
         .edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "p"))
         .await;
-    poll(
+    poll_get(
         a.local_addr(),
         "/rooms/probe?format=json",
         "probe on A",
@@ -241,7 +209,7 @@ async fn an_edit_made_offline_after_a_deletion_brings_the_room_back_everywhere()
     on_a.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "shared"))
         .await;
     drop(on_a);
-    poll(
+    poll_get(
         b.local_addr(),
         "/rooms/contested?format=json",
         "room on B",
@@ -274,7 +242,7 @@ async fn an_edit_made_offline_after_a_deletion_brings_the_room_back_everywhere()
     b_cfg.data_dir = b_dir;
     let b = start(b_cfg).await;
     wait_linked(&b, &a).await;
-    poll(
+    poll_get(
         a.local_addr(),
         "/rooms/contested?format=json",
         "room back on A",

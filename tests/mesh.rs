@@ -310,23 +310,6 @@ fn spawn_node(dir: &Path, peer: &str) -> (Child, u16) {
     (child, port)
 }
 
-async fn poll_json(
-    addr: std::net::SocketAddr,
-    path: &str,
-    what: &str,
-    mut ok: impl FnMut(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, v) = get_json(addr, path).await;
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_heals_when_it_returns() {
     let a = start(test_config()).await;

@@ -408,6 +408,16 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Queues a request built around a reply channel and waits for the writer's answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.request(make(reply)).await?;
+        answer.await.map_err(|_| self.shared.closed_error())?
+    }
+
     /// Queues a non-append request for the writer, in order with appends.
     async fn request(&self, req: Request) -> Result<(), StoreError> {
         let tx = match locked(&self.queue).as_ref() {
@@ -503,11 +513,7 @@ impl Store for SqliteStore {
 
     fn compact(&self, room: &str) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {
         let room = room.to_owned();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::Compact { room, reply }).await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
-        })
+        Box::pin(async move { self.ask(|reply| Request::Compact { room, reply }).await })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<RoomMeta>, StoreError>> {
@@ -551,11 +557,7 @@ impl Store for SqliteStore {
         &self,
         tombstone: Tombstone,
     ) -> BoxFuture<'_, Result<(Tombstone, bool), StoreError>> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::Delete { tombstone, reply }).await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
-        })
+        Box::pin(async move { self.ask(|reply| Request::Delete { tombstone, reply }).await })
     }
 
     fn tombstones(&self) -> BoxFuture<'_, Result<Vec<Tombstone>, StoreError>> {
@@ -582,20 +584,14 @@ impl Store for SqliteStore {
 
     fn purge_tombstones(&self, before_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::PurgeTombstones { before_ms, reply })
-                .await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
+            self.ask(|reply| Request::PurgeTombstones { before_ms, reply })
+                .await
         })
     }
 
     fn discard_room(&self, room: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
         let room = room.to_owned();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::Discard { room, reply }).await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
-        })
+        Box::pin(async move { self.ask(|reply| Request::Discard { room, reply }).await })
     }
 
     fn mark_command_applied(
@@ -605,14 +601,12 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let id = id.to_owned();
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::MarkApplied {
+            self.ask(|reply| Request::MarkApplied {
                 id,
                 expires_ms,
                 reply,
             })
-            .await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
+            .await
         })
     }
 
@@ -623,14 +617,12 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let room = room.to_owned();
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::SetSchema {
+            self.ask(|reply| Request::SetSchema {
                 room,
                 version,
                 reply,
             })
-            .await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
+            .await
         })
     }
 
@@ -660,14 +652,12 @@ impl Store for SqliteStore {
     fn set_peer_marker(&self, peer: &str, marker: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         let key = format!("peer_marker:{peer}");
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.request(Request::SetMeta {
+            self.ask(|reply| Request::SetMeta {
                 key,
                 value: marker,
                 reply,
             })
-            .await?;
-            answer.await.map_err(|_| self.shared.closed_error())?
+            .await
         })
     }
 

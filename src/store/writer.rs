@@ -360,17 +360,18 @@ impl Writer {
             tombstone.merge(earlier);
         }
         let mut freed = 0;
-        if let Some((id, sv, bytes)) = &row {
-            tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, sv);
-            tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
-            tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
-            tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
-            freed = from_sql_int(*bytes);
+        match &row {
+            Some((id, sv, bytes)) => {
+                tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, sv);
+                delete_room_rows(&tx, *id)?;
+                freed = from_sql_int(*bytes);
+            }
+            // Canonical form of whatever the caller passed.
+            None => {
+                tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
+            }
         }
         tx.execute("DELETE FROM room_schema WHERE room = ?1", params![room])?;
-        if row.is_none() {
-            tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
-        }
         // A deletion is a change: it gets the next change counter, like a commit of appends,
         // so `tombstones_since` finds it for peers whose marker is older.
         let seq = self.change_seq + 1;
@@ -394,20 +395,30 @@ impl Writer {
         )?;
         tx.commit()?;
         self.change_seq = seq;
+        self.tombstoned().insert(room.clone());
+        self.forget_room(&room, freed);
+        Ok((tombstone, row.is_some()))
+    }
+
+    /// The rooms with a tombstone (only the writer changes them).
+    fn tombstoned(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.shared
             .tombstoned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(room.clone());
+    }
+
+    /// After a room's rows were deleted (`freed` logical bytes): its size, health and
+    /// compaction state go, and the file may shrink.
+    fn forget_room(&mut self, room: &str, freed: u64) {
         {
             let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
-            let cached = cache.rooms.remove(&room).unwrap_or(freed);
+            let cached = cache.rooms.remove(room).unwrap_or(freed);
             cache.total = cache.total.saturating_sub(cached);
         }
-        self.compaction_failed.remove(&room);
-        self.shared.mark_repaired([room.as_str()]);
+        self.compaction_failed.remove(room);
+        self.shared.mark_repaired([room]);
         self.maybe_vacuum();
-        Ok((tombstone, row.is_some()))
     }
 
     /// Deletes a room's rows (no tombstone), keeping its recorded schema version.
@@ -425,18 +436,9 @@ impl Writer {
         let Some((id, bytes)) = row else {
             return Ok(false);
         };
-        tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
-        tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
-        tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
+        delete_room_rows(&tx, id)?;
         tx.commit()?;
-        {
-            let mut cache = self.shared.sizes.lock().unwrap_or_else(|e| e.into_inner());
-            let cached = cache.rooms.remove(room).unwrap_or(from_sql_int(bytes));
-            cache.total = cache.total.saturating_sub(cached);
-        }
-        self.compaction_failed.remove(room);
-        self.shared.mark_repaired([room]);
-        self.maybe_vacuum();
+        self.forget_room(room, from_sql_int(bytes));
         Ok(true)
     }
 
@@ -460,11 +462,7 @@ impl Writer {
             .query_map(params![to_sql_int(before_ms)], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
-        let mut set = self
-            .shared
-            .tombstoned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut set = self.tombstoned();
         for r in &rooms {
             set.remove(r);
         }
@@ -563,11 +561,7 @@ impl Writer {
         tx.commit()?;
         self.change_seq = seq;
         if !resurrected.is_empty() {
-            let mut set = self
-                .shared
-                .tombstoned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut set = self.tombstoned();
             for r in &resurrected {
                 set.remove(r);
             }
@@ -751,6 +745,14 @@ pub(crate) fn fold(
         Ok(Err(detail)) => Err(corrupt(detail)),
         Err(_) => Err(corrupt("the Yjs decoder panicked on it".into())),
     }
+}
+
+/// Deletes a room's log, snapshot and row (inside the caller's transaction).
+fn delete_room_rows(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM updates WHERE room_id = ?1", params![id])?;
+    tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
+    tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
+    Ok(())
 }
 
 /// Re-encodes a v1 state vector with its entries in client-id order, so equal state vectors

@@ -47,6 +47,54 @@ pub fn test_config() -> Config {
     }
 }
 
+/// Polls `GET path` every 50 ms until `ok(status, json)` holds (or `WAIT` passes); returns
+/// the JSON that satisfied it.
+pub async fn poll_get(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    mut ok: impl FnMut(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, v) = get_json(addr, path).await;
+        if ok(status, &v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`poll_get`] on the JSON alone.
+pub async fn poll_json(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    mut ok: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    poll_get(addr, path, what, |_, v| ok(v)).await
+}
+
+/// Polls `GET path` until its status is `want` (the body may be binary).
+pub async fn poll_status(addr: SocketAddr, path: &str, what: &str, want: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = http(addr, "GET", path).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A peer entry that dials `node` (a ymesh node on loopback).
 pub fn peer(node: &ymesh::Node) -> ymesh::mesh::PeerConfig {
     ymesh::mesh::PeerConfig {
