@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::mesh::{runtime::accept_axum, Admission, Mesh, MeshSettings, NodeIdentity};
+use crate::mesh::{transport::ws::accept_axum, Admission, Mesh, MeshSettings, NodeIdentity};
 use crate::room::{Hooks, OpenError, Room, RoomRegistry, RoomSettings};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
@@ -255,6 +255,7 @@ impl Node {
                 );
             }
         }
+        let (inbox, inbox_rx) = crate::command::inbox();
         let mesh = Mesh::new(
             identity.clone(),
             MeshSettings {
@@ -264,6 +265,7 @@ impl Node {
             },
             registry.clone(),
             session_ids.clone(),
+            inbox,
             shutdown.child_token(),
         );
         let _ = mesh_cell.set(Arc::downgrade(&mesh));
@@ -274,6 +276,7 @@ impl Node {
             mesh.clone(),
         );
         commands.load().await?;
+        commands.run_inbox(inbox_rx, shutdown.child_token());
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),

@@ -8,8 +8,8 @@
 //! failure starts again from the initial delay, while a link that flaps keeps backing off.
 //!
 //! The caller supplies the random number and the link's uptime, so tests are deterministic:
-//! [`Backoff::next_delay`] takes a value in `[0, 1]`, [`Backoff::next_delay_random`] draws
-//! one. The first dial of a peer is not delayed; the backoff applies after failures.
+//! [`Backoff::next_delay`] takes a value in `[0, 1]` (the mesh core draws it from its seeded
+//! generator). The first dial of a peer is not delayed; the backoff applies after failures.
 
 use std::time::Duration;
 
@@ -72,11 +72,6 @@ impl Backoff {
         self.prev = delay;
         self.failures = self.failures.saturating_add(1);
         delay
-    }
-
-    /// [`next_delay`](Self::next_delay) with a random value from the thread's RNG.
-    pub fn next_delay_random(&mut self) -> Duration {
-        self.next_delay(rand::random::<f64>())
     }
 
     /// Reports that an established link closed after `uptime`. A link that was stable

@@ -37,9 +37,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use super::hex;
-use super::identity::{self, NodeIdentity};
-use super::wire::{Control, MESH_PROTOCOL_VERSION};
+use crate::mesh::hex;
+use crate::mesh::identity::{self, NodeIdentity};
+use crate::mesh::wire::{Control, MESH_PROTOCOL_VERSION};
 
 /// Domain-separation tag at the start of every transcript.
 pub const TRANSCRIPT_DOMAIN: &[u8] = b"ymesh-mesh-v1";
@@ -154,6 +154,10 @@ pub struct PeerInfo {
     pub version: u32,
     /// Which rule admitted the peer on this side.
     pub admitted_by: AdmittedBy,
+    /// The same value on both ends of this connection and a fresh one on every other: both
+    /// nonces, the smaller first. Two links between the same pair of nodes that were dialed
+    /// by the same side are told apart by it (the one with the smaller tag is kept).
+    pub link_tag: Vec<u8>,
 }
 
 /// How a handshake ended.
@@ -444,7 +448,13 @@ impl Handshake {
             }
             (State::AwaitWelcome, Control::Welcome {}) => {
                 let peer = self.peer.clone().expect("peer hello is kept until welcome");
+                let (lo, hi) = if self.nonce <= peer.nonce {
+                    (self.nonce, peer.nonce)
+                } else {
+                    (peer.nonce, self.nonce)
+                };
                 let info = PeerInfo {
+                    link_tag: [lo, hi].concat(),
                     node_id: peer.node_id,
                     boot_id: peer.boot_id,
                     listen: peer.listen,

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::wire::{Control, ManifestEntry};
+use crate::mesh::wire::{Control, ManifestEntry};
 
 /// Default budget for one manifest chunk, in bytes of JSON.
 pub const MANIFEST_CHUNK_BYTES: usize = 256 * 1024;

@@ -1,0 +1,2 @@
+//! Unit tests of the mesh core.
+use super::*;
