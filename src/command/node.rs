@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 
 use super::port::{Inbound, InboxReceiver, MeshLinks, RoomScope};
 use super::{
-    encode_command, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord,
-    CommandResult, ResponderKind, ResultStatus, DEFAULT_LOG_CAPACITY,
+    encode_command, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord, CommandResult,
+    ResponderKind, ResultStatus, DEFAULT_LOG_CAPACITY,
 };
 use crate::room::{DeleteError, RoomRegistry, SessionId};
 use crate::store::Store;

@@ -27,15 +27,12 @@
 //!   came from ([`MeshCore::fanout`]); a change that changed nothing never reaches here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
 use super::backoff::{Backoff, BackoffConfig};
 use super::flood::Flood;
 use super::manifest::{PeerManifest, SharePolicy};
-use super::peers::{LinkState, Origin, PeerRow, PeerSlot};
-use super::{
-    Action, DiscoverySource, Event, HandshakeEnd, LinkId, PeerConfig, PeerKey, Probe, Timer,
-};
+use super::peers::{LinkState, Origin, PeerSlot};
+use super::{Action, Event, LinkId, PeerConfig, PeerKey};
 use crate::mesh::wire::{Control, ManifestEntry};
 
 /// Tuning of a [`MeshCore`]. `CoreConfig::new` gives the production values.
@@ -76,7 +73,7 @@ impl CoreConfig {
 
 /// What a link is.
 #[derive(Debug)]
-enum Kind {
+pub(super) enum Kind {
     /// A ymesh link: rooms by manifest.
     Mesh {
         manifest: PeerManifest,
@@ -89,16 +86,16 @@ enum Kind {
 
 /// A live link.
 #[derive(Debug)]
-struct Link<H> {
-    peer: PeerKey,
-    node: String,
+pub(super) struct Link<H> {
+    pub(super) peer: PeerKey,
+    pub(super) node: String,
     outbound: bool,
     tag: Vec<u8>,
-    policy: SharePolicy,
-    kind: Kind,
-    handle: H,
+    pub(super) policy: SharePolicy,
+    pub(super) kind: Kind,
+    pub(super) handle: H,
     /// Closed by the core (a duplicate); gone from fan-out, waiting for its close.
-    closing: bool,
+    pub(super) closing: bool,
     /// `LinkOpened` arrived: the manifest went out, the marker is in use.
     opened: bool,
     up_ms: u64,
@@ -109,14 +106,15 @@ struct Link<H> {
 /// One node's mesh state machine; see the module docs.
 #[derive(Debug)]
 pub struct MeshCore<H> {
-    cfg: CoreConfig,
+    pub(super) cfg: CoreConfig,
     rng: u64,
-    peers: BTreeMap<PeerKey, PeerSlot>,
-    links: BTreeMap<LinkId, Link<H>>,
+    pub(super) peers: BTreeMap<PeerKey, PeerSlot>,
+    pub(super) links: BTreeMap<LinkId, Link<H>>,
     /// Per peer node id: where the store was when this peer last had everything from us.
     markers: HashMap<String, u64>,
     flood: Flood,
-    next_discovered: u64,
+    pub(super) next_discovered: u64,
+    started: bool,
 }
 
 impl<H: Clone> MeshCore<H> {
@@ -136,6 +134,7 @@ impl<H: Clone> MeshCore<H> {
             markers: HashMap::new(),
             flood: Flood::default(),
             next_discovered: 0,
+            started: false,
         }
     }
 
@@ -150,7 +149,7 @@ impl<H: Clone> MeshCore<H> {
     }
 
     /// A uniform value in [0, 1) (xorshift64*).
-    fn random(&mut self) -> f64 {
+    pub(super) fn random(&mut self) -> f64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
@@ -163,6 +162,9 @@ impl<H: Clone> MeshCore<H> {
         let mut out = Vec::new();
         match event {
             Event::Start => {
+                if std::mem::replace(&mut self.started, true) {
+                    return out;
+                }
                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
                 for key in keys {
                     self.dial(key, now_ms, &mut out);
@@ -284,275 +286,19 @@ impl<H: Clone> MeshCore<H> {
     }
 
     /// Whether `attempt` is the current attempt of row `peer`.
-    fn current(&self, peer: PeerKey, attempt: u64) -> bool {
+    pub(super) fn current(&self, peer: PeerKey, attempt: u64) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.attempt == attempt)
     }
 
-    fn uptime(&self, peer: PeerKey, now_ms: u64) -> u64 {
+    pub(super) fn uptime(&self, peer: PeerKey, now_ms: u64) -> u64 {
         self.peers
             .get(&peer)
             .map_or(0, |p| now_ms.saturating_sub(p.started_ms))
     }
 
-    /// Starts a new attempt on row `key`: probe the peer first.
-    fn dial(&mut self, key: PeerKey, now_ms: u64, out: &mut Vec<Action<H>>) {
-        let Some(slot) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if slot.state == LinkState::IsSelf {
-            return;
-        }
-        if let PeerKey::Configured(i) = key {
-            if let Err(e) = super::url::mesh_url(&self.cfg.peers[i].url) {
-                tracing::error!(error = %e, "peer not dialed");
-                slot.set_state(
-                    LinkState::Refused {
-                        reason: e.to_string(),
-                        next_retry_ms: 0,
-                    },
-                    Some(e.to_string()),
-                    now_ms,
-                );
-                return;
-            }
-        }
-        slot.attempt += 1;
-        slot.via_other = false;
-        slot.started_ms = now_ms;
-        slot.set_state(LinkState::Connecting, None, now_ms);
-        out.push(Action::Probe {
-            peer: key,
-            attempt: slot.attempt,
-            url: slot.address.clone(),
-        });
-    }
-
-    /// Schedules the next attempt of `key` after its backoff (`uptime` of a link that was
-    /// up, which resets the backoff when it was stable).
-    fn back_off(
-        &mut self,
-        key: PeerKey,
-        uptime: Option<u64>,
-        error: String,
-        now_ms: u64,
-        out: &mut Vec<Action<H>>,
-    ) {
-        self.back_off_as(key, uptime, error, None, now_ms, out)
-    }
-
-    fn back_off_as(
-        &mut self,
-        key: PeerKey,
-        uptime: Option<u64>,
-        error: String,
-        refused: Option<String>,
-        now_ms: u64,
-        out: &mut Vec<Action<H>>,
-    ) {
-        let r = self.random();
-        let Some(slot) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let started = now_ms.saturating_sub(slot.started_ms);
-        slot.backoff
-            .link_closed(Duration::from_millis(uptime.unwrap_or(started)));
-        let delay = slot.backoff.next_delay(r).as_millis() as u64;
-        let next_retry_ms = now_ms + delay;
-        let state = match refused {
-            Some(reason) => LinkState::Refused {
-                reason,
-                next_retry_ms,
-            },
-            None => LinkState::BackingOff { next_retry_ms },
-        };
-        slot.set_state(state, Some(error), now_ms);
-        out.push(Action::SetTimer {
-            after_ms: delay,
-            timer: Timer::Redial {
-                peer: key,
-                attempt: slot.attempt,
-            },
-        });
-    }
-
-    fn on_timer(&mut self, timer: Timer, now_ms: u64, out: &mut Vec<Action<H>>) {
-        let (Timer::Redial { peer, attempt } | Timer::DeferOver { peer, attempt }) = timer;
-        if !self.current(peer, attempt) {
-            return;
-        }
-        let (node, defer) = match self.peers.get(&peer) {
-            Some(p) => (p.node_id.clone(), p.defer),
-            None => return,
-        };
-        if let (PeerKey::Discovered(_), Some(node)) = (peer, node.as_deref()) {
-            if self.linked(node) {
-                self.reached_via_other(peer, now_ms);
-                return;
-            }
-            if defer && matches!(timer, Timer::Redial { .. }) {
-                self.wait_for_dial(peer, out);
-                return;
-            }
-        }
-        self.dial(peer, now_ms, out);
-    }
-
-    /// A discovered peer with the lower id should dial: give it its time first.
-    fn wait_for_dial(&mut self, key: PeerKey, out: &mut Vec<Action<H>>) {
-        let after_ms = self.cfg.discovery_defer_ms;
-        if let Some(slot) = self.peers.get_mut(&key) {
-            slot.attempt += 1;
-            out.push(Action::SetTimer {
-                after_ms,
-                timer: Timer::DeferOver {
-                    peer: key,
-                    attempt: slot.attempt,
-                },
-            });
-        }
-    }
-
-    /// Row `key` is reached through a link its peer dialed.
-    fn reached_via_other(&mut self, key: PeerKey, now_ms: u64) {
-        if let Some(slot) = self.peers.get_mut(&key) {
-            slot.via_other = true;
-            slot.set_state(LinkState::Connected, None, now_ms);
-        }
-    }
-
-    fn on_probed(
-        &mut self,
-        peer: PeerKey,
-        attempt: u64,
-        answer: Probe,
-        now_ms: u64,
-        out: &mut Vec<Action<H>>,
-    ) {
-        if !self.current(peer, attempt) {
-            return;
-        }
-        let plain_index = match peer {
-            PeerKey::Configured(i) if !self.cfg.peers[i].rooms.is_empty() => Some(i),
-            _ => None,
-        };
-        match (answer, plain_index) {
-            (Probe::Other, Some(index)) => out.push(Action::DialPlain {
-                peer,
-                attempt,
-                index,
-            }),
-            (Probe::Other, None) => {
-                let reason = "not a ymesh node; list its rooms in [[peers]] rooms = [...] to \
-                              replicate with it as a plain y-websocket server"
-                    .to_string();
-                self.back_off_as(peer, None, reason.clone(), Some(reason), now_ms, out);
-            }
-            // Unreachable: let the dial report it.
-            (Probe::Ymesh | Probe::Unreachable(_), _) => {
-                let Some(slot) = self.peers.get(&peer) else {
-                    return;
-                };
-                let url = match super::url::mesh_url(&slot.address) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        let reason = e.to_string();
-                        self.back_off_as(peer, None, reason.clone(), Some(reason), now_ms, out);
-                        return;
-                    }
-                };
-                out.push(Action::DialMesh {
-                    peer,
-                    attempt,
-                    url,
-                    expect: slot.node_id.clone(),
-                });
-            }
-        }
-    }
-
-    fn on_found(
-        &mut self,
-        id: String,
-        url: String,
-        source: DiscoverySource,
-        now_ms: u64,
-        out: &mut Vec<Action<H>>,
-    ) {
-        if id == self.cfg.node_id {
-            return;
-        }
-        // A configured peer is dialed by its own row: never twice.
-        let configured = self.cfg.peers.iter().any(|p| {
-            p.node_id.as_deref() == Some(id.as_str())
-                || super::url::authority(&p.url).is_some_and(|a| Some(a) == super::url::authority(&url))
-        }) || self.peers.iter().any(|(k, p)| {
-            matches!(k, PeerKey::Configured(_)) && p.node_id.as_deref() == Some(id.as_str())
-        });
-        if configured {
-            tracing::debug!(peer = id, source = %source, "discovered a configured peer");
-            return;
-        }
-        if let Some((key, slot)) = self.discovered_mut(&id) {
-            slot.gone = false;
-            if slot.address == url {
-                return;
-            }
-            // It moved: start over at the new address.
-            self.peers.remove(&key);
-        }
-        let found = self
-            .peers
-            .keys()
-            .filter(|k| matches!(k, PeerKey::Discovered(_)))
-            .count();
-        if found >= self.cfg.max_discovered {
-            tracing::warn!(
-                peer = id,
-                url,
-                "discovered peer ignored: already {} discovered peers",
-                self.cfg.max_discovered
-            );
-            return;
-        }
-        tracing::info!(peer = id, url, source = %source, "discovered a peer");
-        let key = PeerKey::Discovered(self.next_discovered);
-        self.next_discovered += 1;
-        let mut slot = PeerSlot::new(url, Origin::Found(source), Some(id.clone()), now_ms);
-        slot.backoff = Backoff::new(self.cfg.backoff);
-        // Both nodes discover each other: the one with the lower id dials; the other waits
-        // for that link and dials only if it does not come.
-        slot.defer = self.cfg.node_id.as_str() > id.as_str();
-        let defer = slot.defer;
-        self.peers.insert(key, slot);
-        if self.linked(&id) {
-            self.reached_via_other(key, now_ms);
-        } else if defer {
-            self.wait_for_dial(key, out);
-        } else {
-            self.dial(key, now_ms, out);
-        }
-    }
-
-    fn discovered_mut(&mut self, id: &str) -> Option<(PeerKey, &mut PeerSlot)> {
-        self.peers.iter_mut().find_map(|(k, p)| {
-            (matches!(p.origin, Origin::Found(_)) && p.node_id.as_deref() == Some(id))
-                .then_some((*k, p))
-        })
-    }
-
-    fn on_lost(&mut self, id: &str, source: DiscoverySource) {
-        let linked = self.linked(id);
-        let Some((key, slot)) = self.discovered_mut(id) else {
-            return;
-        };
-        if slot.origin != Origin::Found(source) {
-            return;
-        }
-        tracing::info!(peer = id, source = %source, "peer's announcement is gone");
-        slot.gone = true;
-        if !linked {
-            self.peers.remove(&key);
-        }
+    /// Whether row `key` has a live link of its own.
+    pub(super) fn has_link(&self, key: PeerKey) -> bool {
+        self.links.values().any(|l| !l.closing && l.peer == key)
     }
 
     /// Whether an admitted link to `node` is up.
@@ -602,9 +348,12 @@ impl<H: Clone> MeshCore<H> {
                     PeerKey::Inbound(_) => {
                         self.peers.remove(&peer);
                     }
+                    // A row whose own link is up stays as it is (a late dial of it lost).
+                    _ if self.has_link(peer) => {}
                     _ => {
                         if let Some(slot) = self.peers.get_mut(&peer) {
                             slot.via_other = true;
+                            slot.rooms.clear();
                             slot.set_state(
                                 LinkState::Connected,
                                 Some("linked through the connection the peer dialed".into()),
@@ -624,6 +373,12 @@ impl<H: Clone> MeshCore<H> {
                 if let Some(s) = self.peers.get_mut(&l.peer) {
                     if l.peer.dials() {
                         s.via_other = true;
+                        s.rooms.clear();
+                        s.set_state(
+                            LinkState::Connected,
+                            Some("linked through the connection the peer dialed".into()),
+                            now_ms,
+                        );
                     }
                 }
             }
@@ -679,46 +434,9 @@ impl<H: Clone> MeshCore<H> {
         );
     }
 
-    fn on_handshake_failed(
-        &mut self,
-        _link: LinkId,
-        peer: PeerKey,
-        end: HandshakeEnd,
-        now_ms: u64,
-        out: &mut Vec<Action<H>>,
-    ) {
-        if let PeerKey::Inbound(_) = peer {
-            if let HandshakeEnd::Refused(reason) | HandshakeEnd::Closed(reason) = &end {
-                tracing::info!(reason, "inbound peer link ended");
-            }
-            self.peers.remove(&peer);
-            return;
-        }
-        match end {
-            HandshakeEnd::IsSelf => {
-                let addr = self.peers.get(&peer).map(|p| p.address.clone());
-                tracing::warn!(
-                    url = addr,
-                    "peer address leads back to this node; not dialing it again"
-                );
-                if let Some(slot) = self.peers.get_mut(&peer) {
-                    slot.set_state(LinkState::IsSelf, None, now_ms);
-                }
-            }
-            HandshakeEnd::Refused(reason) => {
-                tracing::warn!(peer = ?peer, reason, "peer link refused");
-                self.back_off_as(peer, None, reason.clone(), Some(reason), now_ms, out);
-            }
-            HandshakeEnd::Closed(reason) => {
-                tracing::info!(peer = ?peer, reason, "peer link closed");
-                self.back_off(peer, None, reason, now_ms, out);
-            }
-        }
-    }
-
     /// The share policy of a link: a configured peer's own, or for any other link the
     /// policy of the configured peer with that node id; every room otherwise.
-    fn policy_for(&self, key: PeerKey, node: &str) -> SharePolicy {
+    pub(super) fn policy_for(&self, key: PeerKey, node: &str) -> SharePolicy {
         let configured = match key {
             PeerKey::Configured(i) => self.cfg.peers.get(i),
             _ => self
@@ -786,7 +504,13 @@ impl<H: Clone> MeshCore<H> {
         }
     }
 
-    fn on_control(&mut self, link: LinkId, control: Control, now_ms: u64, out: &mut Vec<Action<H>>) {
+    fn on_control(
+        &mut self,
+        link: LinkId,
+        control: Control,
+        now_ms: u64,
+        out: &mut Vec<Action<H>>,
+    ) {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -948,141 +672,11 @@ impl<H: Clone> MeshCore<H> {
             }
         }
     }
-
-    /// The ymesh links (id and peer node id) whose share policy allows `room` (`None`:
-    /// every ymesh link), except `except`; sorted by link id.
-    pub fn links_for(&self, room: Option<&str>, except: Option<LinkId>) -> Vec<(LinkId, String)> {
-        self.links
-            .iter()
-            .filter(|(id, l)| {
-                Some(**id) != except
-                    && !l.closing
-                    && l.is_mesh()
-                    && room.is_none_or(|r| l.policy.allows(r))
-            })
-            .map(|(id, l)| (*id, l.node.clone()))
-            .collect()
-    }
-
-    /// A ymesh link to node `node`, if one is up.
-    pub fn link_to(&self, node: &str) -> Option<LinkId> {
-        self.links
-            .iter()
-            .find(|(_, l)| !l.closing && l.is_mesh() && l.node == node)
-            .map(|(id, _)| *id)
-    }
-
-    /// The handle of ymesh link `link` if it is up and shares `room` (`None`: any).
-    pub fn mesh_link(&self, link: LinkId, room: Option<&str>) -> Option<&H> {
-        self.links
-            .get(&link)
-            .filter(|l| !l.closing && l.is_mesh())
-            .filter(|l| room.is_none_or(|r| l.policy.allows(r)))
-            .map(|l| &l.handle)
-    }
-
-    /// Fan-out of one change of `room` that came from `origin` (split horizon): calls `send`
-    /// with each link that shares the room, except `origin`, and whether the link is a plain
-    /// room connection (which takes the bare message) or a ymesh link (which takes a ROOM
-    /// frame). Counts the exchange in the peer's room status.
-    pub fn fanout(
-        &mut self,
-        room: &str,
-        origin: Option<LinkId>,
-        now_ms: u64,
-        mut send: impl FnMut(LinkId, &H, bool),
-    ) {
-        for (id, link) in self.links.iter() {
-            if Some(*id) == origin || link.closing || !link.policy.allows(room) {
-                continue;
-            }
-            let plain = match &link.kind {
-                Kind::Plain { room: r } if r == room => true,
-                Kind::Plain { .. } => continue,
-                Kind::Mesh { .. } => false,
-            };
-            send(*id, &link.handle, plain);
-            if let Some(p) = self.peers.get_mut(&link.peer) {
-                p.exchanged(room, None, now_ms);
-            }
-        }
-    }
-
-    /// Whether any link could take a change (a cheap check before encoding one): false when
-    /// no link is up, or the only one is `origin`.
-    pub fn has_targets(&self, origin: Option<LinkId>) -> bool {
-        self.links
-            .iter()
-            .any(|(id, l)| Some(*id) != origin && !l.closing)
-    }
-
-    /// Node ids of the peers with a live link, sorted, once each.
-    pub fn connected_peers(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .links
-            .values()
-            .filter(|l| !l.closing)
-            .map(|l| l.node.clone())
-            .collect();
-        set.into_iter().collect()
-    }
-
-    /// Inbound rows (links in their handshake or up).
-    pub fn inbound_links(&self) -> usize {
-        self.peers
-            .keys()
-            .filter(|k| matches!(k, PeerKey::Inbound(_)))
-            .count()
-    }
-
-    /// The peer table for `GET /peers`, with each row's key.
-    pub fn rows(&self) -> Vec<(PeerKey, PeerRow)> {
-        let found: HashMap<&str, &'static str> = self
-            .peers
-            .values()
-            .filter_map(|p| match (p.origin, p.node_id.as_deref()) {
-                (Origin::Found(s), Some(id)) => Some((id, s.as_str())),
-                _ => None,
-            })
-            .collect();
-        self.peers
-            .iter()
-            .map(|(k, p)| {
-                let found_by = match p.origin {
-                    Origin::Inbound => p
-                        .node_id
-                        .as_deref()
-                        .and_then(|id| found.get(id).copied())
-                        .unwrap_or("inbound"),
-                    _ => p.source(),
-                };
-                (*k, p.row(found_by))
-            })
-            .collect()
-    }
-
-    /// The row key of each live link, for the simulator and tests: `(link, row, node)`.
-    pub fn live_links(&self) -> Vec<(LinkId, PeerKey, String)> {
-        self.links
-            .iter()
-            .filter(|(_, l)| !l.closing)
-            .map(|(id, l)| (*id, l.peer, l.node.clone()))
-            .collect()
-    }
-
-    /// Rooms of `node`'s row that are marked synced (for the simulator and tests).
-    pub fn synced_rooms(&self, node: &str) -> Vec<(String, bool)> {
-        self.peers
-            .values()
-            .filter(|p| p.node_id.as_deref() == Some(node) && p.state == LinkState::Connected)
-            .flat_map(|p| p.rooms.iter().map(|(r, st)| (r.clone(), st.synced)))
-            .collect()
-    }
 }
 
 impl<H> Link<H> {
     /// A ymesh link (plain room connections take no control messages).
-    fn is_mesh(&self) -> bool {
+    pub(super) fn is_mesh(&self) -> bool {
         matches!(self.kind, Kind::Mesh { .. })
     }
 }

@@ -29,15 +29,17 @@
 //! in [`MeshCore::fanout`] and [`Action::Close`].
 
 pub mod backoff;
-pub mod machine;
+mod dialing;
 pub mod flood;
 pub mod handshake;
+pub mod machine;
 pub mod manifest;
 mod peers;
 pub mod url;
+mod views;
 
-pub use machine::{CoreConfig, MeshCore};
 pub use self::peers::{LinkState, PeerRow, RoomRow};
+pub use machine::{CoreConfig, MeshCore};
 
 use std::collections::BTreeMap;
 

@@ -435,7 +435,8 @@ async fn plain_room_link(
                         }
                         Err(e) => failed = Some(format!("bad state vector: {e}")),
                     },
-                    Message::Sync(SyncMessage::Step2(u)) | Message::Sync(SyncMessage::Update(u)) => {
+                    Message::Sync(SyncMessage::Step2(u))
+                    | Message::Sync(SyncMessage::Update(u)) => {
                         mesh.run(Event::RoomSync {
                             link,
                             room: room_name.clone(),

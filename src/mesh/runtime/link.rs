@@ -299,7 +299,10 @@ async fn open(
     };
     let actions = mesh.decide(Event::LinkOpened {
         link: link.id,
-        ours: ours.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(),
+        ours: ours
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect(),
         changed,
         marker,
         store_now,
@@ -359,10 +362,7 @@ async fn frames(
         };
         let result = match decoded {
             Frame::Control(Control::Ping { t }) => {
-                if link
-                    .send(wire::encode_control(&Control::Pong { t }))
-                    .await
-                {
+                if link.send(wire::encode_control(&Control::Pong { t })).await {
                     Ok(())
                 } else {
                     Err("connection closed".to_string())
@@ -406,8 +406,16 @@ async fn frames(
                 Ok(())
             }
             Frame::Room { room, message } => {
-                bridge::on_room_frame(link.mesh, link.io, link.id, &link.counters, &room, message, relayed)
-                    .await
+                bridge::on_room_frame(
+                    link.mesh,
+                    link.io,
+                    link.id,
+                    &link.counters,
+                    &room,
+                    message,
+                    relayed,
+                )
+                .await
             }
         };
         if let Err(reason) = result {

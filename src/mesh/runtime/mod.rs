@@ -42,8 +42,8 @@ use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
 use crate::room::{Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
-pub use traffic::PeerCounters;
 use traffic::Kind;
+pub use traffic::PeerCounters;
 
 /// Settings of the mesh.
 #[derive(Debug, Clone, Default)]

@@ -105,4 +105,3 @@ where
         close,
     }
 }
-
