@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use super::{
     schema, BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError,
     StoreOptions, Tombstone,
 };
+use crate::metrics::StoreCounters;
 
 /// The database file inside the data directory.
 pub const DB_FILE_NAME: &str = "ymesh.sqlite3";
@@ -30,7 +31,8 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 /// How many failed ticket ranges are remembered for late `wait_durable` callers.
 const MAX_FAILED_RANGES: usize = 1024;
 
-/// Counters of the writer's work, for tests, metrics and benchmarks.
+/// The writer's counters ([`StoreCounters`]) and the ticket positions, for tests and
+/// benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Appends committed.
@@ -89,7 +91,8 @@ pub(crate) struct Shared {
     /// Highest ticket the writer has finished (committed, or failed and recorded).
     durable: watch::Sender<u64>,
     pub(crate) failures: Failures,
-    pub(crate) stats: Counters,
+    /// The writer's counters (shared with the node's metrics registry).
+    pub(crate) stats: Arc<StoreCounters>,
     readers: Mutex<Vec<Connection>>,
     /// Logical stored bytes (snapshot + log) per room as last committed or read, and their
     /// total over all rooms: what storage quotas are checked against.
@@ -105,15 +108,6 @@ pub(crate) struct Shared {
     closed: std::sync::atomic::AtomicBool,
     /// Why the writer stopped, if it died rather than being closed.
     dead: OnceLock<Arc<StoreError>>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) appends: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) failed_commits: AtomicU64,
-    pub(crate) compactions: AtomicU64,
-    pub(crate) max_batch: AtomicU64,
 }
 
 /// Ticket ranges whose commit failed, so their waiters get the error.
@@ -309,7 +303,7 @@ impl SqliteStore {
             db_path: db_path.clone(),
             durable,
             failures: Failures::default(),
-            stats: Counters::default(),
+            stats: Arc::default(),
             readers: Mutex::new(vec![reader]),
             unhealthy: Mutex::new(HashMap::new()),
             tombstoned: Mutex::new(HashSet::new()),
@@ -344,21 +338,26 @@ impl SqliteStore {
         &self.shared.db_path
     }
 
-    /// Counters of the writer's work so far.
+    /// Counters of the writer's work so far, with the ticket positions.
     pub fn stats(&self) -> StoreStats {
-        let c = &self.shared.stats;
+        let c = self.shared.stats.counts();
         let issued_ticket = locked(&self.queue)
             .as_ref()
             .map_or(0, |q| q.next_ticket - 1);
         StoreStats {
-            appends: c.appends.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            failed_commits: c.failed_commits.load(Ordering::Relaxed),
-            compactions: c.compactions.load(Ordering::Relaxed),
-            max_batch: c.max_batch.load(Ordering::Relaxed),
+            appends: c.appends,
+            commits: c.commits,
+            failed_commits: c.failed_commits,
+            compactions: c.compactions,
+            max_batch: c.max_batch,
             issued_ticket,
             durable_ticket: *self.shared.durable.borrow(),
         }
+    }
+
+    /// The writer's counters, live (for the node's metrics registry).
+    pub fn counters(&self) -> Arc<StoreCounters> {
+        self.shared.stats.clone()
     }
 
     /// Disconnects the queue; the writer commits what is queued, then exits.

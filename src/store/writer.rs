@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -217,14 +216,7 @@ impl Writer {
                     if !repaired.is_empty() {
                         self.shared.mark_repaired(repaired);
                     }
-                    let stats = &self.shared.stats;
-                    stats.commits.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .appends
-                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
-                    stats
-                        .max_batch
-                        .fetch_max(appends.len() as u64, Ordering::Relaxed);
+                    self.shared.stats.committed(appends.len() as u64);
                     self.shared.publish(last);
                     drop(appends);
                     self.auto_compact(touched);
@@ -238,10 +230,7 @@ impl Writer {
                         "store commit failed; those appends are not durable"
                     );
                     self.rollback_if_open();
-                    self.shared
-                        .stats
-                        .failed_commits
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.commit_failed();
                     let message = e.to_string();
                     self.shared
                         .mark_failed(appends.iter().map(|a| a.room.as_str()), &message);
@@ -685,10 +674,7 @@ impl Writer {
             cache.total = cache.total.saturating_sub(before).saturating_add(after);
             cache.rooms.insert(room.to_owned(), after);
         }
-        self.shared
-            .stats
-            .compactions
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.compacted();
         self.maybe_vacuum();
         Ok((before, after))
     }
