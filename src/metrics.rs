@@ -246,7 +246,7 @@ impl TrafficKind {
 /// Messages and bytes one way (sent or received), per [`TrafficKind`].
 #[derive(Debug, Default)]
 pub struct DirTraffic {
-    /// `[messages, bytes]` per kind, indexed by [`TrafficKind::slot`].
+    /// `[messages, bytes]` per kind, in the order of [`TrafficKind::ALL`].
     slots: [[AtomicU64; 2]; 4],
 }
 
