@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::link::{Ours, LINK_TIMEOUT, PING_EVERY};
-use super::traffic::{Kind, PeerCounters};
+use crate::metrics::{LinkTraffic, TrafficKind};
 use super::{lock, now_ms, LinkHandle, Mesh};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::url::room_url;
@@ -50,7 +50,7 @@ pub(crate) fn forward(
     mesh: &Mesh,
     room: &str,
     origin: Option<LinkId>,
-    kind: Kind,
+    kind: TrafficKind,
     message: impl FnOnce() -> Bytes,
 ) {
     let mut core = lock(&mesh.core);
@@ -225,7 +225,7 @@ pub(crate) async fn on_room_frame(
     mesh: &Arc<Mesh>,
     io: &LinkIo,
     link: LinkId,
-    counters: &PeerCounters,
+    counters: &LinkTraffic,
     room_name: &str,
     message: Bytes,
     relayed: &mut Relayed,
@@ -254,7 +254,7 @@ pub(crate) async fn on_room_frame(
                     .sync_step2_for(&sv)
                     .map_err(|e| format!("bad state vector for {room_name:?}: {e}"))?;
                 let frame = wire::encode_room(room_name, &reply);
-                counters.sent.add(Kind::Sync, frame.len());
+                counters.sent().add(TrafficKind::Sync, frame.len());
                 mesh.run(Event::RoomSync {
                     link,
                     room: room_name.to_string(),
@@ -279,7 +279,7 @@ pub(crate) async fn on_room_frame(
                         // of the document it belongs to.
                         let step1 = protocol::encode_sync_step1(&room.state_vector());
                         let frame = wire::encode_room(room_name, &step1);
-                        counters.sent.add(Kind::Sync, frame.len());
+                        counters.sent().add(TrafficKind::Sync, frame.len());
                         if io.tx.send(frame).await.is_err() {
                             return Err("connection closed".into());
                         }
@@ -340,7 +340,7 @@ async fn plain_room_link(
     peer: PeerKey,
     url: String,
     room_name: String,
-    counters: Arc<PeerCounters>,
+    counters: Arc<LinkTraffic>,
 ) -> String {
     let room = match mesh.registry().open(&room_name).await {
         Ok(r) => r,
@@ -375,7 +375,7 @@ async fn plain_room_link(
     }
     let mut closed = Closed(&mesh, link, None);
     let step1 = protocol::encode_sync_step1(&room.state_vector());
-    counters.sent.add(Kind::Sync, step1.len());
+    counters.sent().add(TrafficKind::Sync, step1.len());
     let mut relayed = HashSet::new();
     // A plain server answers every SyncStep1 with a SyncStep2: sending one every PING_EVERY
     // is this link's liveness probe (and a catch-up, should anything have been missed). A
@@ -394,7 +394,7 @@ async fn plain_room_link(
                         break format!("nothing received for {} s", LINK_TIMEOUT.as_secs());
                     }
                     let step1 = protocol::encode_sync_step1(&room.state_vector());
-                    counters.sent.add(Kind::Sync, step1.len());
+                    counters.sent().add(TrafficKind::Sync, step1.len());
                     if io.tx.send(step1).await.is_err() {
                         break "connection closed".to_string();
                     }
@@ -410,11 +410,11 @@ async fn plain_room_link(
                 Ok(m) => m,
                 Err(e) => break format!("malformed message from {url}: {e}"),
             };
-            counters.received.add(
+            counters.received().add(
                 match msgs.first() {
-                    Some(Message::Awareness(_)) => Kind::Awareness,
-                    Some(Message::Sync(_)) => Kind::Sync,
-                    _ => Kind::Other,
+                    Some(Message::Awareness(_)) => TrafficKind::Awareness,
+                    Some(Message::Sync(_)) => TrafficKind::Sync,
+                    _ => TrafficKind::Other,
                 },
                 frame.len(),
             );
@@ -423,7 +423,7 @@ async fn plain_room_link(
                 match msg {
                     Message::Sync(SyncMessage::Step1(sv)) => match room.sync_step2_for(&sv) {
                         Ok(reply) => {
-                            counters.sent.add(Kind::Sync, reply.len());
+                            counters.sent().add(TrafficKind::Sync, reply.len());
                             mesh.run(Event::RoomSync {
                                 link,
                                 room: room_name.clone(),

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::bridge::{self, Relayed};
-use super::traffic::{kind_of, PeerCounters};
+use super::traffic::kind_of;
+use crate::metrics::LinkTraffic;
 use super::{now_ms, LinkHandle, Mesh};
 use crate::mesh::proto::handshake::{self, Handshake, Outcome, HANDSHAKE_TIMEOUT};
 use crate::mesh::proto::manifest::SharePolicy;
@@ -41,14 +42,14 @@ struct Link<'a> {
     mesh: &'a Arc<Mesh>,
     io: &'a mut LinkIo,
     id: LinkId,
-    counters: Arc<PeerCounters>,
+    counters: Arc<LinkTraffic>,
 }
 
 impl Link<'_> {
     /// Sends one of this link's own frames, waiting for room in the queue. False once the
     /// connection is gone.
     async fn send(&self, frame: Bytes) -> bool {
-        self.counters.sent.add(kind_of(&frame), frame.len());
+        self.counters.sent().add(kind_of(&frame), frame.len());
         self.io.tx.send(frame).await.is_ok()
     }
 
@@ -177,7 +178,7 @@ async fn handshake_phase(
                 "connection closed during the handshake".into(),
             ));
         };
-        link.counters.received.add(kind_of(&frame), frame.len());
+        link.counters.received().add(kind_of(&frame), frame.len());
         match wire::decode_frame(frame, MAX_FRAME_LEN) {
             Ok(Frame::Control(c)) => actions = hs.on_message(c),
             Ok(_) => {
@@ -355,7 +356,7 @@ async fn frames(
             return "connection closed".into();
         };
         last_seen = Instant::now();
-        link.counters.received.add(kind_of(&frame), frame.len());
+        link.counters.received().add(kind_of(&frame), frame.len());
         let decoded = match wire::decode_frame(frame, MAX_FRAME_LEN) {
             Ok(f) => f,
             Err(e) => return format!("malformed frame: {e}"),

@@ -7,7 +7,7 @@
 //! | [`supervisor`] | probing and dialing peers when the core says so |
 //! | [`link`] | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
 //! | [`bridge`] | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
-//! | [`traffic`] | per-peer traffic counters |
+//! | [`traffic`] | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
 //!
 //! # Concurrency
 //!
@@ -42,8 +42,7 @@ use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
 use crate::room::{Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
-use traffic::Kind;
-pub use traffic::PeerCounters;
+use crate::metrics::{LinkTraffic, TrafficKind};
 
 /// Settings of the mesh.
 #[derive(Debug, Clone, Default)]
@@ -62,17 +61,17 @@ pub struct MeshSettings {
 pub struct LinkHandle {
     tx: mpsc::Sender<Bytes>,
     kick: Arc<Kick>,
-    counters: Arc<PeerCounters>,
+    counters: Arc<LinkTraffic>,
 }
 
 impl LinkHandle {
     /// Queues `frame` without waiting and counts it; a full queue closes the link (it
     /// resyncs when it comes back). False when the frame was not queued.
-    pub(crate) fn offer(&self, frame: Bytes, kind: Kind) -> bool {
+    pub(crate) fn offer(&self, frame: Bytes, kind: TrafficKind) -> bool {
         let len = frame.len();
         match self.tx.try_send(frame) {
             Ok(()) => {
-                self.counters.sent.add(kind, len);
+                self.counters.sent().add(kind, len);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -96,7 +95,7 @@ pub struct Mesh {
     session_ids: Arc<AtomicU64>,
     core: Mutex<MeshCore<LinkHandle>>,
     /// Traffic per peer row, kept across reconnects.
-    traffic: Mutex<HashMap<PeerKey, Arc<PeerCounters>>>,
+    traffic: Mutex<HashMap<PeerKey, Arc<LinkTraffic>>>,
     /// Where commands and results that arrive over links go (the command center).
     inbox: command::Inbox,
     shutdown: CancellationToken,
@@ -250,7 +249,7 @@ impl Mesh {
                 Action::Close { handle, reason } => handle.kick.kick(1000, &reason),
                 Action::Send { link, control } => {
                     if let Some(h) = self.handle_of(link) {
-                        h.offer(wire::encode_control(&control), Kind::Control);
+                        h.offer(wire::encode_control(&control), TrafficKind::Control);
                     }
                 }
                 Action::ForwardCommand { links, command } => {
@@ -325,7 +324,7 @@ impl Mesh {
     }
 
     /// The traffic counters of peer row `key`.
-    pub(crate) fn traffic_for(&self, key: PeerKey) -> Arc<PeerCounters> {
+    pub(crate) fn traffic_for(&self, key: PeerKey) -> Arc<LinkTraffic> {
         lock(&self.traffic).entry(key).or_default().clone()
     }
 
@@ -365,7 +364,7 @@ impl Mesh {
                 .cloned();
             match handle {
                 Some(h) => {
-                    h.offer(frame.clone(), Kind::Control);
+                    h.offer(frame.clone(), TrafficKind::Control);
                 }
                 None => tracing::debug!(link, "command not forwarded: link gone"),
             }
@@ -383,7 +382,7 @@ impl Mesh {
     /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
     /// every link but `origin`'s, encoded once.
     pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
-        bridge::forward(self, room, origin, Kind::Sync, || {
+        bridge::forward(self, room, origin, TrafficKind::Sync, || {
             crate::protocol::encode_sync_update(update)
         });
     }
@@ -391,7 +390,7 @@ impl Mesh {
     /// Like [`Mesh::forward_update`] for an awareness update (a client's presence or its
     /// removal), so clients on every node see each other.
     pub fn forward_awareness(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
-        bridge::forward(self, room, origin, Kind::Awareness, || {
+        bridge::forward(self, room, origin, TrafficKind::Awareness, || {
             crate::protocol::encode_awareness(update)
         });
     }
@@ -406,7 +405,7 @@ impl Mesh {
         let core = lock(&self.core);
         for (link, _) in core.links_for(Some(&tombstone.room), except) {
             if let Some(h) = core.mesh_link(link, None) {
-                h.offer(frame.clone(), Kind::Control);
+                h.offer(frame.clone(), TrafficKind::Control);
             }
         }
     }
@@ -420,10 +419,10 @@ impl Mesh {
             rows.into_iter()
                 .map(|(key, row)| {
                     let mut v = serde_json::to_value(&row).unwrap_or_default();
-                    let counters = traffic.entry(key).or_default();
+                    let counters = traffic.entry(key).or_default().snapshot();
                     if let Some(obj) = v.as_object_mut() {
-                        obj.insert("sent".into(), counters.sent.snapshot());
-                        obj.insert("received".into(), counters.received.snapshot());
+                        obj.insert("sent".into(), serde_json::json!(counters.sent));
+                        obj.insert("received".into(), serde_json::json!(counters.received));
                     }
                     v
                 })
@@ -432,7 +431,7 @@ impl Mesh {
     }
 
     /// Traffic counters of the peer with `node_id` (for tests and metrics).
-    pub fn counters_of(&self, node_id: &str) -> Option<Arc<PeerCounters>> {
+    pub fn counters_of(&self, node_id: &str) -> Option<Arc<LinkTraffic>> {
         let key = lock(&self.core)
             .rows()
             .into_iter()
@@ -477,7 +476,7 @@ impl MeshLinks for Mesh {
         };
         h.offer(
             wire::encode_control(&Control::CommandResult { result }),
-            Kind::Control,
+            TrafficKind::Control,
         )
     }
 
@@ -490,6 +489,6 @@ impl MeshLinks for Mesh {
             return false;
         };
         let frame = wire::encode_room(room, &crate::protocol::encode_sync_step1(&[0]));
-        h.offer(frame, Kind::Sync)
+        h.offer(frame, TrafficKind::Sync)
     }
 }
