@@ -50,6 +50,7 @@ pub mod handshake;
 mod hex;
 pub mod identity;
 pub mod manifest;
+mod room_port;
 pub mod runtime;
 pub mod wire;
 

@@ -14,9 +14,10 @@
 //!   each SyncStep1 is answered with a SyncStep2. A room a peer sends data for is opened
 //!   (loaded, or created) like a client would open it; links never pin rooms in memory.
 //! - **Fan-out with split horizon.** A room change (from a client, the HTTP API or a link)
-//!   reaches the mesh through a room hook, is encoded once as a ROOM frame and queued to
-//!   every link except the one it came from. Only changes travel: an update that changes
-//!   nothing produces no hook call, which is what ends propagation in a cyclic mesh.
+//!   reaches the mesh through the room layer's `Replicator` (`room_port.rs`), is encoded
+//!   once as a ROOM frame and queued to every link except the one it came from. Only
+//!   changes travel: an update that changes nothing produces no call, which is what ends
+//!   propagation in a cyclic mesh.
 //! - **Supervision.** One task per configured peer owns every reconnect decision: one dial
 //!   in flight, exponential backoff with jitter (1 s to 60 s, reset after a stable minute),
 //!   application-level pings so a half-open link is noticed.
@@ -698,7 +699,7 @@ impl Mesh {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
     }
 
-    /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
+    /// The mesh side of fan-out (called through `room::Replicator`): queues `update` of `room` (a change the room applied) to
     /// every link but `origin`'s, encoded once.
     pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
         self.forward(room, origin, Kind::Sync, || {
