@@ -40,6 +40,7 @@ use super::handshake::{Action, Admission, Handshake, Outcome, HANDSHAKE_TIMEOUT}
 use super::identity::{new_boot_id, NodeIdentity};
 use super::manifest::{PeerManifest, SharePolicy};
 use super::wire::{self, Control, Frame, MAX_FRAME_LEN};
+use crate::metrics::{LinkTraffic, TrafficKind};
 use crate::protocol::{self, Message, SyncMessage};
 use crate::room::{validate_room_name, DeleteError, Kick, RoomError, RoomRegistry, SessionId};
 use crate::store::Tombstone;
@@ -167,79 +168,33 @@ pub enum LinkState {
     IsSelf,
 }
 
-/// Messages and bytes one way, per kind.
-#[derive(Debug, Default)]
-struct DirCounters {
-    control: [AtomicU64; 2],
-    sync: [AtomicU64; 2],
-    awareness: [AtomicU64; 2],
-    other: [AtomicU64; 2],
-}
-
-impl DirCounters {
-    fn add(&self, kind: Kind, bytes: usize) {
-        let slot = match kind {
-            Kind::Control => &self.control,
-            Kind::Sync => &self.sync,
-            Kind::Awareness => &self.awareness,
-            Kind::Other => &self.other,
-        };
-        slot[0].fetch_add(1, Ordering::Relaxed);
-        slot[1].fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> serde_json::Value {
-        let pair = |a: &[AtomicU64; 2]| {
-            serde_json::json!({
-                "messages": a[0].load(Ordering::Relaxed),
-                "bytes": a[1].load(Ordering::Relaxed),
-            })
-        };
-        serde_json::json!({
-            "control": pair(&self.control),
-            "sync": pair(&self.sync),
-            "awareness": pair(&self.awareness),
-            "other": pair(&self.other),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Control,
-    Sync,
-    Awareness,
-    Other,
-}
-
 /// Classifies a frame from its first bytes, without decoding it:
 /// `varUint(len) · varUint(kind) · body`, where a room body is `varString(room) · message`.
-fn kind_of(frame: &Bytes) -> Kind {
+fn kind_of(frame: &Bytes) -> TrafficKind {
     let mut r = protocol::Reader::new(frame.clone());
     let kind = (|| {
         r.read_var_uint().ok()?;
         match r.read_var_uint().ok()? {
-            wire::KIND_CONTROL => Some(Kind::Control),
+            wire::KIND_CONTROL => Some(TrafficKind::Control),
             wire::KIND_ROOM => {
                 r.read_var_bytes().ok()?;
                 match r.rest().first() {
-                    Some(0) => Some(Kind::Sync),
-                    Some(1) => Some(Kind::Awareness),
-                    _ => Some(Kind::Other),
+                    Some(0) => Some(TrafficKind::Sync),
+                    Some(1) => Some(TrafficKind::Awareness),
+                    _ => Some(TrafficKind::Other),
                 }
             }
-            _ => Some(Kind::Other),
+            _ => Some(TrafficKind::Other),
         }
     })();
-    kind.unwrap_or(Kind::Other)
+    kind.unwrap_or(TrafficKind::Other)
 }
 
 /// Traffic of one peer, both ways, kept across reconnects; and what the current link knows
 /// about each shared room.
 #[derive(Debug, Default)]
 pub struct PeerCounters {
-    sent: DirCounters,
-    received: DirCounters,
+    traffic: Arc<LinkTraffic>,
     rooms: Mutex<BTreeMap<String, RoomStatus>>,
 }
 
@@ -294,22 +249,6 @@ impl PeerCounters {
                 })
                 .collect(),
         )
-    }
-}
-
-impl PeerCounters {
-    /// Messages of every kind sent to this peer (all links so far).
-    pub fn messages_sent(&self) -> u64 {
-        let s = &self.sent;
-        [&s.control, &s.sync, &s.awareness, &s.other]
-            .iter()
-            .map(|a| a[0].load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Room sync messages (step1/step2/update) sent to this peer.
-    pub fn sync_messages_sent(&self) -> u64 {
-        self.sent.sync[0].load(Ordering::Relaxed)
     }
 }
 
@@ -702,7 +641,7 @@ impl Mesh {
     /// The mesh side of fan-out (called through `room::Replicator`): queues `update` of `room` (a change the room applied) to
     /// every link but `origin`'s, encoded once.
     pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
-        self.forward(room, origin, Kind::Sync, || {
+        self.forward(room, origin, TrafficKind::Sync, || {
             protocol::encode_sync_update(update)
         });
     }
@@ -710,7 +649,7 @@ impl Mesh {
     /// Like [`Mesh::forward_update`] for an awareness update (a client's presence or its
     /// removal), so clients on every node see each other.
     pub fn forward_awareness(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
-        self.forward(room, origin, Kind::Awareness, || {
+        self.forward(room, origin, TrafficKind::Awareness, || {
             protocol::encode_awareness(update)
         });
     }
@@ -737,7 +676,10 @@ impl Mesh {
         let frame = wire::encode_control(control);
         match l.tx.try_send(frame.clone()) {
             Ok(()) => {
-                l.counters.sent.add(Kind::Control, frame.len());
+                l.counters
+                    .traffic
+                    .sent()
+                    .add(TrafficKind::Control, frame.len());
                 true
             }
             Err(_) => false,
@@ -782,7 +724,10 @@ impl Mesh {
         let frame = wire::encode_room(room, &protocol::encode_sync_step1(&[0]));
         match l.tx.try_send(frame.clone()) {
             Ok(()) => {
-                l.counters.sent.add(Kind::Sync, frame.len());
+                l.counters
+                    .traffic
+                    .sent()
+                    .add(TrafficKind::Sync, frame.len());
                 true
             }
             Err(_) => false,
@@ -804,7 +749,11 @@ impl Mesh {
                 continue;
             }
             match link.tx.try_send(frame.clone()) {
-                Ok(()) => link.counters.sent.add(Kind::Control, frame.len()),
+                Ok(()) => link
+                    .counters
+                    .traffic
+                    .sent()
+                    .add(TrafficKind::Control, frame.len()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // The peer gets every tombstone again when the link comes back.
                     link.kick.kick(4429, "link queue full");
@@ -892,7 +841,7 @@ impl Mesh {
         &self,
         room: &str,
         origin: Option<SessionId>,
-        kind: Kind,
+        kind: TrafficKind,
         message: impl FnOnce() -> Bytes,
     ) {
         let links = lock(&self.links);
@@ -915,7 +864,7 @@ impl Mesh {
             };
             match link.tx.try_send(frame.clone()) {
                 Ok(()) => {
-                    link.counters.sent.add(kind, frame.len());
+                    link.counters.traffic.sent().add(kind, frame.len());
                     link.counters.room(room, None, true);
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -958,8 +907,8 @@ impl Mesh {
                         "node_id": p.node_id,
                         "since_ms": p.since_ms,
                         "last_error": p.last_error,
-                        "sent": p.counters.sent.snapshot(),
-                        "received": p.counters.received.snapshot(),
+                        "sent": p.counters.traffic.sent().snapshot(),
+                        "received": p.counters.traffic.received().snapshot(),
                         "rooms": p.counters.rooms_json(),
                     });
                     if let (Some(obj), Ok(serde_json::Value::Object(state))) =
@@ -974,11 +923,11 @@ impl Mesh {
     }
 
     /// Traffic counters of the peer with `node_id` (for tests and metrics).
-    pub fn counters_of(&self, node_id: &str) -> Option<Arc<PeerCounters>> {
+    pub fn counters_of(&self, node_id: &str) -> Option<Arc<LinkTraffic>> {
         lock(&self.peers)
             .values()
             .find(|p| p.node_id.as_deref() == Some(node_id))
-            .map(|p| p.counters.clone())
+            .map(|p| p.counters.traffic.clone())
     }
 
     /// Inbound links, established or in their handshake.
@@ -1232,7 +1181,7 @@ impl Mesh {
         );
         counters.room(&room_name, Some(false), false);
         let step1 = protocol::encode_sync_step1(&room.state_vector());
-        counters.sent.add(Kind::Sync, step1.len());
+        counters.traffic.sent().add(TrafficKind::Sync, step1.len());
         let mut relayed = std::collections::HashSet::new();
         // A plain server answers every SyncStep1 with a SyncStep2: sending one every
         // PING_EVERY is this link's liveness probe (and a catch-up, should anything have been
@@ -1252,7 +1201,7 @@ impl Mesh {
                             break format!("nothing received for {} s", LINK_TIMEOUT.as_secs());
                         }
                         let step1 = protocol::encode_sync_step1(&room.state_vector());
-                        counters.sent.add(Kind::Sync, step1.len());
+                        counters.traffic.sent().add(TrafficKind::Sync, step1.len());
                         if io.tx.send(step1).await.is_err() {
                             break "connection closed".to_string();
                         }
@@ -1268,11 +1217,11 @@ impl Mesh {
                     Ok(m) => m,
                     Err(e) => break format!("malformed message from {url}: {e}"),
                 };
-                counters.received.add(
+                counters.traffic.received().add(
                     match msgs.first() {
-                        Some(Message::Awareness(_)) => Kind::Awareness,
-                        Some(Message::Sync(_)) => Kind::Sync,
-                        _ => Kind::Other,
+                        Some(Message::Awareness(_)) => TrafficKind::Awareness,
+                        Some(Message::Sync(_)) => TrafficKind::Sync,
+                        _ => TrafficKind::Other,
                     },
                     frame.len(),
                 );
@@ -1281,7 +1230,7 @@ impl Mesh {
                     match msg {
                         Message::Sync(SyncMessage::Step1(sv)) => match room.sync_step2_for(&sv) {
                             Ok(reply) => {
-                                counters.sent.add(Kind::Sync, reply.len());
+                                counters.traffic.sent().add(TrafficKind::Sync, reply.len());
                                 counters.room(&room_name, None, true);
                                 if io.tx.send(reply).await.is_err() {
                                     failed = Some("connection closed".to_string());
@@ -1348,7 +1297,7 @@ impl Mesh {
     }
 
     async fn send(&self, io: &LinkIo, counters: &PeerCounters, frame: Bytes) -> bool {
-        counters.sent.add(kind_of(&frame), frame.len());
+        counters.traffic.sent().add(kind_of(&frame), frame.len());
         io.tx.send(frame).await.is_ok()
     }
 
@@ -1425,7 +1374,10 @@ impl Mesh {
             let Some(frame) = frame else {
                 return LinkEnd::Closed("connection closed during the handshake".into());
             };
-            counters.received.add(kind_of(&frame), frame.len());
+            counters
+                .traffic
+                .received()
+                .add(kind_of(&frame), frame.len());
             match wire::decode_frame(frame, MAX_FRAME_LEN) {
                 Ok(Frame::Control(c)) => actions = hs.on_message(c),
                 Ok(_) => return LinkEnd::Closed("room data before the handshake finished".into()),
@@ -1700,7 +1652,10 @@ impl Mesh {
                 return "connection closed".into();
             };
             last_seen = Instant::now();
-            counters.received.add(kind_of(&frame), frame.len());
+            counters
+                .traffic
+                .received()
+                .add(kind_of(&frame), frame.len());
             let decoded = match wire::decode_frame(frame, MAX_FRAME_LEN) {
                 Ok(f) => f,
                 Err(e) => return format!("malformed frame: {e}"),
@@ -1851,7 +1806,7 @@ impl Mesh {
                         .sync_step2_for(&sv)
                         .map_err(|e| format!("bad state vector for {room_name:?}: {e}"))?;
                     let frame = wire::encode_room(room_name, &reply);
-                    counters.sent.add(Kind::Sync, frame.len());
+                    counters.traffic.sent().add(TrafficKind::Sync, frame.len());
                     counters.room(room_name, None, true);
                     if io.tx.send(frame).await.is_err() {
                         return Err("connection closed".into());
@@ -1880,7 +1835,7 @@ impl Mesh {
                             // rest of the document it belongs to.
                             let step1 = protocol::encode_sync_step1(&room.state_vector());
                             let frame = wire::encode_room(room_name, &step1);
-                            counters.sent.add(Kind::Sync, frame.len());
+                            counters.traffic.sent().add(TrafficKind::Sync, frame.len());
                             if io.tx.send(frame).await.is_err() {
                                 return Err("connection closed".into());
                             }

@@ -85,15 +85,6 @@ pub(crate) async fn sync_route(
     }
 }
 
-/// Decrements the connection count when a session ends, however it ends.
-struct ConnectionSlot(Arc<AppState>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn accept(
     app: Arc<AppState>,
     ws: WebSocketUpgrade,
@@ -117,8 +108,9 @@ fn accept(
         )
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
-    let over = app.connections.fetch_add(1, Ordering::Relaxed) >= limits.max_connections;
-    let slot = ConnectionSlot(app.clone());
+    // Counted until the session ends, however it ends.
+    let slot = app.metrics.open_connection();
+    let over = slot.before() >= limits.max_connections;
     let tracker = app.sessions.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
@@ -250,7 +242,7 @@ async fn read_loop(
                 if let Err(reason) = handled {
                     // The session raised its kick already.
                     if matches!(reason, CloseReason::QuotaExceeded(_)) {
-                        app.quota_refusals.fetch_add(1, Ordering::Relaxed);
+                        app.metrics.quota_refused();
                     }
                     tracing::debug!(session = id, reason = %reason, "closing session");
                     return;

@@ -1,15 +1,13 @@
 //! Operator tools against real nodes: `ymesh export`, `import`, `compact`, `backup`,
 //! `restore-backup` (the binary), and the admin rule of `POST /rooms/{room}/compact`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ymesh::config::Config;
 use ymesh::store::{SqliteStore, Store, StoreOptions};

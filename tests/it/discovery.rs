@@ -1,16 +1,14 @@
 //! Nodes that find each other by mDNS with no peers configured, on hosts made of network
-//! namespaces joined by a bridge (tests/common/netns.rs). Multicast stays on that bridge.
+//! namespaces joined by a bridge (tests/it/common/netns.rs). Multicast stays on that bridge.
 //!
 //! Needs root (CI has it). Elsewhere it says why and skips; with `CI=true` it must run.
-
-mod common;
 
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::netns::{lan_or_skip, Lan};
-use common::*;
+use crate::common::netns::{lan_or_skip, Lan};
+use crate::common::*;
 use yrs::{ReadTxn, Text, Transact};
 
 /// Node processes, SIGKILLed on drop (a failing test still cleans up; declared after the

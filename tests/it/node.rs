@@ -1,10 +1,8 @@
 //! Integration tests against in-process nodes on 127.0.0.1:0, spoken to over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use ymesh::protocol::{self, Message, SyncMessage};
 use yrs::updates::decoder::Decode;

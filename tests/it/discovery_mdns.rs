@@ -1,15 +1,13 @@
-//! mDNS discovery between two network namespaces on a bridge (tests/common/netns.rs).
+//! mDNS discovery between two network namespaces on a bridge (tests/it/common/netns.rs).
 //!
 //! Multicast never leaves the namespaces this test makes: each source runs on a thread that
 //! has entered its namespace before starting the `mdns-sd` daemon (whose thread inherits
 //! it). The test needs root and `ip`; without them, or where namespaces cannot be made, it
 //! says so and passes without checking anything, except under `CI=true`, where it fails.
 
-mod common;
-
 use std::time::Duration;
 
-use common::netns::lan_or_skip;
+use crate::common::netns::lan_or_skip;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use ymesh::mesh::discovery::{spawn_mdns, Discovered, DiscoveryEvent, DiscoverySource, MdnsConfig};

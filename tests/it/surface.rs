@@ -1,11 +1,9 @@
 //! The node's surface: document API, route templates, embedding hooks, logs, precedence.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use ymesh::room::Hooks;
 use yrs::updates::decoder::Decode;

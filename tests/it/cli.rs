@@ -1,7 +1,5 @@
 //! Tests of the `ymesh` binary as a process: ready line, signals, config errors.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,7 +124,7 @@ fn serve_until_ready(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    common::spawn_until_ready(cmd)
+    crate::common::spawn_until_ready(cmd)
 }
 
 fn stop(mut child: std::process::Child) {

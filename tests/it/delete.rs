@@ -1,11 +1,9 @@
 //! Deleting rooms: `DELETE /rooms/{room}`, `ymesh delete`, tombstones across the mesh, and
 //! edits made after a deletion (which bring the room back rather than being lost).
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, ReadTxn, Text, Transact, Update, WriteTxn};
 

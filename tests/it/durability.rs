@@ -1,8 +1,6 @@
 //! Durability: "saved" means on disk. Crash (SIGKILL) rounds against a child-process node,
 //! restarts, compaction, eviction and reload, one node per data directory, schema refusal.
 
-mod common;
-
 use std::collections::HashMap;
 
 use std::path::Path;
@@ -10,7 +8,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ymesh::protocol::{self, Message, SyncMessage};

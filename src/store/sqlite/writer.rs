@@ -6,21 +6,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use super::sqlite::{from_sql_int, to_sql_int, Shared};
-use super::{StoreError, Tombstone};
+use super::shared::{from_sql_int, now_ms, to_sql_int, Shared};
+use crate::store::{
+    canonical_state_vector, digest_hex, merge_state_vectors, StoreError, Tombstone,
+};
 
 /// Free pages above which the writer returns space to the file system after a compaction.
 const VACUUM_FREE_PAGES: i64 = 4096;
@@ -30,11 +30,11 @@ pub(crate) type CompactReply = oneshot::Sender<Result<(u64, u64), StoreError>>;
 
 /// One request to the writer.
 pub(crate) enum Request {
-    /// Append an update (see [`super::Store::append`]).
+    /// Append an update (see [`crate::store::Store::append`]).
     Append(Append),
     /// Compact a room and report `(bytes_before, bytes_after)`.
     Compact { room: String, reply: CompactReply },
-    /// Delete a room and record its tombstone (see [`super::Store::delete_room`]).
+    /// Delete a room and record its tombstone (see [`crate::store::Store::delete_room`]).
     Delete {
         tombstone: Tombstone,
         reply: oneshot::Sender<Result<(Tombstone, bool), StoreError>>,
@@ -217,14 +217,7 @@ impl Writer {
                     if !repaired.is_empty() {
                         self.shared.mark_repaired(repaired);
                     }
-                    let stats = &self.shared.stats;
-                    stats.commits.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .appends
-                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
-                    stats
-                        .max_batch
-                        .fetch_max(appends.len() as u64, Ordering::Relaxed);
+                    self.shared.stats.committed(appends.len() as u64);
                     self.shared.publish(last);
                     drop(appends);
                     self.auto_compact(touched);
@@ -238,10 +231,7 @@ impl Writer {
                         "store commit failed; those appends are not durable"
                     );
                     self.rollback_if_open();
-                    self.shared
-                        .stats
-                        .failed_commits
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.commit_failed();
                     let message = e.to_string();
                     self.shared
                         .mark_failed(appends.iter().map(|a| a.room.as_str()), &message);
@@ -362,13 +352,13 @@ impl Writer {
         let mut freed = 0;
         match &row {
             Some((id, sv, bytes)) => {
-                tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, sv);
+                tombstone.state_vector = merge_state_vectors(&tombstone.state_vector, sv);
                 delete_room_rows(&tx, *id)?;
                 freed = from_sql_int(*bytes);
             }
             // Canonical form of whatever the caller passed.
             None => {
-                tombstone.state_vector = super::merge_state_vectors(&tombstone.state_vector, &[0]);
+                tombstone.state_vector = merge_state_vectors(&tombstone.state_vector, &[0]);
             }
         }
         tx.execute("DELETE FROM room_schema WHERE room = ?1", params![room])?;
@@ -685,10 +675,7 @@ impl Writer {
             cache.total = cache.total.saturating_sub(before).saturating_add(after);
             cache.rooms.insert(room.to_owned(), after);
         }
-        self.shared
-            .stats
-            .compactions
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.compacted();
         self.maybe_vacuum();
         Ok((before, after))
     }
@@ -753,54 +740,4 @@ fn delete_room_rows(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<(), Store
     tx.execute("DELETE FROM snapshots WHERE room_id = ?1", params![id])?;
     tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
     Ok(())
-}
-
-/// Re-encodes a v1 state vector with its entries in client-id order, so equal state vectors
-/// give equal bytes (yrs encodes them in hash-map order). Bytes that do not decode are kept
-/// as they are (and logged): the digest then still changes with them.
-pub(crate) fn canonical_state_vector(room: &str, raw: &[u8]) -> Vec<u8> {
-    let sv = match StateVector::decode_v1(raw) {
-        Ok(sv) => sv,
-        Err(e) => {
-            tracing::warn!(room, error = %e, "append carried an undecodable state vector");
-            return raw.to_vec();
-        }
-    };
-    let mut entries: Vec<(u64, u32)> = sv.iter().map(|(c, &k)| (c.get(), k)).collect();
-    entries.sort_unstable();
-    let mut out = Vec::with_capacity(1 + entries.len() * 12);
-    write_var(&mut out, entries.len() as u64);
-    for (client, clock) in entries {
-        write_var(&mut out, client);
-        write_var(&mut out, u64::from(clock));
-    }
-    out
-}
-
-/// lib0 unsigned varint.
-fn write_var(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// Lower-case hex SHA-256.
-pub(crate) fn digest_hex(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in hash {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    s
-}
-
-/// Unix time in milliseconds (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

@@ -2,14 +2,12 @@
 //! handlers, aggregation, the mesh (once per node and client), invalidate's refusal, offline
 //! nodes, restarts and the admin rule.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use ymesh::client::{CommandDedup, Outcome, RoomClient};
 use ymesh::command::CommandKind;

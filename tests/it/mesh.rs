@@ -1,12 +1,10 @@
 //! Server-to-server replication between real nodes on loopback (mDNS is not involved).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ymesh::mesh::PeerConfig;
 use yrs::{Map, Text, Transact, WriteTxn};
 

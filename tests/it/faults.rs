@@ -3,13 +3,11 @@
 //! tests need root and util-linux (`unshare`, `mount`); with `CI=true` they must run, never
 //! skip. Every mount lives in a private mount namespace that dies with the node.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ymesh::protocol::Message;
 use yrs::updates::decoder::Decode;
 use yrs::{Text, Transact, WriteTxn};

@@ -1,11 +1,20 @@
 //! [`SqliteStore`]: the embedded [`Store`] on SQLite. See the module docs of [`crate::store`].
+//!
+//! This file is the store handle: opening, the writer's queue and tickets, and the reads.
+//! Below it, one way: [`writer`] (the writer thread), [`shared`] (state the handle and the
+//! writer both hold), [`schema`] (opening and migrating the file) and [`lock`] (the
+//! data-directory lock). The writer and the handle meet only through [`shared::Shared`] and
+//! the [`writer::Request`] queue.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod lock;
+pub(super) mod schema;
+mod shared;
+mod writer;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -14,12 +23,17 @@ use tokio::sync::{oneshot, watch};
 use yrs::updates::decoder::Decode;
 use yrs::Update;
 
-use super::lock::DirLock;
-use super::writer::{self, Append, Request};
-use super::{
-    schema, BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError,
-    StoreOptions, Tombstone,
+use self::shared::{from_sql_int, locked, read, to_sql_int, Shared};
+use self::writer::{Append, Request};
+use crate::metrics::StoreCounters;
+use crate::store::{
+    BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError, StoreOptions,
+    Tombstone,
 };
+
+pub(crate) use lock::DirLock;
+pub use schema::SCHEMA_VERSION;
+pub(crate) use schema::{check_header, APPLICATION_ID};
 
 /// The database file inside the data directory.
 pub const DB_FILE_NAME: &str = "ymesh.sqlite3";
@@ -27,10 +41,8 @@ pub const DB_FILE_NAME: &str = "ymesh.sqlite3";
 /// The lock file inside the data directory (locked exclusively while a store is open).
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
-/// How many failed ticket ranges are remembered for late `wait_durable` callers.
-const MAX_FAILED_RANGES: usize = 1024;
-
-/// Counters of the writer's work, for tests, metrics and benchmarks.
+/// The writer's counters ([`StoreCounters`]) and the ticket positions, for tests and
+/// benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Appends committed.
@@ -71,7 +83,7 @@ pub struct SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("db_path", &self.shared.db_path)
+            .field("db_path", &self.shared.db_path())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -80,194 +92,6 @@ impl std::fmt::Debug for SqliteStore {
 struct Queue {
     tx: SyncSender<Request>,
     next_ticket: u64,
-}
-
-/// State shared by the store handle, the writer thread and read tasks.
-pub(crate) struct Shared {
-    pub(crate) opts: StoreOptions,
-    db_path: PathBuf,
-    /// Highest ticket the writer has finished (committed, or failed and recorded).
-    durable: watch::Sender<u64>,
-    pub(crate) failures: Failures,
-    pub(crate) stats: Counters,
-    readers: Mutex<Vec<Connection>>,
-    /// Logical stored bytes (snapshot + log) per room as last committed or read, and their
-    /// total over all rooms: what storage quotas are checked against.
-    pub(crate) sizes: Mutex<SizeCache>,
-    /// Rooms whose writes failed and are not repaired yet.
-    pub(crate) unhealthy: Mutex<HashMap<String, RoomFailure>>,
-    /// Bumped whenever `unhealthy` changes.
-    pub(crate) health: watch::Sender<u64>,
-    /// Rooms with a tombstone (the writer's copy of the `tombstones` table's keys): an
-    /// append to one of them removes its tombstone in the same transaction.
-    pub(crate) tombstoned: Mutex<HashSet<String>>,
-    /// Set by `close`: no new reader connections; the directory lock is released.
-    closed: std::sync::atomic::AtomicBool,
-    /// Why the writer stopped, if it died rather than being closed.
-    dead: OnceLock<Arc<StoreError>>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) appends: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) failed_commits: AtomicU64,
-    pub(crate) compactions: AtomicU64,
-    pub(crate) max_batch: AtomicU64,
-}
-
-/// Ticket ranges whose commit failed, so their waiters get the error.
-#[derive(Default)]
-pub(crate) struct Failures {
-    any: AtomicBool,
-    log: Mutex<FailureLog>,
-}
-
-#[derive(Default)]
-struct FailureLog {
-    /// Ascending, disjoint `(first, last, error)`.
-    ranges: VecDeque<(u64, u64, Arc<StoreError>)>,
-    /// Ranges up to this ticket were forgotten (too many failures): their outcome is unknown.
-    forgotten_through: u64,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Failures {
-    /// Records that tickets `first..=last` failed with `error`.
-    pub(crate) fn record(&self, first: u64, last: u64, error: Arc<StoreError>) {
-        let mut log = locked(&self.log);
-        log.ranges.push_back((first, last, error));
-        while log.ranges.len() > MAX_FAILED_RANGES {
-            if let Some((_, last, _)) = log.ranges.pop_front() {
-                log.forgotten_through = last;
-            }
-        }
-        self.any.store(true, Ordering::Release);
-    }
-
-    /// `Ok` unless `ticket`'s commit failed (or its outcome was forgotten: then, to be safe,
-    /// it is reported as failed).
-    fn check(&self, ticket: u64) -> Result<(), StoreError> {
-        if !self.any.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let log = locked(&self.log);
-        let i = log.ranges.partition_point(|(_, last, _)| *last < ticket);
-        if let Some((first, _, error)) = log.ranges.get(i) {
-            if *first <= ticket {
-                return Err(StoreError::CommitFailed(Arc::clone(error)));
-            }
-        }
-        if ticket <= log.forgotten_through {
-            return Err(StoreError::CommitFailed(Arc::new(StoreError::Internal(
-                format!("too many failed commits since ticket {ticket}; its outcome is unknown"),
-            ))));
-        }
-        Ok(())
-    }
-}
-
-impl Shared {
-    /// Marks every ticket up to `ticket` as finished.
-    pub(crate) fn publish(&self, ticket: u64) {
-        self.durable.send_if_modified(|done| {
-            let advance = ticket > *done;
-            if advance {
-                *done = ticket;
-            }
-            advance
-        });
-    }
-
-    /// Marks rooms unhealthy after a failed commit (before the failed tickets are published,
-    /// so a waiter that sees its ticket done also sees the room's failure).
-    pub(crate) fn mark_failed<'a>(&self, rooms: impl IntoIterator<Item = &'a str>, error: &str) {
-        let now = super::writer::now_ms();
-        let mut map = locked(&self.unhealthy);
-        for room in rooms {
-            map.entry(room.to_owned())
-                .and_modify(|f| f.failed_commits += 1)
-                .or_insert_with(|| RoomFailure {
-                    error: error.to_owned(),
-                    since_ms: now,
-                    failed_commits: 1,
-                });
-        }
-        drop(map);
-        self.health.send_modify(|g| *g += 1);
-    }
-
-    /// Marks rooms healthy after a repair committed.
-    pub(crate) fn mark_repaired<'a>(&self, rooms: impl IntoIterator<Item = &'a str>) {
-        let mut map = locked(&self.unhealthy);
-        let mut changed = false;
-        for room in rooms {
-            changed |= map.remove(room).is_some();
-        }
-        drop(map);
-        if changed {
-            self.health.send_modify(|g| *g += 1);
-        }
-    }
-
-    /// The writer stopped for good: fail everything outstanding and everything later.
-    pub(crate) fn writer_died(&self, error: Arc<StoreError>) {
-        let _ = self.dead.set(Arc::clone(&error));
-        let done = *self.durable.borrow();
-        self.failures
-            .record(done.saturating_add(1), u64::MAX, error);
-        self.publish(u64::MAX);
-    }
-
-    fn closed_error(&self) -> StoreError {
-        match self.dead.get() {
-            Some(e) => StoreError::CommitFailed(Arc::clone(e)),
-            None => StoreError::Closed,
-        }
-    }
-
-    /// Runs `f` with a pooled read connection (opening one if none is idle).
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        let idle = locked(&self.readers).pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => schema::open_reader(&self.db_path, &self.opts)?,
-        };
-        let result = f(&mut conn);
-        if conn.is_autocommit() && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            let mut pool = locked(&self.readers);
-            if pool.len() < self.opts.max_idle_readers {
-                pool.push(conn);
-            }
-        }
-        result
-    }
-}
-
-/// Stored sizes, kept current by the writer.
-#[derive(Debug, Default)]
-pub(crate) struct SizeCache {
-    pub(crate) rooms: HashMap<String, u64>,
-    pub(crate) total: u64,
-}
-
-/// Runs a read on a blocking thread.
-async fn read<T: Send + 'static>(
-    shared: Arc<Shared>,
-    f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(move || shared.with_reader(f))
-        .await
-        .map_err(|e| StoreError::Internal(format!("store read task failed: {e}")))?
 }
 
 impl SqliteStore {
@@ -304,24 +128,7 @@ impl SqliteStore {
         )?;
         let total_bytes = from_sql_int(total_bytes);
 
-        let (durable, _) = watch::channel(0u64);
-        let shared = Arc::new(Shared {
-            db_path: db_path.clone(),
-            durable,
-            failures: Failures::default(),
-            stats: Counters::default(),
-            readers: Mutex::new(vec![reader]),
-            unhealthy: Mutex::new(HashMap::new()),
-            tombstoned: Mutex::new(HashSet::new()),
-            sizes: Mutex::new(SizeCache {
-                rooms: HashMap::new(),
-                total: total_bytes,
-            }),
-            health: watch::channel(0).0,
-            closed: std::sync::atomic::AtomicBool::new(false),
-            dead: OnceLock::new(),
-            opts,
-        });
+        let shared = Arc::new(Shared::new(db_path.clone(), opts, reader, total_bytes));
         let (tx, rx) = sync_channel(shared.opts.queue_capacity);
         let handle = writer::start(conn, rx, Arc::clone(&shared))?;
         tracing::info!(path = %db_path.display(), "store opened");
@@ -341,24 +148,29 @@ impl SqliteStore {
 
     /// The database file.
     pub fn db_path(&self) -> &Path {
-        &self.shared.db_path
+        self.shared.db_path()
     }
 
-    /// Counters of the writer's work so far.
+    /// Counters of the writer's work so far, with the ticket positions.
     pub fn stats(&self) -> StoreStats {
-        let c = &self.shared.stats;
+        let c = self.shared.stats.counts();
         let issued_ticket = locked(&self.queue)
             .as_ref()
             .map_or(0, |q| q.next_ticket - 1);
         StoreStats {
-            appends: c.appends.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            failed_commits: c.failed_commits.load(Ordering::Relaxed),
-            compactions: c.compactions.load(Ordering::Relaxed),
-            max_batch: c.max_batch.load(Ordering::Relaxed),
+            appends: c.appends,
+            commits: c.commits,
+            failed_commits: c.failed_commits,
+            compactions: c.compactions,
+            max_batch: c.max_batch,
             issued_ticket,
-            durable_ticket: *self.shared.durable.borrow(),
+            durable_ticket: self.shared.durable_ticket(),
         }
+    }
+
+    /// The writer's counters, live (for the node's metrics registry).
+    pub fn counters(&self) -> Arc<StoreCounters> {
+        self.shared.stats.clone()
     }
 
     /// Disconnects the queue; the writer commits what is queued, then exits.
@@ -475,7 +287,7 @@ impl Store for SqliteStore {
     }
 
     fn wait_durable(&self, ticket: CommitTicket) -> BoxFuture<'_, Result<(), StoreError>> {
-        let mut done = self.shared.durable.subscribe();
+        let mut done = self.shared.subscribe_durable();
         Box::pin(async move {
             if ticket.0 == 0 {
                 return Ok(());
@@ -672,14 +484,11 @@ impl Store for SqliteStore {
                 if joined.is_err() {
                     return Err(StoreError::Internal("store writer thread panicked".into()));
                 }
-                tracing::info!(path = %self.shared.db_path.display(), "store closed");
+                tracing::info!(path = %self.shared.db_path().display(), "store closed");
             }
             // Close the readers, then free the directory for the next node, even while
             // other tasks still hold this (now closed) store.
-            self.shared
-                .closed
-                .store(true, std::sync::atomic::Ordering::Release);
-            locked(&self.shared.readers).clear();
+            self.shared.close_readers();
             locked(&self.lock).take();
             Ok(())
         })
@@ -749,16 +558,6 @@ fn check_decodes(
         decode(&|| format!("log update #{}", i + 1), u)?;
     }
     Ok(())
-}
-
-/// SQLite integers are `i64`; our counters are `u64` and never near `i64::MAX`.
-pub(crate) fn to_sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The inverse of [`to_sql_int`]; a negative value (never written by us) reads as 0.
-pub(crate) fn from_sql_int(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

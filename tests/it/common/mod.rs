@@ -1,6 +1,5 @@
 //! Shared helpers for integration tests: in-process nodes on 127.0.0.1:0, a raw y-websocket
 //! client, a yrs-backed syncing client, and a minimal HTTP/1.1 GET.
-#![allow(dead_code)]
 
 pub mod netns;
 
