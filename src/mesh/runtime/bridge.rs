@@ -21,13 +21,13 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::link::{Ours, LINK_TIMEOUT, PING_EVERY};
-use crate::metrics::{LinkTraffic, TrafficKind};
 use super::{lock, now_ms, LinkHandle, Mesh};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::url::room_url;
 use crate::mesh::proto::{Event, LinkId, PeerConfig, PeerKey};
 use crate::mesh::transport::{self, LinkIo};
 use crate::mesh::wire::{self, Control};
+use crate::metrics::{LinkTraffic, TrafficKind};
 use crate::protocol::{self, Message, SyncMessage};
 use crate::room::{validate_room_name, ClientId, DeleteError, Kick, RoomError, RoomRegistry};
 use crate::store::Tombstone;

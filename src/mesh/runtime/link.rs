@@ -17,13 +17,13 @@ use tokio::sync::mpsc;
 
 use super::bridge::{self, Relayed};
 use super::traffic::kind_of;
-use crate::metrics::LinkTraffic;
 use super::{now_ms, LinkHandle, Mesh};
 use crate::mesh::proto::handshake::{self, Handshake, Outcome, HANDSHAKE_TIMEOUT};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
 use crate::mesh::transport::LinkIo;
 use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
+use crate::metrics::LinkTraffic;
 use crate::room::Kick;
 
 /// Application-level ping interval on a link.

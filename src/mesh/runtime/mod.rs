@@ -6,6 +6,7 @@
 //! | this one | [`Mesh`]: the core behind one short std lock, the action executor, timers, the public API (`GET /peers`, fan-out entry points, the command port) |
 //! | [`supervisor`] | probing and dialing peers when the core says so |
 //! | [`link`] | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
+//! | `room_port` | the room layer's [`Replicator`](crate::room::Replicator) port: room changes, presence and deletions enter the bridge here |
 //! | [`bridge`] | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
 //! | [`traffic`] | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
 //!
@@ -20,6 +21,7 @@
 
 pub mod bridge;
 pub mod link;
+mod room_port;
 pub mod supervisor;
 pub mod traffic;
 
@@ -40,9 +42,9 @@ use super::proto::manifest::SharePolicy;
 use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey};
 use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
+use crate::metrics::{LinkTraffic, TrafficKind};
 use crate::room::{Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
-use crate::metrics::{LinkTraffic, TrafficKind};
 
 /// Settings of the mesh.
 #[derive(Debug, Clone, Default)]
