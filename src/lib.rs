@@ -79,6 +79,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod mesh;
+pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod room;
