@@ -95,6 +95,20 @@ impl NetError {
         }
     }
 
+    /// The same error, reported under `url` (e.g. the server's base URL rather than the
+    /// request's).
+    pub fn with_url(mut self, new: impl Into<String>) -> NetError {
+        match &mut self {
+            NetError::InvalidRequest { url, .. }
+            | NetError::Connect { url, .. }
+            | NetError::Timeout { url, .. }
+            | NetError::Exchange { url, .. }
+            | NetError::Status { url, .. }
+            | NetError::Body { url, .. } => *url = new.into(),
+        }
+        self
+    }
+
     /// The URL of the request that failed.
     pub fn url(&self) -> &str {
         match self {
