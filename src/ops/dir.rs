@@ -1,7 +1,7 @@
 //! The data directory of a stopped node: finding its store file, opening the store under
 //! the directory lock, and rebuilding a room's document from what is stored.
 //!
-//! Every operation on a directory goes through [`with_store`], which closes the store (and
+//! Every operation on a directory goes through `with_store`, which closes the store (and
 //! so releases the lock) whatever the operation returned.
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //!
 //! Each room operation works in two places, chosen by a [`Target`]:
 //!
-//! - against the **data directory of a stopped node** ([`dir`]): the store is opened
+//! - against the **data directory of a stopped node** (`dir.rs`): the store is opened
 //!   directly ([`SqliteStore::open`](crate::store::SqliteStore::open) takes the directory's
 //!   lock, so this fails with [`OpsError::NodeRunning`] while a node uses the directory);
 //! - against a **running node** over its HTTP API ([`NodeClient`], on the crate's one HTTP
@@ -20,7 +20,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`target`] | [`Target`]: a stopped node's directory or a running node; the data directory as `serve` would use it |
-//! | [`dir`] | opening a stopped node's store under its lock, and reading a room's document from it |
+//! | `dir` | opening a stopped node's store under its lock, and reading a room's document from it |
 //! | [`remote`] | [`NodeClient`]: a running node's HTTP API, room paths, the `{"data": ...}` envelope |
 //! | [`export`] | a room as one Yjs v1 update, from either place |
 //! | [`import`] | merging a Yjs v1 update into a room, in either place |
@@ -30,7 +30,7 @@
 //! | [`restore`] | putting a backup in place |
 //! | [`command`] | issuing a maintenance command and following its results |
 //! | [`status`] | `ymesh status` and `ymesh rooms`: fetching and rendering |
-//! | [`table`] | aligned text tables |
+//! | `table` | aligned text tables |
 //!
 //! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names),
 //! [`crate::mesh::identity`] (the node id of a tombstone) and the public API of
@@ -40,13 +40,13 @@ pub mod backup;
 pub mod command;
 pub mod compact;
 pub mod delete;
-pub mod dir;
+mod dir;
 pub mod export;
 pub mod import;
 pub mod remote;
 pub mod restore;
 pub mod status;
-pub mod table;
+mod table;
 pub mod target;
 
 use std::path::{Path, PathBuf};

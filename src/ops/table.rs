@@ -1,7 +1,7 @@
 //! Aligned plain-text tables, as `ymesh status` and `ymesh rooms` print them.
 
 /// A JSON value as a table cell: strings bare, null as "-".
-pub fn cell(v: &serde_json::Value) -> String {
+pub(crate) fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "-".to_string(),
         serde_json::Value::String(s) => s.clone(),
@@ -10,7 +10,7 @@ pub fn cell(v: &serde_json::Value) -> String {
 }
 
 /// An aligned text table with `header`.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
