@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every ymesh test: Rust unit, integration and doc tests, the Python interop suite
-# (pycrdt clients, in a venv made by tests/python/run.sh), then the JavaScript interop suite
+# Runs every ymesh test: Rust unit, integration (one binary, tests/it) and doc tests, the
+# Python interop suite (pycrdt clients, in a venv made by tests/python/run.sh), then the
+# JavaScript interop suite
 # (stock yjs / y-websocket clients against the real binary). Installs what the tests need
 # (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv
 # and iproute2 via apt when missing and running as root).

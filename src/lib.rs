@@ -25,6 +25,9 @@
 //! - [`command`]: maintenance commands (type 103), free of I/O: the command and result
 //!   documents and frames, the expiring seen-set that makes each node and client act once,
 //!   and the aggregation of results on the issuing node.
+//! - [`metrics`]: the node's counters in one home (connections, refusals, store writer,
+//!   per-peer traffic) and the typed snapshots that `GET /`, `GET /peers` and
+//!   `ymesh status` read; a leaf every layer may use.
 //! - [`client`]: a Rust client for one room: syncs a `yrs::Doc` over y-websocket and, when
 //!   opted in with `commands=1`, answers maintenance commands with registered handlers.
 //!
@@ -82,6 +85,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod mesh;
+pub mod metrics;
 pub mod net;
 pub mod ops;
 pub mod protocol;

@@ -30,6 +30,7 @@
 
 pub mod envelope;
 pub mod node;
+pub mod port;
 pub mod record;
 pub mod seen;
 
@@ -39,6 +40,7 @@ pub use envelope::{
     DEFAULT_TIMEOUT_MS, MAX_HOPS, MAX_ID_LEN,
 };
 pub use node::{CommandCenter, IssueError};
+pub use port::{inbox, Inbound, Inbox, InboxReceiver, MeshLinks, RoomScope};
 pub use record::{CommandLog, CommandRecord, RecordOutcome, DEFAULT_LOG_CAPACITY};
 pub use seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
 

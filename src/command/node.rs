@@ -6,30 +6,32 @@
 //!
 //! 1. **Issued** here ([`CommandCenter::issue`]): a [`CommandRecord`] in the log expects an
 //!    answer from this node and from every peer linked now.
-//! 2. **Accepted** once per node ([`SeenSet`]; with a store, also recorded on disk so a
-//!    restart does not apply it again): queued as a type-103 frame to every session of the
-//!    room (or of every room) that opted in with `commands=1`; forwarded to every other link
-//!    whose share policy allows the room while it is [`forwardable`]; then the node acts on
-//!    it and answers with its own result, which lists the clients it delivered to.
+//! 2. **Accepted** once per node (the mesh's flood decides that for commands that arrive
+//!    over links, and forwards them to every other link whose share policy allows the room
+//!    while they may travel; with a store, a command is also recorded on disk so a restart
+//!    does not apply it again): queued as a type-103 frame to every session of the room (or
+//!    of every room) that opted in with `commands=1`; then the node acts on it and answers
+//!    with its own result, which lists the clients it delivered to.
 //! 3. **Results** go back the way the command came: each node remembers the link a command
 //!    arrived on and sends results (its own and its clients') there; the issuing node
 //!    records them. A node that delivered to clients makes the issuing node expect them, so
 //!    a client that does not answer by the deadline is recorded as `timeout`.
 //! 4. A node that links while a command is still running gets it then ("offline nodes
-//!    receive it when they return").
+//!    receive it when they return"; the mesh replays running commands to new links).
+//!
+//! The center reaches links only through [`MeshLinks`] and hears from them through its
+//! inbox ([`super::port`]): it does not know the mesh.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
+use super::port::{Inbound, InboxReceiver, MeshLinks, RoomScope};
 use super::{
-    encode_command, forwardable, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord,
-    CommandResult, ResponderKind, ResultStatus, SeenSet, DEFAULT_LOG_CAPACITY,
-    DEFAULT_SEEN_CAPACITY,
+    encode_command, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord, CommandResult,
+    ResponderKind, ResultStatus, DEFAULT_LOG_CAPACITY,
 };
-use crate::mesh::wire::Control;
-use crate::mesh::{CommandSink, Mesh, SharePolicy};
 use crate::room::{DeleteError, RoomRegistry, SessionId};
 use crate::store::Store;
 
@@ -59,14 +61,13 @@ struct Active {
 
 /// Which rooms a command may touch here: all for one issued here, else those shared with
 /// the peer it came from.
-type Scope = Option<SharePolicy>;
+type Scope = Option<Arc<dyn RoomScope>>;
 
 fn in_scope(scope: &Scope, room: &str) -> bool {
     scope.as_ref().is_none_or(|p| p.allows(room))
 }
 
 struct State {
-    seen: SeenSet,
     log: CommandLog,
     active: HashMap<String, Active>,
     /// Schema version per room, as `migrate` recorded it (mirrors the store).
@@ -75,11 +76,9 @@ struct State {
 
 /// The node's command engine; see the module docs.
 pub struct CommandCenter {
-    /// Itself, for tasks started from `&self` (the mesh holds only a weak reference).
-    me: std::sync::Weak<CommandCenter>,
     node_id: String,
     registry: Arc<RoomRegistry>,
-    mesh: Arc<Mesh>,
+    mesh: Arc<dyn MeshLinks>,
     issuer: Mutex<CommandIssuer>,
     state: Mutex<State>,
     /// Tasks acting on commands; [`CommandCenter::stop`] waits for them.
@@ -104,41 +103,57 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 impl CommandCenter {
-    /// The engine of node `node_id` (commands it issues carry `boot`), registered with the
-    /// mesh as its command sink. Call [`CommandCenter::load`] before serving.
+    /// The engine of node `node_id` (commands it issues carry `boot`), reaching links
+    /// through `mesh`. Call [`CommandCenter::load`] before serving and
+    /// [`CommandCenter::run_inbox`] to hear from links.
     pub fn new(
         node_id: &str,
         boot: &str,
         registry: Arc<RoomRegistry>,
-        mesh: Arc<Mesh>,
+        mesh: Arc<dyn MeshLinks>,
     ) -> Arc<CommandCenter> {
-        let center = Arc::new_cyclic(|me| CommandCenter {
-            me: me.clone(),
+        Arc::new(CommandCenter {
             node_id: node_id.to_string(),
             registry,
-            mesh: mesh.clone(),
+            mesh,
             issuer: Mutex::new(CommandIssuer::new(node_id, boot)),
             state: Mutex::new(State {
-                seen: SeenSet::new(DEFAULT_SEEN_CAPACITY),
                 log: CommandLog::new(DEFAULT_LOG_CAPACITY),
                 active: HashMap::new(),
                 schema: BTreeMap::new(),
             }),
             tasks: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    /// Takes commands and results that arrive over links until `inbox` closes or `stop` is
+    /// cancelled.
+    pub fn run_inbox(
+        self: &Arc<Self>,
+        mut inbox: InboxReceiver,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let inbound = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    m = inbox.recv() => m,
+                };
+                match inbound {
+                    Some(Inbound::Command {
+                        link,
+                        peer,
+                        scope,
+                        command,
+                        state_vector,
+                    }) => me.accept(command, Some((link, peer)), Some(scope), state_vector),
+                    Some(Inbound::Result { result, .. }) => me.route_result(result),
+                    None => return,
+                }
+            }
         });
-        let weak = Arc::downgrade(&center);
-        mesh.set_command_sink(weak);
-        center
     }
 
     /// Reads the schema versions `migrate` recorded from the store.
@@ -209,7 +224,7 @@ impl CommandCenter {
         let command = lock(&self.issuer).issue(kind, room, args, now, deadline_s * 1000);
         let mut record = CommandRecord::new(command.clone());
         record.expect(self.node_id.clone(), ResponderKind::Node);
-        for (_, peer) in self.mesh.links_for(command.room.as_deref(), None) {
+        for peer in self.mesh.peers_for(command.room.as_deref()) {
             record.expect(peer, ResponderKind::Node);
         }
         // Done once everyone expected answered. Safe to seal now: this node answers only
@@ -224,6 +239,7 @@ impl CommandCenter {
             "command issued"
         );
         self.accept(command.clone(), None, None, None);
+        self.mesh.flood(&command);
         Ok(command)
     }
 
@@ -300,20 +316,19 @@ impl CommandCenter {
             }
             Some(link) => {
                 drop(st);
-                let control = Control::CommandResult { result };
-                if self.mesh.send_control(link, &control, None) {
+                if self.mesh.send_result(link, result.clone()) {
                     return;
                 }
                 // The link it came by is gone: a direct link to the issuing node will do.
                 let direct = origin.as_deref().and_then(|o| self.mesh.link_to(o));
-                if !direct.is_some_and(|l| self.mesh.send_control(l, &control, None)) {
+                if !direct.is_some_and(|l| self.mesh.send_result(l, result)) {
                     tracing::debug!(link, "result dropped: no link towards the issuing node");
                 }
             }
         }
     }
 
-    /// Accepts a command (issued here, or from `link`): once per node.
+    /// Accepts a command (issued here, or from `link`; the mesh let each through once).
     fn accept(
         self: &Arc<Self>,
         command: Command,
@@ -324,12 +339,10 @@ impl CommandCenter {
         let now = now_ms();
         {
             let mut st = lock(&self.state);
-            st.seen.expire(now);
             let grace = RESULT_GRACE_MS;
             st.active
                 .retain(|_, a| a.command.deadline_ms.saturating_add(grace) > now);
-            if now >= command.deadline_ms || !st.seen.insert(&command.id, command.deadline_ms, now)
-            {
+            if now >= command.deadline_ms || st.active.contains_key(&command.id) {
                 return;
             }
             st.active.insert(
@@ -375,7 +388,6 @@ impl CommandCenter {
             "command accepted"
         );
         let delivered = self.deliver(&command, &scope);
-        self.forward(&command, from.as_ref().map(|(l, _)| *l)).await;
         let (status, mut detail) = self.act(&command, from.as_ref(), &scope, peer_sv).await;
         if let Value::Object(map) = &mut detail {
             map.insert("delivered_to".into(), json!(delivered));
@@ -427,53 +439,6 @@ impl CommandCenter {
             }
         }
         keys
-    }
-
-    /// Passes the command on to every other link that shares its room.
-    async fn forward(&self, command: &Command, except: Option<SessionId>) {
-        let now = now_ms();
-        if !forwardable(command, now) {
-            return;
-        }
-        let links = self.mesh.links_for(command.room.as_deref(), except);
-        if links.is_empty() {
-            return;
-        }
-        let control = self.control_for(command).await;
-        for (link, peer) in links {
-            if !self
-                .mesh
-                .send_control(link, &control, command.room.as_deref())
-            {
-                tracing::debug!(peer, "command not forwarded: link gone or full");
-            }
-        }
-    }
-
-    /// The control message that carries `command` to a peer (with this node's state vector
-    /// of the room for `invalidate`).
-    async fn control_for(&self, command: &Command) -> Control {
-        let state_vector = match (&command.kind, &command.room) {
-            (CommandKind::Invalidate, Some(room)) => Some(hex(&self.state_vector_of(room).await)),
-            _ => None,
-        };
-        Control::Command {
-            command: command.next_hop(),
-            state_vector,
-        }
-    }
-
-    /// This node's state vector of `room`: live when in memory, else as stored.
-    async fn state_vector_of(&self, room: &str) -> Vec<u8> {
-        if let Some(r) = self.registry.get(room).filter(|r| r.is_loaded()) {
-            return r.state_vector();
-        }
-        if let Some(store) = self.registry.store() {
-            if let Ok(Some(meta)) = store.meta(room).await {
-                return meta.state_vector;
-            }
-        }
-        vec![0]
     }
 
     /// The node's own handler; returns the status and a detail object.
@@ -739,52 +704,4 @@ async fn reindex(
         status,
         json!({ "rooms": rooms.len(), "ok": ok, "fixed": fixed, "damaged": damaged }),
     )
-}
-
-impl CommandSink for CommandCenter {
-    fn on_command(
-        &self,
-        link: SessionId,
-        peer: &str,
-        policy: &SharePolicy,
-        command: Command,
-        state_vector: Option<Vec<u8>>,
-    ) {
-        if let Some(me) = self.me.upgrade() {
-            let scope = Some(policy.clone());
-            me.accept(command, Some((link, peer.to_string())), scope, state_vector);
-        }
-    }
-
-    fn on_result(&self, _link: SessionId, result: CommandResult) {
-        self.route_result(result);
-    }
-
-    fn on_link_up(&self, link: SessionId, peer: &str) {
-        let now = now_ms();
-        let commands: Vec<Command> = lock(&self.state)
-            .active
-            .values()
-            .filter(|a| a.upstream != Some(link) && forwardable(&a.command, now))
-            .map(|a| a.command.clone())
-            .collect();
-        if commands.is_empty() {
-            return;
-        }
-        let Some(me) = self.me.upgrade() else {
-            return;
-        };
-        let peer = peer.to_string();
-        self.tasks.spawn(async move {
-            for command in commands {
-                let control = me.control_for(&command).await;
-                if me
-                    .mesh
-                    .send_control(link, &control, command.room.as_deref())
-                {
-                    tracing::debug!(peer, id = command.id, "running command sent to a new link");
-                }
-            }
-        });
-    }
 }

@@ -103,6 +103,48 @@ fn docs_show_the_same_example_frames() {
     assert_eq!(doc_frame("result_example"), hex(RESULT_FRAME_HEX));
 }
 
+/// The command and result frames that the JavaScript reference produced
+/// (`tests/fixtures/y-protocols-frames.json`, made by
+/// `tests/interop/scripts/make-fixtures.mjs`) hold valid documents that re-encode to the same
+/// bytes. The codec side of these fixtures is checked in `crate::protocol`'s tests.
+#[test]
+fn js_command_fixtures_are_valid_documents() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/y-protocols-frames.json"
+    );
+    let text = std::fs::read_to_string(path).expect("fixture file");
+    let fixtures: Vec<Value> = serde_json::from_str(&text).expect("fixture JSON");
+    let unhex = |s: &str| -> Vec<u8> {
+        assert!(s.len().is_multiple_of(2), "odd hex length");
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+            .collect()
+    };
+    let mut checked = 0;
+    for f in fixtures.iter().filter(|f| f["type"] == "command") {
+        let name = f["name"].as_str().unwrap();
+        let frame = unhex(f["frame"].as_str().unwrap());
+        let mut msgs = decode_frame(bytes::Bytes::copy_from_slice(&frame)).expect("decodes");
+        assert_eq!(msgs.len(), 1, "one message per frame");
+        let Message::Command { subtype, json } = msgs.remove(0) else {
+            panic!("{name}: not a command frame");
+        };
+        // The JS-made documents are valid commands and results, and re-encode to the same
+        // bytes.
+        let decoded = decode(subtype, &json)
+            .unwrap_or_else(|e| panic!("{name}: not a valid command document: {e}"));
+        assert_eq!(
+            &decoded.encode()[..],
+            &frame[..],
+            "{name}: document re-encoding"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no fixture of type command");
+}
+
 #[test]
 fn example_json_is_exact() {
     assert_eq!(

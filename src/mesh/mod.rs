@@ -1,19 +1,22 @@
-//! Server-to-server replication: the I/O-free core of the mesh.
+//! Server-to-server replication.
 //!
 //! Every ymesh node can link with other ymesh nodes so that the rooms they share converge,
-//! including rooms a node has never seen. This module holds the parts of that which can be
-//! decided without sockets or timers; the async shells that own connections, rooms and the
-//! per-peer supervisor tasks call into it.
+//! including rooms a node has never seen. Every decision (when to dial, which of two links
+//! wins, which rooms to resync, when a room counts as synced, where a command goes next)
+//! lives in [`proto`], a pure state machine driven by events; the async shells in
+//! [`runtime`] own connections, timers and the room bridge, and carry out its actions.
+//! Dependencies run one way: `runtime` -> `proto` -> `wire`; the mesh reaches rooms and the
+//! store only through the room registry, in `runtime::bridge`, and commands through the
+//! port the command layer owns ([`crate::command::MeshLinks`]).
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`proto`] | every decision, free of I/O: peer table, link states, tie-break, handshake and admission, manifests and share policy, sync state, backoff, resync markers, command dedup |
 //! | [`identity`] | the node's ed25519 key (`node.key`), node id (libp2p `PeerId`), signing |
 //! | [`wire`] | the node-to-node frame format and the JSON control messages |
-//! | [`handshake`] | hello / proof / welcome as a state machine; admission |
-//! | [`manifest`] | room manifests, which rooms a link must sync, per-peer share policy |
-//! | [`backoff`] | how long a peer's supervisor waits before redialing |
-//! | [`discovery`] | finding peers: mDNS on the LAN, the tailnet via tailscaled; events for the runtime |
-//! | [`runtime`] | the I/O shell: sockets, links, supervisors, fan-out to links, `GET /peers` |
+//! | [`transport`] | a connection as whole frames ([`transport::LinkIo`]): WebSocket today |
+//! | [`runtime`] | thin I/O shells that carry out the core's actions: supervisor (dials), link tasks, the room bridge, `GET /peers` |
+//! | [`discovery`] | finding peers: mDNS on the LAN, the tailnet via tailscaled; reports peers, decides nothing |
 //!
 //! # How a link works
 //!
@@ -24,13 +27,13 @@
 //! - **Handshake.** Both sides send a hello (node id, public key, boot id, protocol
 //!   version, nonce), prove their identity by signing a transcript that binds both nonces
 //!   and both node ids, and are admitted by an open mesh, the mesh secret or the allow list
-//!   ([`handshake`]). A peer speaking another protocol version is refused with a message
+//!   ([`proto::handshake`]). A peer speaking another protocol version is refused with a message
 //!   naming both versions; a node that reached itself notices and stops dialing the address.
 //! - **Manifest, then pipelined SyncStep1s.** Once established, each side sends the manifest
 //!   of the rooms it shares with the peer (name + state-vector digest, read from the store
 //!   without loading rooms), then deltas as rooms change. Every room the peer lacks, that
 //!   we lack, or whose digest differs gets a SyncStep1 in each direction, all sent at once
-//!   rather than one round trip after another ([`manifest`]). Each SyncStep1 is answered
+//!   rather than one round trip after another ([`proto::manifest`]). Each SyncStep1 is answered
 //!   with a SyncStep2 like a client's; after that, updates and awareness flow as they
 //!   happen. Room messages are exactly the y-protocols messages a client sends.
 //! - **Only real changes travel (split horizon).** An update that arrived over a link is
@@ -38,26 +41,29 @@
 //!   that changes nothing is not forwarded at all. That is what ends loops in a cyclic mesh
 //!   (a triangle of nodes, or a client connected to two linked nodes).
 //! - **Supervision.** One supervisor per peer owns every reconnect decision, with one dial
-//!   in flight, exponential backoff with jitter ([`backoff`]) and application-level
+//!   in flight, exponential backoff with jitter ([`proto::backoff`]) and application-level
 //!   liveness (`ping` / `pong` control messages), so a half-open TCP link is noticed.
 //!
 //! Links do not pin rooms: a room with no clients is evicted as usual and loaded again when
 //! a peer sends data for it.
 
-pub mod backoff;
 pub mod discovery;
-pub mod handshake;
 mod hex;
 pub mod identity;
-pub mod manifest;
+pub mod proto;
 pub mod runtime;
+pub mod transport;
 pub mod wire;
 
-pub use backoff::{Backoff, BackoffConfig};
-pub use handshake::{Action, Admission, AdmittedBy, Handshake, HandshakeError, Outcome, PeerInfo};
 pub use identity::{new_boot_id, IdentityError, NodeIdentity, VerifyError};
-pub use manifest::{PeerManifest, RoomToSync, SharePolicy, SyncReason};
-pub use runtime::{mesh_url, CommandSink, LinkState, Mesh, MeshSettings, PeerConfig};
+pub use proto::backoff::{Backoff, BackoffConfig};
+pub use proto::handshake::{
+    Action, Admission, AdmittedBy, Handshake, HandshakeError, Outcome, PeerInfo,
+};
+pub use proto::manifest::{PeerManifest, RoomToSync, SharePolicy, SyncReason};
+pub use proto::url::{mesh_url, room_url, PeerUrlError};
+pub use proto::{LinkState, PeerConfig};
+pub use runtime::{Mesh, MeshSettings};
 pub use wire::{
     Control, Frame, FrameDecoder, ManifestEntry, TombstoneEntry, WireError, MAX_FRAME_LEN,
     MESH_PROTOCOL_VERSION,

@@ -33,8 +33,9 @@
 //! | `table` | aligned text tables |
 //!
 //! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names),
-//! [`crate::mesh::identity`] (the node id of a tombstone) and the public API of
-//! [`crate::config`]; it never reaches into a running node's internals.
+//! [`crate::mesh::identity`] (the node id of a tombstone), [`crate::metrics`] (the shape of
+//! the traffic counters `GET /peers` reports) and the public API of [`crate::config`]; it
+//! never reaches into a running node's internals.
 
 pub mod backup;
 pub mod command;

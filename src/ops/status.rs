@@ -42,11 +42,11 @@ pub fn render_status(
         .unwrap_or_default()
         .iter()
         .map(|p| {
+            // Messages of every kind one way (missing or unreadable counts as 0).
             let total = |dir: &str| {
-                ["control", "sync", "awareness", "other"]
-                    .iter()
-                    .map(|k| p[dir][k]["messages"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
+                <crate::metrics::DirTrafficSnapshot as serde::Deserialize>::deserialize(&p[dir])
+                    .unwrap_or_default()
+                    .messages()
                     .to_string()
             };
             let detail = p["reason"]

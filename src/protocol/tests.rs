@@ -57,15 +57,8 @@ fn fixtures_decode_and_reencode_byte_for_byte() {
             ("command", Message::Command { subtype, json }) => {
                 assert_eq!(*subtype, f["subtype"].as_u64().unwrap(), "{name}");
                 assert_eq!(json, f["json"].as_str().unwrap(), "{name}");
-                // The JS-made documents are valid commands and results, and re-encode to
-                // the same bytes.
-                let decoded = crate::command::decode(*subtype, json)
-                    .unwrap_or_else(|e| panic!("{name}: not a valid command document: {e}"));
-                assert_eq!(
-                    &decoded.encode()[..],
-                    &frame[..],
-                    "{name}: document re-encoding"
-                );
+                // That the documents are valid commands and results is checked in
+                // `crate::command`'s tests (`js_command_fixtures_are_valid_documents`).
             }
             _ => panic!("{name}: fixture type {ty} decoded as {msg:?}"),
         }

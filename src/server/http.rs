@@ -1,7 +1,6 @@
 //! HTTP API handlers. Every JSON body is `{"data": ...}` on success and
 //! `{"error": {"message": ...}}` on failure.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
@@ -14,6 +13,7 @@ use serde_json::json;
 use yrs::updates::decoder::Decode;
 
 use super::AppState;
+use crate::metrics::NodeStatus;
 
 /// A JSON error response.
 #[derive(Debug)]
@@ -47,16 +47,15 @@ pub(crate) fn data<T: serde::Serialize>(value: T) -> Response {
 }
 
 pub(crate) async fn root(State(app): State<Arc<AppState>>) -> Response {
-    data(json!({
-        "name": "ymesh",
-        "version": env!("CARGO_PKG_VERSION"),
-        "node_id": app.mesh.node_id(),
-        "uptime_s": app.started.elapsed().as_secs(),
-        "rooms": app.registry.len(),
-        "connections": app.connections.load(Ordering::Relaxed),
-        "quota_refusals": app.quota_refusals.load(Ordering::Relaxed),
-        "discovery": app.discovery.get().cloned().unwrap_or_default(),
-    }))
+    data(NodeStatus {
+        name: "ymesh",
+        version: env!("CARGO_PKG_VERSION"),
+        node_id: app.mesh.node_id().to_string(),
+        uptime_s: app.started.elapsed().as_secs(),
+        rooms: app.registry.len(),
+        counters: app.metrics.node(),
+        discovery: app.discovery.get().cloned().unwrap_or_default(),
+    })
 }
 
 /// `GET /peers`: every configured peer and inbound link: node id, address, state, since
@@ -221,8 +220,7 @@ pub(crate) async fn post_room(
     let applied = match room.apply_update(&body, None) {
         Ok(a) => a,
         Err(crate::room::RoomError::QuotaExceeded(reason)) => {
-            app.quota_refusals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.quota_refused();
             return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
         }
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),

@@ -13,7 +13,7 @@ mod ws;
 pub use run::{load_config, raise_fd_limit, serve_until_signal, shutdown_signal, ServeError};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::mesh::{runtime::accept_axum, Admission, Mesh, MeshSettings, NodeIdentity};
+use crate::mesh::{transport::ws::accept_axum, Admission, Mesh, MeshSettings, NodeIdentity};
+use crate::metrics::Metrics;
 use crate::room::{Hooks, OpenError, Room, RoomRegistry, RoomSettings};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
@@ -88,9 +89,8 @@ pub(crate) struct AppState {
     pub(crate) commands: Arc<crate::command::CommandCenter>,
     /// The discovery sources that started (`mdns`, `tailnet`), for `GET /`.
     pub(crate) discovery: std::sync::OnceLock<Vec<&'static str>>,
-    pub(crate) connections: AtomicUsize,
-    /// Updates refused because they would pass a storage quota.
-    pub(crate) quota_refusals: AtomicU64,
+    /// The node's counters (connections, refusals, the store's).
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
 }
@@ -131,6 +131,7 @@ impl Node {
         hooks: Hooks,
         listener: Option<TcpListener>,
     ) -> Result<Node, ServerError> {
+        let metrics = Metrics::new();
         let store: Option<Arc<dyn Store>> = if config.memory {
             tracing::warn!(
                 "running with --memory: NOTHING IS STORED; every room is lost when this node stops"
@@ -147,6 +148,7 @@ impl Node {
                 .await
                 .map_err(|e| StoreError::Internal(format!("opening the store: {e}")))??;
             tracing::info!(path = %store.db_path().display(), "store opened");
+            metrics.attach_store(store.counters());
             Some(Arc::new(store))
         };
         let identity = match &store {
@@ -159,13 +161,14 @@ impl Node {
             }
             None => NodeIdentity::ephemeral(),
         };
-        Self::start_inner(config, hooks, store, Arc::new(identity), listener).await
+        Self::start_inner(config, hooks, store, metrics, Arc::new(identity), listener).await
     }
 
     async fn start_inner(
         config: Config,
         hooks: Hooks,
         store: Option<Arc<dyn Store>>,
+        metrics: Arc<Metrics>,
         identity: Arc<NodeIdentity>,
         listener: Option<TcpListener>,
     ) -> Result<Node, ServerError> {
@@ -259,6 +262,7 @@ impl Node {
                 );
             }
         }
+        let (inbox, inbox_rx) = crate::command::inbox();
         let mesh = Mesh::new(
             identity.clone(),
             MeshSettings {
@@ -268,6 +272,7 @@ impl Node {
             },
             registry.clone(),
             session_ids.clone(),
+            inbox,
             shutdown.child_token(),
         );
         let _ = mesh_cell.set(Arc::downgrade(&mesh));
@@ -278,6 +283,7 @@ impl Node {
             mesh.clone(),
         );
         commands.load().await?;
+        commands.run_inbox(inbox_rx, shutdown.child_token());
         let state = Arc::new(AppState {
             config,
             registry: registry.clone(),
@@ -286,8 +292,7 @@ impl Node {
             mesh: mesh.clone(),
             commands,
             discovery: std::sync::OnceLock::new(),
-            connections: AtomicUsize::new(0),
-            quota_refusals: AtomicU64::new(0),
+            metrics,
             shutdown,
             sessions: TaskTracker::new(),
         });
@@ -366,6 +371,12 @@ impl Node {
     /// The node's mesh (peer links).
     pub fn mesh(&self) -> &Arc<Mesh> {
         &self.state.mesh
+    }
+
+    /// The node's counters: client connections, refusals and the store's (the mesh keeps
+    /// each peer's traffic, see [`Mesh::counters_of`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
     }
 
     /// The store, unless the node runs with `--memory`.

@@ -91,15 +91,6 @@ pub(crate) async fn sync_route(
     }
 }
 
-/// Decrements the connection count when a session ends, however it ends.
-struct ConnectionSlot(Arc<AppState>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn accept(
     app: Arc<AppState>,
     ws: WebSocketUpgrade,
@@ -121,8 +112,9 @@ fn accept(
         )
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
-    let over = app.connections.fetch_add(1, Ordering::Relaxed) >= limits.max_connections;
-    let slot = ConnectionSlot(app.clone());
+    // Counted until the session ends, however it ends.
+    let slot = app.metrics.open_connection();
+    let over = slot.before() >= limits.max_connections;
     let tracker = app.sessions.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
@@ -527,7 +519,7 @@ impl Acks {
 
     fn quota_refused(&self) {
         if let Some(app) = &self.app {
-            app.quota_refusals.fetch_add(1, Ordering::Relaxed);
+            app.metrics.quota_refused();
         }
     }
 

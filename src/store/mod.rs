@@ -99,10 +99,8 @@
 //! committed append; an append that is queued but not yet committed may be missing, so the
 //! room layer loads a room *before* it accepts appends for it.
 
-mod lock;
-mod schema;
 mod sqlite;
-mod writer;
+mod state_vector;
 
 #[cfg(test)]
 mod tests;
@@ -111,13 +109,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use schema::SCHEMA_VERSION;
-pub(crate) use writer::{canonical_state_vector, digest_hex};
+pub use sqlite::{SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME, SCHEMA_VERSION};
+pub(crate) use state_vector::{canonical_state_vector, digest_hex};
+pub use state_vector::{merge_state_vectors, state_vector_covers};
 // For the offline tools in `crate::ops` (backup, restore): the directory lock, and the
 // checks that recognise a store file.
-pub(crate) use lock::DirLock;
-pub(crate) use schema::{check_header, APPLICATION_ID};
-pub use sqlite::{SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME};
+pub(crate) use sqlite::{check_header, DirLock, APPLICATION_ID};
 
 /// A boxed, `Send` future borrowing the store; keeps [`Store`] object-safe.
 pub type BoxFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
@@ -267,27 +264,6 @@ impl Tombstone {
     /// Whether this tombstone already covers everything `other` deleted.
     pub fn covers(&self, other: &Tombstone) -> bool {
         state_vector_covers(&self.state_vector, &other.state_vector)
-    }
-}
-
-/// The per-client maximum of two encoded state vectors, encoded canonically (sorted by
-/// client). Bytes that do not decode count as empty.
-pub fn merge_state_vectors(a: &[u8], b: &[u8]) -> Vec<u8> {
-    use yrs::updates::decoder::Decode;
-    use yrs::updates::encoder::Encode;
-    let mut sv = yrs::StateVector::decode_v1(a).unwrap_or_default();
-    sv.merge(yrs::StateVector::decode_v1(b).unwrap_or_default());
-    canonical_state_vector("", &sv.encode_v1())
-}
-
-/// Whether state vector `outer` includes every clock of `inner` (both encoded v1). `inner`
-/// bytes that do not decode are not covered.
-pub fn state_vector_covers(outer: &[u8], inner: &[u8]) -> bool {
-    use yrs::updates::decoder::Decode;
-    let outer = yrs::StateVector::decode_v1(outer).unwrap_or_default();
-    match yrs::StateVector::decode_v1(inner) {
-        Ok(inner) => inner.iter().all(|(c, clock)| outer.get(c) >= *clock),
-        Err(_) => false,
     }
 }
 

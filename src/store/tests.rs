@@ -9,7 +9,6 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-use super::writer::{canonical_state_vector, digest_hex};
 use super::*;
 
 /// A unique directory under the system temp dir, removed on drop.
@@ -837,8 +836,8 @@ async fn a_version_1_store_is_migrated_with_its_snapshots() {
         let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
         conn.execute_batch(&format!(
             "PRAGMA application_id = {}; {}",
-            super::schema::APPLICATION_ID,
-            super::schema::MIGRATIONS[0]
+            super::sqlite::schema::APPLICATION_ID,
+            super::sqlite::schema::MIGRATIONS[0]
         ))
         .unwrap();
         conn.execute(

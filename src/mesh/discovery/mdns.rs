@@ -36,7 +36,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::{events_for, http_url, send_event, Dedup, DiscoveryError, DiscoveryEvent};
 use super::{Discovered, DiscoverySource};
-use crate::mesh::manifest::glob_match;
+use crate::mesh::proto::manifest::glob_match;
 
 /// The default service type (`mdns_service`).
 pub const DEFAULT_SERVICE_TYPE: &str = "_ymesh._tcp.local.";

@@ -34,7 +34,6 @@ pub mod mdns;
 pub mod tailnet;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 
 pub use mdns::{
@@ -42,33 +41,7 @@ pub use mdns::{
 };
 pub use tailnet::{spawn_tailnet, TailnetConfig, TailnetHandle};
 
-/// Which source found a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DiscoverySource {
-    /// Named in the configuration (`mesh.toml` `peers`, `--peer`).
-    Config,
-    /// Announced on the local network by mDNS / DNS-SD.
-    Mdns,
-    /// A tailnet peer found through the local tailscaled and probed as a ymesh node.
-    Tailnet,
-}
-
-impl DiscoverySource {
-    /// The lower-case name used in logs and in `GET /peers`: `config`, `mdns`, `tailnet`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiscoverySource::Config => "config",
-            DiscoverySource::Mdns => "mdns",
-            DiscoverySource::Tailnet => "tailnet",
-        }
-    }
-}
-
-impl fmt::Display for DiscoverySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::mesh::proto::DiscoverySource;
 
 /// A peer some source found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,7 @@ use super::{
     events_for, http_url, send_event, Dedup, Discovered, DiscoveryError, DiscoveryEvent,
     DiscoverySource,
 };
-use crate::mesh::manifest::glob_match;
+use crate::mesh::proto::manifest::glob_match;
 use crate::net::{Client, Request};
 
 /// Default path of tailscaled's LocalAPI socket on Linux (`tailnet_socket`).

@@ -1,0 +1,335 @@
+//! The merge: defaults, then the file, then the command line and the environment
+//! ([`Overrides`]), into one [`Config`] ([`Config::resolve`]). Precedence, highest first:
+//! flag > environment variable > file > built-in default. Flags and environment variables
+//! reach this module already merged by the command line parser (clap's `env = ...`), as one
+//! [`Overrides`] value.
+//!
+//! Every value taken from the file is checked on the way (with the checks of
+//! [`super::load`]) and reported at its `file:line:column`; a value given by flag or
+//! environment is reported under its flag and variable names, read from the settings table.
+//! Lists (`--peer`, `--allow-peer`) add to the file's instead of replacing it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::load::{positive, validate_route, ConfigError, FileConfig};
+use super::schema::{quota, tombstone_retention, Config, Discovery, LogFormat};
+use super::settings::{given_by, planned_message};
+use crate::room::validate_room_name;
+
+/// Values given on the command line or in the environment; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--host` / `HOST`.
+    pub host: Option<String>,
+    /// `--port` / `PORT`.
+    pub port: Option<u16>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--data-dir` / `YMESH_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--memory` (only `true` overrides).
+    pub memory: bool,
+    /// `--peer` (added to the file's peers).
+    pub peers: Vec<String>,
+    /// `--mesh-secret` / `YMESH_MESH_SECRET`.
+    pub mesh_secret: Option<String>,
+    /// `--allow-peer` (added to the file's list).
+    pub allow_peers: Vec<String>,
+    /// `--admin-token` / `YMESH_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// `--mdns` (`Some(true)`) / `--no-mdns` (`Some(false)`).
+    pub mdns: Option<bool>,
+    /// Settings given on the command line or in the environment that this version cannot
+    /// act on yet: (flag or env name, key).
+    pub planned: Vec<(String, &'static str)>,
+}
+
+/// The discovery keys of the file (docs/discovery.md).
+fn resolve_discovery(file: &FileConfig, d: &mut Discovery) -> Result<(), ConfigError> {
+    use crate::mesh::discovery::{MdnsConfig, TailnetConfig};
+    d.mdns = file.mdns;
+    if let Some(v) = &file.mdns_service {
+        let mut probe = MdnsConfig::new("probe", 1);
+        probe.service_type = v.get_ref().clone();
+        probe
+            .validate()
+            .map_err(|e| file.invalid(v.span(), "mdns_service", e.to_string()))?;
+        d.mdns_service = v.get_ref().clone();
+    }
+    if let Some(v) = &file.mdns_interfaces {
+        d.mdns_interfaces = v.clone();
+    }
+    if let Some(v) = &file.mdns_exclude_interfaces {
+        d.mdns_exclude_interfaces = v.clone();
+    }
+    if let Some(v) = &file.mdns_announce_addr {
+        let ip = v.get_ref().parse().map_err(|_| {
+            file.invalid(
+                v.span(),
+                "mdns_announce_addr",
+                format!("{:?} is not an IP address", v.get_ref()),
+            )
+        })?;
+        d.mdns_announce_addr = Some(ip);
+    }
+    let any_tailnet_key = file.tailnet_socket.is_some()
+        || file.tailnet_tags.is_some()
+        || file.tailnet_hostnames.is_some()
+        || file.tailnet_port.is_some()
+        || file.tailnet_interval_s.is_some();
+    if file.tailnet != Some(true) {
+        if let (Some(false) | None, true) = (file.tailnet, any_tailnet_key) {
+            tracing::debug!("tailnet_* settings given but tailnet discovery is off");
+        }
+        d.tailnet = None;
+        return Ok(());
+    }
+    let mut t = TailnetConfig::default();
+    if let Some(v) = &file.tailnet_socket {
+        if v.get_ref().is_empty() {
+            return Err(file.invalid(v.span(), "tailnet_socket", "must not be empty"));
+        }
+        t.socket = PathBuf::from(v.get_ref());
+    }
+    if let Some(v) = &file.tailnet_tags {
+        t.tags = v.clone();
+    }
+    if let Some(v) = &file.tailnet_hostnames {
+        t.hostnames = v.clone();
+    }
+    if let Some(v) = &file.tailnet_port {
+        if *v.get_ref() == 0 {
+            return Err(file.invalid(v.span(), "tailnet_port", "must be a port, 1-65535"));
+        }
+        t.port = *v.get_ref();
+    }
+    if let Some(v) = &file.tailnet_interval_s {
+        t.interval = Duration::from_secs(positive(file, v, "tailnet_interval_s", 1)?);
+    }
+    d.tailnet = Some(t);
+    Ok(())
+}
+
+impl Config {
+    /// Resolves a config: defaults, then the file, then overrides.
+    pub fn resolve(file: &FileConfig, over: &Overrides) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        if let Some(h) = &file.host {
+            cfg.host = h.get_ref().clone();
+        }
+        if let Some(p) = &file.port {
+            cfg.port = *p.get_ref();
+        }
+        if let Some(f) = file.log_format {
+            cfg.log_format = f;
+        }
+        for (key, value) in file.planned_settings() {
+            if let Some(v) = value {
+                return Err(file.invalid(v.span(), key, planned_message(key)));
+            }
+        }
+        if let Some((flag, key)) = over.planned.first() {
+            return Err(ConfigError::Invalid {
+                location: flag.clone(),
+                key: (*key).to_string(),
+                message: planned_message(key),
+            });
+        }
+        if let Some(routes) = &file.routes {
+            if routes.get_ref().is_empty() {
+                return Err(file.invalid(routes.span(), "routes", "needs at least one route"));
+            }
+            let mut seen = HashSet::new();
+            cfg.routes.clear();
+            for (i, r) in routes.get_ref().iter().enumerate() {
+                let key = format!("routes[{i}]");
+                validate_route(r.get_ref()).map_err(|m| file.invalid(r.span(), &key, m))?;
+                if !seen.insert(r.get_ref().clone()) {
+                    return Err(file.invalid(r.span(), &key, "listed twice"));
+                }
+                cfg.routes.push(r.get_ref().clone());
+            }
+        }
+        if let Some(d) = &file.data_dir {
+            if d.get_ref().is_empty() {
+                return Err(file.invalid(d.span(), "data_dir", "must not be empty"));
+            }
+            cfg.data_dir = PathBuf::from(d.get_ref());
+        }
+        if let Some(m) = file.memory {
+            cfg.memory = m;
+        }
+        if let Some(v) = &file.store.compact_log_count {
+            cfg.store.compact_log_count = positive(file, v, "store.compact_log_count", 1)?;
+        }
+        if let Some(v) = &file.store.compact_log_bytes {
+            cfg.store.compact_log_bytes = positive(file, v, "store.compact_log_bytes", 1)?;
+        }
+        if let Some(v) = &file.store.room_quota_bytes {
+            cfg.store.room_quota_bytes = quota(*v.get_ref());
+        }
+        if let Some(v) = &file.store.node_quota_bytes {
+            cfg.store.node_quota_bytes = quota(*v.get_ref());
+        }
+        if let Some(v) = &file.rooms.idle_timeout_s {
+            cfg.idle_timeout = Duration::from_secs(*v.get_ref());
+        }
+        if let Some(v) = &file.rooms.tombstone_days {
+            let days = positive(file, v, "rooms.tombstone_days", 1)?;
+            cfg.tombstone_retention = tombstone_retention(days);
+        }
+        if let Some(list) = &file.rooms.pinned {
+            for (i, name) in list.iter().enumerate() {
+                validate_room_name(name.get_ref()).map_err(|e| {
+                    file.invalid(name.span(), &format!("rooms.pinned[{i}]"), e.to_string())
+                })?;
+                cfg.pinned_rooms.insert(name.get_ref().clone());
+            }
+        }
+        let l = &file.limits;
+        if let Some(v) = &l.max_message_bytes {
+            cfg.limits.max_message_bytes =
+                positive(file, v, "limits.max_message_bytes", 1024)? as usize;
+        }
+        if let Some(v) = &l.max_rooms {
+            cfg.limits.max_rooms = positive(file, v, "limits.max_rooms", 1)? as usize;
+        }
+        if let Some(v) = &l.max_connections {
+            cfg.limits.max_connections = positive(file, v, "limits.max_connections", 1)? as usize;
+        }
+        if let Some(v) = &l.outbound_queue {
+            cfg.limits.outbound_queue = positive(file, v, "limits.outbound_queue", 4)? as usize;
+        }
+        if let Some(v) = &l.ping_interval_s {
+            cfg.limits.ping_interval =
+                Duration::from_secs(positive(file, v, "limits.ping_interval_s", 1)?);
+        }
+        resolve_discovery(file, &mut cfg.discovery)?;
+        if over.mdns.is_some() {
+            cfg.discovery.mdns = over.mdns;
+        }
+        if let Some(h) = &over.host {
+            cfg.host = h.clone();
+        }
+        if let Some(p) = over.port {
+            cfg.port = p;
+        }
+        if let Some(f) = over.log_format {
+            cfg.log_format = f;
+        }
+        if let Some(d) = &over.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if over.memory {
+            cfg.memory = true;
+        }
+        for (i, p) in file.peers.iter().flatten().enumerate() {
+            let key = format!("peers[{i}]");
+            crate::mesh::mesh_url(&p.get_ref().url)
+                .map_err(|e| file.invalid(p.span(), &format!("{key}.url"), e.reason))?;
+            if let Some(id) = &p.get_ref().node_id {
+                crate::mesh::identity::parse_node_id(id).map_err(|e| {
+                    file.invalid(p.span(), &format!("{key}.node_id"), e.to_string())
+                })?;
+            }
+            let share = match &p.get_ref().share {
+                None => crate::mesh::SharePolicy::All,
+                Some(list) => {
+                    if let Some(bad) = list.iter().find(|g| g.is_empty()) {
+                        return Err(file.invalid(
+                            p.span(),
+                            &format!("{key}.share"),
+                            format!("{bad:?}: an empty pattern shares nothing; remove it"),
+                        ));
+                    }
+                    crate::mesh::SharePolicy::Globs(list.clone())
+                }
+            };
+            let rooms = p.get_ref().rooms.clone().unwrap_or_default();
+            for (j, r) in rooms.iter().enumerate() {
+                validate_room_name(r).map_err(|e| {
+                    file.invalid(p.span(), &format!("{key}.rooms[{j}]"), e.to_string())
+                })?;
+            }
+            cfg.peers.push(crate::mesh::PeerConfig {
+                url: p.get_ref().url.clone(),
+                node_id: p.get_ref().node_id.clone(),
+                share,
+                rooms,
+                token: p.get_ref().token.clone(),
+            });
+        }
+        for url in &over.peers {
+            crate::mesh::mesh_url(url).map_err(|e| ConfigError::Invalid {
+                location: given_by("peers"),
+                key: "peers".into(),
+                message: e.to_string(),
+            })?;
+            cfg.peers.push(crate::mesh::PeerConfig {
+                url: url.clone(),
+                ..Default::default()
+            });
+        }
+        if let Some(sv) = &file.mesh_secret {
+            if sv.get_ref().is_empty() {
+                return Err(file.invalid(sv.span(), "mesh_secret", "must not be empty"));
+            }
+            cfg.mesh_secret = Some(sv.get_ref().clone());
+        }
+        if let Some(sv) = &over.mesh_secret {
+            if sv.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: given_by("mesh_secret"),
+                    key: "mesh_secret".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+            cfg.mesh_secret = Some(sv.clone());
+        }
+        for (i, id) in file.allow_peers.iter().flatten().enumerate() {
+            crate::mesh::identity::parse_node_id(id.get_ref()).map_err(|e| {
+                file.invalid(id.span(), &format!("allow_peers[{i}]"), e.to_string())
+            })?;
+            cfg.allow_peers.push(id.get_ref().clone());
+        }
+        for id in &over.allow_peers {
+            crate::mesh::identity::parse_node_id(id).map_err(|e| ConfigError::Invalid {
+                location: given_by("allow_peers"),
+                key: "allow_peers".into(),
+                message: e.to_string(),
+            })?;
+            cfg.allow_peers.push(id.clone());
+        }
+        if let Some(t) = &file.admin_token {
+            if t.get_ref().is_empty() {
+                return Err(file.invalid(t.span(), "admin_token", "must not be empty"));
+            }
+            cfg.admin_token = Some(t.get_ref().clone());
+        }
+        if let Some(t) = &over.admin_token {
+            if t.is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: given_by("admin_token"),
+                    key: "admin_token".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+            cfg.admin_token = Some(t.clone());
+        }
+        if cfg.host != "localhost" && cfg.host.parse::<std::net::IpAddr>().is_err() {
+            let location = match (&over.host, &file.host) {
+                (Some(_), _) => given_by("host"),
+                (None, Some(h)) => file.location(h.span()),
+                (None, None) => "default".to_string(),
+            };
+            return Err(ConfigError::Invalid {
+                location,
+                key: "host".into(),
+                message: format!("{:?} is not an IP address or `localhost`", cfg.host),
+            });
+        }
+        Ok(cfg)
+    }
+}

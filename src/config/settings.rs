@@ -1,0 +1,159 @@
+//! The settings table ([`SETTINGS`]): every setting a node reads, once, with its mesh.toml
+//! key, flag, environment variable, default and meaning. It is the single source of
+//! docs/configuration.md's generated table ([`reference_markdown`]) and of mesh.toml's list of
+//! keys and defaults (both checked by tests), of the names the merge uses when it reports a
+//! value given by flag or environment ([`given_by`]), and of the feature a planned setting
+//! waits for.
+//!
+//! The defaults the config layer owns are the constants of [`super::schema`], shown here as
+//! their TOML text; the others are literals that a test checks against the built-in
+//! defaults.
+
+use super::schema::{
+    DEFAULT_COMPACT_LOG_BYTES_TOML, DEFAULT_COMPACT_LOG_COUNT_TOML, DEFAULT_DATA_DIR_TOML,
+    DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML, DEFAULT_MAX_CONNECTIONS_TOML,
+    DEFAULT_MAX_MESSAGE_BYTES_TOML, DEFAULT_MAX_ROOMS_TOML, DEFAULT_MEMORY_TOML,
+    DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML, DEFAULT_PING_INTERVAL_S_TOML,
+    DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML, DEFAULT_TOMBSTONE_DAYS_TOML,
+};
+
+/// Whether a setting works in this version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Implemented.
+    Available,
+    /// Accepted by the parser but refused at start, naming the feature it waits for.
+    Planned(&'static str),
+}
+
+/// Documentation of one setting: the single source for `--help`-independent docs,
+/// docs/configuration.md (checked by a test) and mesh.toml (checked by a test).
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// Dotted mesh.toml key.
+    pub key: &'static str,
+    /// Command-line flag, if any.
+    pub flag: Option<&'static str>,
+    /// Environment variable, if any.
+    pub env: Option<&'static str>,
+    /// Default, as it is written in TOML (empty when unset by default).
+    pub default: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Whether it is implemented.
+    pub status: Status,
+}
+
+const fn setting(
+    key: &'static str,
+    flag: Option<&'static str>,
+    env: Option<&'static str>,
+    default: &'static str,
+    description: &'static str,
+    status: Status,
+) -> SettingDoc {
+    SettingDoc {
+        key,
+        flag,
+        env,
+        default,
+        description,
+        status,
+    }
+}
+
+use Status::{Available, Planned};
+
+/// Why a planned setting is refused, naming the feature it waits for.
+pub(super) fn planned_message(key: &str) -> String {
+    let feature = SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .and_then(|s| match s.status {
+            Status::Planned(what) => Some(what),
+            Status::Available => None,
+        })
+        .unwrap_or("a later release");
+    format!("not supported by this version of ymesh yet (comes with {feature}); remove it")
+}
+
+/// Where a value given on the command line or in the environment came from, for error
+/// messages: the setting's flag and environment variable, as in `--host / HOST`.
+pub(super) fn given_by(key: &str) -> String {
+    let row = SETTINGS.iter().find(|s| s.key == key);
+    match (row.and_then(|s| s.flag), row.and_then(|s| s.env)) {
+        (Some(flag), Some(env)) => format!("{flag} / {env}"),
+        (Some(name), None) | (None, Some(name)) => name.to_string(),
+        (None, None) => key.to_string(),
+    }
+}
+
+/// Every setting a node reads, in mesh.toml order.
+pub const SETTINGS: &[SettingDoc] = &[
+    setting("host", Some("--host"), Some("HOST"), DEFAULT_HOST_TOML, "Listen address: an IP address or `localhost`. `0.0.0.0` accepts connections from other hosts.", Available),
+    setting("port", Some("--port"), Some("PORT"), DEFAULT_PORT_TOML, "Listen port. `0` picks a free port; the ready line shows it.", Available),
+    setting("log_format", Some("--log-format"), None, "\"text\"", "`text` for people, `json` for one JSON object per line. `RUST_LOG` sets the level (default `info`).", Available),
+    setting("routes", None, None, "[\"/rooms/{room}\", \"/sync/{room}\", \"/workspaces/{room}/sync\"]", "WebSocket route templates; each holds `{room}` once as a whole segment (e.g. `/sync/v1/{room}`). `GET`/`POST /rooms/{room}` stay the document API either way.", Available),
+    setting("data_dir", Some("--data-dir"), Some("YMESH_DATA_DIR"), DEFAULT_DATA_DIR_TOML, "Directory of the durable store (SQLite, `ymesh.sqlite3`). One node per directory: a second node on it refuses to start.", Available),
+    setting("memory", Some("--memory"), None, DEFAULT_MEMORY_TOML, "Run without a store: nothing survives a restart. The node says so loudly at start.", Available),
+    setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url`, an optional expected `node_id`, an optional `share` list of room names or `*`/`?` patterns (every room when absent; with a `node_id` it also applies to links that peer dials), and for a peer that is not a ymesh node (a plain y-websocket server) the `rooms` to replicate with it, one y-websocket connection each, with an optional `token` sent as `?token=`. A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
+    setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh (proved by HMAC, never sent). With a secret or an allow list set, unknown peers are refused; with neither the mesh is open.", Available),
+    setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
+    setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
+    setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
+    setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, `DELETE /rooms/{room}`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
+    setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery on the LAN (docs/discovery.md): announce `_ymesh._tcp.local.` and dial the ymesh nodes found. Unset: on only when the node listens on a non-loopback address.", Available),
+    setting("mdns_service", None, None, "\"_ymesh._tcp.local.\"", "mDNS service type announced and browsed; nodes with different service types do not see each other.", Available),
+    setting("mdns_interfaces", None, None, "[]", "Interfaces mDNS uses, as names or `*`/`?` globs (`[\"eth0\", \"wlan*\"]`); empty = every interface.", Available),
+    setting("mdns_exclude_interfaces", None, None, "[\"docker*\", \"tailscale*\"]", "Interfaces mDNS never uses (wins over `mdns_interfaces`). Tailnets carry no multicast: use `tailnet` there.", Available),
+    setting("mdns_announce_addr", None, None, "", "The one IP address to announce; unset announces the addresses of the interfaces used.", Available),
+    setting("tailnet", None, None, "false", "Find peers on a Tailscale tailnet from the local tailscaled's LocalAPI (docs/discovery.md): online peers matching `tailnet_tags` / `tailnet_hostnames` are probed and the ymesh nodes among them dialed.", Available),
+    setting("tailnet_socket", None, None, "\"/var/run/tailscale/tailscaled.sock\"", "tailscaled's LocalAPI Unix socket.", Available),
+    setting("tailnet_tags", None, None, "[]", "Probe tailnet peers carrying any of these ACL tags (e.g. `[\"tag:ymesh\"]`). With neither tags nor hostnames, every online peer is probed.", Available),
+    setting("tailnet_hostnames", None, None, "[]", "Probe tailnet peers whose host name matches any of these `*`/`?` globs.", Available),
+    setting("tailnet_port", None, None, "3913", "Port probed (`GET /`) and dialed on tailnet peers.", Available),
+    setting("tailnet_interval_s", None, None, "30", "Seconds between polls of tailscaled.", Available),
+    setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
+    setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
+    setting("store.compact_log_count", None, None, DEFAULT_COMPACT_LOG_COUNT_TOML, "Fold a room's update log into a snapshot once it holds this many updates and is at least half the snapshot's size (also done when an idle room is evicted).", Available),
+    setting("store.compact_log_bytes", None, None, DEFAULT_COMPACT_LOG_BYTES_TOML, "Fold a room's update log into a snapshot once it holds this many bytes.", Available),
+    setting("store.room_quota_bytes", None, None, DEFAULT_ROOM_QUOTA_BYTES_TOML, "Most logical bytes (snapshot + log) one room may store; `0` = no limit. An update that would pass it is refused: AUTH permission-denied with the reason, then close 4403 (HTTP 403). Existing data is untouched.", Available),
+    setting("store.node_quota_bytes", None, None, DEFAULT_NODE_QUOTA_BYTES_TOML, "Most logical bytes all rooms together may store; `0` = no limit. Refused like the room quota.", Available),
+    setting("rooms.idle_timeout_s", None, None, DEFAULT_IDLE_TIMEOUT_S_TOML, "Seconds a room with no client stays in memory before it is evicted.", Available),
+    setting("rooms.pinned", None, None, "[]", "Rooms kept in memory for the node's whole life.", Available),
+    setting("rooms.tombstone_days", None, None, DEFAULT_TOMBSTONE_DAYS_TOML, "Days a deleted room's tombstone is kept and sent to peers, so that a node offline for less than that cannot bring the room back. Keep it longer than any node stays offline; after it, a stale copy would return the room (with its old content: nothing is lost).", Available),
+    setting("limits.max_message_bytes", None, None, DEFAULT_MAX_MESSAGE_BYTES_TOML, "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
+    setting("limits.max_rooms", None, None, DEFAULT_MAX_ROOMS_TOML, "Most rooms in memory; one more closes the connection with 1013.", Available),
+    setting("limits.max_connections", None, None, DEFAULT_MAX_CONNECTIONS_TOML, "Most WebSocket connections; one more is closed with 1013.", Available),
+    setting("limits.outbound_queue", None, None, DEFAULT_OUTBOUND_QUEUE_TOML, "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md).", Available),
+    setting("limits.ping_interval_s", None, None, DEFAULT_PING_INTERVAL_S_TOML, "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
+];
+
+/// The settings reference as Markdown (the generated part of docs/configuration.md).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| key | flag | env | default | status | meaning |\n|---|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let code = |v: Option<&str>| v.map_or("—".to_string(), |v| format!("`{v}`"));
+        let default = if s.default.is_empty() {
+            "unset".to_string()
+        } else {
+            format!("`{}`", s.default)
+        };
+        let status = match s.status {
+            Available => "available".to_string(),
+            Planned(what) => format!("planned: {what}"),
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            s.key,
+            code(s.flag),
+            code(s.env),
+            default,
+            status,
+            s.description
+        ));
+    }
+    out
+}

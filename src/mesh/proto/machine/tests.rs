@@ -1,0 +1,304 @@
+//! Unit tests of the mesh core: single decisions, event by event. The simulator
+//! (`tests/mesh_sim.rs`) drives whole meshes of cores.
+
+use super::*;
+use crate::command::{CommandIssuer, CommandKind};
+use crate::mesh::proto::{DiscoverySource, Probe};
+
+type Core = MeshCore<u64>;
+
+fn core(me: &str, peers: Vec<PeerConfig>) -> Core {
+    let mut c = Core::new(CoreConfig::new(me, peers, 7), 0);
+    let _ = c.handle(Event::Start, 0);
+    c
+}
+
+fn peer(url: &str) -> PeerConfig {
+    PeerConfig {
+        url: url.into(),
+        ..PeerConfig::default()
+    }
+}
+
+fn handshaken(c: &mut Core, link: LinkId, peer: PeerKey, node: &str, tag: u8) -> Vec<Action<u64>> {
+    c.handle(
+        Event::Handshaken {
+            link,
+            peer,
+            node_id: node.into(),
+            tag: vec![tag],
+            handle: link,
+        },
+        10,
+    )
+}
+
+fn admitted(actions: &[Action<u64>], link: LinkId) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Admit { link: l, .. } if *l == link))
+}
+
+fn rejected(actions: &[Action<u64>], link: LinkId) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Reject { link: l, .. } if *l == link))
+}
+
+fn open(c: &mut Core, link: LinkId, rooms: &[(&str, &str)]) -> Vec<Action<u64>> {
+    c.handle(
+        Event::LinkOpened {
+            link,
+            ours: rooms
+                .iter()
+                .map(|(r, d)| (r.to_string(), d.to_string()))
+                .collect(),
+            changed: Vec::new(),
+            marker: None,
+            store_now: Some(5),
+        },
+        10,
+    )
+}
+
+#[test]
+fn a_link_dialed_to_a_discovered_peer_counts_as_dialed_by_this_node() {
+    // "a" < "b": the link "a" dialed wins on both sides, whether "a" found "b" by
+    // configuration or by discovery.
+    let mut a = core("a", vec![]);
+    let found = a.handle(
+        Event::Discovered {
+            node_id: "b".into(),
+            url: "http://b:3913".into(),
+            source: DiscoverySource::Mdns,
+        },
+        1,
+    );
+    assert!(matches!(found[..], [Action::Probe { .. }]), "{found:?}");
+    let ours = handshaken(&mut a, 1, PeerKey::Discovered(0), "b", 9);
+    assert!(admitted(&ours, 1));
+    let _ = a.handle(
+        Event::InboundOpened {
+            link: 2,
+            remote: "b".into(),
+        },
+        10,
+    );
+    // "b" dialed too (it has "a" configured): its link is the duplicate, whatever its tag.
+    let theirs = handshaken(&mut a, 2, PeerKey::Inbound(2), "b", 1);
+    assert!(rejected(&theirs, 2), "{theirs:?}");
+    assert_eq!(a.live_links().len(), 1);
+}
+
+#[test]
+fn two_links_dialed_by_the_same_node_are_told_apart_by_their_tag() {
+    let mut b = core("b", vec![]);
+    for link in [1, 2] {
+        let _ = b.handle(
+            Event::InboundOpened {
+                link,
+                remote: "a".into(),
+            },
+            1,
+        );
+    }
+    assert!(admitted(
+        &handshaken(&mut b, 1, PeerKey::Inbound(1), "a", 8),
+        1
+    ));
+    // The later link has the smaller tag: it is kept and the first is closed.
+    let second = handshaken(&mut b, 2, PeerKey::Inbound(2), "a", 3);
+    assert!(admitted(&second, 2), "{second:?}");
+    assert!(second
+        .iter()
+        .any(|a| matches!(a, Action::Close { handle: 1, .. })));
+}
+
+#[test]
+fn a_peer_reached_through_its_own_link_is_dialed_again_when_that_link_closes() {
+    // "b" has "a" configured; "a" (lower id) dialed "b" first.
+    let mut b = core("b", vec![peer("ws://a:3913")]);
+    let _ = b.handle(
+        Event::InboundOpened {
+            link: 1,
+            remote: "a".into(),
+        },
+        1,
+    );
+    assert!(admitted(
+        &handshaken(&mut b, 1, PeerKey::Inbound(1), "a", 5),
+        1
+    ));
+    let ours = handshaken(&mut b, 2, PeerKey::Configured(0), "a", 2);
+    assert!(rejected(&ours, 2));
+    let row = &b.rows()[0].1;
+    assert_eq!(row.state, LinkState::Connected);
+    // The link "a" dialed goes away: "b" dials at once, no poll, no backoff.
+    let after = b.handle(
+        Event::LinkClosed {
+            link: 1,
+            reason: "gone".into(),
+        },
+        20,
+    );
+    assert!(
+        after.iter().any(|a| matches!(
+            a,
+            Action::Probe {
+                peer: PeerKey::Configured(0),
+                ..
+            }
+        )),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn the_marker_moves_only_after_a_settled_link() {
+    let mut a = core("a", vec![]);
+    // (link, marker in use, store position at link-up, up for, marker persisted)
+    let cases = [
+        (1, Some(3), Some(9), 1_000, None),
+        (2, Some(3), Some(9), 20_000, Some(9)),
+        (3, None, Some(12), 1_000, Some(12)),
+    ];
+    for (link, marker, store_now, up_for, persisted) in cases {
+        let _ = a.handle(
+            Event::InboundOpened {
+                link,
+                remote: "b".into(),
+            },
+            10,
+        );
+        let _ = handshaken(&mut a, link, PeerKey::Inbound(link), "b", 1);
+        let _ = a.handle(
+            Event::LinkOpened {
+                link,
+                ours: BTreeMap::new(),
+                changed: Vec::new(),
+                marker,
+                store_now,
+            },
+            10,
+        );
+        let closed = a.handle(
+            Event::LinkClosed {
+                link,
+                reason: "gone".into(),
+            },
+            10 + up_for,
+        );
+        let moved = closed.iter().find_map(|a| match a {
+            Action::PersistMarker { marker, .. } => Some(*marker),
+            _ => None,
+        });
+        assert_eq!(moved, persisted, "link {link} up {up_for} ms: {closed:?}");
+    }
+}
+
+#[test]
+fn a_command_is_delivered_once_and_passed_on_to_the_other_links() {
+    let mut a = core("a", vec![]);
+    for (link, node) in [(1, "b"), (2, "c"), (3, "d")] {
+        let _ = a.handle(
+            Event::InboundOpened {
+                link,
+                remote: node.into(),
+            },
+            1,
+        );
+        let _ = handshaken(&mut a, link, PeerKey::Inbound(link), node, 1);
+        let _ = open(&mut a, link, &[]);
+    }
+    let command = CommandIssuer::new("b", "boot").issue(
+        CommandKind::Compact,
+        None,
+        serde_json::json!({}),
+        0,
+        60_000,
+    );
+    let arrive = |a: &mut Core, link| {
+        a.handle(
+            Event::Control {
+                link,
+                control: Control::Command {
+                    command: command.clone(),
+                    state_vector: None,
+                },
+            },
+            100,
+        )
+    };
+    let first = arrive(&mut a, 1);
+    let delivered = first
+        .iter()
+        .filter(|a| matches!(a, Action::DeliverCommand { .. }))
+        .count();
+    assert_eq!(delivered, 1);
+    let forwarded: Vec<LinkId> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::ForwardCommand { links, .. } => Some(links.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(forwarded, vec![2, 3]);
+    // The same command over another link: nothing.
+    assert!(arrive(&mut a, 2).is_empty());
+}
+
+#[test]
+fn fanout_skips_the_link_a_change_came_from() {
+    let mut a = core("a", vec![]);
+    for (link, node) in [(1, "b"), (2, "c")] {
+        let _ = a.handle(
+            Event::InboundOpened {
+                link,
+                remote: node.into(),
+            },
+            1,
+        );
+        let _ = handshaken(&mut a, link, PeerKey::Inbound(link), node, 1);
+    }
+    let mut to = Vec::new();
+    a.fanout("notes", Some(1), 50, |link, _, plain| {
+        assert!(!plain);
+        to.push(link)
+    });
+    assert_eq!(to, vec![2]);
+    assert!(!a.has_targets(Some(1)) || a.has_targets(None));
+}
+
+#[test]
+fn a_peer_that_is_not_a_ymesh_node_is_refused_unless_it_has_rooms() {
+    let mut a = core("a", vec![peer("ws://plain:1234")]);
+    let refused = a.handle(
+        Event::Probed {
+            peer: PeerKey::Configured(0),
+            attempt: 1,
+            answer: Probe::Other,
+        },
+        5,
+    );
+    assert!(
+        matches!(refused[..], [Action::SetTimer { .. }]),
+        "{refused:?}"
+    );
+    assert!(matches!(a.rows()[0].1.state, LinkState::Refused { .. }));
+    let mut with_rooms = peer("ws://plain:1234");
+    with_rooms.rooms = vec!["r".into()];
+    let mut b = core("b", vec![with_rooms]);
+    let dial = b.handle(
+        Event::Probed {
+            peer: PeerKey::Configured(0),
+            attempt: 1,
+            answer: Probe::Other,
+        },
+        5,
+    );
+    assert!(
+        matches!(dial[..], [Action::DialPlain { index: 0, .. }]),
+        "{dial:?}"
+    );
+}

@@ -1,0 +1,148 @@
+//! What the shells read from [`MeshCore`]: links by room and peer, fan-out targets (split
+//! horizon), and the peer table as `GET /peers` shows it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::machine::{Kind, MeshCore};
+use super::peers::{Origin, PeerRow};
+use super::{LinkId, PeerKey};
+
+impl<H: Clone> MeshCore<H> {
+    /// The ymesh links (id and peer node id) whose share policy allows `room` (`None`:
+    /// every ymesh link), except `except`; sorted by link id.
+    pub fn links_for(&self, room: Option<&str>, except: Option<LinkId>) -> Vec<(LinkId, String)> {
+        self.links
+            .iter()
+            .filter(|(id, l)| {
+                Some(**id) != except
+                    && !l.closing
+                    && l.is_mesh()
+                    && room.is_none_or(|r| l.policy.allows(r))
+            })
+            .map(|(id, l)| (*id, l.node.clone()))
+            .collect()
+    }
+
+    /// A ymesh link to node `node`, if one is up.
+    pub fn link_to(&self, node: &str) -> Option<LinkId> {
+        self.links
+            .iter()
+            .find(|(_, l)| !l.closing && l.is_mesh() && l.node == node)
+            .map(|(id, _)| *id)
+    }
+
+    /// The handle of ymesh link `link` if it is up and shares `room` (`None`: any).
+    pub fn mesh_link(&self, link: LinkId, room: Option<&str>) -> Option<&H> {
+        self.links
+            .get(&link)
+            .filter(|l| !l.closing && l.is_mesh())
+            .filter(|l| room.is_none_or(|r| l.policy.allows(r)))
+            .map(|l| &l.handle)
+    }
+
+    /// Fan-out of one change of `room` that came from `origin` (split horizon): calls `send`
+    /// with each link that shares the room, except `origin`, and whether the link is a plain
+    /// room connection (which takes the bare message) or a ymesh link (which takes a ROOM
+    /// frame). Counts the exchange in the peer's room status.
+    pub fn fanout(
+        &mut self,
+        room: &str,
+        origin: Option<LinkId>,
+        now_ms: u64,
+        mut send: impl FnMut(LinkId, &H, bool),
+    ) {
+        for (id, link) in self.links.iter() {
+            if Some(*id) == origin || link.closing || !link.policy.allows(room) {
+                continue;
+            }
+            let plain = match &link.kind {
+                Kind::Plain { room: r } if r == room => true,
+                Kind::Plain { .. } => continue,
+                Kind::Mesh { .. } => false,
+            };
+            send(*id, &link.handle, plain);
+            if let Some(p) = self.peers.get_mut(&link.peer) {
+                p.exchanged(room, None, now_ms);
+            }
+        }
+    }
+
+    /// Whether any link could take a change (a cheap check before encoding one): false when
+    /// no link is up, or the only one is `origin`.
+    pub fn has_targets(&self, origin: Option<LinkId>) -> bool {
+        self.links
+            .iter()
+            .any(|(id, l)| Some(*id) != origin && !l.closing)
+    }
+
+    /// Node ids of the peers with a live link, sorted, once each.
+    pub fn connected_peers(&self) -> Vec<String> {
+        let set: BTreeSet<String> = self
+            .links
+            .values()
+            .filter(|l| !l.closing)
+            .map(|l| l.node.clone())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Inbound rows (links in their handshake or up).
+    pub fn inbound_links(&self) -> usize {
+        self.peers
+            .keys()
+            .filter(|k| matches!(k, PeerKey::Inbound(_)))
+            .count()
+    }
+
+    /// The peer table for `GET /peers`, with each row's key.
+    pub fn rows(&self) -> Vec<(PeerKey, PeerRow)> {
+        let found: HashMap<&str, &'static str> = self
+            .peers
+            .values()
+            .filter_map(|p| match (p.origin, p.node_id.as_deref()) {
+                (Origin::Found(s), Some(id)) => Some((id, s.as_str())),
+                _ => None,
+            })
+            .collect();
+        self.peers
+            .iter()
+            .map(|(k, p)| {
+                let found_by = match p.origin {
+                    Origin::Inbound => p
+                        .node_id
+                        .as_deref()
+                        .and_then(|id| found.get(id).copied())
+                        .unwrap_or("inbound"),
+                    _ => p.source(),
+                };
+                (*k, p.row(found_by))
+            })
+            .collect()
+    }
+
+    /// The row key of each live link, for the simulator and tests: `(link, row, node)`.
+    pub fn live_links(&self) -> Vec<(LinkId, PeerKey, String)> {
+        self.links
+            .iter()
+            .filter(|(_, l)| !l.closing)
+            .map(|(id, l)| (*id, l.peer, l.node.clone()))
+            .collect()
+    }
+
+    /// Each room's sync flag on the row that carries the live link to `node` (for the
+    /// simulator and tests).
+    pub fn synced_rooms(&self, node: &str) -> Vec<(String, bool)> {
+        let Some(link) = self.links.values().find(|l| !l.closing && l.node == node) else {
+            return Vec::new();
+        };
+        self.peers
+            .get(&link.peer)
+            .map(|p| {
+                p.rooms
+                    .iter()
+                    .map(|(r, st)| (r.clone(), st.synced))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

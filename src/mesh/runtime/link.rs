@@ -1,0 +1,426 @@
+//! One link from handshake to close, on its own task: whole frames over a
+//! [`LinkIo`], whatever transport carries them.
+//!
+//! The task runs the handshake ([`crate::mesh::proto::handshake`]), reports its outcome to
+//! the core, and once the core admits the link: sends the peer the tombstones it lacks,
+//! reports [`Event::LinkOpened`] (the core answers with the manifest to send), announces
+//! the presence of clients here, then reads frames until the link ends. Control messages go
+//! to the core, room messages to the [`bridge`](super::bridge); pings (application-level,
+//! every 15 s) notice a half-open link. The link's own sends go out with backpressure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::bridge::{self, Relayed};
+use super::traffic::kind_of;
+use super::{now_ms, LinkHandle, Mesh};
+use crate::mesh::proto::handshake::{self, Handshake, Outcome, HANDSHAKE_TIMEOUT};
+use crate::mesh::proto::manifest::SharePolicy;
+use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
+use crate::mesh::transport::LinkIo;
+use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
+use crate::metrics::LinkTraffic;
+use crate::room::Kick;
+
+/// Application-level ping interval on a link.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
+/// A link that received nothing for this long is considered dead.
+pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Tombstones per [`Control::Tombstones`] message at link-up.
+const TOMBSTONES_PER_MESSAGE: usize = 500;
+
+/// Our rooms when the link opened: name → (digest, canonical state vector).
+pub(crate) type Ours = BTreeMap<String, (String, Vec<u8>)>;
+
+/// One link's task state.
+struct Link<'a> {
+    mesh: &'a Arc<Mesh>,
+    io: &'a mut LinkIo,
+    id: LinkId,
+    counters: Arc<LinkTraffic>,
+}
+
+impl Link<'_> {
+    /// Sends one of this link's own frames, waiting for room in the queue. False once the
+    /// connection is gone.
+    async fn send(&self, frame: Bytes) -> bool {
+        self.counters.sent().add(kind_of(&frame), frame.len());
+        self.io.tx.send(frame).await.is_ok()
+    }
+
+    /// Carries out the core's actions: this link's sends here, with backpressure; the rest
+    /// through the mesh.
+    async fn act(&self, actions: Vec<Action<LinkHandle>>, ours: &Ours) -> Result<(), String> {
+        let mut others = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { link, control } if link == self.id => {
+                    if !self.send(wire::encode_control(&control)).await {
+                        return Err("connection closed".into());
+                    }
+                }
+                Action::SendStep1 { link, rooms } if link == self.id => {
+                    for room in rooms {
+                        let sv = bridge::announced_state_vector(self.mesh.registry(), &room, ours);
+                        let msg = crate::protocol::encode_sync_step1(&sv);
+                        if !self.send(wire::encode_room(&room, &msg)).await {
+                            return Err("connection closed".into());
+                        }
+                    }
+                }
+                other => others.push(other),
+            }
+        }
+        self.mesh.execute(others);
+        Ok(())
+    }
+}
+
+/// Runs link `id` of peer row `peer` from handshake to close.
+pub(crate) async fn run(
+    mesh: Arc<Mesh>,
+    mut io: LinkIo,
+    peer: PeerKey,
+    id: LinkId,
+    expect: Option<String>,
+) {
+    let counters = mesh.traffic_for(peer);
+    let mut link = Link {
+        mesh: &mesh,
+        io: &mut io,
+        id,
+        counters,
+    };
+    let end = match handshake_phase(&mut link, expect).await {
+        Err(end) => {
+            mesh.run(Event::HandshakeFailed {
+                link: id,
+                peer,
+                end,
+            });
+            None
+        }
+        Ok((node, tag)) => Some(serve(&mut link, peer, node, tag).await),
+    };
+    if let Some(reason) = end {
+        mesh.run(Event::LinkClosed { link: id, reason });
+    }
+    io.close.cancel();
+}
+
+/// The handshake: the peer's node id and the link tag, or how it ended.
+async fn handshake_phase(
+    link: &mut Link<'_>,
+    expect: Option<String>,
+) -> Result<(String, Vec<u8>), HandshakeEnd> {
+    let mesh = link.mesh;
+    let mut hs = Handshake::new(
+        mesh.identity().clone(),
+        mesh.settings().admission.clone(),
+        mesh.boot_id().to_string(),
+        mesh.settings().listen.clone(),
+    );
+    if let Some(id) = expect {
+        hs = hs.expect_peer(id);
+    }
+    let mut actions = hs.start();
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        let mut finished = None;
+        let mut send_failed = false;
+        for action in actions.drain(..) {
+            match action {
+                handshake::Action::Send(c) => {
+                    if !send_failed && !link.send(wire::encode_control(&c)).await {
+                        send_failed = true;
+                    }
+                }
+                handshake::Action::Finish(outcome) => finished = Some(outcome),
+            }
+        }
+        if send_failed && finished.is_none() {
+            // The peer closed first; if it said why, report that, not a bare close.
+            return Err(match refusal_in(&mut link.io.rx) {
+                Some(reason) => HandshakeEnd::Refused(format!("refused by the peer: {reason}")),
+                None => HandshakeEnd::Closed("connection closed during the handshake".into()),
+            });
+        }
+        match finished {
+            Some(Outcome::Established(info)) => {
+                tracing::debug!(peer = info.node_id, boot = info.boot_id, "handshake done");
+                return Ok((info.node_id, info.link_tag));
+            }
+            Some(Outcome::SelfConnection) => return Err(HandshakeEnd::IsSelf),
+            Some(Outcome::Refused(e)) => return Err(HandshakeEnd::Refused(e.to_string())),
+            Some(Outcome::RefusedByPeer(reason)) => {
+                return Err(HandshakeEnd::Refused(format!(
+                    "refused by the peer: {reason}"
+                )))
+            }
+            None => {}
+        }
+        let frame = tokio::select! {
+            _ = mesh.shutdown_token().cancelled() => {
+                return Err(HandshakeEnd::Closed("node shutting down".into()))
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(HandshakeEnd::Closed("handshake timed out".into()))
+            }
+            f = link.io.rx.recv() => f,
+        };
+        let Some(frame) = frame else {
+            return Err(HandshakeEnd::Closed(
+                "connection closed during the handshake".into(),
+            ));
+        };
+        link.counters.received().add(kind_of(&frame), frame.len());
+        match wire::decode_frame(frame, MAX_FRAME_LEN) {
+            Ok(Frame::Control(c)) => actions = hs.on_message(c),
+            Ok(_) => {
+                return Err(HandshakeEnd::Closed(
+                    "room data before the handshake finished".into(),
+                ))
+            }
+            Err(e) => return Err(HandshakeEnd::Closed(format!("malformed frame: {e}"))),
+        }
+    }
+}
+
+/// A `refused` control message already received (queued) on a closing connection.
+fn refusal_in(rx: &mut mpsc::Receiver<Bytes>) -> Option<String> {
+    while let Ok(frame) = rx.try_recv() {
+        if let Ok(Frame::Control(Control::Refused { reason })) =
+            wire::decode_frame(frame, MAX_FRAME_LEN)
+        {
+            return Some(reason);
+        }
+    }
+    None
+}
+
+/// An established link: admission by the core, link-up, then frames until it ends. Returns
+/// why it ended (`None`: the core rejected it as a duplicate, before it was up).
+async fn serve(link: &mut Link<'_>, peer: PeerKey, node: String, tag: Vec<u8>) -> String {
+    let mesh = link.mesh;
+    let kick = Arc::new(Kick::default());
+    let handle = LinkHandle {
+        tx: link.io.tx.clone(),
+        kick: kick.clone(),
+        counters: link.counters.clone(),
+    };
+    let actions = mesh.decide(Event::Handshaken {
+        link: link.id,
+        peer,
+        node_id: node.clone(),
+        tag,
+        handle,
+    });
+    let mut admitted = None;
+    let mut rest = Vec::new();
+    for action in actions {
+        match action {
+            Action::Admit {
+                link: l,
+                marker,
+                policy,
+                ..
+            } if l == link.id => admitted = Some((marker, policy)),
+            Action::Reject { link: l, reason } if l == link.id => {
+                tracing::debug!(peer = node, reason, "link rejected");
+            }
+            other => rest.push(other),
+        }
+    }
+    mesh.execute(rest);
+    let Some((marker, policy)) = admitted else {
+        return "duplicate link: the other one is kept".into();
+    };
+    let mut relayed = Relayed::new();
+    let end = match open(link, &node, marker, &policy).await {
+        Ok(ours) => frames(link, &node, &kick, &policy, &ours, &mut relayed).await,
+        Err(reason) => reason,
+    };
+    // Presence this link relayed goes away with it.
+    bridge::drop_relayed(mesh.registry(), relayed);
+    end
+}
+
+/// Link-up: tombstones the peer lacks, then the core's manifest and delta, then the presence
+/// of clients here. Returns our rooms as announced.
+async fn open(
+    link: &Link<'_>,
+    node: &str,
+    marker: Option<u64>,
+    policy: &SharePolicy,
+) -> Result<Ours, String> {
+    let mesh = link.mesh;
+    let registry = mesh.registry();
+    let store = registry.store().cloned();
+    // Where the store was when this peer last had everything from us: re-synced from there.
+    // Kept on disk, so it survives a restart (or a crash: it only moves when a link ends).
+    let mut marker = marker;
+    if let (None, Some(store)) = (marker, &store) {
+        marker = store.peer_marker(node).await.ok().flatten();
+    }
+    let store_now = match &store {
+        Some(store) => store
+            .changed_since(i64::MAX as u64)
+            .await
+            .ok()
+            .map(|(_, m)| m),
+        None => None,
+    };
+    // Deleted rooms first, so the peer drops stale copies before it syncs.
+    for chunk in bridge::tombstones_for(registry, marker, policy)
+        .await
+        .chunks(TOMBSTONES_PER_MESSAGE)
+    {
+        let c = Control::Tombstones {
+            rooms: chunk.to_vec(),
+        };
+        if !link.send(wire::encode_control(&c)).await {
+            return Err("connection closed".into());
+        }
+    }
+    let ours = bridge::our_digests(registry).await;
+    let changed = match (marker, &store) {
+        (Some(m), Some(store)) => match store.changed_since(m).await {
+            Ok((changed, _)) => changed,
+            Err(e) => {
+                tracing::warn!(peer = node, error = %e, "cannot read changed rooms");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
+    let actions = mesh.decide(Event::LinkOpened {
+        link: link.id,
+        ours: ours
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect(),
+        changed,
+        marker,
+        store_now,
+    });
+    link.act(actions, &ours).await?;
+    // Presence of clients already connected here.
+    for room in registry.rooms() {
+        if !policy.allows(room.name()) {
+            continue;
+        }
+        let frame = room.awareness_frame();
+        if frame[..] != [1, 1, 0] && !link.send(wire::encode_room(room.name(), &frame)).await {
+            return Err("connection closed".into());
+        }
+    }
+    Ok(ours)
+}
+
+/// Reads frames until the link ends; returns why.
+async fn frames(
+    link: &mut Link<'_>,
+    node: &str,
+    kick: &Kick,
+    policy: &SharePolicy,
+    ours: &Ours,
+    relayed: &mut Relayed,
+) -> String {
+    let mesh = link.mesh;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut last_seen = Instant::now();
+    loop {
+        let frame = tokio::select! {
+            _ = mesh.shutdown_token().cancelled() => return "node shutting down".into(),
+            _ = kick.kicked() => {
+                return kick.reason().map_or("closed".into(), |r| r.reason.clone());
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > LINK_TIMEOUT {
+                    return format!("nothing received for {} s", LINK_TIMEOUT.as_secs());
+                }
+                let c = Control::Ping { t: now_ms() };
+                if !link.send(wire::encode_control(&c)).await {
+                    return "connection closed".into();
+                }
+                continue;
+            }
+            f = link.io.rx.recv() => f,
+        };
+        let Some(frame) = frame else {
+            return "connection closed".into();
+        };
+        last_seen = Instant::now();
+        link.counters.received().add(kind_of(&frame), frame.len());
+        let decoded = match wire::decode_frame(frame, MAX_FRAME_LEN) {
+            Ok(f) => f,
+            Err(e) => return format!("malformed frame: {e}"),
+        };
+        let result = match decoded {
+            Frame::Control(Control::Ping { t }) => {
+                if link.send(wire::encode_control(&Control::Pong { t })).await {
+                    Ok(())
+                } else {
+                    Err("connection closed".to_string())
+                }
+            }
+            Frame::Control(Control::Refused { reason }) => {
+                return format!("refused by the peer: {reason}");
+            }
+            Frame::Control(Control::Tombstones { rooms }) => {
+                match bridge::on_tombstones(mesh.registry(), node, policy, rooms).await {
+                    Ok(Some(delta)) => {
+                        if link.send(wire::encode_control(&delta)).await {
+                            Ok(())
+                        } else {
+                            Err("connection closed".to_string())
+                        }
+                    }
+                    Ok(None) => Ok(()),
+                    Err(reason) => Err(reason),
+                }
+            }
+            Frame::Control(
+                control @ (Control::Manifest { .. }
+                | Control::ManifestDelta { .. }
+                | Control::Command { .. }
+                | Control::CommandResult { .. }),
+            ) => {
+                let actions = mesh.decide(Event::Control {
+                    link: link.id,
+                    control,
+                });
+                link.act(actions, ours).await
+            }
+            Frame::Control(_) | Frame::Unknown(_) => Ok(()),
+            Frame::Room { room, .. } if !policy.allows(&room) => {
+                tracing::debug!(
+                    peer = node,
+                    room,
+                    "dropping a frame for a room not shared with this peer"
+                );
+                Ok(())
+            }
+            Frame::Room { room, message } => {
+                bridge::on_room_frame(
+                    link.mesh,
+                    link.io,
+                    link.id,
+                    &link.counters,
+                    &room,
+                    message,
+                    relayed,
+                )
+                .await
+            }
+        };
+        if let Err(reason) = result {
+            return reason;
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The mesh's I/O shells around [`crate::mesh::proto`]: they carry out what the core decides
+//! and report what happened, and decide nothing themselves.
+//!
+//! | module | owns |
+//! |---|---|
+//! | this one | [`Mesh`]: the core behind one short std lock, the action executor, timers, the public API (`GET /peers`, fan-out entry points, the command port) |
+//! | [`supervisor`] | probing and dialing peers when the core says so |
+//! | [`link`] | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
+//! | [`bridge`] | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
+//! | [`traffic`] | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
+//!
+//! # Concurrency
+//!
+//! The core is a plain struct behind a `std::sync::Mutex`: every event takes the lock, gets
+//! its actions and releases it before anything is awaited; the actions then run outside the
+//! lock. A link's own sends run on its task with backpressure (`send().await`); sends to
+//! other links (a forwarded command, a room change) use `try_send`, and a full queue closes
+//! that link (it resyncs when it comes back). Timers are tokio sleeps that feed
+//! [`proto::Timer`](crate::mesh::proto::Timer) events back; no loop polls for state.
+
+pub mod bridge;
+pub mod link;
+pub mod supervisor;
+pub mod traffic;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::discovery::DiscoveryEvent;
+use super::identity::{new_boot_id, NodeIdentity};
+use super::proto::handshake::Admission;
+use super::proto::manifest::SharePolicy;
+use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey};
+use super::wire::{self, Control};
+use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
+use crate::metrics::{LinkTraffic, TrafficKind};
+use crate::room::{Kick, RoomRegistry, SessionId};
+use crate::store::Tombstone;
+
+/// Settings of the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSettings {
+    /// Peers to dial.
+    pub peers: Vec<PeerConfig>,
+    /// Who may link.
+    pub admission: Admission,
+    /// This node's own HTTP URL, announced in the hello.
+    pub listen: Option<String>,
+}
+
+/// What the core holds for each live link: where to queue frames, how to close it, and its
+/// peer's traffic counters.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    tx: mpsc::Sender<Bytes>,
+    kick: Arc<Kick>,
+    counters: Arc<LinkTraffic>,
+}
+
+impl LinkHandle {
+    /// Queues `frame` without waiting and counts it; a full queue closes the link (it
+    /// resyncs when it comes back). False when the frame was not queued.
+    pub(crate) fn offer(&self, frame: Bytes, kind: TrafficKind) -> bool {
+        let len = frame.len();
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.counters.sent().add(kind, len);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("link queue full; closing the link to resync");
+                self.kick.kick(4429, "link queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The running mesh of one node.
+pub struct Mesh {
+    /// Itself, for tasks started from `&self` (the command port).
+    me: std::sync::Weak<Mesh>,
+    identity: Arc<NodeIdentity>,
+    boot_id: String,
+    settings: MeshSettings,
+    registry: Arc<RoomRegistry>,
+    session_ids: Arc<AtomicU64>,
+    core: Mutex<MeshCore<LinkHandle>>,
+    /// Traffic per peer row, kept across reconnects.
+    traffic: Mutex<HashMap<PeerKey, Arc<LinkTraffic>>>,
+    /// Where commands and results that arrive over links go (the command center).
+    inbox: command::Inbox,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("node_id", &self.identity.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A share policy is the scope of a command that came over a link.
+impl RoomScope for SharePolicy {
+    fn allows(&self, room: &str) -> bool {
+        SharePolicy::allows(self, room)
+    }
+}
+
+impl Mesh {
+    /// Creates the mesh; call [`Mesh::start`] to dial the configured peers. Commands and
+    /// results arriving over links go to `inbox`.
+    pub fn new(
+        identity: Arc<NodeIdentity>,
+        settings: MeshSettings,
+        registry: Arc<RoomRegistry>,
+        session_ids: Arc<AtomicU64>,
+        inbox: command::Inbox,
+        shutdown: CancellationToken,
+    ) -> Arc<Mesh> {
+        let cfg = CoreConfig::new(
+            identity.node_id(),
+            settings.peers.clone(),
+            rand::random::<u64>(),
+        );
+        Arc::new_cyclic(|me| Mesh {
+            me: me.clone(),
+            core: Mutex::new(MeshCore::new(cfg, now_ms())),
+            identity,
+            boot_id: new_boot_id(),
+            settings,
+            registry,
+            session_ids,
+            traffic: Mutex::new(HashMap::new()),
+            inbox,
+            shutdown,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.identity.node_id()
+    }
+
+    /// This run's boot id (new at every start).
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
+    /// Dials the configured peers.
+    pub fn start(self: &Arc<Self>) {
+        self.run(Event::Start);
+    }
+
+    /// Consumes discovery events: a peer found enters the peer table and is dialed like a
+    /// configured one; a peer lost is dropped once no link to it remains. Runs until the
+    /// node stops.
+    pub fn run_discovery(self: &Arc<Self>, mut rx: mpsc::Receiver<DiscoveryEvent>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = me.shutdown.cancelled() => return,
+                    e = rx.recv() => e,
+                };
+                match event {
+                    Some(DiscoveryEvent::Found(d)) => match d.node_id {
+                        Some(node_id) => me.run(Event::Discovered {
+                            node_id,
+                            url: d.url,
+                            source: d.source,
+                        }),
+                        None => {
+                            tracing::debug!(url = d.url, "discovered a node without a node id")
+                        }
+                    },
+                    Some(DiscoveryEvent::Lost {
+                        node_id: Some(node_id),
+                        source,
+                        ..
+                    }) => me.run(Event::Lost { node_id, source }),
+                    Some(DiscoveryEvent::Lost { .. }) => {}
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Stops every link and supervisor and waits (bounded) for them.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+
+    /// Feeds one event to the core; returns its actions (for the caller to carry out).
+    pub(crate) fn decide(&self, event: Event<LinkHandle>) -> Vec<Action<LinkHandle>> {
+        lock(&self.core).handle(event, now_ms())
+    }
+
+    /// Feeds one event to the core and carries out its actions.
+    pub(crate) fn run(self: &Arc<Self>, event: Event<LinkHandle>) {
+        let actions = self.decide(event);
+        self.execute(actions);
+    }
+
+    /// Carries out actions that are not a link's own sends (those run on the link's task).
+    pub(crate) fn execute(self: &Arc<Self>, actions: Vec<Action<LinkHandle>>) {
+        for action in actions {
+            match action {
+                Action::Probe { peer, attempt, url } => {
+                    self.spawn(supervisor::probe(self.clone(), peer, attempt, url))
+                }
+                Action::DialMesh {
+                    peer,
+                    attempt,
+                    url,
+                    expect,
+                } => self.spawn(supervisor::dial(self.clone(), peer, attempt, url, expect)),
+                Action::DialPlain {
+                    peer,
+                    attempt,
+                    index,
+                } => {
+                    let config = self.settings.peers.get(index).cloned().unwrap_or_default();
+                    self.spawn(bridge::run_plain(self.clone(), peer, attempt, config))
+                }
+                Action::Close { handle, reason } => handle.kick.kick(1000, &reason),
+                Action::Send { link, control } => {
+                    if let Some(h) = self.handle_of(link) {
+                        h.offer(wire::encode_control(&control), TrafficKind::Control);
+                    }
+                }
+                Action::ForwardCommand { links, command } => {
+                    let me = self.clone();
+                    self.spawn(async move { me.forward_command(links, command).await });
+                }
+                Action::DeliverCommand {
+                    link,
+                    peer,
+                    policy,
+                    command,
+                    state_vector,
+                } => self.deliver(Inbound::Command {
+                    link,
+                    peer,
+                    scope: Arc::new(policy),
+                    command,
+                    state_vector: state_vector.as_deref().and_then(super::hex::decode),
+                }),
+                Action::DeliverResult { link, result } => {
+                    self.deliver(Inbound::Result { link, result })
+                }
+                Action::PersistMarker { node, marker } => {
+                    if let Some(store) = self.registry.store().cloned() {
+                        self.spawn(async move {
+                            if let Err(e) = store.set_peer_marker(&node, marker).await {
+                                tracing::warn!(peer = node, error = %e, "cannot record the peer's change marker");
+                            }
+                        });
+                    }
+                }
+                Action::SetTimer { after_ms, timer } => {
+                    let me = self.clone();
+                    self.spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        me.run(Event::Timer(timer));
+                    });
+                }
+                // Only a link's own task gets these, for itself.
+                Action::Admit { .. } | Action::Reject { .. } | Action::SendStep1 { .. } => {
+                    tracing::debug!("link action outside its link ignored");
+                }
+            }
+        }
+    }
+
+    /// Spawns a task that stops with the node.
+    pub(crate) fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = f => {}
+            }
+        });
+    }
+
+    fn deliver(&self, inbound: Inbound) {
+        if let Err(e) = self.inbox.try_send(inbound) {
+            tracing::warn!(error = %e, "command inbox full or closed; dropped");
+        }
+    }
+
+    /// The handle of ymesh link `link` if it is up.
+    fn handle_of(&self, link: LinkId) -> Option<LinkHandle> {
+        lock(&self.core).mesh_link(link, None).cloned()
+    }
+
+    /// A new link id (the same space as client sessions: a link is an update's origin).
+    pub(crate) fn next_id(&self) -> LinkId {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The traffic counters of peer row `key`.
+    pub(crate) fn traffic_for(&self, key: PeerKey) -> Arc<LinkTraffic> {
+        lock(&self.traffic).entry(key).or_default().clone()
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<RoomRegistry> {
+        &self.registry
+    }
+
+    pub(crate) fn identity(&self) -> &Arc<NodeIdentity> {
+        &self.identity
+    }
+
+    pub(crate) fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Sends `command` one hop further on each link (with this node's state vector of its
+    /// room for `invalidate`).
+    async fn forward_command(&self, links: Vec<LinkId>, command: Command) {
+        let state_vector = match (&command.kind, &command.room) {
+            (command::CommandKind::Invalidate, Some(room)) => Some(super::hex::encode(
+                &bridge::current_state_vector(&self.registry, room).await,
+            )),
+            _ => None,
+        };
+        let control = Control::Command {
+            command: command.next_hop(),
+            state_vector,
+        };
+        let frame = wire::encode_control(&control);
+        for link in links {
+            let handle = lock(&self.core)
+                .mesh_link(link, command.room.as_deref())
+                .cloned();
+            match handle {
+                Some(h) => {
+                    h.offer(frame.clone(), TrafficKind::Control);
+                }
+                None => tracing::debug!(link, "command not forwarded: link gone"),
+            }
+        }
+    }
+
+    /// Takes an inbound link (a peer dialed `/_mesh`).
+    pub fn accept(self: &Arc<Self>, io: super::transport::LinkIo, remote: String) {
+        let link = self.next_id();
+        self.run(Event::InboundOpened { link, remote });
+        let me = self.clone();
+        self.spawn(link::run(me, io, PeerKey::Inbound(link), link, None));
+    }
+
+    /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
+    /// every link but `origin`'s, encoded once.
+    pub fn forward_update(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        bridge::forward(self, room, origin, TrafficKind::Sync, || {
+            crate::protocol::encode_sync_update(update)
+        });
+    }
+
+    /// Like [`Mesh::forward_update`] for an awareness update (a client's presence or its
+    /// removal), so clients on every node see each other.
+    pub fn forward_awareness(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        bridge::forward(self, room, origin, TrafficKind::Awareness, || {
+            crate::protocol::encode_awareness(update)
+        });
+    }
+
+    /// Sends a tombstone to every ymesh link whose policy shares the room, except
+    /// `except`. A peer that already holds a covering tombstone ignores it, so a deletion
+    /// crosses each link at most a bounded number of times even in a cyclic mesh.
+    pub fn forward_tombstone(&self, tombstone: &Tombstone, except: Option<SessionId>) {
+        let frame = wire::encode_control(&Control::Tombstones {
+            rooms: vec![bridge::tombstone_entry(tombstone)],
+        });
+        let core = lock(&self.core);
+        for (link, _) in core.links_for(Some(&tombstone.room), except) {
+            if let Some(h) = core.mesh_link(link, None) {
+                h.offer(frame.clone(), TrafficKind::Control);
+            }
+        }
+    }
+
+    /// `GET /peers`: every configured and discovered peer and every inbound link.
+    pub fn peers_json(&self) -> serde_json::Value {
+        let rows = lock(&self.core).rows();
+        let mut traffic = lock(&self.traffic);
+        traffic.retain(|k, _| rows.iter().any(|(r, _)| r == k));
+        serde_json::Value::Array(
+            rows.into_iter()
+                .map(|(key, row)| {
+                    let mut v = serde_json::to_value(&row).unwrap_or_default();
+                    let counters = traffic.entry(key).or_default().snapshot();
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("sent".into(), serde_json::json!(counters.sent));
+                        obj.insert("received".into(), serde_json::json!(counters.received));
+                    }
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// Traffic counters of the peer with `node_id` (for tests and metrics).
+    pub fn counters_of(&self, node_id: &str) -> Option<Arc<LinkTraffic>> {
+        let key = lock(&self.core)
+            .rows()
+            .into_iter()
+            .find(|(_, r)| r.node_id.as_deref() == Some(node_id))
+            .map(|(k, _)| k)?;
+        Some(self.traffic_for(key))
+    }
+
+    /// Inbound links, established or in their handshake.
+    pub fn inbound_links(&self) -> usize {
+        lock(&self.core).inbound_links()
+    }
+
+    /// Node ids of the peers with a live link.
+    pub fn connected_peers(&self) -> Vec<String> {
+        lock(&self.core).connected_peers()
+    }
+}
+
+/// The command center's port into the mesh.
+impl MeshLinks for Mesh {
+    fn peers_for(&self, room: Option<&str>) -> Vec<String> {
+        lock(&self.core)
+            .links_for(room, None)
+            .into_iter()
+            .map(|(_, node)| node)
+            .collect()
+    }
+
+    fn flood(&self, command: &Command) {
+        let actions = self.decide(Event::IssueCommand {
+            command: command.clone(),
+        });
+        if let Some(me) = self.me.upgrade() {
+            me.execute(actions);
+        }
+    }
+
+    fn send_result(&self, link: LinkId, result: CommandResult) -> bool {
+        let Some(h) = self.handle_of(link) else {
+            return false;
+        };
+        h.offer(
+            wire::encode_control(&Control::CommandResult { result }),
+            TrafficKind::Control,
+        )
+    }
+
+    fn link_to(&self, node: &str) -> Option<LinkId> {
+        lock(&self.core).link_to(node)
+    }
+
+    fn resync_from(&self, link: LinkId, room: &str) -> bool {
+        let Some(h) = self.handle_of(link) else {
+            return false;
+        };
+        let frame = wire::encode_room(room, &crate::protocol::encode_sync_step1(&[0]));
+        h.offer(frame, TrafficKind::Sync)
+    }
+}

@@ -1,0 +1,76 @@
+//! Dialing peers when the core says so: the probe (`GET /`: is it a ymesh node?) and the
+//! dial of its control channel. Each reports its outcome to the core as an event; whether
+//! and when to try again is the core's decision ([`crate::mesh::proto`]), not this module's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Mesh;
+use crate::mesh::proto::{Event, PeerKey, Probe};
+use crate::mesh::transport;
+
+/// Probes the peer at `url` and reports [`Event::Probed`].
+pub(crate) async fn probe(mesh: Arc<Mesh>, peer: PeerKey, attempt: u64, url: String) {
+    let answer = match is_ymesh_node(&url).await {
+        Ok(true) => Probe::Ymesh,
+        Ok(false) => Probe::Other,
+        Err(e) => Probe::Unreachable(e),
+    };
+    mesh.run(Event::Probed {
+        peer,
+        attempt,
+        answer,
+    });
+}
+
+/// Dials the peer's control channel and runs the link, or reports [`Event::DialFailed`].
+pub(crate) async fn dial(
+    mesh: Arc<Mesh>,
+    peer: PeerKey,
+    attempt: u64,
+    url: String,
+    expect: Option<String>,
+) {
+    match transport::ws::dial(&url).await {
+        Ok(io) => {
+            let link = mesh.next_id();
+            super::link::run(mesh, io, peer, link, expect).await;
+        }
+        Err(error) => mesh.run(Event::DialFailed {
+            peer,
+            attempt,
+            error,
+        }),
+    }
+}
+
+/// Whether the peer at `url` is a ymesh node (`GET /` answers `{"data":{"name":"ymesh"}}`).
+/// `Ok(false)` only when the peer answered otherwise (an error status, or a body that is not
+/// ymesh's root document); `Err` when it cannot be asked (down, refusing connections, timed
+/// out, not speaking HTTP).
+pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
+    let http = url
+        .replacen("ws://", "http://", 1)
+        .replacen("wss://", "https://", 1);
+    let origin = match http.split_once("://") {
+        Some((scheme, rest)) => {
+            format!(
+                "{scheme}://{}",
+                rest.split(['/', '?', '#']).next().unwrap_or_default()
+            )
+        }
+        None => return Err(format!("bad URL {url}")),
+    };
+    let client = crate::net::Client::new(&origin, None)
+        .map_err(|e| e.to_string())?
+        .with_timeout(Duration::from_secs(5))
+        .with_max_body(1 << 20);
+    match client
+        .get_json::<crate::net::Envelope<serde_json::Value>>("/")
+        .await
+    {
+        Ok(root) => Ok(root.data["name"] == "ymesh"),
+        Err(e) if e.answered() => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}

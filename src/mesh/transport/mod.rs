@@ -1,0 +1,24 @@
+//! How link frames travel: a transport turns a connection into [`LinkIo`], whole frames in
+//! and out over bounded channels, so a link's logic is the same whatever carries the frames.
+//! Today the one transport is a WebSocket ([`ws`]: dialing a peer's `/_mesh`, or an inbound
+//! upgrade); a libp2p stream plugs in beside it and hands the mesh the same [`LinkIo`].
+
+pub mod ws;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A connection turned into frame channels by its transport's reader and writer tasks.
+pub struct LinkIo {
+    /// Frames to send.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Frames received; ends when the connection closes.
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Cancelled to close the connection (frames already queued still go out first).
+    pub close: CancellationToken,
+}
+
+/// Frames queued towards one link before it counts as too slow and is closed (it resyncs
+/// through the manifest when it comes back).
+pub const LINK_QUEUE: usize = 4096;
