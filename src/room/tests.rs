@@ -1,6 +1,16 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use yrs::sync::awareness::AwarenessUpdate;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, StateVector, Text, Transact, Update, WriteTxn};
+
 use super::*;
 use crate::protocol::{decode_frame, Message, SyncMessage};
-use yrs::{GetString, Text, WriteTxn};
 
 fn text_update(client: u64, s: &str) -> Vec<u8> {
     let doc = Doc::with_client_id(client);
@@ -177,7 +187,7 @@ fn slow_session_is_kicked_with_4429() {
         room.apply_update(&text_update(100 + i, "x"), None).unwrap();
     }
     assert!(slow.kick.is_kicked());
-    assert_eq!(slow.kick.reason().unwrap().code, CLOSE_TOO_SLOW);
+    assert_eq!(slow.kick.reason().unwrap().code(), CLOSE_TOO_SLOW);
 }
 
 #[test]
@@ -232,4 +242,98 @@ fn doc_edits_through_with_doc_are_broadcast() {
         matches!(msgs[..], [Message::Sync(SyncMessage::Update(_))]),
         "{msgs:?}"
     );
+}
+
+/// Records what a replicator was told, in order, next to what the hooks saw.
+#[derive(Default)]
+struct Recorder {
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Replicator for Recorder {
+    fn changed(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        assert!(!update.is_empty());
+        let line = format!("replicator changed {room} {origin:?}");
+        self.log.lock().unwrap().push(line);
+    }
+    fn awareness(&self, room: &str, _update: &Bytes, origin: Option<SessionId>) {
+        let line = format!("replicator awareness {room} {origin:?}");
+        self.log.lock().unwrap().push(line);
+    }
+    fn deleted(&self, tombstone: &crate::store::Tombstone) {
+        let line = format!("replicator deleted {}", tombstone.room);
+        self.log.lock().unwrap().push(line);
+    }
+}
+
+#[tokio::test]
+async fn the_replicator_hears_changes_awareness_and_deletions_after_the_hooks() {
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = log.clone();
+    let hooks = Hooks::new().on_event(move |e| {
+        let line = match e {
+            RoomEvent::Changed { room, .. } => format!("hook changed {room}"),
+            RoomEvent::Awareness { room, .. } => format!("hook awareness {room}"),
+            RoomEvent::Deleted { room, .. } => format!("hook deleted {room}"),
+            _ => return,
+        };
+        seen.lock().unwrap().push(line);
+    });
+    let reg = RoomRegistry::with_hooks(RoomSettings::default(), hooks);
+    // A room made before the replicator is set reports to it too.
+    let early = reg.get_or_create("early").unwrap();
+    let recorder = Arc::new(Recorder { log: log.clone() });
+    let weak: std::sync::Weak<dyn Replicator> = Arc::downgrade(&recorder) as _;
+    assert!(reg.set_replicator(weak.clone()));
+    assert!(!reg.set_replicator(weak), "set once");
+    let update = text_update(7, "x");
+    early.apply_update(&update, Some(3)).unwrap();
+    let late = reg.get_or_create("late").unwrap();
+    late.with_doc(|doc| {
+        let t = doc.get_or_insert_text("t");
+        t.insert(&mut doc.transact_mut(), 0, "y");
+    });
+    // No change, no call.
+    early.apply_update(&update, Some(3)).unwrap();
+    let aw = awareness_update(42, 1, "{}");
+    early.join(9, SessionKind::Client).unwrap();
+    early
+        .apply_awareness(
+            &Bytes::from(aw.clone()),
+            &crate::protocol::encode_awareness(&aw),
+            9,
+        )
+        .unwrap();
+    early.leave(9, &HashSet::from([yrs::ClientID::new(42)]));
+    reg.delete(
+        crate::store::Tombstone {
+            room: "late".into(),
+            deleted_ms: 1,
+            state_vector: vec![0],
+            origin: "me".into(),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            "hook changed early",
+            "replicator changed early Some(3)",
+            "hook changed late",
+            "replicator changed late None",
+            "hook awareness early",
+            "replicator awareness early Some(9)",
+            "hook awareness early",
+            "replicator awareness early None",
+            "hook deleted late",
+            "replicator deleted late",
+        ]
+    );
+    // A replicator that is gone is skipped.
+    drop(recorder);
+    early.apply_update(&text_update(8, "z"), None).unwrap();
+    assert_eq!(log.lock().unwrap().last().unwrap(), "hook changed early");
 }

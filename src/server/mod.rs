@@ -30,20 +30,11 @@ use crate::metrics::Metrics;
 use crate::room::{Hooks, OpenError, Room, RoomRegistry, RoomSettings};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
-/// WebSocket close code: the node is shutting down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code: a message exceeded the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// WebSocket close code: the room could not be opened.
-pub const CLOSE_ROOM_UNAVAILABLE: u16 = 1011;
-/// WebSocket close code: the node is at capacity (connections or rooms).
-pub const CLOSE_AT_CAPACITY: u16 = 1013;
-/// WebSocket close code: malformed message.
-pub const CLOSE_MALFORMED: u16 = 4400;
-/// WebSocket close code: forbidden (quota exceeded; later also origin, read-only).
-pub const CLOSE_FORBIDDEN: u16 = 4403;
-/// WebSocket close code: liveness timeout.
-pub const CLOSE_TIMEOUT: u16 = 4408;
+/// WebSocket close codes, by name; [`crate::room::CloseReason`] gives each close its code.
+pub use crate::room::{
+    CLOSE_AT_CAPACITY, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_ROOM_UNAVAILABLE,
+    CLOSE_TIMEOUT, CLOSE_TOO_BIG,
+};
 
 /// How long shutdown waits for sessions to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -186,31 +177,6 @@ impl Node {
             addr: bind.clone(),
             source,
         })?;
-        // Room changes reach the mesh through a hook; the mesh needs the registry, so the
-        // hook finds it through a cell filled right after both exist.
-        let mesh_cell: Arc<std::sync::OnceLock<std::sync::Weak<Mesh>>> = Arc::default();
-        let cell = mesh_cell.clone();
-        let hooks = hooks.on_event(move |event| {
-            let Some(mesh) = cell.get().and_then(std::sync::Weak::upgrade) else {
-                return;
-            };
-            match event {
-                crate::room::RoomEvent::Changed {
-                    room,
-                    update,
-                    origin,
-                } => mesh.forward_update(room, update, *origin),
-                crate::room::RoomEvent::Awareness {
-                    room,
-                    update,
-                    origin,
-                } => mesh.forward_awareness(room, update, *origin),
-                crate::room::RoomEvent::Deleted { tombstone, .. } => {
-                    mesh.forward_tombstone(tombstone, None)
-                }
-                _ => {}
-            }
-        });
         let registry = Arc::new(RoomRegistry::with_store(
             RoomSettings {
                 idle_timeout: config.idle_timeout,
@@ -275,7 +241,10 @@ impl Node {
             inbox,
             shutdown.child_token(),
         );
-        let _ = mesh_cell.set(Arc::downgrade(&mesh));
+        // Room changes reach the mesh through the room layer's Replicator interface; a Weak,
+        // since the mesh holds the registry.
+        let replicator: std::sync::Weak<Mesh> = Arc::downgrade(&mesh);
+        registry.set_replicator(replicator);
         let commands = crate::command::CommandCenter::new(
             identity.node_id(),
             mesh.boot_id(),
@@ -626,8 +595,8 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Deletes `name` here as the origin of the deletion; the `Deleted` hook sends the
-/// tombstone to the mesh.
+/// Deletes `name` here as the origin of the deletion; the registry's replicator (the mesh)
+/// sends the tombstone to the peers.
 pub(crate) async fn delete_room(
     state: &AppState,
     name: &str,

@@ -1,13 +1,17 @@
-//! WebSocket sessions: the upgrade handlers for the room routes and the per-connection loops.
+//! WebSocket sessions: the upgrade handlers for the room routes and the socket I/O of each
+//! client connection.
 //!
-//! Each connection runs two tasks. The reader (this task) decodes frames and applies them to
-//! the room; the writer drains the session's bounded queue, writing every queued frame before
-//! one flush, sends pings, and sends the close frame when the session is kicked (malformed
-//! input 4400, too slow 4429, liveness 4408, shutdown 1001, too big 1009).
+//! This module owns the socket and nothing else: a connection's state (outbound queue, 102
+//! acknowledgements, awareness ids, opt-ins, grant) is a [`Session`] in the room layer. Each
+//! connection runs two tasks. The reader (this task) reads frames and hands them to
+//! [`Session::handle_frame`]; the writer drains the session's bounded queue, writing every
+//! queued frame before one flush, sends pings, and sends the close frame named by the
+//! session's [`CloseReason`] when it is kicked (malformed input 4400, too slow 4429, liveness
+//! 4408, shutdown 1001, too big 1009, ...).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +26,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
-use super::{
-    AppState, CLOSE_AT_CAPACITY, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_TIMEOUT,
-    CLOSE_TOO_BIG,
-};
-use crate::protocol::{self, Message, SyncMessage};
-use crate::room::{
-    Applied, ClientId, CloseReason, Joined, Kick, OpenError, Room, RoomError, SessionKind,
-    CLOSE_TOO_SLOW,
-};
-use crate::store::{CommitTicket, Store};
+use super::AppState;
+use crate::room::{CloseReason, Grant, Kick, Session, SessionOptions};
 
 /// Read buffer per connection, allocated when the connection opens: it dominates idle memory
 /// (tungstenite's default is 128 KiB). 2 KiB holds a typical y-websocket message; larger ones
@@ -43,8 +39,6 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const BATCH: usize = 64;
 /// How long a closing session waits for its writer to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Close code recorded when the connection ended without a close frame.
-const CONNECTION_LOST: u16 = 1006;
 
 /// `GET /rooms/{room}`: a WebSocket upgrade joins the room; a plain GET returns the document.
 pub(crate) async fn room_route(
@@ -98,8 +92,10 @@ fn accept(
     peer: SocketAddr,
     query: &HashMap<String, String>,
 ) -> Response {
-    // Maintenance commands (type 103) go only to clients that ask for them.
-    let commands = query.get("commands").is_some_and(|v| v == "1");
+    let options = SessionOptions {
+        // Maintenance commands (type 103) go only to clients that ask for them.
+        commands: query.get("commands").is_some_and(|v| v == "1"),
+    };
     let limits = &app.config.limits;
     let ws = ws
         .read_buffer_size(READ_BUFFER)
@@ -120,25 +116,22 @@ fn accept(
         tracker.track_future(async move {
             if over {
                 tracing::warn!(%peer, room, "connection refused: node at connection limit");
-                close_now(
-                    socket,
-                    CLOSE_AT_CAPACITY,
-                    "node at capacity: too many connections",
-                )
-                .await;
+                let reason =
+                    CloseReason::AtCapacity("node at capacity: too many connections".into());
+                close_now(socket, &reason).await;
                 return;
             }
-            run_session(app, socket, room, peer, commands).await;
+            run_session(app, socket, room, peer, options).await;
             drop(slot);
         })
     })
 }
 
-async fn close_now(mut socket: WebSocket, code: u16, reason: &str) {
+async fn close_now(mut socket: WebSocket, reason: &CloseReason) {
     let _ = socket
         .send(WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: truncate_reason(reason).into(),
+            code: reason.code(),
+            reason: truncate_reason(&reason.to_string()).into(),
         })))
         .await;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -156,51 +149,6 @@ fn truncate_reason(reason: &str) -> String {
     reason[..end].to_string()
 }
 
-/// Joins `name`, retrying if the room was evicted between lookup and join.
-async fn join_room(
-    app: &AppState,
-    name: &str,
-    id: u64,
-    commands: bool,
-) -> Result<(Arc<Room>, Joined), CloseReason> {
-    for _ in 0..8 {
-        // Load before sync: the room's stored state is in the document before we queue
-        // this client's SyncStep1.
-        let room = app.registry.open(name).await.map_err(|e| match e {
-            OpenError::Registry(e) => CloseReason {
-                code: CLOSE_AT_CAPACITY,
-                reason: e.to_string(),
-                by_peer: false,
-                flush_first: false,
-            },
-            OpenError::Load(e) => CloseReason {
-                code: super::CLOSE_ROOM_UNAVAILABLE,
-                reason: format!("room could not be opened: {e}"),
-                by_peer: false,
-                flush_first: false,
-            },
-        })?;
-        match room.join_opted(id, SessionKind::Client, commands) {
-            Ok(joined) => return Ok((room, joined)),
-            Err(RoomError::Closed) => continue,
-            Err(e) => {
-                return Err(CloseReason {
-                    code: super::CLOSE_ROOM_UNAVAILABLE,
-                    reason: e.to_string(),
-                    by_peer: false,
-                    flush_first: false,
-                })
-            }
-        }
-    }
-    Err(CloseReason {
-        code: super::CLOSE_ROOM_UNAVAILABLE,
-        reason: "room could not be opened".into(),
-        by_peer: false,
-        flush_first: false,
-    })
-}
-
 fn millis_since(app: &AppState) -> u64 {
     app.started.elapsed().as_millis() as u64
 }
@@ -210,24 +158,23 @@ async fn run_session(
     socket: WebSocket,
     room_name: String,
     peer: SocketAddr,
-    commands: bool,
+    options: SessionOptions,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    let (room, joined) = match join_room(&app, &room_name, id, commands).await {
-        Ok(j) => j,
+    // Every client may do everything until client authentication builds narrower grants.
+    let grant = Grant::all_write();
+    let (mut session, outbound) = match Session::open(&app.registry, &room_name, id, grant, options)
+        .await
+    {
+        Ok(s) => s,
         Err(reason) => {
-            tracing::warn!(room = room_name, %peer, reason = reason.reason, "connection refused");
-            close_now(socket, reason.code, &reason.reason).await;
+            tracing::warn!(room = room_name, %peer, code = reason.code(), reason = %reason, "connection refused");
+            close_now(socket, &reason).await;
             return;
         }
     };
     tracing::info!(room = room_name, %peer, session = id, "connection opened");
-    let Joined {
-        outbound,
-        reply,
-        kick,
-        ..
-    } = joined;
+    let kick = session.kick().clone();
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(AtomicU64::new(millis_since(&app)));
     let writer = tokio::spawn(writer_worker(
@@ -237,28 +184,10 @@ async fn run_session(
         app.clone(),
         last_seen.clone(),
     ));
-    let mut awareness_clients = HashSet::new();
-    let mut acks = Acks::new(
-        app.registry.store().cloned(),
-        room_name.clone(),
-        reply,
-        kick.clone(),
-    );
-    acks.app = Some(app.clone());
-    read_loop(
-        &app,
-        &room,
-        id,
-        stream,
-        &mut acks,
-        &kick,
-        &last_seen,
-        &mut awareness_clients,
-    )
-    .await;
-    drop(acks);
-    room.leave(id, &awareness_clients);
-    kick.peer_closed(CONNECTION_LOST, "connection lost");
+    read_loop(&app, &mut session, stream, &last_seen).await;
+    // Leaves the room and removes the client's awareness states.
+    drop(session);
+    kick.close(CloseReason::ConnectionLost("connection lost".into()));
     let abort = writer.abort_handle();
     if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
         // The close frame could not be written (the client does not read): drop the socket.
@@ -269,25 +198,22 @@ async fn run_session(
             room = room_name,
             %peer,
             session = id,
-            code = r.code,
+            code = r.code(),
             reason = r.reason,
-            by = if r.by_peer { "client" } else { "node" },
+            by = if r.by_peer() { "client" } else { "node" },
             "connection closed"
         );
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     app: &AppState,
-    room: &Room,
-    id: u64,
+    session: &mut Session,
     mut stream: SplitStream<WebSocket>,
-    acks: &mut Acks,
-    kick: &Kick,
     last_seen: &AtomicU64,
-    awareness_clients: &mut HashSet<ClientId>,
 ) {
+    let kick = session.kick().clone();
+    let id = session.id();
     loop {
         let msg = tokio::select! {
             biased;
@@ -298,15 +224,11 @@ async fn read_loop(
             None => return,
             Some(Err(e)) => {
                 if is_capacity_error(&e) {
-                    kick.kick(
-                        CLOSE_TOO_BIG,
-                        format!(
-                            "message larger than the {} byte limit",
-                            app.config.limits.max_message_bytes
-                        ),
-                    );
+                    kick.close(CloseReason::TooBig {
+                        limit: app.config.limits.max_message_bytes,
+                    });
                 } else {
-                    kick.peer_closed(CONNECTION_LOST, format!("read failed: {e}"));
+                    kick.close(CloseReason::ConnectionLost(format!("read failed: {e}")));
                 }
                 return;
             }
@@ -315,21 +237,21 @@ async fn read_loop(
         last_seen.store(millis_since(app), Ordering::Relaxed);
         match msg {
             WsMessage::Binary(frame) => {
-                if let Err(reason) = handle_frame(room, id, frame, acks, awareness_clients) {
-                    tracing::debug!(session = id, reason = reason.reason, "closing session");
-                    if reason.flush_first {
-                        kick.kick_after_flush(reason.code, reason.reason);
-                    } else {
-                        kick.kick(reason.code, reason.reason);
+                let handled =
+                    session.handle_frame(frame, |json| app.commands.client_result(id, json));
+                if let Err(reason) = handled {
+                    // The session raised its kick already.
+                    if matches!(reason, CloseReason::QuotaExceeded(_)) {
+                        app.metrics.quota_refused();
                     }
+                    tracing::debug!(session = id, reason = %reason, "closing session");
                     return;
                 }
             }
             WsMessage::Text(_) => {
-                kick.kick(
-                    CLOSE_MALFORMED,
-                    "text frames are not part of the y-websocket protocol",
-                );
+                kick.close(CloseReason::Malformed(
+                    "text frames are not part of the y-websocket protocol".into(),
+                ));
                 return;
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => {}
@@ -337,7 +259,7 @@ async fn read_loop(
                 let (code, reason) = frame
                     .map(|f| (f.code, f.reason.to_string()))
                     .unwrap_or((1005, String::new()));
-                kick.peer_closed(code, reason);
+                kick.close(CloseReason::PeerClosed { code, reason });
                 return;
             }
         }
@@ -357,277 +279,6 @@ fn is_capacity_error(e: &axum::Error) -> bool {
     false
 }
 
-fn malformed(e: impl std::fmt::Display) -> CloseReason {
-    CloseReason {
-        code: CLOSE_MALFORMED,
-        reason: format!("malformed message: {e}"),
-        by_peer: false,
-        flush_first: false,
-    }
-}
-
-fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReason> {
-    match reply.try_send(frame) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => Err(CloseReason {
-            code: CLOSE_TOO_SLOW,
-            reason: "outbound queue full".into(),
-            by_peer: false,
-            flush_first: false,
-        }),
-    }
-}
-
-/// Handles every message of one frame. An error closes only this session.
-fn handle_frame(
-    room: &Room,
-    id: u64,
-    frame: Bytes,
-    acks: &mut Acks,
-    awareness_clients: &mut HashSet<ClientId>,
-) -> Result<(), CloseReason> {
-    let reply = &acks.reply.clone();
-    let msgs = protocol::decode_frame(frame.clone()).map_err(malformed)?;
-    let single = msgs.len() == 1;
-    for msg in msgs {
-        match msg {
-            Message::Sync(SyncMessage::Step1(sv)) => {
-                let answer = room.sync_step2_for(&sv).map_err(malformed)?;
-                send_reply(reply, answer)?;
-            }
-            Message::Sync(SyncMessage::Step2(update))
-            | Message::Sync(SyncMessage::Update(update)) => {
-                let applied = match room.apply_update(&update, Some(id)) {
-                    Ok(a) => a,
-                    Err(RoomError::QuotaExceeded(reason)) => {
-                        // Tell the client why (y-websocket logs AUTH denials), then close.
-                        let _ = acks.reply.try_send(protocol::encode_auth_denied(&reason));
-                        acks.quota_refused();
-                        return Err(CloseReason {
-                            code: CLOSE_FORBIDDEN,
-                            reason,
-                            by_peer: false,
-                            flush_first: true,
-                        });
-                    }
-                    Err(RoomError::Closed) => {
-                        return Err(CloseReason {
-                            code: crate::room::CLOSE_ROOM_DELETED,
-                            reason: "room deleted".into(),
-                            by_peer: false,
-                            flush_first: false,
-                        })
-                    }
-                    Err(e) => return Err(malformed(e)),
-                };
-                if applied.resurrected {
-                    // The room was deleted and this client's edit is newer: ask the client
-                    // for the document that edit belongs to (it answers with a SyncStep2).
-                    let _ = acks
-                        .reply
-                        .try_send(protocol::encode_sync_step1(&room.state_vector()));
-                }
-                acks.record(&applied);
-            }
-            Message::Awareness(payload) => {
-                let as_received = if single {
-                    frame.clone()
-                } else {
-                    protocol::encode_awareness(&payload)
-                };
-                let change = room
-                    .apply_awareness(&payload, &as_received, id)
-                    .map_err(malformed)?;
-                awareness_clients.extend(change.present);
-                for c in change.removed {
-                    awareness_clients.remove(&c);
-                }
-            }
-            Message::QueryAwareness => send_reply(reply, room.awareness_frame())?,
-            Message::SyncStatus(payload) => {
-                let echo = if single {
-                    frame.clone()
-                } else {
-                    protocol::encode_sync_status(&payload)
-                };
-                // Wait for the room's newest ticket, not only this session's: an update
-                // that changed nothing here because the same content just came from
-                // another connection is saved by that connection's (pending) commit.
-                acks.sync_status(echo, room.last_ticket())?;
-            }
-            Message::AuthDenied(_) | Message::AuthOther(_) => {
-                tracing::debug!(session = id, "ignoring auth message from client");
-            }
-            Message::Command { subtype, json } => {
-                if subtype == protocol::COMMAND_SUBTYPE_RESULT {
-                    if let Some(app) = &acks.app {
-                        app.commands.client_result(id, &json);
-                    }
-                } else {
-                    tracing::debug!(session = id, subtype, "ignoring a command from a client");
-                }
-            }
-            Message::Unknown(t) => {
-                tracing::debug!(
-                    session = id,
-                    message_type = t,
-                    "ignoring unknown message type"
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// "Saved means durable": the SYNC_STATUS (102) echo for a client goes out only after every
-/// update that client sent before it is committed to disk. Echoes keep their order: once one
-/// has to wait, later ones queue behind it in a small per-session task.
-struct Acks {
-    app: Option<Arc<AppState>>,
-    store: Option<Arc<dyn Store>>,
-    room: String,
-    reply: mpsc::Sender<Bytes>,
-    kick: Arc<Kick>,
-    /// Ticket of the last update this session sent that changed the room.
-    last_ticket: Option<CommitTicket>,
-    /// An update of this session could not be stored: withhold every later echo.
-    failed: Arc<AtomicBool>,
-    waiting: Option<mpsc::Sender<(Option<CommitTicket>, Bytes)>>,
-}
-
-/// Echoes that may wait for the disk at once, per session.
-const PENDING_ACKS: usize = 256;
-
-impl Acks {
-    fn new(
-        store: Option<Arc<dyn Store>>,
-        room: String,
-        reply: mpsc::Sender<Bytes>,
-        kick: Arc<Kick>,
-    ) -> Self {
-        Acks {
-            app: None,
-            store,
-            room,
-            reply,
-            kick,
-            last_ticket: None,
-            failed: Arc::new(AtomicBool::new(false)),
-            waiting: None,
-        }
-    }
-
-    fn quota_refused(&self) {
-        if let Some(app) = &self.app {
-            app.metrics.quota_refused();
-        }
-    }
-
-    fn record(&mut self, applied: &Applied) {
-        if applied.store_failed {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        if let Some(t) = applied.ticket {
-            self.last_ticket = Some(t);
-        }
-    }
-
-    fn sync_status(
-        &mut self,
-        echo: Bytes,
-        room_ticket: Option<CommitTicket>,
-    ) -> Result<(), CloseReason> {
-        if let Some(t) = room_ticket {
-            self.last_ticket = Some(self.last_ticket.map_or(t, |own| own.max(t)));
-        }
-        if self.failed.load(Ordering::Relaxed) {
-            tracing::warn!("withholding sync-status echo: an earlier update was not saved");
-            return Ok(());
-        }
-        let Some(store) = self.store.clone() else {
-            // No store (--memory): applied is as saved as it gets.
-            return send_reply(&self.reply, echo);
-        };
-        let durable_now = store.room_failure(&self.room).is_none()
-            && match self.last_ticket {
-                None => true,
-                Some(t) => matches!(
-                    futures_util::FutureExt::now_or_never(store.wait_durable(t)),
-                    Some(Ok(()))
-                ),
-            };
-        if durable_now && self.waiting.is_none() {
-            return send_reply(&self.reply, echo);
-        }
-        let tx = self.waiting.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(PENDING_ACKS);
-            tokio::spawn(ack_worker(
-                store,
-                self.room.clone(),
-                rx,
-                self.reply.clone(),
-                self.kick.clone(),
-                self.failed.clone(),
-            ));
-            tx
-        });
-        tx.try_send((self.last_ticket, echo))
-            .map_err(|_| CloseReason {
-                code: CLOSE_TOO_SLOW,
-                reason: "too many sync-status messages waiting for the disk".into(),
-                by_peer: false,
-                flush_first: false,
-            })
-    }
-}
-
-/// Releases queued echoes in order. An echo waits until its ticket's commit finished and
-/// the room is healthy: a failed commit marks the room unhealthy before its tickets finish,
-/// and only a committed repair (the full in-memory state, written after the failure) heals
-/// it, so a released echo always means "on disk".
-async fn ack_worker(
-    store: Arc<dyn Store>,
-    room: String,
-    mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes)>,
-    reply: mpsc::Sender<Bytes>,
-    kick: Arc<Kick>,
-    failed: Arc<AtomicBool>,
-) {
-    let mut health = store.health();
-    while let Some((ticket, echo)) = rx.recv().await {
-        if failed.load(Ordering::Relaxed) {
-            continue;
-        }
-        if let Some(t) = ticket {
-            match store.wait_durable(t).await {
-                Ok(()) | Err(crate::store::StoreError::CommitFailed(_)) => {}
-                Err(e) => {
-                    tracing::error!(room, error = %e, "store unavailable; withholding sync-status echoes");
-                    failed.store(true, Ordering::Relaxed);
-                    continue;
-                }
-            }
-        }
-        let mut logged = false;
-        while store.room_failure(&room).is_some() {
-            if !logged {
-                tracing::warn!(
-                    room,
-                    "withholding sync-status echo until the room is saved again"
-                );
-                logged = true;
-            }
-            if health.changed().await.is_err() {
-                return;
-            }
-        }
-        if let Err(reason) = send_reply(&reply, echo) {
-            kick.kick(reason.code, reason.reason);
-            return;
-        }
-    }
-}
-
 async fn writer_worker(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbound: mpsc::Receiver<Bytes>,
@@ -645,7 +296,7 @@ async fn writer_worker(
             biased;
             _ = kick.kicked() => break,
             _ = app.shutdown.cancelled() => {
-                kick.kick(CLOSE_GOING_AWAY, "node shutting down");
+                kick.close(CloseReason::ShuttingDown);
                 break;
             }
             n = outbound.recv_many(&mut batch, BATCH) => {
@@ -664,7 +315,7 @@ async fn writer_worker(
                     biased;
                     _ = kick.kicked() => None,
                     _ = app.shutdown.cancelled() => {
-                        kick.kick(CLOSE_GOING_AWAY, "node shutting down");
+                        kick.close(CloseReason::ShuttingDown);
                         None
                     }
                     r = write => Some(r),
@@ -676,7 +327,7 @@ async fn writer_worker(
                     }
                     Some(Err(_)) => {
                         batch.clear();
-                        kick.peer_closed(CONNECTION_LOST, "write failed");
+                        kick.close(CloseReason::ConnectionLost("write failed".into()));
                         return;
                     }
                     Some(Ok(())) => {}
@@ -685,13 +336,13 @@ async fn writer_worker(
             _ = ping.tick() => {
                 if let Some(at) = last_ping_at {
                     if last_seen.load(Ordering::Relaxed) < at {
-                        kick.kick(CLOSE_TIMEOUT, "no answer to ping");
+                        kick.close(CloseReason::TimedOut("no answer to ping".into()));
                         break;
                     }
                 }
                 last_ping_at = Some(millis_since(&app));
                 if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    kick.peer_closed(CONNECTION_LOST, "write failed");
+                    kick.close(CloseReason::ConnectionLost("write failed".into()));
                     return;
                 }
             }
@@ -707,10 +358,10 @@ async fn writer_worker(
         }
     }
     match reason {
-        Some(r) if !r.by_peer => {
+        Some(r) if !r.by_peer() => {
             let _ = sink
                 .send(WsMessage::Close(Some(CloseFrame {
-                    code: r.code,
+                    code: r.code(),
                     reason: truncate_reason(&r.reason).into(),
                 })))
                 .await;

@@ -6,6 +6,7 @@
 //! | this one | [`Mesh`]: the core behind one short std lock, the action executor, timers, the public API (`GET /peers`, fan-out entry points, the command port) |
 //! | [`supervisor`] | probing and dialing peers when the core says so |
 //! | [`link`] | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
+//! | `room_port` | the room layer's [`Replicator`](crate::room::Replicator) port: room changes, presence and deletions enter the bridge here |
 //! | [`bridge`] | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
 //! | [`traffic`] | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
 //!
@@ -20,6 +21,7 @@
 
 pub mod bridge;
 pub mod link;
+mod room_port;
 pub mod supervisor;
 pub mod traffic;
 
