@@ -13,7 +13,7 @@
 //! (per run of a node); every room a live link marks synced is equal on both ends, and every
 //! shared room is marked synced; the two ends of each pair keep the same single link.
 //!
-//! `MESH_SIM_SEEDS=N` sets how many seeds run (default 2000); `MESH_SIM_SEED=S` replays one
+//! `MESH_SIM_SEEDS=N` sets how many seeds run (default 3000); `MESH_SIM_SEED=S` replays one
 //! seed (a failure prints the command).
 
 use std::cmp::Reverse;
@@ -191,9 +191,8 @@ struct Sim {
     discovered: Vec<(usize, usize)>,
     /// Print every core event and action (`MESH_SIM_TRACE`).
     trace: bool,
-    /// Duplicate-link decisions: connection -> (node that kept it / dropped it).
-    dup_kept: HashMap<Conn, usize>,
-    dup_dropped: HashMap<Conn, usize>,
+    /// Duplicate-link decisions: (two connections) -> (the one kept, by which node).
+    dup_decisions: HashMap<(Conn, Conn), (Conn, usize)>,
     /// Nodes that decided differently about the same pair of links.
     disagreements: Vec<String>,
 }
@@ -282,8 +281,7 @@ impl Sim {
             pairs,
             discovered: Vec::new(),
             trace: std::env::var("MESH_SIM_TRACE").is_ok(),
-            dup_kept: HashMap::new(),
-            dup_dropped: HashMap::new(),
+            dup_decisions: HashMap::new(),
             disagreements: Vec::new(),
         };
         for i in 0..n {
@@ -456,20 +454,17 @@ impl Sim {
         let Some((kept, dropped)) = decision else {
             return;
         };
-        if let Some(&j) = self.dup_dropped.get(&kept).filter(|&&j| j != i) {
-            self.disagreements.push(format!(
-                "at {} ms node {i} kept conn {kept}, which node {j} dropped as a duplicate",
+        // Both nodes decide about the same two links the same way, whichever saw them first.
+        let pair = (kept.min(dropped), kept.max(dropped));
+        match self.dup_decisions.get(&pair) {
+            Some(&(k, j)) if j != i && k != kept => self.disagreements.push(format!(
+                "at {} ms node {i} kept conn {kept} over {dropped}; node {j} kept conn {k}",
                 self.now
-            ));
+            )),
+            _ => {
+                self.dup_decisions.insert(pair, (kept, i));
+            }
         }
-        if let Some(&j) = self.dup_kept.get(&dropped).filter(|&&j| j != i) {
-            self.disagreements.push(format!(
-                "at {} ms node {i} dropped conn {dropped}, which node {j} kept",
-                self.now
-            ));
-        }
-        self.dup_kept.insert(kept, i);
-        self.dup_dropped.insert(dropped, i);
     }
 
     fn end_of(&self, conn: Conn, node: usize) -> Option<usize> {
@@ -1114,7 +1109,7 @@ fn mesh_sim() {
     let seeds: u64 = std::env::var("MESH_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(3000);
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     for seed in 0..seeds {

@@ -4,13 +4,13 @@
 //! - **Into rooms.** A room message from a peer opens the room (loaded, or created) like a
 //!   client would, and is applied with the link as its origin; a SyncStep1 is answered with
 //!   a SyncStep2; presence is relayed and removed when the link ends. Links never pin rooms.
-//! - **Out of rooms.** A room change reaches [`forward`] through the room layer's hook, is
+//! - **Out of rooms.** A room change reaches `forward` through the room layer's hook, is
 //!   encoded once and queued to every link the core names ([`MeshCore::fanout`]: those that
 //!   share the room, except the one it came from).
 //! - **Deletions.** Tombstones a peer sends delete the rooms they cover; a room that holds
 //!   newer edits is kept and announced back.
 //! - **Plain servers.** A configured peer that is not a ymesh node is replicated room by
-//!   room over stock y-websocket connections ([`run_plain`]).
+//!   room over stock y-websocket connections (`run_plain`).
 //!
 //! [`MeshCore::fanout`]: crate::mesh::proto::MeshCore::fanout
 

@@ -5,7 +5,7 @@
 //! the core, and once the core admits the link: sends the peer the tombstones it lacks,
 //! reports [`Event::LinkOpened`] (the core answers with the manifest to send), announces
 //! the presence of clients here, then reads frames until the link ends. Control messages go
-//! to the core, room messages to the [`bridge`](super::bridge); pings (application-level,
+//! to the core, room messages to the bridge; pings (application-level,
 //! every 15 s) notice a half-open link. The link's own sends go out with backpressure.
 
 use std::collections::BTreeMap;

@@ -4,11 +4,11 @@
 //! | module | owns |
 //! |---|---|
 //! | this one | [`Mesh`]: the core behind one short std lock, the action executor, timers, the public API (`GET /peers`, fan-out entry points, the command port) |
-//! | [`supervisor`] | probing and dialing peers when the core says so |
-//! | [`link`] | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
+//! | `supervisor` | probing and dialing peers when the core says so |
+//! | `link` | one link from handshake to close: whole frames over a [`LinkIo`](crate::mesh::transport::LinkIo), control messages to the core, room messages to the bridge, liveness pings |
 //! | `room_port` | the room layer's [`Replicator`](crate::room::Replicator) port: room changes, presence and deletions enter the bridge here |
-//! | [`bridge`] | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
-//! | [`traffic`] | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
+//! | `bridge` | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
+//! | `traffic` | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
 //!
 //! # Concurrency
 //!
@@ -19,11 +19,11 @@
 //! that link (it resyncs when it comes back). Timers are tokio sleeps that feed
 //! [`proto::Timer`](crate::mesh::proto::Timer) events back; no loop polls for state.
 
-pub mod bridge;
-pub mod link;
+mod bridge;
+mod link;
 mod room_port;
-pub mod supervisor;
-pub mod traffic;
+mod supervisor;
+mod traffic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
