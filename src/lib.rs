@@ -14,8 +14,11 @@
 //!   log + snapshots, group commit, compaction, one node per data directory).
 //! - [`auth`]: authentication decisions, free of I/O: the admin-route rule (bearer admin
 //!   token, or loopback only when none is configured).
-//! - [`ops`]: operator tools behind `ymesh export`, `import`, `compact`, `backup` and
-//!   `restore-backup`, on a stopped node's data directory or a running node over HTTP.
+//! - [`ops`]: operator tools behind `ymesh export`, `import`, `compact`, `delete`, `backup`,
+//!   `restore-backup`, `status`, `rooms` and `command`, on a stopped node's data directory
+//!   or a running node over HTTP, one module per operation.
+//! - [`net`]: the one HTTP client (hyper-util over hyper, TCP and Unix socket), used by
+//!   `ops`, the mesh's peer probe and tailnet discovery.
 //! - [`mesh`]: server-to-server replication: the I/O-free core (node identity, the
 //!   node-to-node frame format, handshake and admission, room manifests and share policies,
 //!   backoff) and `mesh::runtime`, the shell that runs links and peer supervisors.
@@ -83,6 +86,7 @@ pub mod command;
 pub mod config;
 pub mod mesh;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod room;

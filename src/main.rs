@@ -1,11 +1,15 @@
-//! The `ymesh` command line. Parses flags, sets up logging and runs the library.
+//! The `ymesh` command line: a thin shell over the library. It parses flags (clap),
+//! dispatches each subcommand to the library (`ymesh::ops` for the operator tools,
+//! `ymesh::server` for `serve`), sets up logging, prints what the library renders, and
+//! turns errors into one `ymesh: error: ...` line and exit code 1 (anyhow lives only here).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use ymesh::config::{Config, FileConfig, LogFormat, Overrides};
+use ymesh::config::{LogFormat, Overrides};
+use ymesh::ops::Target;
 
 /// A Yjs sync node: y-websocket server, mesh replication, durable rooms.
 #[derive(Debug, Parser)]
@@ -107,7 +111,7 @@ struct DirArgs {
 
 impl DirArgs {
     fn resolve(self) -> anyhow::Result<PathBuf> {
-        data_dir(self.data_dir, self.config.as_deref())
+        Ok(ymesh::ops::data_dir(self.data_dir, self.config.as_deref())?)
     }
 }
 
@@ -130,42 +134,15 @@ struct TargetArgs {
     admin: AdminTokenArg,
 }
 
-/// A stopped or running node's store, as chosen by [`TargetArgs`].
-enum Target {
-    Dir(PathBuf),
-    Node(ymesh::ops::NodeClient),
-}
-
 impl TargetArgs {
     fn resolve(self) -> anyhow::Result<Target> {
-        match self.node {
-            Some(url) => Ok(Target::Node(ymesh::ops::NodeClient::new(
-                &url,
-                self.admin.admin_token,
-            )?)),
-            None => Ok(Target::Dir(data_dir(
-                self.data_dir,
-                self.config.as_deref(),
-            )?)),
-        }
+        Ok(Target::resolve(
+            self.node.as_deref(),
+            self.admin.admin_token,
+            self.data_dir,
+            self.config.as_deref(),
+        )?)
     }
-}
-
-/// The data directory as `serve` would use it: flag or env, then the config file (given, or
-/// ./mesh.toml when it exists), then the default.
-fn data_dir(flag: Option<PathBuf>, config: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
-    let env = std::env::var_os("YMESH_DATA_DIR").filter(|v| !v.is_empty());
-    if let Some(dir) = flag.or(env.map(PathBuf::from)) {
-        return Ok(dir);
-    }
-    let file = match config {
-        Some(path) => FileConfig::load(path)?,
-        None if std::path::Path::new("mesh.toml").is_file() => {
-            FileConfig::load(std::path::Path::new("mesh.toml"))?
-        }
-        None => FileConfig::default(),
-    };
-    Ok(Config::resolve(&file, &Overrides::default())?.data_dir)
 }
 
 #[derive(Debug, clap::Args)]
@@ -328,61 +305,8 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Raises the open-file limit to the hard limit so many connections fit.
-fn raise_fd_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                tracing::debug!(from = old, to = lim.rlim_max, "raised open-file limit");
-            }
-        }
-    }
-}
-
-/// Installs the SIGINT/SIGTERM handlers now (before the ready line, so a signal sent right
-/// after it is never fatal) and returns a future that resolves on the first signal.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        Ok(async move {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
-}
-
-fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => {
-            let default = PathBuf::from("mesh.toml");
-            if default.is_file() {
-                FileConfig::load(&default)?
-            } else {
-                FileConfig::default()
-            }
-        }
-    };
-    let over = Overrides {
+fn overrides(args: &ServeArgs) -> Overrides {
+    Overrides {
         host: args.host.clone(),
         port: args.port,
         log_format: args.log_format,
@@ -398,24 +322,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
             _ => None,
         },
         planned: args.planned(),
-    };
-    Ok(Config::resolve(&file, &over)?)
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = match load_config(&args) {
+    let config = match ymesh::server::load_config(args.config.as_deref(), &overrides(&args)) {
         Ok(c) => c,
         Err(e) => {
             init_logging(args.log_format.unwrap_or_default(), "info");
-            return Err(e);
+            return Err(e.into());
         }
     };
     init_logging(config.log_format, "info");
-    raise_fd_limit();
-    let signal = shutdown_signal()?;
-    let node = ymesh::Node::start(config).await?;
-    signal.await;
-    node.shutdown().await;
+    ymesh::server::serve_until_signal(config).await?;
     Ok(())
 }
 
@@ -428,24 +347,19 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
              standard output"
         );
     }
-    let update = match args.target.resolve()? {
-        Target::Dir(dir) => ymesh::ops::export_dir(&dir, &args.room)
-            .await
-            .with_context(|| format!("exporting room {:?}", args.room))?,
-        Target::Node(node) => node
-            .export(&args.room)
-            .await
-            .with_context(|| format!("exporting room {:?}", args.room))?,
-    };
+    let update = args
+        .target
+        .resolve()?
+        .export(&args.room)
+        .await
+        .with_context(|| format!("exporting room {:?}", args.room))?;
     match args.output.filter(|_| !to_stdout) {
         Some(path) => {
             std::fs::write(&path, &update)
                 .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "exported room {:?} to {} ({} bytes)",
-                args.room,
-                path.display(),
-                update.len()
+            eprint!(
+                "{}",
+                ymesh::ops::export::report(&args.room, &path, update.len())
             );
         }
         None => {
@@ -471,48 +385,24 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     };
     ymesh::ops::validate_update(&update)
         .with_context(|| format!("{} cannot be imported", args.file.display()))?;
-    let imported = match args.target.resolve()? {
-        Target::Dir(dir) => ymesh::ops::import_dir(&dir, &args.room, &update)
-            .await
-            .with_context(|| format!("importing into room {:?}", args.room))?,
-        Target::Node(node) => node
-            .import(&args.room, &update)
-            .await
-            .with_context(|| format!("importing into room {:?}", args.room))?,
-    };
-    if imported.changed {
-        println!(
-            "imported {} bytes into room {:?}; saved",
-            update.len(),
-            args.room
-        );
-    } else {
-        println!(
-            "room {:?} already contained everything in {}; nothing changed",
-            args.room,
-            args.file.display()
-        );
-    }
+    let imported = args
+        .target
+        .resolve()?
+        .import(&args.room, &update)
+        .await
+        .with_context(|| format!("importing into room {:?}", args.room))?;
+    print!("{}", imported.report(&args.room, update.len(), &args.file));
     Ok(())
 }
 
 async fn compact(args: CompactArgs) -> anyhow::Result<()> {
-    let room = args.room.as_deref();
-    let done = match args.target.resolve()? {
-        Target::Dir(dir) => ymesh::ops::compact_dir(&dir, room)
-            .await
-            .context("compacting")?,
-        Target::Node(node) => node.compact_all(room).await.context("compacting")?,
-    };
-    if done.is_empty() {
-        println!("no stored rooms");
-    }
-    for c in done {
-        println!(
-            "{:?}: {} -> {} bytes",
-            c.room, c.bytes_before, c.bytes_after
-        );
-    }
+    let done = args
+        .target
+        .resolve()?
+        .compact(args.room.as_deref())
+        .await
+        .context("compacting")?;
+    print!("{}", ymesh::ops::compact::report(&done));
     Ok(())
 }
 
@@ -526,66 +416,18 @@ async fn command(args: CommandArgs) -> anyhow::Result<()> {
         .issue_command(&args.kind, args.room.as_deref(), cmd_args, args.deadline)
         .await
         .context("issuing the command")?;
-    println!("command {id}");
-    if !args.wait {
-        return Ok(());
+    print!("{}", ymesh::ops::command::issued(&id));
+    if args.wait {
+        node.follow_command(&id, &mut std::io::stdout()).await?;
     }
-    let mut printed = std::collections::HashSet::new();
-    loop {
-        let report = node.command_report(&id).await?;
-        for r in report["results"].as_array().into_iter().flatten() {
-            let key = format!("{}/{}", r["responder"], r["status"]);
-            if printed.insert(key) {
-                let detail = match &r["detail"] {
-                    serde_json::Value::Null => String::new(),
-                    d => d.to_string(),
-                };
-                println!(
-                    "{:<6} {:<12} {:<54} {detail}",
-                    r["responder_kind"].as_str().unwrap_or("?"),
-                    r["status"].as_str().unwrap_or("?"),
-                    r["responder"].as_str().unwrap_or("?"),
-                );
-            }
-        }
-        if report["done"] == true {
-            let counts = &report["counts"];
-            println!(
-                "done: {} ok, {} error, {} refused, {} unsupported, {} timeout",
-                counts["ok"],
-                counts["error"],
-                counts["refused"],
-                counts["unsupported"],
-                counts["timeout"]
-            );
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let (deleted, where_) = match args.target.resolve()? {
-        Target::Dir(dir) => (
-            ymesh::ops::delete_dir(&dir, &args.room)
-                .await
-                .context("deleting")?,
-            "peers get the tombstone when the node next links with them",
-        ),
-        Target::Node(node) => (
-            node.delete(&args.room).await.context("deleting")?,
-            "the tombstone is on its way to the node's peers",
-        ),
-    };
-    println!(
-        "deleted room {:?} (tombstone at unix ms {}, origin {}); {where_}",
-        deleted.room, deleted.deleted_ms, deleted.origin
-    );
     Ok(())
 }
 
-fn rooms(n: u64) -> String {
-    format!("{n} room{}", if n == 1 { "" } else { "s" })
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let target = args.target.resolve()?;
+    let deleted = target.delete(&args.room).await.context("deleting")?;
+    print!("{}", ymesh::ops::delete::report(&deleted, target.is_node()));
+    Ok(())
 }
 
 async fn backup(args: BackupArgs) -> anyhow::Result<()> {
@@ -597,15 +439,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         .await
         .context("backup task")?
         .with_context(|| format!("backing up {}", dir.display()))?;
-    println!(
-        "backed up {} to {}: {}, {} bytes stored, file {} bytes, schema version {}",
-        dir.display(),
-        path.display(),
-        rooms(info.rooms),
-        info.bytes,
-        info.file_bytes,
-        info.schema_version
-    );
+    print!("{}", ymesh::ops::backup::report(&dir, &path, &info));
     Ok(())
 }
 
@@ -619,17 +453,31 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
             .with_context(|| {
                 format!("restoring {} into {}", args.backup.display(), dir.display())
             })?;
-    if let Some(n) = restored.replaced_rooms.filter(|n| *n > 0) {
-        println!("replaced the store in {} ({})", dir.display(), rooms(n));
-    }
-    println!(
-        "restored {} into {}: {}, {} bytes stored, schema version {}",
-        args.backup.display(),
-        dir.display(),
-        rooms(restored.info.rooms),
-        restored.info.bytes,
-        restored.info.schema_version
+    print!(
+        "{}",
+        ymesh::ops::restore::report(&args.backup, &dir, &restored)
     );
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let node = ymesh::ops::NodeClient::new(&args.node, None)?;
+    print!("{}", node.status_text().await?);
+    Ok(())
+}
+
+async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
+    let node = ymesh::ops::NodeClient::new(&args.node, None)?;
+    print!("{}", node.rooms_text().await?);
+    Ok(())
+}
+
+async fn id(args: IdArgs) -> anyhow::Result<()> {
+    let dir = args.dir.resolve()?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
+    println!("{}", identity.node_id());
     Ok(())
 }
 
@@ -674,29 +522,9 @@ fn main() -> std::process::ExitCode {
                     Command::Command(args) => command(args).await,
                     Command::Backup(args) => backup(args).await,
                     Command::RestoreBackup(args) => restore_backup(args).await,
-                    Command::Status(args) => {
-                        let client = ymesh::ops::NodeClient::new(&args.node, None)?;
-                        let node = client.get_json("/").await?;
-                        let peers = client.get_json("/peers").await?;
-                        let rooms = client.get_json("/rooms?all=true").await?;
-                        print!("{}", ymesh::ops::render_status(&node, &peers, &rooms));
-                        Ok(())
-                    }
-                    Command::Rooms(args) => {
-                        let client = ymesh::ops::NodeClient::new(&args.node, None)?;
-                        let rooms = client.get_json("/rooms?all=true").await?;
-                        print!("{}", ymesh::ops::render_rooms(&rooms));
-                        Ok(())
-                    }
-                    Command::Id(args) => {
-                        let dir = args.dir.resolve()?;
-                        std::fs::create_dir_all(&dir).with_context(|| {
-                            format!("creating the data directory {}", dir.display())
-                        })?;
-                        let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
-                        println!("{}", identity.node_id());
-                        Ok(())
-                    }
+                    Command::Status(args) => status(args).await,
+                    Command::Rooms(args) => rooms(args).await,
+                    Command::Id(args) => id(args).await,
                 }
             }
         }

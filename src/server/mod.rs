@@ -4,9 +4,13 @@
 //! [`Node::start`] binds the listener and returns a [`Node`] handle; [`Node::shutdown`] stops
 //! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
+//! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
 
 mod http;
+mod run;
 mod ws;
+
+pub use run::{load_config, raise_fd_limit, serve_until_signal, shutdown_signal, ServeError};
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -215,16 +215,16 @@ fn id_prints_a_stable_node_id_that_the_node_uses() {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_, body) = runtime.block_on(crate::common::http(
+        ([127, 0, 0, 1], port).into(),
+        "GET",
+        path,
+    ));
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 #[test]

@@ -728,3 +728,59 @@ async fn a_link_to_a_plain_server_probes_it_with_sync_step1s() {
     }
     node.shutdown().await;
 }
+
+/// The probe of a configured peer's `GET /` tells "cannot be reached" from "answered, but
+/// not as a ymesh node": a peer that is down is dialed again later (backing off with the
+/// connect error), not declared a foreign server; one that answers 404 to `GET /` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_is_not_taken_for_a_foreign_server() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    // Answers 404 to everything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new()).await;
+    });
+    let node = start(dialing(vec![
+        PeerConfig {
+            url: format!("ws://{down}"),
+            ..PeerConfig::default()
+        },
+        PeerConfig {
+            url: format!("ws://{web}"),
+            ..PeerConfig::default()
+        },
+    ]))
+    .await;
+    let row = |v: &serde_json::Value, addr: std::net::SocketAddr| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| {
+                p["address"]
+                    .as_str()
+                    .is_some_and(|a| a.contains(&addr.to_string()))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    let v = poll_json(node.local_addr(), "/peers", "both peers tried", |v| {
+        row(&v["data"], down)["last_error"].is_string()
+            && row(&v["data"], web)["last_error"].is_string()
+    })
+    .await;
+    let (down_row, web_row) = (row(&v["data"], down), row(&v["data"], web));
+    assert_ne!(down_row["state"], "refused", "{down_row}");
+    let error = down_row["last_error"].as_str().unwrap_or_default();
+    assert!(!error.contains("not a ymesh node"), "{down_row}");
+    assert_eq!(web_row["state"], "refused", "{web_row}");
+    assert!(
+        web_row["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a ymesh node")),
+        "{web_row}"
+    );
+    node.shutdown().await;
+}

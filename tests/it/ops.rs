@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ymesh::config::Config;
 use ymesh::store::{SqliteStore, Store, StoreOptions};
 use yrs::updates::decoder::Decode;
@@ -113,29 +112,21 @@ fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-/// One HTTP/1.1 request with optional `Authorization`; returns (status, JSON body).
+/// `POST path` with an empty body and an optional `Authorization`; returns (status, JSON
+/// body).
 async fn post_json(
     addr: SocketAddr,
     path: &str,
     authorization: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = serde_json::from_slice(&buf[end + 4..])
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&buf)));
-    (status, body)
+    let mut req = ymesh::net::Request::post(path);
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = client(addr).send(req).await.unwrap();
+    let body = serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&resp.body)));
+    (resp.status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,10 +33,7 @@
 pub mod mdns;
 pub mod tailnet;
 
-mod http;
-
 use std::collections::HashMap;
-use std::io;
 use std::net::IpAddr;
 
 pub use mdns::{
@@ -101,23 +98,15 @@ pub enum DiscoveryError {
         /// Why it is invalid.
         reason: String,
     },
-    /// Connecting, reading or writing failed.
+    /// An HTTP request failed: not reached, timed out, or answered badly.
     #[error("{what}: {source}")]
-    Io {
-        /// What was being done, e.g. `connect to /var/run/tailscale/tailscaled.sock`.
+    Net {
+        /// What was asked, e.g. `tailscaled LocalAPI at /var/run/tailscale/tailscaled.sock`.
         what: String,
-        /// The underlying error.
-        source: io::Error,
+        /// The client's error.
+        source: crate::net::NetError,
     },
-    /// An operation did not finish in time.
-    #[error("{what}: timed out after {ms} ms")]
-    Timeout {
-        /// What was being done.
-        what: String,
-        /// The limit, in milliseconds.
-        ms: u64,
-    },
-    /// An HTTP response is malformed, too large or truncated.
+    /// An answer is not what a ymesh node gives.
     #[error("bad HTTP response: {0}")]
     Http(String),
     /// An HTTP response has a status other than 200.

@@ -11,8 +11,9 @@
 //! The parts that need no sockets are pure and unit-tested: the status document
 //! ([`parse_status`]), the peer filter ([`select_peers`]), the probe answer
 //! ([`parse_root`]) and [`Tracker`], which turns one poll's results into found / lost
-//! events. [`spawn_tailnet`] is the loop around them; it speaks HTTP/1.1 itself (one GET per
-//! connection) rather than pulling in an HTTP client crate.
+//! events. [`spawn_tailnet`] is the loop around them; its requests go through the crate's
+//! HTTP client ([`crate::net::Client`]), over the Unix socket for the LocalAPI and over TCP
+//! for the probes.
 //!
 //! It was tested against a stand-in LocalAPI serving the documented status shape, not
 //! against a live tailnet.
@@ -24,17 +25,17 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Deserializer};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    events_for, http, http_url, send_event, Dedup, Discovered, DiscoveryError, DiscoveryEvent,
+    events_for, http_url, send_event, Dedup, Discovered, DiscoveryError, DiscoveryEvent,
     DiscoverySource,
 };
 use crate::mesh::proto::manifest::glob_match;
+use crate::net::{Client, Request};
 
 /// Default path of tailscaled's LocalAPI socket on Linux (`tailnet_socket`).
 pub const DEFAULT_SOCKET: &str = "/var/run/tailscale/tailscaled.sock";
@@ -289,25 +290,16 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
 #[cfg(unix)]
 pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
     let what = format!("tailscaled LocalAPI at {}", socket.display());
-    let stream = tokio::time::timeout(STATUS_TIMEOUT, tokio::net::UnixStream::connect(socket))
-        .await
-        .map_err(|_| DiscoveryError::Timeout {
-            what: what.clone(),
-            ms: STATUS_TIMEOUT.as_millis() as u64,
-        })?
-        .map_err(|source| DiscoveryError::Io {
-            what: format!("connect to {what}"),
-            source,
-        })?;
-    let resp = http::get(
-        stream,
-        LOCALAPI_HOST,
-        STATUS_PATH,
-        MAX_STATUS_BYTES,
-        STATUS_TIMEOUT,
-        &what,
-    )
-    .await?;
+    let net = |source| DiscoveryError::Net {
+        what: what.clone(),
+        source,
+    };
+    let client = Client::unix(socket, LOCALAPI_HOST)
+        .map_err(net)?
+        .with_connect_timeout(STATUS_TIMEOUT)
+        .with_timeout(STATUS_TIMEOUT)
+        .with_max_body(MAX_STATUS_BYTES);
+    let resp = client.send(Request::get(STATUS_PATH)).await.map_err(net)?;
     if resp.status != 200 {
         return Err(DiscoveryError::HttpStatus {
             what,
@@ -319,26 +311,18 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
 
 /// Probes `addr` with `GET /`: `Ok(node_id)` when a ymesh node answers.
 pub async fn probe(addr: SocketAddr) -> Result<Option<String>, DiscoveryError> {
-    let host = match addr.ip() {
-        IpAddr::V4(v4) => format!("{v4}:{}", addr.port()),
-        IpAddr::V6(v6) => format!("[{v6}]:{}", addr.port()),
+    let url = http_url(addr.ip(), addr.port());
+    let what = format!("GET {url}/");
+    let net = |source| DiscoveryError::Net {
+        what: what.clone(),
+        source,
     };
-    let what = format!("GET http://{host}/");
-    let attempt = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| DiscoveryError::Io {
-                what: format!("connect to {host}"),
-                source,
-            })?;
-        http::get(stream, &host, "/", MAX_PROBE_BYTES, PROBE_TIMEOUT, &what).await
-    };
-    let resp = tokio::time::timeout(PROBE_TIMEOUT, attempt)
-        .await
-        .map_err(|_| DiscoveryError::Timeout {
-            what: what.clone(),
-            ms: PROBE_TIMEOUT.as_millis() as u64,
-        })??;
+    let client = Client::new(&url, None)
+        .map_err(net)?
+        .with_connect_timeout(PROBE_TIMEOUT)
+        .with_timeout(PROBE_TIMEOUT)
+        .with_max_body(MAX_PROBE_BYTES);
+    let resp = client.send(Request::get("/")).await.map_err(net)?;
     if resp.status != 200 {
         return Err(DiscoveryError::HttpStatus {
             what,

@@ -45,7 +45,9 @@ pub(crate) async fn dial(
 }
 
 /// Whether the peer at `url` is a ymesh node (`GET /` answers `{"data":{"name":"ymesh"}}`).
-/// `Err` when it cannot be asked (down, refusing connections).
+/// `Ok(false)` only when the peer answered otherwise (an error status, or a body that is not
+/// ymesh's root document); `Err` when it cannot be asked (down, refusing connections, timed
+/// out, not speaking HTTP).
 pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
     let http = url
         .replacen("ws://", "http://", 1)
@@ -59,13 +61,16 @@ pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
         }
         None => return Err(format!("bad URL {url}")),
     };
-    let client = crate::ops::NodeClient::new(&origin, None).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(5), client.get_json("/")).await {
-        Err(_) => Err("GET / timed out".into()),
-        Ok(Ok(v)) => Ok(v["name"] == "ymesh"),
-        Ok(Err(crate::ops::OpsError::Status { .. } | crate::ops::OpsError::Http { .. })) => {
-            Ok(false)
-        }
-        Ok(Err(e)) => Err(e.to_string()),
+    let client = crate::net::Client::new(&origin, None)
+        .map_err(|e| e.to_string())?
+        .with_timeout(Duration::from_secs(5))
+        .with_max_body(1 << 20);
+    match client
+        .get_json::<crate::net::Envelope<serde_json::Value>>("/")
+        .await
+    {
+        Ok(root) => Ok(root.data["name"] == "ymesh"),
+        Err(e) if e.answered() => Ok(false),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests: in-process nodes on 127.0.0.1:0, a raw y-websocket
-//! client, a yrs-backed syncing client, and a minimal HTTP/1.1 GET.
+//! client, a yrs-backed syncing client, and HTTP requests through the crate's own client
+//! (`ymesh::net::Client`).
 
 pub mod netns;
 
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -351,55 +351,27 @@ pub fn text_of(doc: &Doc, name: &str) -> String {
     t.get_string(&txn)
 }
 
-/// Minimal HTTP/1.1 request; returns (status, body).
+/// A client of the node at `addr`: the crate's HTTP client, every request bounded by `WAIT`.
+pub fn client(addr: SocketAddr) -> ymesh::net::Client {
+    ymesh::net::Client::new(&format!("http://{addr}"), None)
+        .expect("a valid base URL")
+        .with_timeout(WAIT)
+}
+
+/// One HTTP request; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<u8>) {
     http_body(addr, method, path, &[]).await
 }
 
-/// Minimal HTTP/1.1 request with a body; returns (status, body).
+/// One HTTP request with a body (`application/octet-stream`); returns (status, body).
 pub async fn http_body(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+    let method = ymesh::net::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let req = ymesh::net::Request::new(method, path).bytes(body.to_vec());
+    let resp = client(addr)
+        .send(req)
         .await
-        .expect("response in time")
-        .unwrap();
-    let head_end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = buf[head_end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
-        b = &b[line_end + 2 + size + 2..];
-    }
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    (resp.status, resp.body.to_vec())
 }
 
 /// GET returning parsed JSON.

@@ -1,0 +1,100 @@
+//! A node as the `ymesh serve` process: which config file to read, the open-file limit,
+//! the signal handlers, and the node's life from start to the first SIGINT or SIGTERM.
+//!
+//! This is the part of `serve` that is not argument parsing or logging set-up (those stay
+//! in the binary): the binary resolves a [`Config`], then hands it to
+//! [`serve_until_signal`].
+
+use std::future::Future;
+use std::path::Path;
+
+use super::{Node, ServerError};
+use crate::config::{Config, ConfigError, FileConfig, Overrides};
+
+/// Why `ymesh serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A signal handler could not be installed.
+    #[error("installing {signal} handler")]
+    Signal {
+        /// `SIGTERM` or `SIGINT`.
+        signal: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// The node's configuration: the file at `path` (or ./mesh.toml when it exists, else none),
+/// merged with `over` (flags and environment).
+pub fn load_config(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
+    let file = match path {
+        Some(path) => FileConfig::load(path)?,
+        None if Path::new("mesh.toml").is_file() => FileConfig::load(Path::new("mesh.toml"))?,
+        None => FileConfig::default(),
+    };
+    Config::resolve(&file, over)
+}
+
+/// Runs a node on `config` until SIGINT or SIGTERM (Ctrl-C off Unix), then shuts it down.
+/// Raises the open-file limit first, and installs the signal handlers before the node
+/// starts, so a signal sent right after the ready line is never fatal.
+pub async fn serve_until_signal(config: Config) -> Result<(), ServeError> {
+    raise_fd_limit();
+    let signal = shutdown_signal()?;
+    let node = Node::start(config).await?;
+    signal.await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Raises the open-file limit to the hard limit so many connections fit.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised open-file limit");
+            }
+        }
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handlers now and returns a future that resolves on the first
+/// signal (Ctrl-C off Unix).
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, ServeError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|source| ServeError::Signal {
+            signal: "SIGTERM",
+            source,
+        })?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|source| ServeError::Signal {
+            signal: "SIGINT",
+            source,
+        })?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
