@@ -184,7 +184,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The config file a command uses when none is named: `mesh.toml` in the working directory.
+pub const DEFAULT_FILE: &str = "mesh.toml";
+
 impl FileConfig {
+    /// The file at `path`, or [`DEFAULT_FILE`] in the working directory when it exists, or
+    /// no file (every setting at its default). How `serve` and the offline tools find their
+    /// configuration.
+    pub fn locate(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        match path {
+            Some(path) => FileConfig::load(path),
+            None if Path::new(DEFAULT_FILE).is_file() => FileConfig::load(Path::new(DEFAULT_FILE)),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -78,10 +78,6 @@ pub fn data_dir(flag: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf,
     if let Some(dir) = flag.or(env.map(PathBuf::from)) {
         return Ok(dir);
     }
-    let file = match config {
-        Some(path) => FileConfig::load(path)?,
-        None if Path::new("mesh.toml").is_file() => FileConfig::load(Path::new("mesh.toml"))?,
-        None => FileConfig::default(),
-    };
+    let file = FileConfig::locate(config)?;
     Ok(Config::resolve(&file, &Overrides::default())?.data_dir)
 }

@@ -31,12 +31,7 @@ pub enum ServeError {
 /// The node's configuration: the file at `path` (or ./mesh.toml when it exists, else none),
 /// merged with `over` (flags and environment).
 pub fn load_config(path: Option<&Path>, over: &Overrides) -> Result<Config, ConfigError> {
-    let file = match path {
-        Some(path) => FileConfig::load(path)?,
-        None if Path::new("mesh.toml").is_file() => FileConfig::load(Path::new("mesh.toml"))?,
-        None => FileConfig::default(),
-    };
-    Config::resolve(&file, over)
+    Config::resolve(&FileConfig::locate(path)?, over)
 }
 
 /// Runs a node on `config` until SIGINT or SIGTERM (Ctrl-C off Unix), then shuts it down.

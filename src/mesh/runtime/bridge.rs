@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::link::{Ours, LINK_TIMEOUT, PING_EVERY};
-use super::{lock, now_ms, LinkHandle, Mesh};
+use super::{lock, now_ms, LinkHandle, Mesh, Ours, LINK_TIMEOUT, PING_EVERY};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::url::room_url;
 use crate::mesh::proto::{Event, LinkId, PeerConfig, PeerKey};

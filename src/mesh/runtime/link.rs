@@ -8,9 +8,8 @@
 //! to the core, room messages to the bridge; pings (application-level,
 //! every 15 s) notice a half-open link. The link's own sends go out with backpressure.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 use super::bridge::{self, Relayed};
 use super::traffic::kind_of;
 use super::{now_ms, LinkHandle, Mesh};
+use super::{Ours, LINK_TIMEOUT, PING_EVERY};
 use crate::mesh::proto::handshake::{self, Handshake, Outcome, HANDSHAKE_TIMEOUT};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
@@ -26,16 +26,8 @@ use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
 use crate::metrics::LinkTraffic;
 use crate::room::Kick;
 
-/// Application-level ping interval on a link.
-pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
-/// A link that received nothing for this long is considered dead.
-pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(45);
-
 /// Tombstones per [`Control::Tombstones`] message at link-up.
 const TOMBSTONES_PER_MESSAGE: usize = 500;
-
-/// Our rooms when the link opened: name → (digest, canonical state vector).
-pub(crate) type Ours = BTreeMap<String, (String, Vec<u8>)>;
 
 /// One link's task state.
 struct Link<'a> {

@@ -46,6 +46,14 @@ use crate::metrics::{LinkTraffic, TrafficKind};
 use crate::room::{Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
 
+/// Application-level ping interval on a link.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
+/// A link that received nothing for this long is considered dead.
+pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Our rooms when the link opened: name → (digest, canonical state vector).
+pub(crate) type Ours = std::collections::BTreeMap<String, (String, Vec<u8>)>;
+
 /// Settings of the mesh.
 #[derive(Debug, Clone, Default)]
 pub struct MeshSettings {
