@@ -5,9 +5,13 @@
 //!
 //! ## Layout
 //!
+//! Dependencies run one way, from the top (`server`, `ops`) down to the leaves (`protocol`,
+//! `net`, `metrics`, `auth`); docs/architecture.md has the module map.
+//!
 //! - [`protocol`]: the y-websocket wire format, free of I/O (encode/decode, message types).
-//! - [`room`]: a room's document, awareness and sessions; the registry that creates and
-//!   evicts rooms; fan-out of each change as one shared buffer.
+//! - [`room`]: a room's document, awareness and sessions (each a [`room::Session`] carrying
+//!   the client's [`room::Grant`]); the registry that creates and evicts rooms; fan-out of
+//!   each change as one shared buffer; close reasons ([`room::CloseReason`]).
 //! - [`server`]: the axum router, WebSocket sessions, HTTP API, shutdown.
 //! - [`config`]: the `mesh.toml` schema, defaults, and validation with file positions.
 //! - [`store`]: the durable store: the [`store::Store`] trait and its SQLite backend (update
@@ -19,12 +23,14 @@
 //!   or a running node over HTTP, one module per operation.
 //! - [`net`]: the one HTTP client (hyper-util over hyper, TCP and Unix socket), used by
 //!   `ops`, the mesh's peer probe and tailnet discovery.
-//! - [`mesh`]: server-to-server replication: the I/O-free core (node identity, the
-//!   node-to-node frame format, handshake and admission, room manifests and share policies,
-//!   backoff) and `mesh::runtime`, the shell that runs links and peer supervisors.
-//! - [`command`]: maintenance commands (type 103), free of I/O: the command and result
-//!   documents and frames, the expiring seen-set that makes each node and client act once,
-//!   and the aggregation of results on the issuing node.
+//! - [`mesh`]: server-to-server replication: [`mesh::proto`], a pure state machine that
+//!   makes every mesh decision (dialing, the duplicate-link tie-break, admission, manifests
+//!   and share policies, sync state, backoff, resync markers, command dedup), and
+//!   [`mesh::runtime`], thin I/O shells that carry out its actions (dials, links, the bridge
+//!   between rooms and links); node identity, the frame format, transports, discovery.
+//! - [`command`]: maintenance commands (type 103): the command and result documents and
+//!   frames, the expiring seen-set, the aggregation of results on the issuing node, the
+//!   node's command center, and the port through which it reaches the mesh.
 //! - [`metrics`]: the node's counters in one home (connections, refusals, store writer,
 //!   per-peer traffic) and the typed snapshots that `GET /`, `GET /peers` and
 //!   `ymesh status` read; a leaf every layer may use.
