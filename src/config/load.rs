@@ -188,7 +188,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub const DEFAULT_FILE: &str = "mesh.toml";
 
 impl FileConfig {
-    /// The file at `path`, or [`DEFAULT_FILE`] in the working directory when it exists, or
+    /// The file at `path`, or `mesh.toml` in the working directory when it exists, or
     /// no file (every setting at its default). How `serve` and the offline tools find their
     /// configuration.
     pub fn locate(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
