@@ -47,6 +47,27 @@ enum Command {
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
+    /// Print a signed user token (`userId:signature`) for a node started with
+    /// --shared-secret; the token is the last line of the output.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user id the token names.
+    #[arg(long, value_name = "ID")]
+    user: String,
+    /// The node's shared secret [default: shared_secret of the config file].
+    #[arg(
+        long,
+        env = "SYNC_SHARED_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    shared_secret: Option<String>,
+    /// Config file to read shared_secret from (default: ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +75,8 @@ struct StatusArgs {
     /// The node to ask.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
     node: String,
+    #[command(flatten)]
+    admin: AdminTokenArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,10 +102,10 @@ struct CommandArgs {
     admin: AdminTokenArg,
 }
 
-/// `--admin-token` of the client subcommands.
+/// `--admin-token` and `--token` of the client subcommands.
 #[derive(Debug, clap::Args)]
 struct AdminTokenArg {
-    /// Admin token, sent as a bearer token on admin routes.
+    /// Admin token, sent as a bearer token (it also serves as a client credential).
     #[arg(
         long,
         env = "YMESH_ADMIN_TOKEN",
@@ -90,6 +113,17 @@ struct AdminTokenArg {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Client token (static token or signed user token) for a node with client
+    /// authentication on; sent when no admin token is given.
+    #[arg(long, env = "YMESH_TOKEN", value_name = "T", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminTokenArg {
+    /// The bearer credential to send: the admin token, else the client token.
+    fn credential(self) -> Option<String> {
+        self.admin_token.or(self.token)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,7 +172,7 @@ impl TargetArgs {
     fn resolve(self) -> anyhow::Result<Target> {
         Ok(Target::resolve(
             self.node.as_deref(),
-            self.admin.admin_token,
+            self.admin.credential(),
             self.data_dir,
             self.config.as_deref(),
         )?)
@@ -236,10 +270,10 @@ struct ServeArgs {
     /// Node id admitted to the mesh without the secret, repeatable.
     #[arg(long = "allow-peer", value_name = "NODE_ID")]
     allow_peers: Vec<String>,
-    /// Static client token (planned: authentication).
+    /// Static token every client must present (`?token=` or `Authorization: Bearer`).
     #[arg(long, env = "YMESH_TOKEN", value_name = "T", hide_env_values = true)]
     token: Option<String>,
-    /// Secret for signed client tokens (planned: authentication).
+    /// Secret that signs user tokens (`ymesh token --user ID` prints one).
     #[arg(
         long,
         env = "SYNC_SHARED_SECRET",
@@ -278,12 +312,6 @@ impl ServeArgs {
                 out.push((flag.to_string(), key));
             }
         };
-        check(self.token.is_some(), "--token / YMESH_TOKEN", "token");
-        check(
-            self.shared_secret.is_some(),
-            "--shared-secret / SYNC_SHARED_SECRET",
-            "shared_secret",
-        );
         check(self.tls_cert.is_some(), "--tls-cert", "tls_cert");
         check(self.tls_key.is_some(), "--tls-key", "tls_key");
         out
@@ -313,6 +341,8 @@ fn overrides(args: &ServeArgs) -> Overrides {
         data_dir: args.data_dir.clone(),
         memory: args.memory,
         admin_token: args.admin_token.clone(),
+        token: args.token.clone(),
+        shared_secret: args.shared_secret.clone(),
         peers: args.peers.clone(),
         mesh_secret: args.mesh_secret.clone(),
         allow_peers: args.allow_peers.clone(),
@@ -407,7 +437,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: CommandArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.admin_token)?;
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
     let cmd_args = match &args.args {
         Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
         None => serde_json::json!({}),
@@ -461,13 +491,13 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, None)?;
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
     print!("{}", node.status_text().await?);
     Ok(())
 }
 
 async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, None)?;
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
     print!("{}", node.rooms_text().await?);
     Ok(())
 }
@@ -478,6 +508,28 @@ async fn id(args: IdArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
     let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
     println!("{}", identity.node_id());
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = match args.shared_secret {
+        Some(s) => s,
+        None => {
+            let file = ymesh::config::FileConfig::locate(args.config.as_deref())?;
+            let config = ymesh::config::Config::resolve(&file, &Overrides::default())?;
+            config.shared_secret.context(
+                "no shared secret: give --shared-secret, set SYNC_SHARED_SECRET, or set \
+                 shared_secret in mesh.toml",
+            )?
+        }
+    };
+    anyhow::ensure!(!secret.is_empty(), "the shared secret must not be empty");
+    anyhow::ensure!(
+        !args.user.is_empty() && args.user.len() <= ymesh::auth::client::MAX_USER_ID,
+        "the user id must be 1 to {} bytes",
+        ymesh::auth::client::MAX_USER_ID
+    );
+    println!("{}", ymesh::auth::sign_user(&secret, &args.user));
     Ok(())
 }
 
@@ -525,6 +577,7 @@ fn main() -> std::process::ExitCode {
                     Command::Status(args) => status(args).await,
                     Command::Rooms(args) => rooms(args).await,
                     Command::Id(args) => id(args).await,
+                    Command::Token(args) => token(args),
                 }
             }
         }

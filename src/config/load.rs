@@ -108,6 +108,8 @@ pub struct LimitsSection {
     pub outbound_queue: Option<Spanned<u64>>,
     /// Seconds between WebSocket pings; a client that misses one is dropped.
     pub ping_interval_s: Option<Spanned<u64>>,
+    /// Seconds a new client connection has to send its first message.
+    pub first_message_timeout_s: Option<Spanned<u64>>,
 }
 
 /// The schema of `mesh.toml`. Every key is optional.
@@ -135,9 +137,13 @@ pub struct FileConfig {
     /// Node ids admitted to the mesh.
     pub allow_peers: Option<Vec<Spanned<String>>>,
     /// Static client token.
-    pub token: Option<Spanned<toml::Value>>,
-    /// Secret for signed client tokens.
-    pub shared_secret: Option<Spanned<toml::Value>>,
+    pub token: Option<Spanned<String>>,
+    /// Secret for signed user tokens.
+    pub shared_secret: Option<Spanned<String>>,
+    /// Browser origins allowed besides the built-in ones.
+    pub allowed_origins: Option<Vec<Spanned<String>>>,
+    /// Host names a loopback-bound node answers besides loopback ones.
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
     /// Bearer token for admin routes.
     pub admin_token: Option<Spanned<String>>,
     /// mDNS discovery: `true`, `false`, or absent (on only when listening on a non-loopback
@@ -235,13 +241,8 @@ impl FileConfig {
 
     /// The settings this version parses but cannot act on yet, with their values (the keys
     /// of the [`Status::Planned`](super::Status::Planned) rows of the settings table).
-    pub(super) fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 4] {
-        [
-            ("token", &self.token),
-            ("shared_secret", &self.shared_secret),
-            ("tls_cert", &self.tls_cert),
-            ("tls_key", &self.tls_key),
-        ]
+    pub(super) fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 2] {
+        [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
     }
 
     /// An [`ConfigError::Invalid`] for the value at `span`.

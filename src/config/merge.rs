@@ -39,6 +39,10 @@ pub struct Overrides {
     pub allow_peers: Vec<String>,
     /// `--admin-token` / `YMESH_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `--token` / `YMESH_TOKEN`.
+    pub token: Option<String>,
+    /// `--shared-secret` / `SYNC_SHARED_SECRET`.
+    pub shared_secret: Option<String>,
     /// `--mdns` (`Some(true)`) / `--no-mdns` (`Some(false)`).
     pub mdns: Option<bool>,
     /// Settings given on the command line or in the environment that this version cannot
@@ -206,6 +210,10 @@ impl Config {
             cfg.limits.ping_interval =
                 Duration::from_secs(positive(file, v, "limits.ping_interval_s", 1)?);
         }
+        if let Some(v) = &l.first_message_timeout_s {
+            cfg.limits.first_message_timeout =
+                Duration::from_secs(positive(file, v, "limits.first_message_timeout_s", 1)?);
+        }
         resolve_discovery(file, &mut cfg.discovery)?;
         if over.mdns.is_some() {
             cfg.discovery.mdns = over.mdns;
@@ -302,21 +310,32 @@ impl Config {
             })?;
             cfg.allow_peers.push(id.clone());
         }
-        if let Some(t) = &file.admin_token {
-            if t.get_ref().is_empty() {
-                return Err(file.invalid(t.span(), "admin_token", "must not be empty"));
+        cfg.admin_token = secret(file, &file.admin_token, &over.admin_token, "admin_token")?;
+        cfg.token = secret(file, &file.token, &over.token, "token")?;
+        cfg.shared_secret = secret(
+            file,
+            &file.shared_secret,
+            &over.shared_secret,
+            "shared_secret",
+        )?;
+        for (key, list, out) in [
+            (
+                "allowed_origins",
+                &file.allowed_origins,
+                &mut cfg.allowed_origins,
+            ),
+            ("allowed_hosts", &file.allowed_hosts, &mut cfg.allowed_hosts),
+        ] {
+            for (i, v) in list.iter().flatten().enumerate() {
+                let checked = if key == "allowed_origins" {
+                    crate::auth::origin::normalize_origin(v.get_ref())
+                } else {
+                    crate::auth::origin::normalize_host(v.get_ref())
+                };
+                let value =
+                    checked.map_err(|e| file.invalid(v.span(), &format!("{key}[{i}]"), e))?;
+                out.push(value);
             }
-            cfg.admin_token = Some(t.get_ref().clone());
-        }
-        if let Some(t) = &over.admin_token {
-            if t.is_empty() {
-                return Err(ConfigError::Invalid {
-                    location: given_by("admin_token"),
-                    key: "admin_token".into(),
-                    message: "must not be empty".into(),
-                });
-            }
-            cfg.admin_token = Some(t.clone());
         }
         if cfg.host != "localhost" && cfg.host.parse::<std::net::IpAddr>().is_err() {
             let location = match (&over.host, &file.host) {
@@ -331,5 +350,30 @@ impl Config {
             });
         }
         Ok(cfg)
+    }
+}
+
+/// A secret setting (token, secret): the flag or environment value over the file's, neither
+/// may be empty.
+fn secret(
+    file: &FileConfig,
+    from_file: &Option<toml::Spanned<String>>,
+    given: &Option<String>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(t) = given {
+        if t.is_empty() {
+            return Err(ConfigError::Invalid {
+                location: given_by(key),
+                key: key.into(),
+                message: "must not be empty".into(),
+            });
+        }
+        return Ok(Some(t.clone()));
+    }
+    match from_file {
+        Some(t) if t.get_ref().is_empty() => Err(file.invalid(t.span(), key, "must not be empty")),
+        Some(t) => Ok(Some(t.get_ref().clone())),
+        None => Ok(None),
     }
 }

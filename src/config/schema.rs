@@ -55,6 +55,8 @@ defaults! {
     pub(crate) DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES_TOML: usize = 67108864;
     /// Most rooms in memory.
     pub(crate) DEFAULT_MAX_ROOMS, DEFAULT_MAX_ROOMS_TOML: usize = 100000;
+    /// Seconds a new client connection has to send its first message (4408 after).
+    pub(crate) DEFAULT_FIRST_MESSAGE_TIMEOUT_S, DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML: u64 = 10;
     /// Most WebSocket connections.
     pub(crate) DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_TOML: usize = 50000;
     /// Outbound queue per connection, in messages.
@@ -106,6 +108,9 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// WebSocket ping interval; a client that misses one ping is dropped (4408).
     pub ping_interval: Duration,
+    /// Time a new client connection has to send its first message; a silent one is closed
+    /// with 4408.
+    pub first_message_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -116,6 +121,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             ping_interval: Duration::from_secs(DEFAULT_PING_INTERVAL_S),
+            first_message_timeout: Duration::from_secs(DEFAULT_FIRST_MESSAGE_TIMEOUT_S),
         }
     }
 }
@@ -179,6 +185,14 @@ pub struct Config {
     /// Bearer token that admin routes require. `None`: admin routes are accepted only from
     /// loopback connections.
     pub admin_token: Option<String>,
+    /// Static token every client must present (`?token=` or `Authorization: Bearer`).
+    pub token: Option<String>,
+    /// Secret that signs user tokens (`userId:hex(HMAC-SHA256(secret, userId))`).
+    pub shared_secret: Option<String>,
+    /// Browser origins allowed besides the node's own, loopback ones and `tauri://localhost`.
+    pub allowed_origins: Vec<String>,
+    /// Host names a node bound to loopback answers besides loopback names and addresses.
+    pub allowed_hosts: Vec<String>,
     /// How peers are found besides configuration: mDNS and the tailnet.
     pub discovery: Discovery,
 }
@@ -204,6 +218,13 @@ impl std::fmt::Debug for Config {
             .field("pinned_rooms", &self.pinned_rooms)
             .field("limits", &self.limits)
             .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field(
+                "shared_secret",
+                &self.shared_secret.as_ref().map(|_| REDACTED),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -226,6 +247,10 @@ impl Default for Config {
             tombstone_retention: tombstone_retention(DEFAULT_TOMBSTONE_DAYS),
             limits: Limits::default(),
             admin_token: None,
+            token: None,
+            shared_secret: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             discovery: Discovery::default(),
         }
     }

@@ -11,10 +11,11 @@
 
 use super::schema::{
     DEFAULT_COMPACT_LOG_BYTES_TOML, DEFAULT_COMPACT_LOG_COUNT_TOML, DEFAULT_DATA_DIR_TOML,
-    DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML, DEFAULT_MAX_CONNECTIONS_TOML,
-    DEFAULT_MAX_MESSAGE_BYTES_TOML, DEFAULT_MAX_ROOMS_TOML, DEFAULT_MEMORY_TOML,
-    DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML, DEFAULT_PING_INTERVAL_S_TOML,
-    DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML, DEFAULT_TOMBSTONE_DAYS_TOML,
+    DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML,
+    DEFAULT_MAX_CONNECTIONS_TOML, DEFAULT_MAX_MESSAGE_BYTES_TOML, DEFAULT_MAX_ROOMS_TOML,
+    DEFAULT_MEMORY_TOML, DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML,
+    DEFAULT_PING_INTERVAL_S_TOML, DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML,
+    DEFAULT_TOMBSTONE_DAYS_TOML,
 };
 
 /// Whether a setting works in this version.
@@ -99,8 +100,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("peers", Some("--peer"), None, "[]", "Peer nodes to dial: `--peer URL` (repeatable) or `[[peers]]` tables with `url`, an optional expected `node_id`, an optional `share` list of room names or `*`/`?` patterns (every room when absent; with a `node_id` it also applies to links that peer dials), and for a peer that is not a ymesh node (a plain y-websocket server) the `rooms` to replicate with it, one y-websocket connection each, with an optional `token` sent as `?token=`. A URL may be a room template such as `ws://desktop:3913/rooms/{id}`; ymesh peers are reached at its origin's `/_mesh`.", Available),
     setting("mesh_secret", Some("--mesh-secret"), Some("YMESH_MESH_SECRET"), "", "Shared secret that admits peers to the mesh (proved by HMAC, never sent). With a secret or an allow list set, unknown peers are refused; with neither the mesh is open.", Available),
     setting("allow_peers", Some("--allow-peer"), None, "[]", "Node ids admitted to the mesh without the secret (`--allow-peer ID`, repeatable).", Available),
-    setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token clients must present.", Planned("authentication")),
-    setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs client tokens (HS256).", Planned("authentication")),
+    setting("token", Some("--token"), Some("YMESH_TOKEN"), "", "Static token every client must present, as `?token=` on the WebSocket URL or `Authorization: Bearer <token>`. Setting it (or `shared_secret`) turns client authentication on: every route but `GET /healthz` then needs a credential (docs/security.md).", Available),
+    setting("shared_secret", Some("--shared-secret"), Some("SYNC_SHARED_SECRET"), "", "Secret that signs user tokens `userId:signature` (lowercase hex HMAC-SHA256 of the user id; `ymesh token --user ID` prints one), presented like `token`.", Available),
+    setting("allowed_origins", None, None, "[]", "Browser origins (`https://app.example.com`) allowed besides the node's own origin, loopback origins and `tauri://localhost`; a request or WebSocket with any other `Origin` gets 403 / close 4403.", Available),
+    setting("allowed_hosts", None, None, "[]", "Host names a node bound to a loopback address answers besides loopback names and addresses (DNS rebinding protection); others get 403.", Available),
     setting("admin_token", Some("--admin-token"), Some("YMESH_ADMIN_TOKEN"), "", "Bearer token that admin routes (`POST /rooms/{room}/compact`, `DELETE /rooms/{room}`, ...) require as `Authorization: Bearer <token>`. Unset: admin routes are accepted only from loopback connections.", Available),
     setting("mdns", Some("--mdns / --no-mdns"), None, "", "mDNS discovery on the LAN (docs/discovery.md): announce `_ymesh._tcp.local.` and dial the ymesh nodes found. Unset: on only when the node listens on a non-loopback address.", Available),
     setting("mdns_service", None, None, "\"_ymesh._tcp.local.\"", "mDNS service type announced and browsed; nodes with different service types do not see each other.", Available),
@@ -127,6 +130,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("limits.max_connections", None, None, DEFAULT_MAX_CONNECTIONS_TOML, "Most WebSocket connections; one more is closed with 1013.", Available),
     setting("limits.outbound_queue", None, None, DEFAULT_OUTBOUND_QUEUE_TOML, "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md).", Available),
     setting("limits.ping_interval_s", None, None, DEFAULT_PING_INTERVAL_S_TOML, "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
+    setting("limits.first_message_timeout_s", None, None, DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, "Seconds a new client connection has to send its first message; a silent one is closed with 4408.", Available),
 ];
 
 /// The settings reference as Markdown (the generated part of docs/configuration.md).

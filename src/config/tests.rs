@@ -142,9 +142,20 @@ fn mesh_toml_lists_every_setting_at_its_default() {
 
 #[test]
 fn planned_settings_are_refused_with_the_feature_named() {
-    let msg = parse("\ntoken = \"abc\"\n").unwrap_err().to_string();
-    assert!(msg.contains("mesh.toml:2:9"), "{msg}");
-    assert!(msg.contains("authentication"), "{msg}");
+    let msg = parse("\ntls_cert = \"abc\"\n").unwrap_err().to_string();
+    assert!(msg.contains("mesh.toml:2:12"), "{msg}");
+    assert!(msg.contains("TLS"), "{msg}");
+    // Client authentication is no longer planned.
+    let cfg = parse("token = \"abc\"\nshared_secret = \"s\"\n").unwrap();
+    assert_eq!(cfg.token.as_deref(), Some("abc"));
+    assert_eq!(cfg.shared_secret.as_deref(), Some("s"));
+    let msg = parse("\nallowed_origins = [\"evil\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("allowed_origins[0]") && msg.contains("mesh.toml:2"),
+        "{msg}"
+    );
     let file = FileConfig::default();
     let over = Overrides {
         planned: vec![("--tls-cert".into(), "tls_cert")],

@@ -292,6 +292,15 @@ impl Room {
         }
     }
 
+    /// Tells the hooks a client session joined (`true`) or left.
+    pub(crate) fn emit_session(&self, session: SessionId, joined: bool, user: Option<&str>) {
+        if joined {
+            self.outlets.joined(&self.name, session, user);
+        } else {
+            self.outlets.left(&self.name, session);
+        }
+    }
+
     fn emit_awareness(&self, update: &Bytes, origin: Option<SessionId>) {
         self.outlets.awareness(&self.name, update, origin);
     }

@@ -33,6 +33,8 @@ impl RoomScope {
 pub struct Grant {
     rooms: RoomScope,
     write: bool,
+    /// Who the client is, when its credential names a user (a signed user token).
+    user: Option<String>,
 }
 
 impl Default for Grant {
@@ -48,12 +50,17 @@ impl Grant {
         Grant {
             rooms: RoomScope::All,
             write: true,
+            user: None,
         }
     }
 
     /// The rooms of `rooms`, with or without write.
     pub fn new(rooms: RoomScope, write: bool) -> Self {
-        Grant { rooms, write }
+        Grant {
+            rooms,
+            write,
+            user: None,
+        }
     }
 
     /// The same rooms, read-only: the session receives everything and may not edit.
@@ -62,6 +69,16 @@ impl Grant {
             write: false,
             ..self
         }
+    }
+
+    /// The same grant, for the authenticated user `user`.
+    pub fn with_user(self, user: Option<String>) -> Self {
+        Grant { user, ..self }
+    }
+
+    /// The authenticated user, if the credential named one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// Which rooms this grant covers.

@@ -21,6 +21,23 @@ pub enum RoomEvent<'a> {
         /// Room name.
         room: &'a str,
     },
+    /// A client session joined the room (after its credential was checked); `user` is the
+    /// authenticated user id of a signed user token.
+    Joined {
+        /// Room name.
+        room: &'a str,
+        /// The session; [`RoomEvent::Changed`] names it as `origin`.
+        session: SessionId,
+        /// The authenticated user, if any.
+        user: Option<&'a str>,
+    },
+    /// A client session left the room.
+    Left {
+        /// Room name.
+        room: &'a str,
+        /// The session.
+        session: SessionId,
+    },
     /// The room was evicted from memory after its idle timeout.
     Evicted {
         /// Room name.
@@ -188,6 +205,22 @@ impl Outlets {
 
     pub(crate) fn evicted(&self, room: &str) {
         self.hooks.emit(RoomEvent::Evicted { room });
+    }
+
+    pub(crate) fn joined(&self, room: &str, session: SessionId, user: Option<&str>) {
+        if !self.hooks.is_empty() {
+            self.hooks.emit(RoomEvent::Joined {
+                room,
+                session,
+                user,
+            });
+        }
+    }
+
+    pub(crate) fn left(&self, room: &str, session: SessionId) {
+        if !self.hooks.is_empty() {
+            self.hooks.emit(RoomEvent::Left { room, session });
+        }
     }
 
     pub(crate) fn changed(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {

@@ -120,6 +120,7 @@ impl Session {
             joined.reply.clone(),
             joined.kick.clone(),
         );
+        room.emit_session(id, true, grant.user());
         let session = Session {
             id,
             room,
@@ -308,6 +309,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.room.leave(self.id, &self.awareness);
+        self.room.emit_session(self.id, false, None);
     }
 }
 

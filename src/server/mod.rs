@@ -6,6 +6,7 @@
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
 //! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
 
+mod access;
 mod http;
 mod run;
 mod ws;
@@ -69,6 +70,8 @@ impl From<StoreError> for ServerError {
 /// State shared by every handler and session of one node.
 pub(crate) struct AppState {
     pub(crate) config: Config,
+    /// Who may connect: host, origin and credential rules ([`access`]).
+    pub(crate) access: access::AccessRules,
     pub(crate) registry: Arc<RoomRegistry>,
     pub(crate) started: Instant,
     /// Ids for client sessions and peer links alike (one space, so an update's origin is
@@ -253,7 +256,27 @@ impl Node {
         );
         commands.load().await?;
         commands.run_inbox(inbox_rx, shutdown.child_token());
+        let access = access::AccessRules {
+            clients: crate::auth::ClientAuth::new(
+                config.token.clone(),
+                config.shared_secret.clone(),
+                config.admin_token.clone(),
+            ),
+            origins: crate::auth::origin::OriginPolicy::new(config.allowed_origins.clone()),
+            hosts: crate::auth::origin::HostPolicy::new(&config.host, config.allowed_hosts.clone()),
+            mesh_needs_credential: config.mesh_secret.is_none() && config.allow_peers.is_empty(),
+        };
+        if access.clients.is_on() {
+            tracing::info!(modes = ?access.clients.modes(), "client authentication on");
+        } else if !crate::auth::origin::is_loopback_host(&config.host) {
+            tracing::warn!(
+                "no client authentication and this node listens on {}: anyone who reaches it \
+                 may read and write every room; set --token or --shared-secret (docs/security.md)",
+                config.host
+            );
+        }
         let state = Arc::new(AppState {
+            access,
             config,
             registry: registry.clone(),
             started: Instant::now(),
@@ -444,7 +467,34 @@ fn router(state: Arc<AppState>) -> Router {
             router = router.route(template, get(ws::sync_route));
         }
     }
-    router.fallback(http::not_found).with_state(state)
+    let access = axum::middleware::from_fn_with_state(state.clone(), access::access_layer);
+    let cors = cors_layer(state.access.origins.clone());
+    router
+        .fallback(http::not_found)
+        .layer(cors)
+        // Outermost: host and origin are checked before anything answers, preflights too
+        // (which carry no credential, so the access layer lets them through to CORS).
+        .layer(access)
+        .with_state(state)
+}
+
+/// CORS for the HTTP API, preflight included: the same origins the access layer allows.
+fn cors_layer(origins: crate::auth::origin::OriginPolicy) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            origin
+                .to_str()
+                .is_ok_and(|o| origins.allows(o, host, "http"))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Most inbound `/_mesh` links (established or still in their handshake) at once.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
 use super::AppState;
+use crate::auth::Identity;
 use crate::room::{CloseReason, Grant, Kick, Session, SessionOptions};
 
 /// Read buffer per connection, allocated when the connection opens: it dominates idle memory
@@ -44,6 +45,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    identity: Option<axum::Extension<Identity>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -53,7 +55,14 @@ pub(crate) async fn room_route(
         Err(e) => return e.into_response(),
     };
     match upgrade {
-        Ok(ws) => accept(app, ws, room, peer, &query),
+        Ok(ws) => accept(
+            app,
+            ws,
+            room,
+            peer,
+            &query,
+            identity.map(|i| i.0.user).unwrap_or_default(),
+        ),
         Err(_) => {
             let doc_query = DocumentQuery {
                 format: query.get("format").cloned(),
@@ -67,6 +76,7 @@ pub(crate) async fn room_route(
 pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    identity: Option<axum::Extension<Identity>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -76,7 +86,14 @@ pub(crate) async fn sync_route(
         Err(e) => return e.into_response(),
     };
     match upgrade {
-        Ok(ws) => accept(app, ws, room, peer, &query),
+        Ok(ws) => accept(
+            app,
+            ws,
+            room,
+            peer,
+            &query,
+            identity.map(|i| i.0.user).unwrap_or_default(),
+        ),
         Err(e) => ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             format!("this route takes a WebSocket upgrade: {e}"),
@@ -91,6 +108,7 @@ fn accept(
     room: String,
     peer: SocketAddr,
     query: &HashMap<String, String>,
+    user: Option<String>,
 ) -> Response {
     let options = SessionOptions {
         // Maintenance commands (type 103) go only to clients that ask for them.
@@ -121,13 +139,13 @@ fn accept(
                 close_now(socket, &reason).await;
                 return;
             }
-            run_session(app, socket, room, peer, options).await;
+            run_session(app, socket, room, peer, options, user).await;
             drop(slot);
         })
     })
 }
 
-async fn close_now(mut socket: WebSocket, reason: &CloseReason) {
+pub(crate) async fn close_now(mut socket: WebSocket, reason: &CloseReason) {
     let _ = socket
         .send(WsMessage::Close(Some(CloseFrame {
             code: reason.code(),
@@ -159,10 +177,12 @@ async fn run_session(
     room_name: String,
     peer: SocketAddr,
     options: SessionOptions,
+    user: Option<String>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    // Every client may do everything until client authentication builds narrower grants.
-    let grant = Grant::all_write();
+    // An authenticated client (or any client of an open node) may read and write every
+    // room; room-scoped and read-only grants come from scoped tokens.
+    let grant = Grant::all_write().with_user(user);
     let (mut session, outbound) = match Session::open(&app.registry, &room_name, id, grant, options)
         .await
     {
@@ -173,7 +193,7 @@ async fn run_session(
             return;
         }
     };
-    tracing::info!(room = room_name, %peer, session = id, "connection opened");
+    tracing::info!(room = room_name, %peer, session = id, user = session.grant().user(), "connection opened");
     let kick = session.kick().clone();
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(AtomicU64::new(millis_since(&app)));
@@ -214,12 +234,24 @@ async fn read_loop(
 ) {
     let kick = session.kick().clone();
     let id = session.id();
+    // A client speaks first thing (every y-websocket client sends its SyncStep1 on open):
+    // a socket that stays silent is not one, and is closed (4408).
+    let first_deadline = tokio::time::Instant::now() + app.config.limits.first_message_timeout;
+    let mut heard = false;
     loop {
         let msg = tokio::select! {
             biased;
             _ = kick.kicked() => return,
+            _ = tokio::time::sleep_until(first_deadline), if !heard => {
+                kick.close(CloseReason::TimedOut(format!(
+                    "no message within {} s of connecting",
+                    app.config.limits.first_message_timeout.as_secs()
+                )));
+                return;
+            }
             msg = stream.next() => msg,
         };
+        heard = true;
         let msg = match msg {
             None => return,
             Some(Err(e)) => {

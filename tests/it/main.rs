@@ -12,6 +12,7 @@
 
 mod common;
 
+mod auth;
 mod cli;
 mod commands;
 mod delete;

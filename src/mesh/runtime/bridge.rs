@@ -345,7 +345,8 @@ async fn plain_room_link(
         Ok(r) => r,
         Err(e) => return format!("cannot open room {room_name:?}: {e}"),
     };
-    let mut io = match transport::ws::dial(&url).await {
+    // The token travels in the URL (`room_url`), as stock y-websocket clients send it.
+    let mut io = match transport::ws::dial(&url, None).await {
         Ok(io) => io,
         Err(e) => return e,
     };

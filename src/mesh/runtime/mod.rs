@@ -333,6 +333,15 @@ impl Mesh {
         self.session_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The client token configured for peer row `key` (`[[peers]] token`), sent when it is
+    /// probed and dialed.
+    pub(crate) fn token_for(&self, key: PeerKey) -> Option<String> {
+        match key {
+            PeerKey::Configured(i) => self.settings.peers.get(i).and_then(|p| p.token.clone()),
+            _ => None,
+        }
+    }
+
     /// The traffic counters of peer row `key`.
     pub(crate) fn traffic_for(&self, key: PeerKey) -> Arc<LinkTraffic> {
         lock(&self.traffic).entry(key).or_default().clone()

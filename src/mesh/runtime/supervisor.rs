@@ -11,7 +11,7 @@ use crate::mesh::transport;
 
 /// Probes the peer at `url` and reports [`Event::Probed`].
 pub(crate) async fn probe(mesh: Arc<Mesh>, peer: PeerKey, attempt: u64, url: String) {
-    let answer = match is_ymesh_node(&url).await {
+    let answer = match is_ymesh_node(&url, mesh.token_for(peer).as_deref()).await {
         Ok(true) => Probe::Ymesh,
         Ok(false) => Probe::Other,
         Err(e) => Probe::Unreachable(e),
@@ -31,7 +31,7 @@ pub(crate) async fn dial(
     url: String,
     expect: Option<String>,
 ) {
-    match transport::ws::dial(&url).await {
+    match transport::ws::dial(&url, mesh.token_for(peer).as_deref()).await {
         Ok(io) => {
             let link = mesh.next_id();
             super::link::run(mesh, io, peer, link, expect).await;
@@ -48,7 +48,7 @@ pub(crate) async fn dial(
 /// `Ok(false)` only when the peer answered otherwise (an error status, or a body that is not
 /// ymesh's root document); `Err` when it cannot be asked (down, refusing connections, timed
 /// out, not speaking HTTP).
-pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
+pub(crate) async fn is_ymesh_node(url: &str, token: Option<&str>) -> Result<bool, String> {
     let http = url
         .replacen("ws://", "http://", 1)
         .replacen("wss://", "https://", 1);
@@ -61,7 +61,7 @@ pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
         }
         None => return Err(format!("bad URL {url}")),
     };
-    let client = crate::net::Client::new(&origin, None)
+    let client = crate::net::Client::new(&origin, token.map(str::to_string))
         .map_err(|e| e.to_string())?
         .with_timeout(Duration::from_secs(5))
         .with_max_body(1 << 20);
@@ -70,6 +70,9 @@ pub(crate) async fn is_ymesh_node(url: &str) -> Result<bool, String> {
         .await
     {
         Ok(root) => Ok(root.data["name"] == "ymesh"),
+        // A node with client authentication on answers 401 to a stranger; its /_mesh may
+        // still take us (mesh secret), and the dial says why if not.
+        Err(e) if e.status() == Some(401) => Ok(true),
         Err(e) if e.answered() => Ok(false),
         Err(e) => Err(e.to_string()),
     }

@@ -12,22 +12,39 @@ use tokio_util::sync::CancellationToken;
 use super::{LinkIo, LINK_QUEUE};
 use crate::mesh::wire::MAX_FRAME_LEN;
 
-/// Dials `url` (a peer's `/_mesh`, or a room on a plain server) and wraps the socket into
-/// frame channels.
-pub async fn dial(url: &str) -> Result<LinkIo, String> {
+/// Dials `url` (a peer's `/_mesh`, or a room on a plain server), sending `token` (the
+/// peer's client token, if one is configured for it) as `Authorization: Bearer`, and wraps
+/// the socket into frame channels.
+pub async fn dial(url: &str, token: Option<&str>) -> Result<LinkIo, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
     use tokio_tungstenite::tungstenite::Message as TMessage;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("bad peer URL {url}: {e}"))?;
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the peer's token is not a valid header value".to_string())?;
+        request
+            .headers_mut()
+            .insert(axum::http::header::AUTHORIZATION, value);
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_FRAME_LEN as usize))
         .max_frame_size(Some(MAX_FRAME_LEN as usize));
     // `true`: TCP_NODELAY, so small frames go out at once.
-    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 401 => format!(
+                "{url} needs a client token: set token in the peer's [[peers]] entry, or \
+                 give both nodes a mesh secret"
+            ),
             tokio_tungstenite::tungstenite::Error::Http(resp) => format!(
                 "{url} answered HTTP {} (is it a ymesh node?)",
                 resp.status()

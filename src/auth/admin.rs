@@ -1,4 +1,4 @@
-//! Authentication decisions, free of I/O.
+//! The admin rule.
 //!
 //! **Admin routes** (compaction today; commands, token minting and room deletion later) take
 //! `Authorization: Bearer <admin token>` when an admin token is configured (`--admin-token`,
