@@ -206,9 +206,12 @@ fn room_name(r: usize) -> String {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
+    fn new(seed: u64, scenario: Scenario) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let n = 2 + rng.below(3) as usize;
+        let n = match scenario {
+            Scenario::Random => 2 + rng.below(3) as usize,
+            Scenario::ConfiguredMeetsDiscovered => 2,
+        };
         let ids: Vec<String> = (0..n).map(|_| format!("{:016x}", rng.next())).collect();
         let urls: Vec<String> = (0..n).map(|i| format!("ws://node{i}:3913")).collect();
         // Topology: a chain keeps the graph connected; other pairs are linked at random.
@@ -226,7 +229,11 @@ impl Sim {
                     node_id: named.then(|| ids[k].clone()),
                     ..PeerConfig::default()
                 };
-                match rng.below(5) {
+                let shape = match scenario {
+                    Scenario::Random => rng.below(5),
+                    Scenario::ConfiguredMeetsDiscovered => 4,
+                };
+                match shape {
                     0 => configured[i].push(cfg(j, rng.chance(50))),
                     1 => configured[j].push(cfg(i, rng.chance(50))),
                     2 => {
@@ -1088,8 +1095,23 @@ impl Sim {
     }
 }
 
+/// What a seed's mesh looks like.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    /// 2 to 4 nodes, each pair configured on one side, both, by discovery, or configured on
+    /// one side and discovered on the other; drops, partitions, restarts, commands.
+    Random,
+    /// Two nodes: one has the other configured, the other finds it by mDNS, so both may
+    /// dial at once (the duplicate-link tie-break's hard case), with chaos as above.
+    ConfiguredMeetsDiscovered,
+}
+
 fn run_seed(seed: u64) -> Result<(), String> {
-    let mut sim = Sim::new(seed);
+    run_scenario(seed, Scenario::Random)
+}
+
+fn run_scenario(seed: u64, scenario: Scenario) -> Result<(), String> {
+    let mut sim = Sim::new(seed, scenario);
     sim.run()?;
     sim.check()?;
     let _ = sim.seed;
@@ -1134,4 +1156,18 @@ fn mesh_sim() {
             failed.len()
         );
     }
+}
+
+/// The case that motivated the simulator: a configured peer on one side, mDNS on the other.
+/// Before the fix, a link dialed to a discovered peer counted as inbound in the tie-break,
+/// so the two nodes could each keep a different link.
+#[test]
+fn configured_meets_discovered() {
+    let seeds = 1000;
+    for seed in 0..seeds {
+        if let Err(e) = run_scenario(seed, Scenario::ConfiguredMeetsDiscovered) {
+            panic!("configured_meets_discovered seed {seed}: {e}");
+        }
+    }
+    println!("mesh_sim: configured_meets_discovered: {seeds} seeds");
 }
