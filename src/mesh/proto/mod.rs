@@ -13,6 +13,7 @@
 //! | [`machine`] | [`MeshCore`]: the peer table, link states, the duplicate-link tie-break, dial and redial decisions, resync markers, per-room per-peer sync state, fan-out targets (split horizon) |
 //! | [`flood`] | command dedup across links: each command is accepted once per node and passed on to every other link that shares its room |
 //! | [`handshake`] | hello / proof / welcome as a state machine; admission |
+//! | [`preauth`] | the budget of sockets still in their handshake (per address, in total), and which one gives way to a new one |
 //! | [`manifest`] | room manifests, which rooms a link must sync, per-peer share policy |
 //! | [`backoff`] | how long a peer waits before it is dialed again |
 //! | [`url`] | peer URLs: control channel, plain-server room URLs, `host:port` |
@@ -35,6 +36,7 @@ pub mod handshake;
 pub mod machine;
 pub mod manifest;
 mod peers;
+pub mod preauth;
 pub mod url;
 mod views;
 
