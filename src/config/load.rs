@@ -110,6 +110,12 @@ pub struct LimitsSection {
     pub ping_interval_s: Option<Spanned<u64>>,
     /// Seconds a new client connection has to send its first message.
     pub first_message_timeout_s: Option<Spanned<u64>>,
+    /// Seconds a mesh link has to finish its handshake.
+    pub mesh_handshake_timeout_s: Option<Spanned<u64>>,
+    /// Most `/_mesh` sockets in their handshake at once, in total.
+    pub mesh_preauth_total: Option<Spanned<u64>>,
+    /// Most `/_mesh` sockets in their handshake at once from one address.
+    pub mesh_preauth_per_address: Option<Spanned<u64>>,
 }
 
 /// The schema of `mesh.toml`. Every key is optional.

@@ -214,6 +214,18 @@ impl Config {
             cfg.limits.first_message_timeout =
                 Duration::from_secs(positive(file, v, "limits.first_message_timeout_s", 1)?);
         }
+        if let Some(v) = &l.mesh_handshake_timeout_s {
+            cfg.limits.mesh_handshake_timeout =
+                Duration::from_secs(positive(file, v, "limits.mesh_handshake_timeout_s", 1)?);
+        }
+        if let Some(v) = &l.mesh_preauth_total {
+            cfg.limits.mesh_preauth_total =
+                positive(file, v, "limits.mesh_preauth_total", 1)? as usize;
+        }
+        if let Some(v) = &l.mesh_preauth_per_address {
+            cfg.limits.mesh_preauth_per_address =
+                positive(file, v, "limits.mesh_preauth_per_address", 1)? as usize;
+        }
         resolve_discovery(file, &mut cfg.discovery)?;
         if over.mdns.is_some() {
             cfg.discovery.mdns = over.mdns;

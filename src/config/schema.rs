@@ -63,6 +63,12 @@ defaults! {
     pub(crate) DEFAULT_OUTBOUND_QUEUE, DEFAULT_OUTBOUND_QUEUE_TOML: usize = 1024;
     /// Seconds between WebSocket pings.
     pub(crate) DEFAULT_PING_INTERVAL_S, DEFAULT_PING_INTERVAL_S_TOML: u64 = 30;
+    /// Seconds a mesh link has to finish its handshake (4408 after).
+    pub(crate) DEFAULT_MESH_HANDSHAKE_TIMEOUT_S, DEFAULT_MESH_HANDSHAKE_TIMEOUT_S_TOML: u64 = 5;
+    /// Most `/_mesh` sockets in their handshake at once, from all addresses.
+    pub(crate) DEFAULT_MESH_PREAUTH_TOTAL, DEFAULT_MESH_PREAUTH_TOTAL_TOML: usize = 64;
+    /// Most `/_mesh` sockets in their handshake at once from one address.
+    pub(crate) DEFAULT_MESH_PREAUTH_PER_ADDRESS, DEFAULT_MESH_PREAUTH_PER_ADDRESS_TOML: usize = 16;
 }
 
 /// Default WebSocket route templates.
@@ -111,6 +117,15 @@ pub struct Limits {
     /// Time a new client connection has to send its first message; a silent one is closed
     /// with 4408.
     pub first_message_timeout: Duration,
+    /// Time a mesh link (inbound or dialed) has to finish its handshake; a slower one is
+    /// closed with 4408.
+    pub mesh_handshake_timeout: Duration,
+    /// Most inbound `/_mesh` sockets in their handshake at once, from all addresses; past
+    /// it, the one that waited longest gives way (4408).
+    pub mesh_preauth_total: usize,
+    /// Most inbound `/_mesh` sockets in their handshake at once from one address (an IPv6
+    /// address counts by its /64); past it, that address's oldest gives way (4408).
+    pub mesh_preauth_per_address: usize,
 }
 
 impl Default for Limits {
@@ -122,6 +137,9 @@ impl Default for Limits {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             ping_interval: Duration::from_secs(DEFAULT_PING_INTERVAL_S),
             first_message_timeout: Duration::from_secs(DEFAULT_FIRST_MESSAGE_TIMEOUT_S),
+            mesh_handshake_timeout: Duration::from_secs(DEFAULT_MESH_HANDSHAKE_TIMEOUT_S),
+            mesh_preauth_total: DEFAULT_MESH_PREAUTH_TOTAL,
+            mesh_preauth_per_address: DEFAULT_MESH_PREAUTH_PER_ADDRESS,
         }
     }
 }

@@ -13,9 +13,10 @@ use super::schema::{
     DEFAULT_COMPACT_LOG_BYTES_TOML, DEFAULT_COMPACT_LOG_COUNT_TOML, DEFAULT_DATA_DIR_TOML,
     DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML,
     DEFAULT_MAX_CONNECTIONS_TOML, DEFAULT_MAX_MESSAGE_BYTES_TOML, DEFAULT_MAX_ROOMS_TOML,
-    DEFAULT_MEMORY_TOML, DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML,
-    DEFAULT_PING_INTERVAL_S_TOML, DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML,
-    DEFAULT_TOMBSTONE_DAYS_TOML,
+    DEFAULT_MEMORY_TOML, DEFAULT_MESH_HANDSHAKE_TIMEOUT_S_TOML,
+    DEFAULT_MESH_PREAUTH_PER_ADDRESS_TOML, DEFAULT_MESH_PREAUTH_TOTAL_TOML,
+    DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML, DEFAULT_PING_INTERVAL_S_TOML,
+    DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML, DEFAULT_TOMBSTONE_DAYS_TOML,
 };
 
 /// Whether a setting works in this version.
@@ -131,6 +132,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("limits.outbound_queue", None, None, DEFAULT_OUTBOUND_QUEUE_TOML, "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md).", Available),
     setting("limits.ping_interval_s", None, None, DEFAULT_PING_INTERVAL_S_TOML, "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
     setting("limits.first_message_timeout_s", None, None, DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, "Seconds a new client connection has to send its first message; a silent one is closed with 4408.", Available),
+    setting("limits.mesh_handshake_timeout_s", None, None, DEFAULT_MESH_HANDSHAKE_TIMEOUT_S_TOML, "Seconds a mesh link (inbound or dialed) has to finish its handshake; a slower one is closed with 4408. A handshake takes two round trips: milliseconds on a LAN, well under a second over a relayed tailnet path.", Available),
+    setting("limits.mesh_preauth_total", None, None, DEFAULT_MESH_PREAUTH_TOTAL_TOML, "Most inbound `/_mesh` sockets still in their handshake at once, from all addresses (established links do not count; docs/security.md). A new one is always taken; past this, the one that waited longest gives way with 4408, sockets that sent nothing yet first.", Available),
+    setting("limits.mesh_preauth_per_address", None, None, DEFAULT_MESH_PREAUTH_PER_ADDRESS_TOML, "Most inbound `/_mesh` sockets still in their handshake at once from one address (IPv6 by its /64); past this, that address's oldest gives way with 4408, so one address's flood churns only its own sockets.", Available),
 ];
 
 /// The settings reference as Markdown (the generated part of docs/configuration.md).

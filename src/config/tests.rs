@@ -322,6 +322,35 @@ fn values_and_precedence() {
 }
 
 #[test]
+fn mesh_pre_authentication_limits_parse_and_refuse_zero() {
+    let cfg = parse(
+        "[limits]\nmesh_handshake_timeout_s = 2\nmesh_preauth_total = 8\nmesh_preauth_per_address = 3\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.limits.mesh_handshake_timeout, Duration::from_secs(2));
+    assert_eq!(
+        (
+            cfg.limits.mesh_preauth_total,
+            cfg.limits.mesh_preauth_per_address
+        ),
+        (8, 3)
+    );
+    for key in [
+        "mesh_handshake_timeout_s",
+        "mesh_preauth_total",
+        "mesh_preauth_per_address",
+    ] {
+        let msg = parse(&format!("[limits]\n{key} = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!("limits.{key}")) && msg.contains("mesh.toml:2:"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
 fn unknown_key_names_key_and_line() {
     let err = parse("port = 1\n\n[limits]\nmax_roms = 3\n").unwrap_err();
     let msg = err.to_string();
