@@ -5,6 +5,8 @@
 
 pub mod ws;
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,23 @@ pub struct LinkIo {
     pub rx: mpsc::Receiver<Bytes>,
     /// Cancelled to close the connection (frames already queued still go out first).
     pub close: CancellationToken,
+    /// The close code and reason the transport sends when `close` is cancelled, if one was
+    /// set ([`LinkIo::close_with`]); without one it closes plainly.
+    pub close_frame: Arc<OnceLock<(u16, String)>>,
+}
+
+impl LinkIo {
+    /// Closes the connection with `code` and `reason` (a WebSocket close frame; the reason
+    /// is cut to the 123 bytes a close frame holds). Frames already queued go out first; the
+    /// first code set wins.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = self.close_frame.set((code, reason[..end].to_string()));
+        self.close.cancel();
+    }
 }
 
 /// Frames queued towards one link before it counts as too slow and is closed (it resyncs

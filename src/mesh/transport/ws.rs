@@ -2,6 +2,7 @@
 //! whose frames are bare y-protocols messages) with tokio-tungstenite, and taking an inbound
 //! axum upgrade; both become a [`LinkIo`] through one reader and one writer task.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,21 +52,41 @@ pub async fn dial(url: &str, token: Option<&str>) -> Result<LinkIo, String> {
             ),
             other => format!("cannot connect to {url}: {other}"),
         })?;
-    Ok(pump(ws, TMessage::Binary, |m| match m {
-        TMessage::Binary(b) => Incoming::Frame(b),
-        TMessage::Close(_) => Incoming::Closed,
-        _ => Incoming::Other,
-    }))
+    Ok(pump(
+        ws,
+        TMessage::Binary,
+        |code, reason| {
+            TMessage::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            }))
+        },
+        |m| match m {
+            TMessage::Binary(b) => Incoming::Frame(b),
+            TMessage::Close(_) => Incoming::Closed,
+            _ => Incoming::Other,
+        },
+    ))
 }
 
 /// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels.
 pub fn accept_axum(socket: axum::extract::ws::WebSocket) -> LinkIo {
     use axum::extract::ws::Message as AMessage;
-    pump(socket, AMessage::Binary, |m| match m {
-        AMessage::Binary(b) => Incoming::Frame(b),
-        AMessage::Close(_) => Incoming::Closed,
-        _ => Incoming::Other,
-    })
+    pump(
+        socket,
+        AMessage::Binary,
+        |code, reason| {
+            AMessage::Close(Some(axum::extract::ws::CloseFrame {
+                code,
+                reason: reason.into(),
+            }))
+        },
+        |m| match m {
+            AMessage::Binary(b) => Incoming::Frame(b),
+            AMessage::Close(_) => Incoming::Closed,
+            _ => Incoming::Other,
+        },
+    )
 }
 
 /// What a socket message means to a link.
@@ -77,8 +98,14 @@ enum Incoming {
 
 /// Splits a WebSocket (either library's) into a writer and a reader task that exchange whole
 /// frames with the link over bounded channels. Closing: cancel `LinkIo::close`; the writer
-/// still sends what was queued first (a `refused` sent just before the close must go out).
-fn pump<W, M, E>(socket: W, binary: fn(Bytes) -> M, classify: fn(M) -> Incoming) -> LinkIo
+/// still sends what was queued first (a `refused` sent just before the close must go out),
+/// then the close frame set by [`LinkIo::close_with`] (`close_msg` builds it), if any.
+fn pump<W, M, E>(
+    socket: W,
+    binary: fn(Bytes) -> M,
+    close_msg: fn(u16, String) -> M,
+    classify: fn(M) -> Incoming,
+) -> LinkIo
 where
     W: futures_util::Sink<M> + futures_util::Stream<Item = Result<M, E>> + Send + 'static,
     M: Send + 'static,
@@ -88,7 +115,9 @@ where
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
     let close = CancellationToken::new();
+    let close_frame: Arc<OnceLock<(u16, String)>> = Arc::default();
     let c1 = close.clone();
+    let frame = close_frame.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -99,6 +128,11 @@ where
                 },
                 _ = c1.cancelled() => break,
             }
+        }
+        // `close_with` sets it before cancelling `close`, and the link holds its sender until
+        // then, so it is seen whichever way the loop ended.
+        if let Some((code, reason)) = frame.get() {
+            let _ = sink.send(close_msg(*code, reason.clone())).await;
         }
         let _ = sink.close().await;
     });
@@ -120,5 +154,6 @@ where
         tx: out_tx,
         rx: in_rx,
         close,
+        close_frame,
     }
 }
