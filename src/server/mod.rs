@@ -238,6 +238,11 @@ impl Node {
                 peers: config.peers.clone(),
                 admission,
                 listen: Some(format!("http://{addr}")),
+                handshake_timeout: config.limits.mesh_handshake_timeout,
+                preauth: crate::mesh::proto::preauth::PreAuthLimits {
+                    total: config.limits.mesh_preauth_total,
+                    per_address: config.limits.mesh_preauth_per_address,
+                },
             },
             registry.clone(),
             session_ids.clone(),
@@ -497,7 +502,10 @@ fn cors_layer(origins: crate::auth::origin::OriginPolicy) -> tower_http::cors::C
         .max_age(Duration::from_secs(600))
 }
 
-/// Most inbound `/_mesh` links (established or still in their handshake) at once.
+/// Most established (admitted) inbound `/_mesh` links at once. Sockets still in their
+/// handshake do not count: they have their own budget in the mesh (`limits.mesh_preauth_*`),
+/// where the oldest gives way to a new one, so strangers can neither fill this cap nor keep
+/// a peer out.
 const MAX_INBOUND_LINKS: usize = 1024;
 
 /// `/_mesh`: a peer node's control channel.
@@ -506,8 +514,8 @@ async fn mesh_upgrade(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> axum::response::Response {
-    // Unauthenticated inbound links are bounded: each holds a task until its handshake
-    // deadline, so a flood cannot grow without limit.
+    // Admitted links are capped here; unauthenticated sockets are bounded by the mesh's
+    // pre-authentication budget (`Mesh::accept`), which never refuses a newcomer.
     if app.mesh.inbound_links() >= MAX_INBOUND_LINKS {
         return http::ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -523,7 +531,7 @@ async fn mesh_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                app.mesh.accept(accept_axum(socket), peer.to_string());
+                app.mesh.accept(accept_axum(socket), peer);
             })
         })
 }

@@ -4,7 +4,8 @@
 //! admission (who may link). It does no I/O and reads no clock: the shell that owns the
 //! connection calls [`Handshake::start`], feeds each received [`Control`] to
 //! [`Handshake::on_message`], sends every [`Action::Send`] in order, and stops at the
-//! [`Action::Finish`]. It also enforces a deadline ([`HANDSHAKE_TIMEOUT`]).
+//! [`Action::Finish`]. The shell also enforces a deadline (`limits.mesh_handshake_timeout_s`,
+//! closing with 4408).
 //!
 //! Both sides run the same machine; nothing depends on who dialed:
 //!
@@ -31,7 +32,6 @@
 //! Run the mesh over TLS (`wss://`) or a tailnet where that matters.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -46,9 +46,6 @@ pub const TRANSCRIPT_DOMAIN: &[u8] = b"ymesh-mesh-v1";
 
 /// Length of a handshake nonce in bytes.
 pub const NONCE_LEN: usize = 32;
-
-/// How long a shell should allow a handshake before closing the connection (4408).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -86,11 +86,13 @@ impl<H: Clone> MeshCore<H> {
         set.into_iter().collect()
     }
 
-    /// Inbound rows (links in their handshake or up).
+    /// Inbound links past their handshake (admitted, not yet closed). Inbound sockets in
+    /// their handshake have rows too, but are counted by the shell's pre-authentication
+    /// budget instead ([`crate::mesh::proto::preauth`]).
     pub fn inbound_links(&self) -> usize {
-        self.peers
-            .keys()
-            .filter(|k| matches!(k, PeerKey::Inbound(_)))
+        self.links
+            .iter()
+            .filter(|(_, l)| matches!(l.peer, PeerKey::Inbound(_)))
             .count()
     }
 

@@ -1,8 +1,11 @@
 //! One link from handshake to close, on its own task: whole frames over a
 //! [`LinkIo`], whatever transport carries them.
 //!
-//! The task runs the handshake ([`crate::mesh::proto::handshake`]), reports its outcome to
-//! the core, and once the core admits the link: sends the peer the tombstones it lacks,
+//! The task runs the handshake ([`crate::mesh::proto::handshake`]) within
+//! [`MeshSettings::handshake_timeout`](super::MeshSettings::handshake_timeout), and an
+//! inbound one only while its place in the pre-authentication budget lasts (either end
+//! closes the socket with 4408 and a reason). It reports the outcome to the core, and once
+//! the core admits the link: sends the peer the tombstones it lacks,
 //! reports [`Event::LinkOpened`] (the core answers with the manifest to send), announces
 //! the presence of clients here, then reads frames until the link ends. Control messages go
 //! to the core, room messages to the bridge; pings (application-level,
@@ -16,15 +19,15 @@ use tokio::sync::mpsc;
 
 use super::bridge::{self, Relayed};
 use super::traffic::kind_of;
-use super::{now_ms, LinkHandle, Mesh};
+use super::{now_ms, LinkHandle, Mesh, PreAuthTicket};
 use super::{Ours, LINK_TIMEOUT, PING_EVERY};
-use crate::mesh::proto::handshake::{self, Handshake, Outcome, HANDSHAKE_TIMEOUT};
+use crate::mesh::proto::handshake::{self, Handshake, Outcome};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
 use crate::mesh::transport::LinkIo;
 use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
 use crate::metrics::LinkTraffic;
-use crate::room::Kick;
+use crate::room::{CloseReason, Kick};
 
 /// Tombstones per [`Control::Tombstones`] message at link-up.
 const TOMBSTONES_PER_MESSAGE: usize = 500;
@@ -73,13 +76,15 @@ impl Link<'_> {
     }
 }
 
-/// Runs link `id` of peer row `peer` from handshake to close.
+/// Runs link `id` of peer row `peer` from handshake to close. An inbound link holds its
+/// place in the pre-authentication budget (`ticket`) until the handshake ends.
 pub(crate) async fn run(
     mesh: Arc<Mesh>,
     mut io: LinkIo,
     peer: PeerKey,
     id: LinkId,
     expect: Option<String>,
+    ticket: Option<PreAuthTicket>,
 ) {
     let counters = mesh.traffic_for(peer);
     let mut link = Link {
@@ -88,7 +93,10 @@ pub(crate) async fn run(
         id,
         counters,
     };
-    let end = match handshake_phase(&mut link, expect).await {
+    let handshake = handshake_phase(&mut link, expect, ticket.as_ref()).await;
+    // Authenticated or not, the socket is out of its handshake: it leaves the budget.
+    drop(ticket);
+    let end = match handshake {
         Err(end) => {
             mesh.run(Event::HandshakeFailed {
                 link: id,
@@ -105,10 +113,13 @@ pub(crate) async fn run(
     io.close.cancel();
 }
 
-/// The handshake: the peer's node id and the link tag, or how it ended.
+/// The handshake: the peer's node id and the link tag, or how it ended. Past the deadline,
+/// or when an inbound socket gives way to a newer one (`ticket`), it closes the socket with
+/// 4408 and a reason.
 async fn handshake_phase(
     link: &mut Link<'_>,
     expect: Option<String>,
+    ticket: Option<&PreAuthTicket>,
 ) -> Result<(String, Vec<u8>), HandshakeEnd> {
     let mesh = link.mesh;
     let mut hs = Handshake::new(
@@ -121,7 +132,16 @@ async fn handshake_phase(
         hs = hs.expect_peer(id);
     }
     let mut actions = hs.start();
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let timeout = mesh.settings().handshake_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let gave_way = async {
+        match ticket {
+            Some(t) => t.kick.kicked().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(gave_way);
+    let mut heard = false;
     loop {
         let mut finished = None;
         let mut send_failed = false;
@@ -161,7 +181,17 @@ async fn handshake_phase(
                 return Err(HandshakeEnd::Closed("node shutting down".into()))
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(HandshakeEnd::Closed("handshake timed out".into()))
+                let reason = CloseReason::TimedOut(format!(
+                    "mesh handshake not finished within {} s",
+                    timeout.as_secs_f64()
+                ));
+                return Err(close_in_handshake(link.io, reason));
+            }
+            _ = &mut gave_way => {
+                let reason = ticket
+                    .and_then(|t| t.kick.reason())
+                    .map_or(CloseReason::TimedOut(super::GAVE_WAY.into()), |c| c.cause.clone());
+                return Err(close_in_handshake(link.io, reason));
             }
             f = link.io.rx.recv() => f,
         };
@@ -172,7 +202,13 @@ async fn handshake_phase(
         };
         link.counters.received().add(kind_of(&frame), frame.len());
         match wire::decode_frame(frame, MAX_FRAME_LEN) {
-            Ok(Frame::Control(c)) => actions = hs.on_message(c),
+            Ok(Frame::Control(c)) => {
+                if let (false, Some(t)) = (heard, ticket) {
+                    heard = true;
+                    t.heard();
+                }
+                actions = hs.on_message(c)
+            }
             Ok(_) => {
                 return Err(HandshakeEnd::Closed(
                     "room data before the handshake finished".into(),
@@ -181,6 +217,13 @@ async fn handshake_phase(
             Err(e) => return Err(HandshakeEnd::Closed(format!("malformed frame: {e}"))),
         }
     }
+}
+
+/// Closes a socket whose handshake cannot go on (4408 and the reason) and says so.
+fn close_in_handshake(io: &LinkIo, reason: CloseReason) -> HandshakeEnd {
+    let text = reason.to_string();
+    io.close_with(reason.code(), &text);
+    HandshakeEnd::Closed(text)
 }
 
 /// A `refused` control message already received (queued) on a closing connection.

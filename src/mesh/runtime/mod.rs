@@ -18,6 +18,15 @@
 //! other links (a forwarded command, a room change) use `try_send`, and a full queue closes
 //! that link (it resyncs when it comes back). Timers are tokio sleeps that feed
 //! [`proto::Timer`](crate::mesh::proto::Timer) events back; no loop polls for state.
+//!
+//! # Strangers
+//!
+//! An inbound socket is in the pre-authentication budget
+//! ([`PreAuthBudget`](crate::mesh::proto::preauth::PreAuthBudget), behind its own short std
+//! lock) from [`Mesh::accept`] until its handshake ends; a [`PreAuthTicket`] held by its link
+//! task releases it. When a new socket makes the budget overflow, the socket that gives way
+//! is kicked (4408) and its link task closes it. Every handshake, inbound or dialed, has
+//! [`MeshSettings::handshake_timeout`] to finish (4408 after).
 
 mod bridge;
 mod link;
@@ -26,9 +35,10 @@ mod supervisor;
 mod traffic;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -39,11 +49,12 @@ use super::discovery::DiscoveryEvent;
 use super::identity::{new_boot_id, NodeIdentity};
 use super::proto::handshake::Admission;
 use super::proto::manifest::SharePolicy;
+use super::proto::preauth::{address_key, PreAuthBudget, PreAuthLimits};
 use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey};
 use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
 use crate::metrics::{LinkTraffic, TrafficKind};
-use crate::room::{Kick, RoomRegistry, SessionId};
+use crate::room::{CloseReason, Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
 
 /// Application-level ping interval on a link.
@@ -55,7 +66,7 @@ pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(45);
 pub(crate) type Ours = std::collections::BTreeMap<String, (String, Vec<u8>)>;
 
 /// Settings of the mesh.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MeshSettings {
     /// Peers to dial.
     pub peers: Vec<PeerConfig>,
@@ -63,6 +74,46 @@ pub struct MeshSettings {
     pub admission: Admission,
     /// This node's own HTTP URL, announced in the hello.
     pub listen: Option<String>,
+    /// How long a link's handshake may take, inbound or dialed; then it is closed with 4408
+    /// (`limits.mesh_handshake_timeout_s`).
+    pub handshake_timeout: Duration,
+    /// The budget of inbound sockets in their handshake (`limits.mesh_preauth_total`,
+    /// `limits.mesh_preauth_per_address`).
+    pub preauth: PreAuthLimits,
+}
+
+/// Why a socket in its handshake was closed to make room for a newer one.
+const GAVE_WAY: &str =
+    "mesh handshake not finished: gave way to a newer connection (pre-authentication limit)";
+
+/// The inbound sockets still in their handshake: the budget, and how to close each one.
+struct PreAuth {
+    budget: PreAuthBudget<LinkId, IpAddr>,
+    kicks: HashMap<LinkId, Arc<Kick>>,
+}
+
+/// An inbound socket's place in the pre-authentication budget, held by its link task until
+/// the handshake ends (or the task does): dropping it releases the place.
+pub(crate) struct PreAuthTicket {
+    mesh: Arc<Mesh>,
+    link: LinkId,
+    /// Raised when the socket must give way to a newer one.
+    pub(crate) kick: Arc<Kick>,
+}
+
+impl PreAuthTicket {
+    /// The socket sent its first handshake message.
+    pub(crate) fn heard(&self) {
+        lock(&self.mesh.preauth).budget.heard(&self.link);
+    }
+}
+
+impl Drop for PreAuthTicket {
+    fn drop(&mut self) {
+        let mut p = lock(&self.mesh.preauth);
+        p.budget.release(&self.link);
+        p.kicks.remove(&self.link);
+    }
 }
 
 /// What the core holds for each live link: where to queue frames, how to close it, and its
@@ -104,6 +155,10 @@ pub struct Mesh {
     registry: Arc<RoomRegistry>,
     session_ids: Arc<AtomicU64>,
     core: Mutex<MeshCore<LinkHandle>>,
+    /// Inbound sockets in their handshake (never held together with `core`).
+    preauth: Mutex<PreAuth>,
+    /// The origin of the budget's clock (monotonic).
+    epoch: Instant,
     /// Traffic per peer row, kept across reconnects.
     traffic: Mutex<HashMap<PeerKey, Arc<LinkTraffic>>>,
     /// Where commands and results that arrive over links go (the command center).
@@ -153,9 +208,15 @@ impl Mesh {
             settings.peers.clone(),
             rand::random::<u64>(),
         );
+        let preauth = PreAuth {
+            budget: PreAuthBudget::new(settings.preauth),
+            kicks: HashMap::new(),
+        };
         Arc::new_cyclic(|me| Mesh {
             me: me.clone(),
             core: Mutex::new(MeshCore::new(cfg, now_ms())),
+            preauth: Mutex::new(preauth),
+            epoch: Instant::now(),
             identity,
             boot_id: new_boot_id(),
             settings,
@@ -390,12 +451,44 @@ impl Mesh {
         }
     }
 
-    /// Takes an inbound link (a peer dialed `/_mesh`).
-    pub fn accept(self: &Arc<Self>, io: super::transport::LinkIo, remote: String) {
+    /// Takes an inbound link (a peer dialed `/_mesh` from `remote`). It enters the
+    /// pre-authentication budget; a socket that must give way to it is closed with 4408.
+    pub fn accept(self: &Arc<Self>, io: super::transport::LinkIo, remote: SocketAddr) {
         let link = self.next_id();
-        self.run(Event::InboundOpened { link, remote });
+        let kick = Arc::new(Kick::default());
+        let gone = {
+            let mut p = lock(&self.preauth);
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let victim = p.budget.admit(link, address_key(remote.ip()), now);
+            p.kicks.insert(link, kick.clone());
+            victim.and_then(|v| p.kicks.remove(&v))
+        };
+        if let Some(victim) = gone {
+            victim.close(CloseReason::TimedOut(GAVE_WAY.into()));
+        }
+        let ticket = PreAuthTicket {
+            mesh: self.clone(),
+            link,
+            kick,
+        };
+        self.run(Event::InboundOpened {
+            link,
+            remote: remote.to_string(),
+        });
         let me = self.clone();
-        self.spawn(link::run(me, io, PeerKey::Inbound(link), link, None));
+        self.spawn(link::run(
+            me,
+            io,
+            PeerKey::Inbound(link),
+            link,
+            None,
+            Some(ticket),
+        ));
+    }
+
+    /// Inbound sockets still in their handshake (in the pre-authentication budget).
+    pub fn pending_inbound(&self) -> usize {
+        lock(&self.preauth).budget.len()
     }
 
     /// The hook side of fan-out: queues `update` of `room` (a change the room applied) to
@@ -459,7 +552,8 @@ impl Mesh {
         Some(self.traffic_for(key))
     }
 
-    /// Inbound links, established or in their handshake.
+    /// Inbound links past their handshake (admitted). Sockets still in their handshake are
+    /// counted apart ([`Mesh::pending_inbound`]).
     pub fn inbound_links(&self) -> usize {
         lock(&self.core).inbound_links()
     }

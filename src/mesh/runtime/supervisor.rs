@@ -34,7 +34,7 @@ pub(crate) async fn dial(
     match transport::ws::dial(&url, mesh.token_for(peer).as_deref()).await {
         Ok(io) => {
             let link = mesh.next_id();
-            super::link::run(mesh, io, peer, link, expect).await;
+            super::link::run(mesh, io, peer, link, expect, None).await;
         }
         Err(error) => mesh.run(Event::DialFailed {
             peer,
