@@ -1,4 +1,7 @@
 //! Server-to-server replication between real nodes on loopback (mDNS is not involved).
+//! `preauth`: strangers on `/_mesh` (the pre-authentication budget, the handshake deadline).
+
+mod preauth;
 
 use std::path::Path;
 use std::process::{Child, Command};
