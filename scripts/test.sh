@@ -3,8 +3,8 @@
 # Python interop suite (pycrdt clients, in a venv made by tests/python/run.sh), then the
 # JavaScript interop suite
 # (stock yjs / y-websocket clients against the real binary). Installs what the tests need
-# (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv
-# and iproute2 via apt when missing and running as root).
+# (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv,
+# iproute2 and Chromium via apt when missing and running as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,6 +44,17 @@ need_ip() {
   apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
 }
 
+# The browser tests (tests/interop/test/browser.test.mjs) drive Debian's Chromium with
+# playwright-core (`playwright install` cannot download its own browser here). Without
+# Chromium they skip (except under CI=true, where they fail).
+need_chromium() {
+  if [ -x /usr/bin/chromium ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    return
+  fi
+  echo "== installing Chromium (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 echo "== building"
 cargo build --all-targets --locked
 
@@ -62,4 +73,5 @@ YMESH_BIN="$PWD/target/debug/ymesh" tests/python/run.sh
 
 echo "== JavaScript interop tests"
 need_node
+need_chromium
 YMESH_BIN="$PWD/target/debug/ymesh" tests/interop/run.sh

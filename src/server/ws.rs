@@ -235,23 +235,30 @@ async fn read_loop(
     let kick = session.kick().clone();
     let id = session.id();
     // A client speaks first thing (every y-websocket client sends its SyncStep1 on open):
-    // a socket that stays silent is not one, and is closed (4408).
-    let first_deadline = tokio::time::Instant::now() + app.config.limits.first_message_timeout;
-    let mut heard = false;
+    // a socket that stays silent is not one, and is closed (4408). The timer lives on the
+    // heap until the first message and is freed then, so an idle connection keeps none.
+    let limit = app.config.limits.first_message_timeout;
+    let mut first: Option<std::pin::Pin<Box<tokio::time::Sleep>>> =
+        Some(Box::pin(tokio::time::sleep(limit)));
     loop {
         let msg = tokio::select! {
             biased;
             _ = kick.kicked() => return,
-            _ = tokio::time::sleep_until(first_deadline), if !heard => {
+            _ = async {
+                match first.as_mut() {
+                    Some(timer) => timer.await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 kick.close(CloseReason::TimedOut(format!(
                     "no message within {} s of connecting",
-                    app.config.limits.first_message_timeout.as_secs()
+                    limit.as_secs()
                 )));
                 return;
             }
             msg = stream.next() => msg,
         };
-        heard = true;
+        first = None;
         let msg = match msg {
             None => return,
             Some(Err(e)) => {
