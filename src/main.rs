@@ -47,6 +47,9 @@ enum Command {
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
+    /// Print a new random secret (256 bits, hex) for --mesh-secret, --token,
+    /// --shared-secret or --admin-token.
+    Secret,
     /// Print a signed user token (`userId:signature`) for a node started with
     /// --shared-secret; the token is the last line of the output.
     Token(TokenArgs),
@@ -578,6 +581,10 @@ fn main() -> std::process::ExitCode {
                     Command::Rooms(args) => rooms(args).await,
                     Command::Id(args) => id(args).await,
                     Command::Token(args) => token(args),
+                    Command::Secret => {
+                        println!("{}", ymesh::auth::new_secret());
+                        Ok(())
+                    }
                 }
             }
         }

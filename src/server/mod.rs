@@ -271,6 +271,19 @@ impl Node {
             hosts: crate::auth::origin::HostPolicy::new(&config.host, config.allowed_hosts.clone()),
             mesh_needs_credential: config.mesh_secret.is_none() && config.allow_peers.is_empty(),
         };
+        for (what, value) in [
+            ("the mesh secret (--mesh-secret)", &config.mesh_secret),
+            ("the client token (--token)", &config.token),
+            ("the shared secret (--shared-secret)", &config.shared_secret),
+            ("the admin token (--admin-token)", &config.admin_token),
+        ] {
+            if let Some(warning) = value
+                .as_deref()
+                .and_then(|v| crate::auth::weak_secret_warning(what, v))
+            {
+                tracing::warn!("{warning}");
+            }
+        }
         if access.clients.is_on() {
             tracing::info!(modes = ?access.clients.modes(), "client authentication on");
         } else if !crate::auth::origin::is_loopback_host(&config.host) {

@@ -402,3 +402,20 @@ fn ymesh_token_prints_a_signed_user_token() {
         .unwrap();
     assert!(!missing.status.success());
 }
+
+#[test]
+fn ymesh_secret_prints_a_new_strong_secret() {
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ymesh"))
+            .arg("secret")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.len(), 64, "{a}");
+    assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+    assert!(ymesh::auth::weak_secret_warning("x", &a).is_none());
+}

@@ -285,8 +285,18 @@ impl<H: Clone> MeshCore<H> {
         out: &mut Vec<Action<H>>,
     ) {
         if let PeerKey::Inbound(_) = peer {
-            if let HandshakeEnd::Refused(reason) | HandshakeEnd::Closed(reason) = &end {
-                tracing::info!(reason, "inbound peer link ended");
+            let address = self.peers.get(&peer).map(|p| p.address.clone());
+            match &end {
+                // A node this one refused (admission, version): the operator wants to know.
+                HandshakeEnd::Refused(reason) => {
+                    tracing::warn!(address, reason, "inbound peer refused")
+                }
+                // A socket that never finished its handshake is anyone's: one line per
+                // socket at INFO would let a flood of strangers fill the log.
+                HandshakeEnd::Closed(reason) => {
+                    tracing::debug!(address, reason, "inbound link ended in its handshake")
+                }
+                HandshakeEnd::IsSelf => {}
             }
             self.peers.remove(&peer);
             return;
