@@ -12,7 +12,7 @@ use yrs::{Doc, GetString, StateVector, Text, Transact, Update, WriteTxn};
 use super::*;
 use crate::protocol::{decode_frame, Message, SyncMessage};
 
-fn text_update(client: u64, s: &str) -> Vec<u8> {
+pub(super) fn text_update(client: u64, s: &str) -> Vec<u8> {
     let doc = Doc::with_client_id(client);
     let text = doc.get_or_insert_text("t");
     let mut txn = doc.transact_mut();
@@ -20,7 +20,7 @@ fn text_update(client: u64, s: &str) -> Vec<u8> {
     txn.encode_update_v1()
 }
 
-fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Message> {
+pub(super) fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Message> {
     let mut out = Vec::new();
     while let Ok(frame) = rx.try_recv() {
         out.extend(decode_frame(frame).unwrap());

@@ -1,30 +1,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
 
 use super::*;
-use crate::protocol::{decode_frame, Message, SyncMessage};
+use crate::protocol::{Message, SyncMessage};
+use crate::room::tests::{drain, text_update};
 use crate::room::{RoomScope, RoomSettings, CLOSE_FORBIDDEN};
-
-fn text_update(client: u64, s: &str) -> Vec<u8> {
-    let doc = Doc::with_client_id(client);
-    let text = doc.get_or_insert_text("t");
-    let mut txn = doc.transact_mut();
-    text.insert(&mut txn, 0, s);
-    txn.encode_update_v1()
-}
-
-fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Message> {
-    let mut out = Vec::new();
-    while let Ok(frame) = rx.try_recv() {
-        out.extend(decode_frame(frame).unwrap());
-    }
-    out
-}
 
 fn text_of(room: &Room) -> String {
     room.with_doc(|doc| {
