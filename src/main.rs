@@ -44,6 +44,10 @@ enum Command {
     /// Issue a maintenance command (migrate, reindex, compact, invalidate) on a running node;
     /// it reaches every node of the mesh and every client that opted in.
     Command(CommandArgs),
+    /// Approve or deny a peer node on a running node (`ymesh peer approve NODE_ID`); the
+    /// decision persists in that node's data directory.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
@@ -53,6 +57,26 @@ enum Command {
     /// Print a signed user token (`userId:signature`) for a node started with
     /// --shared-secret; the token is the last line of the output.
     Token(TokenArgs),
+}
+
+/// `ymesh peer ...`.
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Admit a node from now on (a pending link to it comes up at once).
+    Approve(PeerArgs),
+    /// Refuse a node from now on, whatever else admits it (its links close).
+    Deny(PeerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PeerArgs {
+    /// The peer's node id (as `GET /peers` and the node's log show it).
+    node_id: String,
+    /// The node to tell.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
+    node: String,
+    #[command(flatten)]
+    admin: AdminTokenArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +283,9 @@ struct ServeArgs {
     /// Run without a store: nothing survives a restart.
     #[arg(long)]
     memory: bool,
+    /// Admit every ymesh node without a secret or approval (mesh.toml `mesh_open`).
+    #[arg(long)]
+    mesh_open: bool,
     /// Peer node to dial, repeatable: ws://host:3913 (or a room URL template).
     #[arg(long = "peer", value_name = "URL")]
     peers: Vec<String>,
@@ -349,6 +376,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
         peers: args.peers.clone(),
         mesh_secret: args.mesh_secret.clone(),
         allow_peers: args.allow_peers.clone(),
+        mesh_open: args.mesh_open,
         mdns: match (args.mdns, args.no_mdns) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -499,6 +527,21 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn peer(cmd: PeerCommand) -> anyhow::Result<()> {
+    let (args, approve) = match cmd {
+        PeerCommand::Approve(a) => (a, true),
+        PeerCommand::Deny(a) => (a, false),
+    };
+    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    node.decide_peer(&args.node_id, approve).await?;
+    println!(
+        "{} {}",
+        if approve { "approved" } else { "denied" },
+        args.node_id
+    );
+    Ok(())
+}
+
 async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
     let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
     print!("{}", node.rooms_text().await?);
@@ -580,6 +623,7 @@ fn main() -> std::process::ExitCode {
                     Command::Status(args) => status(args).await,
                     Command::Rooms(args) => rooms(args).await,
                     Command::Id(args) => id(args).await,
+                    Command::Peer(cmd) => peer(cmd).await,
                     Command::Token(args) => token(args),
                     Command::Secret => {
                         println!("{}", ymesh::auth::new_secret());

@@ -142,6 +142,8 @@ pub struct FileConfig {
     pub mesh_secret: Option<Spanned<String>>,
     /// Node ids admitted to the mesh.
     pub allow_peers: Option<Vec<Spanned<String>>>,
+    /// Admit every ymesh node without approval.
+    pub mesh_open: Option<bool>,
     /// Static client token.
     pub token: Option<Spanned<String>>,
     /// Secret for signed user tokens.

@@ -64,6 +64,43 @@ pub(crate) async fn list_peers(State(app): State<Arc<AppState>>) -> Response {
     data(app.mesh.peers_json())
 }
 
+/// `POST /peers/{node}/approve` (admin): admits node `node` from now on (persisted); its
+/// waiting links come up.
+pub(crate) async fn approve_peer(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Response {
+    peer_decision(&app, &node, true)
+}
+
+/// `POST /peers/{node}/deny` (admin): refuses node `node` from now on (persisted), whatever
+/// else admits it; its links close.
+pub(crate) async fn deny_peer(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Response {
+    peer_decision(&app, &node, false)
+}
+
+fn peer_decision(app: &Arc<AppState>, node: &str, approve: bool) -> Response {
+    use crate::mesh::runtime::approvals::ApprovalsError;
+    let result = if approve {
+        app.mesh.approve(node)
+    } else {
+        app.mesh.deny(node)
+    };
+    match result {
+        Ok(()) => data(json!({
+            "node_id": node,
+            "decision": if approve { "approved" } else { "denied" },
+        })),
+        Err(e @ ApprovalsError::BadNodeId(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 pub(crate) async fn healthz() -> Response {
     data(json!({ "status": "ok" }))
 }

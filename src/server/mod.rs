@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The store could not be opened (locked by another node, corrupt, too new, ...).
     #[error("cannot open the store: {0}")]
     Store(StoreError),
+    /// The mesh approvals file could not be read.
+    #[error("mesh approvals: {0}")]
+    Approvals(String),
 }
 
 // Not `#[from]`: that would also make the store error the `source`, and `{:#}` chains would
@@ -216,21 +219,32 @@ impl Node {
         let admission = Admission {
             secret: config.mesh_secret.clone(),
             allow: config.allow_peers.clone(),
+            open: config.mesh_open,
         };
         let loopback = addr.ip().is_loopback();
-        if admission.is_open() && !loopback {
+        if admission.open && !loopback {
             tracing::warn!(
-                "the mesh is open and this node listens on {addr}: any ymesh node that reaches it \
-                 may replicate every room; set --mesh-secret or --allow-peer"
+                "mesh_open is set and this node listens on {addr}: any ymesh node that reaches \
+                 it may replicate every room without approval; prefer --mesh-secret, \
+                 --allow-peer or `ymesh peer approve`"
             );
             if config.discovery.mdns_enabled(addr.ip()) {
                 tracing::warn!(
                     "mDNS discovery is on with an open mesh: ymesh nodes on this network will \
-                     find this node and replicate every room with it; set --mesh-secret (or \
-                     --no-mdns)"
+                     find this node and replicate every room with it"
                 );
             }
         }
+        let approvals_path = (!config.memory).then(|| {
+            config
+                .data_dir
+                .join(crate::mesh::runtime::approvals::APPROVALS_FILE)
+        });
+        let approvals = match &approvals_path {
+            Some(path) => crate::mesh::runtime::approvals::load(path)
+                .map_err(|e| ServerError::Approvals(e.to_string()))?,
+            None => Default::default(),
+        };
         let (inbox, inbox_rx) = crate::command::inbox();
         let mesh = Mesh::new(
             identity.clone(),
@@ -243,6 +257,8 @@ impl Node {
                     total: config.limits.mesh_preauth_total,
                     per_address: config.limits.mesh_preauth_per_address,
                 },
+                approvals,
+                approvals_path,
             },
             registry.clone(),
             session_ids.clone(),
@@ -269,7 +285,7 @@ impl Node {
             ),
             origins: crate::auth::origin::OriginPolicy::new(config.allowed_origins.clone()),
             hosts: crate::auth::origin::HostPolicy::new(&config.host, config.allowed_hosts.clone()),
-            mesh_needs_credential: config.mesh_secret.is_none() && config.allow_peers.is_empty(),
+            mesh_needs_credential: config.mesh_open,
         };
         for (what, value) in [
             ("the mesh secret (--mesh-secret)", &config.mesh_secret),
@@ -478,7 +494,21 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/commands/{id}",
-            get(axum::handler::Handler::layer(http::command_report, admin)),
+            get(axum::handler::Handler::layer(
+                http::command_report,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/peers/{node}/approve",
+            axum::routing::post(axum::handler::Handler::layer(
+                http::approve_peer,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/peers/{node}/deny",
+            axum::routing::post(axum::handler::Handler::layer(http::deny_peer, admin)),
         );
     for template in &state.config.routes {
         if template != DOCUMENT_ROUTE {
@@ -536,7 +566,7 @@ async fn mesh_upgrade(
         )
         .into_response();
     }
-    let max = crate::mesh::MAX_FRAME_LEN as usize;
+    let max = crate::mesh::transport::MAX_SEALED_LEN;
     let tracker = app.sessions.clone();
     ws.read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
@@ -544,7 +574,8 @@ async fn mesh_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                app.mesh.accept(accept_axum(socket), peer);
+                let io = accept_axum(socket, app.mesh.identity().clone());
+                app.mesh.accept(io, peer);
             })
         })
 }
