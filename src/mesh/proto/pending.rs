@@ -73,6 +73,11 @@ impl<H: Clone> MeshCore<H> {
             // Proven by the secure channel, whatever the verdict.
             slot.node_id = Some(node.clone());
         }
+        if matches!(peer, PeerKey::Configured(_)) {
+            // Now this node knows who its configured peer is: a link that node dialed here
+            // first, held as pending while its id was unknown, is welcome too.
+            self.configured_reached(&node, now_ms, out);
+        }
         let verdict = approval::decide(
             &self.cfg.admission,
             &self.gate.approvals,
