@@ -73,13 +73,32 @@ struct TokenArgs {
     config: Option<PathBuf>,
 }
 
+/// Which running node a client command asks.
 #[derive(Debug, clap::Args)]
-struct StatusArgs {
-    /// The node to ask.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
+struct NodeArg {
+    /// The node to ask [default: http://HOST:PORT from the config file, else
+    /// http://127.0.0.1:3913].
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// Config file whose host and port name the node when --node is not given (default:
+    /// ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH", conflicts_with = "node")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     admin: AdminTokenArg,
+}
+
+impl NodeArg {
+    fn client(self) -> anyhow::Result<ymesh::ops::NodeClient> {
+        let url = ymesh::ops::node_url(self.node.as_deref(), self.config.as_deref())?;
+        Ok(ymesh::ops::NodeClient::new(&url, self.admin.credential())?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,10 +118,8 @@ struct CommandArgs {
     #[arg(long)]
     wait: bool,
     /// The node that issues it.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
     #[command(flatten)]
-    admin: AdminTokenArg,
+    node: NodeArg,
 }
 
 /// `--admin-token` and `--token` of the client subcommands.
@@ -440,7 +457,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: CommandArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     let cmd_args = match &args.args {
         Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
         None => serde_json::json!({}),
@@ -494,21 +511,20 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     print!("{}", node.status_text().await?);
     Ok(())
 }
 
 async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     print!("{}", node.rooms_text().await?);
     Ok(())
 }
 
 async fn id(args: IdArgs) -> anyhow::Result<()> {
     let dir = args.dir.resolve()?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    ymesh::store::prepare_data_dir(&dir)?;
     let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
     println!("{}", identity.node_id());
     Ok(())

@@ -63,8 +63,8 @@ pub use import::{import_dir, Imported};
 pub use remote::NodeClient;
 pub use restore::{restore_backup, Restored};
 pub use status::{render_rooms, render_status};
-pub use target::data_dir;
 pub use target::Target;
+pub use target::{data_dir, node_url};
 
 use crate::store::StoreError;
 
