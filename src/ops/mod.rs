@@ -101,6 +101,9 @@ pub enum OpsError {
     /// The request cannot be carried out as asked (room not stored, refusal, bad input).
     #[error("{0}")]
     Refused(String),
+    /// A maintenance command ran, but some responder failed, refused it or timed out.
+    #[error("{0}")]
+    CommandFailed(String),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpsError + '_ {
