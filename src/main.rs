@@ -216,6 +216,10 @@ struct ImportArgs {
     room: String,
     /// A file holding one Yjs v1 update (`-` for standard input).
     file: PathBuf,
+    /// Restore a deleted room from this update (an export taken before the deletion, which
+    /// is otherwise refused); the room comes back on every peer as the change reaches it.
+    #[arg(long)]
+    undelete: bool,
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -438,7 +442,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let imported = args
         .target
         .resolve()?
-        .import(&args.room, &update)
+        .import(&args.room, &update, args.undelete)
         .await
         .with_context(|| format!("importing into room {:?}", args.room))?;
     print!("{}", imported.report(&args.room, update.len(), &args.file));

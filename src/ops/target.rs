@@ -42,11 +42,17 @@ impl Target {
         }
     }
 
-    /// Merges `update` into `room`.
-    pub async fn import(&self, room: &str, update: &[u8]) -> Result<Imported, OpsError> {
+    /// Merges `update` into `room`; `undelete` restores a deleted room from it (see
+    /// [`super::import`]).
+    pub async fn import(
+        &self,
+        room: &str,
+        update: &[u8],
+        undelete: bool,
+    ) -> Result<Imported, OpsError> {
         match self {
-            Target::Dir(dir) => import_dir(dir, room, update).await,
-            Target::Node(node) => node.import(room, update).await,
+            Target::Dir(dir) => import_dir(dir, room, update, undelete).await,
+            Target::Node(node) => node.import(room, update, undelete).await,
         }
     }
 
