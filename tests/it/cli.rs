@@ -457,3 +457,74 @@ fn status_rooms_and_command_find_the_node_from_mesh_toml() {
     stop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn help_of(sub: &str) -> String {
+    let out = bin().args([sub, "--help"]).output().unwrap();
+    assert!(out.status.success(), "ymesh {sub} --help: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// README's command lines name real subcommands and flags, and its sentence on where each
+/// operations command runs (data directory, running node, or both) is what the flags say.
+#[test]
+fn readme_cli_claims_are_true() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut checked = 0;
+    let mut in_sh = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let code = line.split(" #").next().unwrap_or_default();
+        // `ymesh ...`, or `VAR=... ymesh ...`; not `cargo run ...`.
+        let Some(rest) = code
+            .strip_prefix("ymesh ")
+            .or_else(|| code.split_once("' ymesh ").map(|(_, r)| r))
+            .or_else(|| code.split_once("... ymesh ").map(|(_, r)| r))
+        else {
+            continue;
+        };
+        if !in_sh {
+            continue;
+        }
+        let mut words = rest.split_whitespace();
+        let sub = words.next().unwrap();
+        let help = help_of(sub);
+        for flag in words.filter(|w| w.starts_with("--")) {
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "README uses `ymesh {sub} {flag}`, which `ymesh {sub} --help` does not list"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "README command lines found: {checked}");
+    assert!(readme.contains(
+        "`export`, `import`, `compact` and `delete` work on a stopped node's data directory"
+    ));
+    for sub in ["export", "import", "compact", "delete"] {
+        let help = help_of(sub);
+        assert!(
+            help.contains("--data-dir ") && help.contains("--node "),
+            "{sub}"
+        );
+    }
+    assert!(readme.contains("`backup`, `restore-backup` and `id` take the data directory only"));
+    for sub in ["backup", "restore-backup", "id"] {
+        let help = help_of(sub);
+        assert!(
+            help.contains("--data-dir ") && !help.contains("--node "),
+            "{sub}"
+        );
+    }
+    assert!(readme.contains("`status`, `rooms` and `command` ask a running node: `--node URL`, or else the\nhost and port of ./mesh.toml (`--config PATH`"));
+    for sub in ["status", "rooms", "command"] {
+        let help = help_of(sub);
+        assert!(
+            help.contains("--node ") && help.contains("--config ") && !help.contains("--data-dir"),
+            "{sub}"
+        );
+    }
+}
