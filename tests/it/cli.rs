@@ -389,9 +389,11 @@ fn serve_collecting(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut lines = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("ready line in time");
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("no ready line in time; the node exited with {status:?}: {lines:#?}");
+        };
         let port = line
             .split("listening on http://127.0.0.1:")
             .nth(1)
