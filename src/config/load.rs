@@ -1,7 +1,8 @@
 //! Loading `mesh.toml` and the checks on single values: the file schema ([`FileConfig`],
 //! strict serde: an unknown key or a wrong type is an error), [`ConfigError`] with the file,
-//! line and column of the value at fault, and the value checks the merge applies (route
-//! templates, lower bounds).
+//! line and column of the value at fault and its dotted key (`limits.max_rooms`, found with
+//! `serde_path_to_error`, with the expected type said in words), and the value checks the
+//! merge applies (route templates, lower bounds).
 //!
 //! The file keeps every value's span ([`Spanned`]) and its own text, so that a value found
 //! wrong later, while merging, is still reported as `file:line:column`.

@@ -19,20 +19,21 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`target`] | [`Target`]: a stopped node's directory or a running node; the data directory as `serve` would use it |
+//! | [`target`] | [`Target`]: a stopped node's directory or a running node; the data directory as `serve` would use it; the node `status`, `rooms` and `command` ask ([`node_url`]: `--node`, else the config file's host and port) |
 //! | `dir` | opening a stopped node's store under its lock, and reading a room's document from it |
 //! | [`remote`] | [`NodeClient`]: a running node's HTTP API, room paths, the `{"data": ...}` envelope |
 //! | [`export`] | a room as one Yjs v1 update, from either place |
-//! | [`import`] | merging a Yjs v1 update into a room, in either place |
+//! | [`import`] | merging a Yjs v1 update into a room, in either place; refusing an update a room's deletion covers, or restoring the room from it (`--undelete`) |
 //! | [`compact`] | folding update logs into snapshots, in either place |
 //! | [`delete`] | deleting a room and recording its tombstone, in either place |
 //! | [`backup`](mod@backup) | the online backup, and checking a store file |
 //! | [`restore`] | putting a backup in place |
-//! | [`command`] | issuing a maintenance command and following its results |
+//! | [`command`] | issuing a maintenance command, following its results, naming the peers it has not reached, failing when a responder failed |
 //! | [`status`] | `ymesh status` and `ymesh rooms`: fetching and rendering |
 //! | `table` | aligned text tables |
 //!
-//! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names),
+//! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names, the tombstone
+//! check and the undelete marker), [`crate::command`] (which result statuses are failures),
 //! [`crate::mesh::identity`] (the node id of a tombstone), [`crate::metrics`] (the shape of
 //! the traffic counters `GET /peers` reports) and the public API of [`crate::config`]; it
 //! never reaches into a running node's internals.
