@@ -600,7 +600,16 @@ async fn ymesh_command_wait_names_offline_peers_and_fails_on_a_timeout() {
     );
 
     // A client that opted in and never answers times out: the command fails, and says so.
-    let _silent = RawClient::connect(a.local_addr(), "/rooms/quiet?commands=1").await;
+    let mut silent = RawClient::connect(a.local_addr(), "/rooms/quiet?commands=1").await;
+    // Joined once the node's SyncStep1 arrives: the command is then delivered to it.
+    silent
+        .recv_until(|m| {
+            matches!(
+                m,
+                ymesh::protocol::Message::Sync(ymesh::protocol::SyncMessage::Step1(_))
+            )
+        })
+        .await;
     let out = ymesh_cli(
         [
             "command",
