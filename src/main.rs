@@ -97,13 +97,32 @@ struct TokenArgs {
     config: Option<PathBuf>,
 }
 
+/// Which running node a client command asks.
 #[derive(Debug, clap::Args)]
-struct StatusArgs {
-    /// The node to ask.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
+struct NodeArg {
+    /// The node to ask [default: http://HOST:PORT from the config file, else
+    /// http://127.0.0.1:3913].
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// Config file whose host and port name the node when --node is not given (default:
+    /// ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH", conflicts_with = "node")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     admin: AdminTokenArg,
+}
+
+impl NodeArg {
+    fn client(self) -> anyhow::Result<ymesh::ops::NodeClient> {
+        let url = ymesh::ops::node_url(self.node.as_deref(), self.config.as_deref())?;
+        Ok(ymesh::ops::NodeClient::new(&url, self.admin.credential())?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,10 +142,8 @@ struct CommandArgs {
     #[arg(long)]
     wait: bool,
     /// The node that issues it.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
     #[command(flatten)]
-    admin: AdminTokenArg,
+    node: NodeArg,
 }
 
 /// `--admin-token` and `--token` of the client subcommands.
@@ -223,6 +240,10 @@ struct ImportArgs {
     room: String,
     /// A file holding one Yjs v1 update (`-` for standard input).
     file: PathBuf,
+    /// Restore a deleted room from this update (an export taken before the deletion, which
+    /// is otherwise refused); the room comes back on every peer as the change reaches it.
+    #[arg(long)]
+    undelete: bool,
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -449,7 +470,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let imported = args
         .target
         .resolve()?
-        .import(&args.room, &update)
+        .import(&args.room, &update, args.undelete)
         .await
         .with_context(|| format!("importing into room {:?}", args.room))?;
     print!("{}", imported.report(&args.room, update.len(), &args.file));
@@ -468,7 +489,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: CommandArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     let cmd_args = match &args.args {
         Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
         None => serde_json::json!({}),
@@ -522,7 +543,7 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     print!("{}", node.status_text().await?);
     Ok(())
 }
@@ -543,15 +564,14 @@ async fn peer(cmd: PeerCommand) -> anyhow::Result<()> {
 }
 
 async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     print!("{}", node.rooms_text().await?);
     Ok(())
 }
 
 async fn id(args: IdArgs) -> anyhow::Result<()> {
     let dir = args.dir.resolve()?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    ymesh::store::prepare_data_dir(&dir)?;
     let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
     println!("{}", identity.node_id());
     Ok(())

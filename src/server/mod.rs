@@ -1,7 +1,8 @@
 //! The node's network shell: the axum router (HTTP API and WebSocket upgrades), the session
 //! loops, the idle-room sweeper and orderly shutdown.
 //!
-//! [`Node::start`] binds the listener and returns a [`Node`] handle; [`Node::shutdown`] stops
+//! [`Node::start`] binds the listener (first, before it opens the store or creates the node
+//! key, so a port that is taken leaves nothing behind) and returns a [`Node`] handle; [`Node::shutdown`] stops
 //! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
 //! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
@@ -128,6 +129,17 @@ impl Node {
         hooks: Hooks,
         listener: Option<TcpListener>,
     ) -> Result<Node, ServerError> {
+        // The port first: a port another process holds must not leave a new store and node
+        // key behind.
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let bind = format!("{}:{}", config.host, config.port);
+                TcpListener::bind(&bind)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: bind, source })?
+            }
+        };
         let metrics = Metrics::new();
         let store: Option<Arc<dyn Store>> = if config.memory {
             tracing::warn!(
@@ -144,7 +156,6 @@ impl Node {
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, opts))
                 .await
                 .map_err(|e| StoreError::Internal(format!("opening the store: {e}")))??;
-            tracing::info!(path = %store.db_path().display(), "store opened");
             metrics.attach_store(store.counters());
             Some(Arc::new(store))
         };
@@ -167,20 +178,10 @@ impl Node {
         store: Option<Arc<dyn Store>>,
         metrics: Arc<Metrics>,
         identity: Arc<NodeIdentity>,
-        listener: Option<TcpListener>,
+        listener: TcpListener,
     ) -> Result<Node, ServerError> {
-        let bind = format!("{}:{}", config.host, config.port);
-        let listener = match listener {
-            Some(l) => l,
-            None => TcpListener::bind(&bind)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: bind.clone(),
-                    source,
-                })?,
-        };
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: bind.clone(),
+            addr: format!("{}:{}", config.host, config.port),
             source,
         })?;
         let registry = Arc::new(RoomRegistry::with_store(
