@@ -38,13 +38,16 @@ enum Dir {
     Down,
 }
 
+/// One relayed message: (connection number, direction, bytes, whether it was a close; a
+/// close is recorded as its code, 2 bytes).
+type Relayed = (usize, Dir, Bytes, bool);
+
 /// A WebSocket relay in front of `upstream`'s `/_mesh`: whoever dials it is connected to
 /// the upstream node, every message is recorded, and one message towards upstream after
 /// the handshake can be altered.
 struct Relay {
     addr: SocketAddr,
-    /// (connection number, direction, message; a close is recorded as its code, 2 bytes)
-    log: Arc<Mutex<Vec<(usize, Dir, Bytes, bool)>>>,
+    log: Arc<Mutex<Vec<Relayed>>>,
     /// Flip a byte in the next frame towards upstream (past the Noise handshake).
     tamper: Arc<AtomicBool>,
 }
@@ -53,7 +56,7 @@ impl Relay {
     async fn start(upstream: SocketAddr) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let log: Arc<Mutex<Vec<(usize, Dir, Bytes, bool)>>> = Arc::default();
+        let log: Arc<Mutex<Vec<Relayed>>> = Arc::default();
         let tamper = Arc::new(AtomicBool::new(false));
         let (l, t) = (log.clone(), tamper.clone());
         tokio::spawn(async move {
@@ -119,7 +122,7 @@ impl Relay {
         format!("ws://{}", self.addr)
     }
 
-    fn messages(&self) -> Vec<(usize, Dir, Bytes, bool)> {
+    fn messages(&self) -> Vec<Relayed> {
         self.log.lock().unwrap().clone()
     }
 }
