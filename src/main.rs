@@ -40,7 +40,7 @@ enum Command {
     /// Show a running node's peers and rooms as tables.
     Status(StatusArgs),
     /// List a running node's rooms (in memory and stored) as a table.
-    Rooms(StatusArgs),
+    Rooms(RoomsArgs),
     /// Issue a maintenance command (migrate, reindex, compact, invalidate) on a running node;
     /// it reaches every node of the mesh and every client that opted in.
     Command(CommandArgs),
@@ -121,6 +121,18 @@ impl NodeArg {
 
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArg,
+    /// Only this room (in the per-peer sync table and the rooms table).
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+    /// Print one JSON document ({"node", "peers", "rooms"}) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RoomsArgs {
     #[command(flatten)]
     node: NodeArg,
 }
@@ -544,7 +556,12 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let node = args.node.client()?;
-    print!("{}", node.status_text().await?);
+    if args.json {
+        let doc = node.status_json(args.room.as_deref()).await?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", node.status_text(args.room.as_deref()).await?);
+    }
     Ok(())
 }
 
@@ -563,7 +580,7 @@ async fn peer(cmd: PeerCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
+async fn rooms(args: RoomsArgs) -> anyhow::Result<()> {
     let node = args.node.client()?;
     print!("{}", node.rooms_text().await?);
     Ok(())

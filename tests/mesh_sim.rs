@@ -824,7 +824,9 @@ impl Sim {
         let mut targets = Vec::new();
         self.nodes[i]
             .core
-            .fanout(room, origin, self.now, |link, _, _| targets.push(link));
+            .fanout(room, origin, self.now, true, |link, _, _| {
+                targets.push(link)
+            });
         for link in targets {
             if let Some((conn, side)) = self.conn_of(i, link) {
                 self.updates_sent += 1;
@@ -940,7 +942,12 @@ impl Sim {
                 self.send(conn, side, Msg::Step2 { room, ops });
             }
             Msg::Step2 { room, ops } => self.take_ops(i, end.link, room, ops, true),
-            Msg::Update { room, ops } => self.take_ops(i, end.link, room, ops, false),
+            Msg::Update { room, ops } => {
+                self.take_ops(i, end.link, room.clone(), ops, false);
+                // The receiver acknowledges what it received (coalesced in the real link).
+                let rooms = [(room, 1)].into_iter().collect();
+                self.send(conn, side, Msg::Control(Control::Ack { rooms }));
+            }
         }
     }
 

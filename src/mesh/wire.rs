@@ -152,6 +152,14 @@ pub enum Control {
         /// The `t` of the ping.
         t: u64,
     },
+    /// How many room updates (SyncUpdate messages in ROOM frames) the sender received on
+    /// this link since its previous `ack`, per room; sent at most about twice a second while
+    /// updates arrive. The receiver of the ack knows those changes reached the peer, so a
+    /// link that drops leaves only the rest counted as unacknowledged.
+    Ack {
+        /// Room name → number of updates.
+        rooms: std::collections::BTreeMap<String, u64>,
+    },
     /// A message type this node does not know (sent by a newer peer). Ignored.
     #[serde(other)]
     Unknown,
@@ -173,6 +181,7 @@ impl Control {
             Control::CommandResult { .. } => "command_result",
             Control::Ping { .. } => "ping",
             Control::Pong { .. } => "pong",
+            Control::Ack { .. } => "ack",
             Control::Unknown => "unknown",
         }
     }

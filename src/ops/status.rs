@@ -1,16 +1,44 @@
 //! `ymesh status` and `ymesh rooms`: a running node's `GET /`, `GET /peers` and
-//! `GET /rooms?all=true`, rendered as plain-text tables.
+//! `GET /rooms?all=true`, rendered as plain-text tables (or, `--json`, as one document),
+//! with where every room stands with every peer and, for each peer that is not synced,
+//! why not.
 
 use super::table::{cell, table};
 use super::{NodeClient, OpsError};
 
 impl NodeClient {
-    /// What `ymesh status` prints: the node, its peers and its rooms.
-    pub async fn status_text(&self) -> Result<String, OpsError> {
-        let node = self.get_json("/").await?;
-        let peers = self.get_json("/peers").await?;
-        let rooms = self.get_json("/rooms?all=true").await?;
+    /// What `ymesh status` prints: the node, its peers, where each room stands with each
+    /// peer (only `room` when given), why a peer is not synced, and its rooms.
+    pub async fn status_text(&self, room: Option<&str>) -> Result<String, OpsError> {
+        let (node, peers, rooms) = self.status_parts(room).await?;
         Ok(render_status(&node, &peers, &rooms))
+    }
+
+    /// `ymesh status --json`: `{"node": ..., "peers": [...], "rooms": [...]}`, the peers'
+    /// and the node's rooms narrowed to `room` when given.
+    pub async fn status_json(&self, room: Option<&str>) -> Result<serde_json::Value, OpsError> {
+        let (node, peers, rooms) = self.status_parts(room).await?;
+        Ok(serde_json::json!({ "node": node, "peers": peers, "rooms": rooms }))
+    }
+
+    async fn status_parts(
+        &self,
+        room: Option<&str>,
+    ) -> Result<(serde_json::Value, serde_json::Value, serde_json::Value), OpsError> {
+        let node = self.get_json("/").await?;
+        let mut peers = self.get_json("/peers").await?;
+        let mut rooms = self.get_json("/rooms?all=true").await?;
+        if let Some(room) = room {
+            for p in peers.as_array_mut().into_iter().flatten() {
+                if let Some(list) = p["rooms"].as_array_mut() {
+                    list.retain(|r| r["name"] == room);
+                }
+            }
+            if let Some(list) = rooms.as_array_mut() {
+                list.retain(|r| r["name"] == room);
+            }
+        }
+        Ok((node, peers, rooms))
     }
 
     /// What `ymesh rooms` prints: the rooms table.
@@ -58,7 +86,9 @@ pub fn render_status(
                 .as_array()
                 .map(|a| a.as_slice())
                 .unwrap_or_default();
-            let synced = rooms.iter().filter(|r| r["synced"] == true).count();
+            // Rooms the share policy keeps from the peer are listed, not counted.
+            let synced = rooms.iter().filter(|r| r["status"] == "synced").count();
+            let shared = rooms.iter().filter(|r| r["status"] != "not_shared").count();
             let found_by = match &p["found_by"] {
                 serde_json::Value::Null => s(&p["source"]),
                 v => s(v),
@@ -74,7 +104,7 @@ pub fn render_status(
                 found_by,
                 s(&p["address"]),
                 s(&p["node_id"]),
-                format!("{synced}/{}", rooms.len()),
+                format!("{synced}/{shared}"),
                 total("sent"),
                 total("received"),
                 detail,
@@ -93,7 +123,103 @@ pub fn render_status(
         ));
     }
     out.push('\n');
+    let peer_list = peers.as_array().map(|a| a.as_slice()).unwrap_or_default();
+    out.push_str(&render_sync(peer_list));
     out.push_str(&render_rooms(rooms));
+    out
+}
+
+/// A peer as a person recognizes it: its node id, else its address.
+fn peer_name(p: &serde_json::Value) -> String {
+    p["node_id"]
+        .as_str()
+        .or_else(|| p["address"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Seconds from `ms` (unix ms) to now, for "since" columns.
+fn age(ms: &serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match ms.as_u64() {
+        Some(ms) => format!("{} s ago", now.saturating_sub(ms) / 1000),
+        None => "-".into(),
+    }
+}
+
+/// When a peer that backs off is dialed next.
+fn next_attempt(p: &serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match p["next_retry_ms"].as_u64() {
+        Some(at) if at > now => format!("next attempt in {} s", (at - now).div_ceil(1000)),
+        _ => "next attempt now".to_string(),
+    }
+}
+
+/// The per-room, per-peer table, then one line per peer that is not synced saying why.
+fn render_sync(peers: &[serde_json::Value]) -> String {
+    let mut rows = Vec::new();
+    let mut why = Vec::new();
+    for p in peers {
+        let name = peer_name(p);
+        let rooms = p["rooms"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default();
+        let (mut pending, mut unknown) = (0, 0);
+        for r in rooms {
+            let status = cell(&r["status"]);
+            let detail = match status.as_str() {
+                "pending" => {
+                    pending += 1;
+                    match r["unacked"].as_u64() {
+                        Some(0) | None => "initial exchange under way".to_string(),
+                        Some(n) => format!(
+                            "{n} update(s) not acknowledged, oldest {}",
+                            age(&r["pending_since_ms"])
+                        ),
+                    }
+                }
+                "not_shared" => "kept from this peer by its share policy".to_string(),
+                "unknown" => {
+                    unknown += 1;
+                    "no link to this peer yet".to_string()
+                }
+                _ => String::new(),
+            };
+            rows.push(vec![name.clone(), cell(&r["name"]), status, detail]);
+        }
+        let state = cell(&p["state"]);
+        let error = p["reason"]
+            .as_str()
+            .or_else(|| p["last_error"].as_str())
+            .unwrap_or("");
+        let reason = match state.as_str() {
+            "connected" if pending == 0 && unknown == 0 => None,
+            "connected" => Some(format!("{pending} room(s) still exchanging")),
+            "backing_off" => Some(format!("link down ({error}); {}", next_attempt(p))),
+            "pending" => Some(format!("waiting for approval: {error}")),
+            "connecting" | "handshaking" => Some("linking".to_string()),
+            other => Some(format!("{other}: {error}")),
+        };
+        if let Some(reason) = reason {
+            why.push(format!("  {name}: not synced: {reason}\n"));
+        }
+    }
+    let mut out = String::from("sync\n");
+    if rows.is_empty() {
+        out.push_str("  no rooms shared with a peer\n");
+    } else {
+        out.push_str(&table(&["PEER", "ROOM", "STATUS", "DETAIL"], rows));
+    }
+    for line in why {
+        out.push_str(&line);
+    }
+    out.push('\n');
     out
 }
 
@@ -158,6 +284,30 @@ mod tests {
         assert!(
             out.contains("notes  2            yes        120           -"),
             "{out}"
+        );
+        let down = render_status(
+            &json!({}),
+            &json!([{"state": "backing_off", "source": "config", "address": "ws://b:3913",
+                     "node_id": "12D3KooWB", "last_error": "cannot connect to ws://b:3913/_mesh",
+                     "next_retry_ms": 1,
+                     "rooms": [
+                        {"name": "a", "status": "synced", "synced": true},
+                        {"name": "b", "status": "pending", "unacked": 2, "pending_since_ms": 1},
+                        {"name": "c", "status": "not_shared"}]}]),
+            &json!([]),
+        );
+        assert!(
+            down.contains("1/2"),
+            "not-shared rooms are not counted: {down}"
+        );
+        assert!(down.contains("2 update(s) not acknowledged"), "{down}");
+        assert!(
+            down.contains("kept from this peer by its share policy"),
+            "{down}"
+        );
+        assert!(
+            down.contains("12D3KooWB: not synced: link down (cannot connect to ws://b:3913/_mesh)"),
+            "{down}"
         );
         let pending = render_status(
             &json!({}),

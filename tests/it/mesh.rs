@@ -1,12 +1,14 @@
 //! Server-to-server replication between real nodes on loopback (mDNS is not involved).
 //! `preauth`: strangers on `/_mesh` (the pre-authentication budget, the handshake deadline).
 //! `approval`: who may link (secret, approval, denial, pending peers get nothing).
+//! `status`: what `/peers` says about a peer that is down and comes back.
 //! `channel`: attacks on the secure channel (relay, reflection, replay, tampering, offline
 //! guessing of the mesh secret).
 
 mod approval;
 mod channel;
 mod preauth;
+mod status;
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -54,7 +56,16 @@ async fn two_nodes_replicate_both_ways_and_converge() {
     assert_eq!(p["node_id"], b.node_id());
     assert!(p["sent"]["sync"]["messages"].as_u64().unwrap() > 0);
     assert!(p["received"]["sync"]["bytes"].as_u64().unwrap() > 0);
-    // Per room: synced, and when it last crossed the link.
+    // Per room: synced once B acknowledged A's updates (acks are coalesced, about twice a
+    // second), and when it last crossed the link.
+    let peers = poll_json(a.local_addr(), "/peers", "notes synced with B", |v| {
+        v["data"][0]["rooms"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["name"] == "notes" && r["status"] == "synced")
+        })
+    })
+    .await;
+    let p = &peers["data"][0];
     let notes = p["rooms"]
         .as_array()
         .unwrap()

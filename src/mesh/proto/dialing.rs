@@ -58,12 +58,48 @@ impl<H: Clone> MeshCore<H> {
         self.back_off_as(key, uptime, error, None, now_ms, out)
     }
 
+    /// Backs off a row whose peer speaks another protocol version (`incompatible`).
+    pub(super) fn back_off_incompatible(
+        &mut self,
+        key: PeerKey,
+        reason: String,
+        now_ms: u64,
+        out: &mut Vec<Action<H>>,
+    ) {
+        self.back_off_with(
+            key,
+            None,
+            reason.clone(),
+            Why::Incompatible(reason),
+            now_ms,
+            out,
+        )
+    }
+
     pub(super) fn back_off_as(
         &mut self,
         key: PeerKey,
         uptime: Option<u64>,
         error: String,
         refused: Option<String>,
+        now_ms: u64,
+        out: &mut Vec<Action<H>>,
+    ) {
+        let why = match refused {
+            Some(reason) => Why::Refused(reason),
+            None => Why::Unreachable,
+        };
+        self.back_off_with(key, uptime, error, why, now_ms, out)
+    }
+
+    /// Backs off row `key` after `error`, in the state `why` says; logs the change once
+    /// (when the state or the error is new, not at every retry).
+    fn back_off_with(
+        &mut self,
+        key: PeerKey,
+        uptime: Option<u64>,
+        error: String,
+        why: Why,
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
@@ -76,14 +112,29 @@ impl<H: Clone> MeshCore<H> {
             .link_closed(Duration::from_millis(uptime.unwrap_or(started)));
         let delay = slot.backoff.next_delay(r).as_millis() as u64;
         let next_retry_ms = now_ms + delay;
-        let state = match refused {
-            Some(reason) => LinkState::Refused {
+        let state = match why {
+            Why::Refused(reason) => LinkState::Refused {
                 reason,
                 next_retry_ms,
             },
-            None => LinkState::BackingOff { next_retry_ms },
+            Why::Incompatible(reason) => LinkState::Incompatible {
+                reason,
+                next_retry_ms,
+            },
+            Why::Unreachable => LinkState::BackingOff { next_retry_ms },
         };
-        slot.set_state(state, Some(error), now_ms);
+        let new_error = slot.last_error.as_deref() != Some(error.as_str());
+        // A link that just went down was logged by `on_closed`.
+        let was_up = slot.state == LinkState::Connected;
+        let name = state.name();
+        let changed = slot.set_state(state, Some(error.clone()), now_ms);
+        if (changed || new_error) && !was_up {
+            let (url, node) = (slot.address.as_str(), slot.node_id.as_deref());
+            match name {
+                "backing_off" => tracing::info!(url, node, error, "peer link down; dialing again"),
+                _ => tracing::warn!(url, node, state = name, error, "peer link refused"),
+            }
+        }
         out.push(Action::SetTimer {
             after_ms: delay,
             timer: Timer::Redial {
@@ -279,6 +330,15 @@ impl<H: Clone> MeshCore<H> {
         }
     }
 
+    /// A dialed connection opened: the row is in its handshake.
+    pub(super) fn on_dial_opened(&mut self, peer: PeerKey, attempt: u64, now_ms: u64) {
+        if self.current(peer, attempt) {
+            if let Some(slot) = self.peers.get_mut(&peer) {
+                slot.set_state(LinkState::Handshaking, None, now_ms);
+            }
+        }
+    }
+
     pub(super) fn on_handshake_failed(
         &mut self,
         _link: LinkId,
@@ -289,10 +349,11 @@ impl<H: Clone> MeshCore<H> {
     ) {
         if let PeerKey::Inbound(_) = peer {
             let address = self.peers.get(&peer).map(|p| p.address.clone());
+            let node = self.peers.get(&peer).and_then(|p| p.node_id.clone());
             match &end {
-                // A node this one refused (admission, version): the operator wants to know.
-                HandshakeEnd::Refused(reason) => {
-                    tracing::warn!(address, reason, "inbound peer refused")
+                // A node this one refused (a denial, a version): the operator wants to know.
+                HandshakeEnd::Refused(reason) | HandshakeEnd::Incompatible(reason) => {
+                    tracing::warn!(address, node, reason, "inbound peer refused")
                 }
                 // A socket that never finished its handshake is anyone's: one line per
                 // socket at INFO would let a flood of strangers fill the log.
@@ -316,13 +377,24 @@ impl<H: Clone> MeshCore<H> {
                 }
             }
             HandshakeEnd::Refused(reason) => {
-                tracing::warn!(peer = ?peer, reason, "peer link refused");
                 self.back_off_as(peer, None, reason.clone(), Some(reason), now_ms, out);
             }
+            HandshakeEnd::Incompatible(reason) => {
+                self.back_off_incompatible(peer, reason, now_ms, out);
+            }
             HandshakeEnd::Closed(reason) => {
-                tracing::info!(peer = ?peer, reason, "peer link closed");
                 self.back_off(peer, None, reason, now_ms, out);
             }
         }
     }
+}
+
+/// Which state a row backs off in.
+enum Why {
+    /// The peer could not be reached or the link closed: `backing_off`.
+    Unreachable,
+    /// The peer answered and one side refused: `refused`.
+    Refused(String),
+    /// Another protocol version: `incompatible`.
+    Incompatible(String),
 }

@@ -128,6 +128,9 @@ pub struct MeshCore<H> {
     started: bool,
     /// Verdicts, pending links, approvals.
     pub(super) gate: Gate,
+    /// The rooms this node holds, as far as the core heard of them (at start, at link-up,
+    /// and every room that changed since): each peer's row lists them all.
+    pub(super) local_rooms: std::collections::BTreeSet<String>,
 }
 
 impl<H: Clone> MeshCore<H> {
@@ -141,6 +144,7 @@ impl<H: Clone> MeshCore<H> {
         }
         MeshCore {
             gate: Gate::new(cfg.approvals.clone()),
+            local_rooms: std::collections::BTreeSet::new(),
             rng: cfg.seed | 1,
             cfg,
             peers,
@@ -207,11 +211,11 @@ impl<H: Clone> MeshCore<H> {
                 }
             }
             Event::InboundOpened { link, remote } => {
-                self.peers.insert(
-                    PeerKey::Inbound(link),
-                    PeerSlot::new(remote, Origin::Inbound, None, now_ms),
-                );
+                let mut slot = PeerSlot::new(remote, Origin::Inbound, None, now_ms);
+                slot.set_state(LinkState::Handshaking, None, now_ms);
+                self.peers.insert(PeerKey::Inbound(link), slot);
             }
+            Event::DialOpened { peer, attempt } => self.on_dial_opened(peer, attempt, now_ms),
             Event::Authenticated {
                 link,
                 peer,
@@ -246,7 +250,7 @@ impl<H: Clone> MeshCore<H> {
             Event::RoomSync { link, room, step2 } => {
                 if let Some(slot) = self.links.get(&link).map(|l| l.peer) {
                     if let Some(p) = self.peers.get_mut(&slot) {
-                        p.exchanged(&room, step2.then_some(true), now_ms);
+                        p.exchanged(&room, step2, now_ms);
                     }
                 }
             }
@@ -288,15 +292,14 @@ impl<H: Clone> MeshCore<H> {
             } => {
                 if self.current(peer, attempt) {
                     if let Some(slot) = self.peers.get_mut(&peer) {
-                        for st in slot.rooms.values_mut() {
-                            st.synced = false;
-                        }
+                        slot.link_lost();
                     }
                     tracing::info!(peer = ?peer, reason, "peer link closed");
                     let uptime = self.uptime(peer, now_ms);
                     self.back_off(peer, Some(uptime), reason, now_ms, &mut out);
                 }
             }
+            Event::LocalRooms { rooms } => self.local_rooms.extend(rooms),
             Event::IssueCommand { command } => {
                 if self.flood.accept(&command, None, now_ms) && Flood::travels(&command, now_ms) {
                     let links = self.links_for(command.room.as_deref(), None);
@@ -416,7 +419,7 @@ impl<H: Clone> MeshCore<H> {
         let policy = self.policy_for(peer, &node);
         if let Some(slot) = self.peers.get_mut(&peer) {
             slot.set_state(LinkState::Connected, None, now_ms);
-            slot.rooms.clear();
+            slot.link_up();
         }
         // Discovered rows of this node now reach it through this link.
         let rows: Vec<PeerKey> = self
@@ -489,6 +492,7 @@ impl<H: Clone> MeshCore<H> {
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
+        self.local_rooms.extend(ours_all.keys().cloned());
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -574,6 +578,13 @@ impl<H: Clone> MeshCore<H> {
                     out.push(Action::SendStep1 { link, rooms });
                 }
             }
+            Control::Ack { rooms } => {
+                if let Some(slot) = self.peers.get_mut(&peer_key) {
+                    for (room, n) in rooms {
+                        slot.acked(&room, n);
+                    }
+                }
+            }
             Control::ManifestDelta { changed } => {
                 let rooms: Vec<String> = manifest
                     .on_delta(changed)
@@ -627,9 +638,7 @@ impl<H: Clone> MeshCore<H> {
         };
         let plain = matches!(l.kind, Kind::Plain { .. });
         if let Some(slot) = self.peers.get_mut(&l.peer) {
-            for st in slot.rooms.values_mut() {
-                st.synced = false;
-            }
+            slot.link_lost();
         }
         if l.opened && !plain {
             // The next link re-syncs what changed since this one came up, if it lived long

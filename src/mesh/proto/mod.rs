@@ -43,7 +43,7 @@ pub mod preauth;
 pub mod url;
 mod views;
 
-pub use self::peers::{LinkState, PeerRow, RoomRow, WaitingFor};
+pub use self::peers::{LinkState, PeerRow, RoomRow, RoomStatus, WaitingFor};
 pub use machine::{CoreConfig, MeshCore};
 
 use std::collections::BTreeMap;
@@ -149,8 +149,10 @@ pub enum Probe {
 pub enum HandshakeEnd {
     /// The connection reached this node itself.
     IsSelf,
-    /// One side refused the other (admission, version).
+    /// One side refused the other (a denial, an unexpected node, a protocol error).
     Refused(String),
+    /// The two nodes speak different mesh protocol versions.
+    Incompatible(String),
     /// The connection closed or timed out.
     Closed(String),
 }
@@ -257,6 +259,12 @@ pub enum Event<H> {
         /// The peer's reason.
         reason: String,
     },
+    /// The rooms this node holds (read from the store at start), so peers' rows list rooms
+    /// that no link has carried yet.
+    LocalRooms {
+        /// Room names.
+        rooms: Vec<String>,
+    },
     /// A person approved a node (`ymesh peer approve`): its pending links are welcomed.
     Approve {
         /// The node.
@@ -266,6 +274,13 @@ pub enum Event<H> {
     Deny {
         /// The node.
         node_id: String,
+    },
+    /// A dialed connection opened; its handshake starts (the row is `handshaking`).
+    DialOpened {
+        /// The row.
+        peer: PeerKey,
+        /// The dial it belongs to.
+        attempt: u64,
     },
     /// A link's handshake ended without bringing it up.
     HandshakeFailed {

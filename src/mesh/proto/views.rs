@@ -43,14 +43,19 @@ impl<H: Clone> MeshCore<H> {
     /// Fan-out of one change of `room` that came from `origin` (split horizon): calls `send`
     /// with each link that shares the room, except `origin`, and whether the link is a plain
     /// room connection (which takes the bare message) or a ymesh link (which takes a ROOM
-    /// frame). Counts the exchange in the peer's room status.
+    /// frame). A document `change` (not presence) is counted in each peer's room status: as
+    /// queued on a live link, as missed by a peer that is away.
     pub fn fanout(
         &mut self,
         room: &str,
         origin: Option<LinkId>,
         now_ms: u64,
+        change: bool,
         mut send: impl FnMut(LinkId, &H, bool),
     ) {
+        if !self.local_rooms.contains(room) {
+            self.local_rooms.insert(room.to_string());
+        }
         for (id, link) in self.links.iter() {
             if Some(*id) == origin || link.closing || !link.policy.allows(room) {
                 continue;
@@ -61,8 +66,38 @@ impl<H: Clone> MeshCore<H> {
                 Kind::Mesh { .. } => false,
             };
             send(*id, &link.handle, plain);
+            if !change {
+                continue;
+            }
             if let Some(p) = self.peers.get_mut(&link.peer) {
-                p.exchanged(room, None, now_ms);
+                p.queued(room, now_ms);
+            }
+        }
+        if !change {
+            return;
+        }
+        // Peers linked before and away now: they lack this change until they are back. (No
+        // allocation unless one is away: this runs for every change.)
+        let is_away = |k: &PeerKey, p: &super::peers::PeerSlot| {
+            p.ever_linked && !p.via_other && !self.has_link(*k)
+        };
+        if !self.peers.iter().any(|(k, p)| is_away(k, p)) {
+            return;
+        }
+        let away: Vec<(PeerKey, Option<String>)> = self
+            .peers
+            .iter()
+            .filter(|(k, p)| is_away(k, p))
+            .map(|(k, p)| (*k, p.node_id.clone()))
+            .collect();
+        for (key, node) in away {
+            if self
+                .policy_for(key, node.as_deref().unwrap_or_default())
+                .allows(room)
+            {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.missed(room, now_ms);
+                }
             }
         }
     }
@@ -117,7 +152,25 @@ impl<H: Clone> MeshCore<H> {
                         .unwrap_or("inbound"),
                     _ => p.source(),
                 };
-                (*k, p.row(found_by))
+                let policy = self.policy_for(*k, p.node_id.as_deref().unwrap_or_default());
+                // A plain y-websocket server takes only the rooms listed for it; a ymesh
+                // peer is shown every room of this node, shared or not.
+                let plain = match k {
+                    PeerKey::Configured(i) => self
+                        .cfg
+                        .peers
+                        .get(*i)
+                        .filter(|c| !c.rooms.is_empty())
+                        .map(|c| &c.rooms),
+                    _ => None,
+                };
+                let mut names: std::collections::BTreeSet<&str> = match plain {
+                    Some(rooms) => rooms.iter().map(String::as_str).collect(),
+                    None => self.local_rooms.iter().map(String::as_str).collect(),
+                };
+                names.extend(p.rooms.keys().map(String::as_str));
+                let rooms = names.into_iter().map(|r| (r, policy.allows(r)));
+                (*k, p.row(found_by, rooms))
             })
             .collect()
     }
@@ -141,8 +194,11 @@ impl<H: Clone> MeshCore<H> {
             .get(&link.peer)
             .map(|p| {
                 p.rooms
-                    .iter()
-                    .map(|(r, st)| (r.clone(), st.synced))
+                    .keys()
+                    .map(|r| {
+                        let (status, _) = p.status(r, link.policy.allows(r));
+                        (r.clone(), status == super::RoomStatus::Synced)
+                    })
                     .collect()
             })
             .unwrap_or_default()

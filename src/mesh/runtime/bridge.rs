@@ -53,17 +53,21 @@ pub(crate) fn forward(
     message: impl FnOnce() -> Bytes,
 ) {
     let mut core = lock(&mesh.core);
-    if !core.has_targets(origin) {
-        return;
-    }
-    let message = message();
+    // Encoded once, and only when a link takes it; the core also counts a document change
+    // for peers that are away.
+    let mut make = Some(message);
+    let mut message: Option<Bytes> = None;
     let mut framed: Option<Bytes> = None;
-    core.fanout(room, origin, now_ms(), |_, handle, plain| {
+    let change = kind == TrafficKind::Sync;
+    core.fanout(room, origin, now_ms(), change, |_, handle, plain| {
+        let m = message
+            .get_or_insert_with(|| make.take().map_or_else(Bytes::new, |f| f()))
+            .clone();
         let frame = if plain {
-            message.clone()
+            m
         } else {
             framed
-                .get_or_insert_with(|| wire::encode_room(room, &message))
+                .get_or_insert_with(|| wire::encode_room(room, &m))
                 .clone()
         };
         handle.offer(frame, kind);
@@ -228,6 +232,7 @@ pub(crate) async fn on_room_frame(
     room_name: &str,
     message: Bytes,
     relayed: &mut Relayed,
+    acks: &mut std::collections::BTreeMap<String, u64>,
 ) -> Result<(), String> {
     if let Err(e) = validate_room_name(room_name) {
         return Err(format!("peer sent a bad room name: {e}"));
@@ -265,6 +270,15 @@ pub(crate) async fn on_room_frame(
             }
             Message::Sync(SyncMessage::Step2(u)) | Message::Sync(SyncMessage::Update(u)) => {
                 let step2 = is_step2;
+                if !step2 {
+                    // Acknowledged in the next `ack` (the peer counts what it queued).
+                    match acks.get_mut(room_name) {
+                        Some(n) => *n += 1,
+                        None => {
+                            acks.insert(room_name.to_string(), 1);
+                        }
+                    }
+                }
                 // The peer's SyncStep2 (its answer to ours) completes the initial exchange
                 // for this room on this link.
                 mesh.run(Event::RoomSync {

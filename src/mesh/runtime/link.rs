@@ -35,6 +35,9 @@ use crate::metrics::LinkTraffic;
 use crate::room::CloseReason;
 use crate::room::Kick;
 
+/// How long received updates wait before their `ack` goes out (coalescing them).
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Tombstones per [`Control::Tombstones`] message at link-up.
 const TOMBSTONES_PER_MESSAGE: usize = 500;
 
@@ -124,9 +127,17 @@ pub(crate) async fn run(
 fn secure_end(e: SecureError) -> HandshakeEnd {
     match e {
         SecureError::Channel(ChannelError::SelfConnection { .. }) => HandshakeEnd::IsSelf,
-        SecureError::Channel(
-            e @ (ChannelError::UnexpectedPeer { .. } | ChannelError::Version { .. }),
-        ) => HandshakeEnd::Refused(e.to_string()),
+        SecureError::Channel(e @ ChannelError::Version { .. }) => {
+            HandshakeEnd::Incompatible(e.to_string())
+        }
+        SecureError::Channel(e @ ChannelError::UnexpectedPeer { .. }) => {
+            HandshakeEnd::Refused(e.to_string())
+        }
+        SecureError::ClosedByPeer { code: 4400, reason }
+            if reason.starts_with("mesh protocol version") =>
+        {
+            HandshakeEnd::Incompatible(format!("refused by the peer: {reason}"))
+        }
         SecureError::ClosedByPeer { code, reason } if code == 4400 || code == 4403 => {
             HandshakeEnd::Refused(format!("refused by the peer: {reason}"))
         }
@@ -272,6 +283,9 @@ async fn handshake_phase(
             Some(Outcome::Established(info)) => {
                 tracing::debug!(peer = info.node_id, boot = info.boot_id, "handshake done");
                 return Ok((info.node_id, info.link_tag));
+            }
+            Some(Outcome::Refused(e @ handshake::HandshakeError::VersionMismatch { .. })) => {
+                return Err(HandshakeEnd::Incompatible(e.to_string()))
             }
             Some(Outcome::Refused(e)) => return Err(HandshakeEnd::Refused(e.to_string())),
             Some(Outcome::RefusedByPeer(reason)) => {
@@ -493,11 +507,27 @@ async fn frames(
     let mesh = link.mesh;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut last_seen = Instant::now();
+    // Updates received since the last `ack`, per room, and when the next ack goes out.
+    let mut acks: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut ack_at: Option<tokio::time::Instant> = None;
     loop {
         let frame = tokio::select! {
             _ = mesh.shutdown_token().cancelled() => return "node shutting down".into(),
             _ = kick.kicked() => {
                 return kick.reason().map_or("closed".into(), |r| r.reason.clone());
+            }
+            _ = async {
+                match ack_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                ack_at = None;
+                let c = Control::Ack { rooms: std::mem::take(&mut acks) };
+                if !link.send(wire::encode_control(&c)).await {
+                    return "connection closed".into();
+                }
+                continue;
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > LINK_TIMEOUT {
@@ -546,6 +576,7 @@ async fn frames(
             }
             Frame::Control(
                 control @ (Control::Manifest { .. }
+                | Control::Ack { .. }
                 | Control::ManifestDelta { .. }
                 | Control::Command { .. }
                 | Control::CommandResult { .. }),
@@ -574,10 +605,14 @@ async fn frames(
                     &room,
                     message,
                     relayed,
+                    &mut acks,
                 )
                 .await
             }
         };
+        if ack_at.is_none() && !acks.is_empty() {
+            ack_at = Some(tokio::time::Instant::now() + ACK_EVERY);
+        }
         if let Err(reason) = result {
             return reason;
         }

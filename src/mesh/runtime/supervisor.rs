@@ -37,6 +37,7 @@ pub(crate) async fn dial(
     };
     match transport::ws::dial(&url, mesh.token_for(peer).as_deref(), security).await {
         Ok(io) => {
+            mesh.run(Event::DialOpened { peer, attempt });
             let link = mesh.next_id();
             super::link::run(mesh, io, peer, link, None).await;
         }

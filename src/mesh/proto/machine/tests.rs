@@ -262,7 +262,7 @@ fn fanout_skips_the_link_a_change_came_from() {
         let _ = handshaken(&mut a, link, PeerKey::Inbound(link), node, 1);
     }
     let mut to = Vec::new();
-    a.fanout("notes", Some(1), 50, |link, _, plain| {
+    a.fanout("notes", Some(1), 50, true, |link, _, plain| {
         assert!(!plain);
         to.push(link)
     });
