@@ -8,6 +8,8 @@
 
 mod access;
 mod http;
+mod limits;
+mod listen;
 mod run;
 mod ws;
 
@@ -87,6 +89,10 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
+    /// Connections per client address (half-open ones, WebSocket sessions).
+    pub(crate) addresses: limits::AddressCounts,
+    /// Bytes of document responses being sent (`limits.http_response_bytes`).
+    pub(crate) responses: Arc<crate::queue::ByteBudget>,
 }
 
 /// A running node. Dropping it does not stop the node; call [`Node::shutdown`].
@@ -186,6 +192,7 @@ impl Node {
                 pinned: config.pinned_rooms.clone(),
                 max_rooms: config.limits.max_rooms,
                 outbound_queue: config.limits.outbound_queue,
+                outbound_queue_bytes: config.limits.outbound_queue_bytes,
                 quotas: crate::room::Quotas {
                     room_bytes: config.store.room_quota_bytes,
                     node_bytes: config.store.node_quota_bytes,
@@ -293,6 +300,7 @@ impl Node {
                 config.host
             );
         }
+        let responses = crate::queue::ByteBudget::new(config.limits.response_bytes);
         let state = Arc::new(AppState {
             access,
             config,
@@ -305,6 +313,8 @@ impl Node {
             metrics,
             shutdown,
             sessions: TaskTracker::new(),
+            addresses: limits::AddressCounts::default(),
+            responses,
         });
         mesh.start();
         let (discovery, sources) =
@@ -312,22 +322,7 @@ impl Node {
         let _ = state.discovery.set(sources);
         let app = router(state.clone());
         let token = state.shutdown.clone();
-        let server = tokio::spawn(async move {
-            // Small frames (an echo, then a 102) must not wait for a delayed ACK (Nagle).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "listener failed");
-            }
-        });
+        let server = tokio::spawn(listen::serve(listener, app, state.clone(), token));
         let sweeper = tokio::spawn(sweeper_worker(
             registry.clone(),
             state.config.tombstone_retention,
@@ -487,8 +482,10 @@ fn router(state: Arc<AppState>) -> Router {
     }
     let access = axum::middleware::from_fn_with_state(state.clone(), access::access_layer);
     let cors = cors_layer(state.access.origins.clone());
+    let body_deadline = axum::middleware::from_fn_with_state(state.clone(), listen::body_deadline);
     router
         .fallback(http::not_found)
+        .layer(body_deadline)
         .layer(cors)
         // Outermost: host and origin are checked before anything answers, preflights too
         // (which carry no credential, so the access layer lets them through to CORS).

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A connection turned into frame channels by its transport's reader and writer tasks.
 pub struct LinkIo {
-    /// Frames to send.
-    pub tx: mpsc::Sender<Bytes>,
+    /// Frames to send, bounded in frames and bytes ([`LINK_QUEUE`], [`LINK_QUEUE_BYTES`]).
+    pub tx: crate::queue::Sender,
     /// Frames received; ends when the connection closes.
     pub rx: mpsc::Receiver<Bytes>,
     /// Cancelled to close the connection (frames already queued still go out first).
@@ -41,3 +41,11 @@ impl LinkIo {
 /// Frames queued towards one link before it counts as too slow and is closed (it resyncs
 /// through the manifest when it comes back).
 pub const LINK_QUEUE: usize = 4096;
+
+/// The same bound in bytes (a frame is queued while less is queued, so one frame of any
+/// size fits).
+pub const LINK_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long one write to a link may stay blocked (the peer does not read) before the link
+/// ends; the peer redials and resyncs.
+pub const LINK_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{LinkIo, LINK_QUEUE};
+use super::{LinkIo, LINK_QUEUE, LINK_QUEUE_BYTES, LINK_WRITE_TIMEOUT};
 use crate::mesh::wire::MAX_FRAME_LEN;
 
 /// Dials `url` (a peer's `/_mesh`, or a room on a plain server), sending `token` (the
@@ -112,7 +112,7 @@ where
     E: Send + 'static,
 {
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+    let (out_tx, mut out_rx) = crate::queue::channel(LINK_QUEUE, LINK_QUEUE_BYTES);
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
     let close = CancellationToken::new();
     let close_frame: Arc<OnceLock<(u16, String)>> = Arc::default();
@@ -123,7 +123,17 @@ where
             tokio::select! {
                 biased;
                 f = out_rx.recv() => match f {
-                    Some(f) => if sink.send(binary(f)).await.is_err() { break },
+                    Some(f) => match tokio::time::timeout(LINK_WRITE_TIMEOUT, sink.send(binary(f))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            // The peer does not read: end the link (no close frame could get
+                            // through); it redials and resyncs.
+                            tracing::warn!("link write blocked too long; closing the link");
+                            c1.cancel();
+                            return;
+                        }
+                    },
                     None => break,
                 },
                 _ = c1.cancelled() => break,
