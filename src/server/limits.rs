@@ -42,18 +42,21 @@ fn limited(ip: IpAddr, limits: &Limits) -> bool {
     limits.per_address_loopback || !loopback
 }
 
+/// Connections per address, behind a short lock.
+type Counts = Arc<Mutex<HashMap<AddressKey, usize>>>;
+
 /// Live connections per address, in two kinds: half-open (accepted, no request headers yet)
 /// and WebSocket sessions.
 #[derive(Debug, Default)]
 pub(crate) struct AddressCounts {
-    half_open: Arc<Mutex<HashMap<AddressKey, usize>>>,
-    sessions: Arc<Mutex<HashMap<AddressKey, usize>>>,
+    half_open: Counts,
+    sessions: Counts,
 }
 
 /// One counted connection of an address; dropping it gives the place back.
 #[derive(Debug)]
 pub(crate) struct AddressSlot {
-    counts: Option<(Arc<Mutex<HashMap<AddressKey, usize>>>, AddressKey)>,
+    counts: Option<(Counts, AddressKey)>,
 }
 
 impl AddressSlot {
@@ -77,11 +80,7 @@ impl Drop for AddressSlot {
     }
 }
 
-fn take(
-    counts: &Arc<Mutex<HashMap<AddressKey, usize>>>,
-    ip: IpAddr,
-    cap: usize,
-) -> Option<AddressSlot> {
+fn take(counts: &Counts, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
     let k = key(ip);
     let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
     let n = map.entry(k).or_insert(0);

@@ -5,6 +5,10 @@
 //! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
 //! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
+//!
+//! Connections are accepted by `listen.rs` (header-read and write deadlines, half-open
+//! connections per address, the request-body deadline) before the router sees a request;
+//! `limits.rs` holds the per-address counts and the message rate the session loops use.
 
 mod access;
 mod http;

@@ -76,11 +76,11 @@ pub fn raise_fd_limit() -> Option<u64> {
                 );
             }
         }
-        let got = lim.rlim_cur as u64;
+        let got = lim.rlim_cur;
         tracing::info!(
             limit = got,
-            was = old as u64,
-            hard = lim.rlim_max as u64,
+            was = old,
+            hard = lim.rlim_max,
             "open-file limit: {got} (each connection takes one; limits.max_connections is the cap)"
         );
         Some(got)

@@ -60,7 +60,8 @@ impl Child {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
-                panic!("no ready line in time");
+                let status = child.wait();
+                panic!("no ready line in time; the node exited with {status:?}");
             };
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let addr: String = rest
