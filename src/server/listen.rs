@@ -78,7 +78,8 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let io = TokioIo::new(DeadlineIo::new(tcp, write_limit));
+        let progress = WriteProgress::default();
+        let io = TokioIo::new(DeadlineIo::new(tcp, write_limit).with_progress(progress.clone()));
         // Given back when the first request's headers are in (or the connection ends).
         let half_open = Arc::new(Mutex::new(Some(half_open)));
         let router = router.clone();
@@ -89,6 +90,7 @@ pub(crate) async fn serve(
                 }
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(progress.clone());
                 let mut router = router.clone();
                 tower_service::Service::call(&mut router, req)
             });
@@ -127,6 +129,35 @@ pub(crate) struct DeadlineIo<T> {
     inner: T,
     limit: Duration,
     blocked: Option<Pin<Box<Sleep>>>,
+    progress: Option<WriteProgress>,
+}
+
+/// When a connection last moved bytes out, shared with whoever serves it (the WebSocket
+/// writer reads it to tell a slow reader from one that stopped reading: a large frame may
+/// take longer than the deadline to go out while every write makes progress).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteProgress(Arc<std::sync::atomic::AtomicU64>);
+
+fn since_start_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl WriteProgress {
+    fn record(&self) {
+        self.0.store(since_start_ms(), Ordering::Relaxed);
+    }
+
+    /// How long no byte has gone out, counting from `since` at the latest.
+    pub(crate) fn stalled(&self, since: std::time::Instant) -> Duration {
+        let last = Duration::from_millis(self.0.load(Ordering::Relaxed));
+        let now = Duration::from_millis(since_start_ms());
+        let from_since = since.elapsed();
+        now.saturating_sub(last).min(from_since)
+    }
 }
 
 impl<T> DeadlineIo<T> {
@@ -136,7 +167,14 @@ impl<T> DeadlineIo<T> {
             inner,
             limit,
             blocked: None,
+            progress: None,
         }
+    }
+
+    /// Records each write that moves bytes in `progress`.
+    pub(crate) fn with_progress(mut self, progress: WriteProgress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// A flush or shutdown: it fails once the deadline passed, and it does not count as
@@ -178,6 +216,9 @@ impl<T> DeadlineIo<T> {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.blocked = None;
+                    if let Some(p) = &self.progress {
+                        p.record();
+                    }
                 }
                 Poll::Ready(Ok(n))
             }

@@ -33,6 +33,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
 use super::limits::RateLimit;
+use super::listen::WriteProgress;
 use super::AppState;
 use crate::auth::Identity;
 use crate::queue;
@@ -57,6 +58,7 @@ pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     identity: Option<axum::Extension<Identity>>,
+    progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -73,6 +75,7 @@ pub(crate) async fn room_route(
             peer,
             &query,
             identity.map(|i| i.0.user).unwrap_or_default(),
+            progress.map(|p| p.0),
         ),
         Err(_) => {
             let doc_query = DocumentQuery {
@@ -88,6 +91,7 @@ pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     identity: Option<axum::Extension<Identity>>,
+    progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -104,6 +108,7 @@ pub(crate) async fn sync_route(
             peer,
             &query,
             identity.map(|i| i.0.user).unwrap_or_default(),
+            progress.map(|p| p.0),
         ),
         Err(e) => ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -120,6 +125,7 @@ fn accept(
     peer: SocketAddr,
     query: &HashMap<String, String>,
     user: Option<String>,
+    progress: Option<WriteProgress>,
 ) -> Response {
     let options = SessionOptions {
         // Maintenance commands (type 103) go only to clients that ask for them.
@@ -161,7 +167,7 @@ fn accept(
                 close_now(socket, &reason).await;
                 return;
             };
-            run_session(app, socket, room, peer, options, user).await;
+            run_session(app, socket, room, peer, options, user, progress).await;
             drop(per_address);
             drop(slot);
         })
@@ -202,6 +208,7 @@ async fn run_session(
     peer: SocketAddr,
     options: SessionOptions,
     user: Option<String>,
+    progress: Option<WriteProgress>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
     // An authenticated client (or any client of an open node) may read and write every
@@ -227,6 +234,7 @@ async fn run_session(
         kick.clone(),
         app.clone(),
         last_seen.clone(),
+        progress,
     ));
     read_loop(&app, &mut session, stream, &last_seen).await;
     // Leaves the room and removes the client's awareness states.
@@ -337,6 +345,23 @@ async fn read_loop(
     }
 }
 
+/// Resolves once a write started now has moved no byte for `limit`: measured on the socket
+/// when its progress is known, else the whole write's time.
+async fn stalled(progress: Option<&WriteProgress>, limit: Duration) {
+    let started = std::time::Instant::now();
+    let Some(progress) = progress else {
+        return tokio::time::sleep(limit).await;
+    };
+    let check = (limit / 4).max(Duration::from_millis(50));
+    loop {
+        let stalled = progress.stalled(started);
+        if stalled >= limit {
+            return;
+        }
+        tokio::time::sleep((limit - stalled).min(check)).await;
+    }
+}
+
 fn is_capacity_error(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -356,6 +381,7 @@ async fn writer_worker(
     kick: Arc<Kick>,
     app: Arc<AppState>,
     last_seen: Arc<AtomicU64>,
+    progress: Option<WriteProgress>,
 ) {
     let ping_every = app.config.limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -384,13 +410,14 @@ async fn writer_worker(
                 }
                 // A client that stops reading blocks this write; stay responsive to kicks
                 // and shutdown meanwhile (the queue behind us fills and kicks with 4429),
-                // and give up past the write deadline (4429 too).
-                let write = tokio::time::timeout(write_timeout, async {
+                // and give up once no byte went out for the write deadline (4429 too). A
+                // slow reader of a large frame keeps making progress and is not cut off.
+                let write = async {
                     for frame in batch.drain(..) {
                         sink.feed(WsMessage::Binary(frame)).await?;
                     }
                     sink.flush().await
-                });
+                };
                 let written = tokio::select! {
                     biased;
                     _ = kick.kicked() => None,
@@ -398,7 +425,8 @@ async fn writer_worker(
                         kick.close(CloseReason::ShuttingDown);
                         None
                     }
-                    r = write => Some(r),
+                    r = write => Some(Ok(r)),
+                    _ = stalled(progress.as_ref(), write_timeout) => Some(Err(())),
                 };
                 match written {
                     None => {

@@ -582,3 +582,81 @@ async fn a_client_over_the_message_rate_is_closed_with_4429() {
         .await;
     node.shutdown().await;
 }
+
+/// The write deadline counts time without progress, not the time a frame takes: a client
+/// that reads a large frame slowly but steadily is not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
+    let mut cfg = test_config();
+    cfg.limits.write_timeout = Duration::from_secs(2);
+    // The hand-made client below never speaks.
+    cfg.limits.first_message_timeout = Duration::from_secs(120);
+    let node = start(cfg).await;
+    let addr = node.local_addr();
+    // A WebSocket opened by hand with a small receive buffer, so it reads at its own pace.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut s = socket.connect(addr).await.unwrap().into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    write!(
+        s,
+        "GET /rooms/slowread HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let rooms = node.rooms().clone();
+    wait_until("joined", || {
+        rooms.get("slowread").map(|r| r.session_count()) == Some(1)
+    })
+    .await;
+    let size = 40 * MIB;
+    let update = {
+        use yrs::Transact;
+        let doc = yrs::Doc::new();
+        let mut t = doc.transact_mut();
+        t.get_or_insert_text("t")
+            .insert(&mut t, 0, &"s".repeat(size));
+        t.encode_update_v1()
+    };
+    let (status, _) = http_body(addr, "POST", "/rooms/slowread", &update).await;
+    assert_eq!(status, 200);
+    // About 6 MB/s: the frame takes several deadlines to go out, with progress throughout.
+    let started = Instant::now();
+    let total = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut total = 0;
+        while total < size {
+            std::thread::sleep(Duration::from_millis(20));
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+        total
+    })
+    .await
+    .unwrap();
+    assert!(
+        total >= size,
+        "read {total} of {size} bytes before the node closed"
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "slower than the deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(rooms.get("slowread").map(|r| r.session_count()), Some(1));
+    node.shutdown().await;
+}
