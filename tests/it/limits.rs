@@ -588,7 +588,7 @@ async fn a_client_over_the_message_rate_is_closed_with_4429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
     let mut cfg = test_config();
-    cfg.limits.write_timeout = Duration::from_secs(2);
+    cfg.limits.write_timeout = Duration::from_secs(4);
     // The hand-made client below never speaks.
     cfg.limits.first_message_timeout = Duration::from_secs(120);
     let node = start(cfg).await;
@@ -618,7 +618,7 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
         rooms.get("slowread").map(|r| r.session_count()) == Some(1)
     })
     .await;
-    let size = 40 * MIB;
+    let size = 56 * MIB;
     let update = {
         use yrs::Transact;
         let doc = yrs::Doc::new();
@@ -629,13 +629,13 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
     };
     let (status, _) = http_body(addr, "POST", "/rooms/slowread", &update).await;
     assert_eq!(status, 200);
-    // About 6 MB/s: the frame takes several deadlines to go out, with progress throughout.
+    // About 8 MB/s: the frame takes longer than the deadline to go out, with progress throughout.
     let started = Instant::now();
     let total = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; 128 * 1024];
         let mut total = 0;
         while total < size {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(15));
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
@@ -653,7 +653,7 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
         "read {total} of {size} bytes before the node closed"
     );
     assert!(
-        started.elapsed() > Duration::from_secs(3),
+        started.elapsed() > Duration::from_secs(4),
         "slower than the deadline: {:?}",
         started.elapsed()
     );
