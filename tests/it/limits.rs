@@ -481,6 +481,23 @@ async fn a_queue_over_its_byte_bound_closes_the_client_with_4429() {
     }
     let closed = slow.expect_close().await;
     assert_eq!(closed.code, 4429, "{closed:?}");
+    // Reconnecting, it resyncs: the room's whole state arrives.
+    let want = {
+        use yrs::{ReadTxn, Transact};
+        let txn = writer.doc.transact();
+        txn.get_map("m")
+            .map(|m| m.get(&txn, "k").map(|v| v.to_string(&txn)))
+    };
+    assert!(matches!(want, Some(Some(_))), "the writer has the entry");
+    let mut back = SyncClient::connect(addr, "bytes").await;
+    back.pump_until("the room's state", |d| {
+        use yrs::{ReadTxn, Transact};
+        let txn = d.transact();
+        txn.get_map("m")
+            .map(|m| m.get(&txn, "k").map(|v| v.to_string(&txn)))
+            == want
+    })
+    .await;
     node.shutdown().await;
 }
 
