@@ -21,6 +21,8 @@
 //! - [`ops`]: operator tools behind `ymesh export`, `import`, `compact`, `delete`, `backup`,
 //!   `restore-backup`, `status`, `rooms` and `command`, on a stopped node's data directory
 //!   or a running node over HTTP, one module per operation.
+//! - [`queue`]: outbound frame queues bounded in bytes as well as frames, and the byte
+//!   budget behind them; a leaf the room layer, the server and the mesh use.
 //! - [`net`]: the one HTTP client (hyper-util over hyper, TCP and Unix socket), used by
 //!   `ops`, the mesh's peer probe and tailnet discovery.
 //! - [`mesh`]: server-to-server replication: [`mesh::proto`], a pure state machine that
@@ -95,6 +97,7 @@ pub mod metrics;
 pub mod net;
 pub mod ops;
 pub mod protocol;
+pub mod queue;
 pub mod room;
 pub mod server;
 pub mod store;

@@ -107,6 +107,24 @@ pub struct LimitsSection {
     pub max_connections: Option<Spanned<u64>>,
     /// Outbound queue per connection, in messages.
     pub outbound_queue: Option<Spanned<u64>>,
+    /// Outbound queue per connection, in bytes.
+    pub outbound_queue_bytes: Option<Spanned<u64>>,
+    /// Seconds a write may stay blocked.
+    pub write_timeout_s: Option<Spanned<u64>>,
+    /// Seconds to receive a request's headers.
+    pub http_header_timeout_s: Option<Spanned<u64>>,
+    /// Seconds to receive a request body.
+    pub http_body_timeout_s: Option<Spanned<u64>>,
+    /// Bytes of document responses in flight.
+    pub http_response_bytes: Option<Spanned<u64>>,
+    /// Connections per address that have not sent a request yet.
+    pub max_half_open_per_address: Option<Spanned<u64>>,
+    /// WebSocket connections per address (0 = no limit).
+    pub max_connections_per_address: Option<Spanned<u64>>,
+    /// Whether per-address limits apply to loopback.
+    pub per_address_loopback: Option<bool>,
+    /// Messages per second per connection (0 = no limit).
+    pub message_rate: Option<Spanned<u64>>,
     /// Seconds between WebSocket pings; a client that misses one is dropped.
     pub ping_interval_s: Option<Spanned<u64>>,
     /// Seconds a new client connection has to send its first message.

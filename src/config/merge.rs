@@ -211,6 +211,39 @@ impl Config {
         if let Some(v) = &l.outbound_queue {
             cfg.limits.outbound_queue = positive(file, v, "limits.outbound_queue", 4)? as usize;
         }
+        if let Some(v) = &l.outbound_queue_bytes {
+            cfg.limits.outbound_queue_bytes =
+                positive(file, v, "limits.outbound_queue_bytes", 1024)? as usize;
+        }
+        if let Some(v) = &l.write_timeout_s {
+            cfg.limits.write_timeout =
+                Duration::from_secs(positive(file, v, "limits.write_timeout_s", 1)?);
+        }
+        if let Some(v) = &l.http_header_timeout_s {
+            cfg.limits.header_timeout =
+                Duration::from_secs(positive(file, v, "limits.http_header_timeout_s", 1)?);
+        }
+        if let Some(v) = &l.http_body_timeout_s {
+            cfg.limits.body_timeout =
+                Duration::from_secs(positive(file, v, "limits.http_body_timeout_s", 1)?);
+        }
+        if let Some(v) = &l.http_response_bytes {
+            cfg.limits.response_bytes =
+                positive(file, v, "limits.http_response_bytes", 1024)? as usize;
+        }
+        if let Some(v) = &l.max_half_open_per_address {
+            cfg.limits.max_half_open_per_address =
+                positive(file, v, "limits.max_half_open_per_address", 1)? as usize;
+        }
+        if let Some(v) = &l.max_connections_per_address {
+            cfg.limits.max_connections_per_address = *v.get_ref() as usize;
+        }
+        if let Some(v) = l.per_address_loopback {
+            cfg.limits.per_address_loopback = v;
+        }
+        if let Some(v) = &l.message_rate {
+            cfg.limits.message_rate = *v.get_ref();
+        }
         if let Some(v) = &l.ping_interval_s {
             cfg.limits.ping_interval =
                 Duration::from_secs(positive(file, v, "limits.ping_interval_s", 1)?);

@@ -63,6 +63,24 @@ defaults! {
     pub(crate) DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_TOML: usize = 50000;
     /// Outbound queue per connection, in messages.
     pub(crate) DEFAULT_OUTBOUND_QUEUE, DEFAULT_OUTBOUND_QUEUE_TOML: usize = 1024;
+    /// Outbound queue per connection, in bytes (32 MiB).
+    pub(crate) DEFAULT_OUTBOUND_QUEUE_BYTES, DEFAULT_OUTBOUND_QUEUE_BYTES_TOML: usize = 33554432;
+    /// Seconds a write to a connection may stay blocked (the peer does not read).
+    pub(crate) DEFAULT_WRITE_TIMEOUT_S, DEFAULT_WRITE_TIMEOUT_S_TOML: u64 = 30;
+    /// Seconds to receive a request's headers (and an idle keep-alive connection's next ones).
+    pub(crate) DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S_TOML: u64 = 10;
+    /// Seconds to receive a whole request body.
+    pub(crate) DEFAULT_BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S_TOML: u64 = 60;
+    /// Bytes of document responses (`GET /rooms/{room}`) in flight at once (256 MiB).
+    pub(crate) DEFAULT_RESPONSE_BYTES, DEFAULT_RESPONSE_BYTES_TOML: usize = 268435456;
+    /// Connections from one address that have not sent their first request yet.
+    pub(crate) DEFAULT_HALF_OPEN_PER_ADDRESS, DEFAULT_HALF_OPEN_PER_ADDRESS_TOML: usize = 256;
+    /// WebSocket connections from one address (0 = no limit).
+    pub(crate) DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_CONNECTIONS_PER_ADDRESS_TOML: usize = 0;
+    /// Whether the per-address limits apply to loopback addresses.
+    pub(crate) DEFAULT_PER_ADDRESS_LOOPBACK, DEFAULT_PER_ADDRESS_LOOPBACK_TOML: bool = false;
+    /// Messages per second one connection may send (0 = no limit).
+    pub(crate) DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_RATE_TOML: u64 = 0;
     /// Seconds between WebSocket pings.
     pub(crate) DEFAULT_PING_INTERVAL_S, DEFAULT_PING_INTERVAL_S_TOML: u64 = 30;
     /// Seconds a mesh link has to finish its handshake (4408 after).
@@ -114,6 +132,32 @@ pub struct Limits {
     pub max_connections: usize,
     /// Outbound queue per connection (messages); overflow closes with 4429.
     pub outbound_queue: usize,
+    /// Outbound queue per connection (bytes; one frame may pass it); overflow closes with
+    /// 4429.
+    pub outbound_queue_bytes: usize,
+    /// How long a write may stay blocked because the other side does not read: a client is
+    /// closed with 4429, a peer link ends, an HTTP connection is dropped.
+    pub write_timeout: Duration,
+    /// Time to receive a request's headers from the moment the connection opens (or an idle
+    /// keep-alive connection's next request); the connection is dropped after it.
+    pub header_timeout: Duration,
+    /// Time to receive a whole request body; a slower one is answered 408.
+    pub body_timeout: Duration,
+    /// Bytes of `GET /rooms/{room}` document responses being sent at once; past it, more
+    /// are answered 503 (`Retry-After`).
+    pub response_bytes: usize,
+    /// Connections from one address (an IPv6 address by its /64) that have not sent their
+    /// first request's headers; more are dropped at accept.
+    pub max_half_open_per_address: usize,
+    /// WebSocket connections from one address (an IPv6 address by its /64); more are closed
+    /// with 4429. 0 = no limit.
+    pub max_connections_per_address: usize,
+    /// Whether the per-address limits apply to loopback addresses too (off: a reverse proxy
+    /// on the same host is not one client).
+    pub per_address_loopback: bool,
+    /// Messages per second one WebSocket connection may send on average (bursts of one
+    /// second's worth); faster ones are closed with 4429. 0 = no limit.
+    pub message_rate: u64,
     /// WebSocket ping interval; a client that misses one ping is dropped (4408).
     pub ping_interval: Duration,
     /// Time a new client connection has to send its first message; a silent one is closed
@@ -137,6 +181,15 @@ impl Default for Limits {
             max_rooms: DEFAULT_MAX_ROOMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_S),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_S),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_S),
+            response_bytes: DEFAULT_RESPONSE_BYTES,
+            max_half_open_per_address: DEFAULT_HALF_OPEN_PER_ADDRESS,
+            max_connections_per_address: DEFAULT_CONNECTIONS_PER_ADDRESS,
+            per_address_loopback: DEFAULT_PER_ADDRESS_LOOPBACK,
+            message_rate: DEFAULT_MESSAGE_RATE,
             ping_interval: Duration::from_secs(DEFAULT_PING_INTERVAL_S),
             first_message_timeout: Duration::from_secs(DEFAULT_FIRST_MESSAGE_TIMEOUT_S),
             mesh_handshake_timeout: Duration::from_secs(DEFAULT_MESH_HANDSHAKE_TIMEOUT_S),

@@ -10,13 +10,17 @@
 //! defaults.
 
 use super::schema::{
-    DEFAULT_COMPACT_LOG_BYTES_TOML, DEFAULT_COMPACT_LOG_COUNT_TOML, DEFAULT_DATA_DIR_TOML,
-    DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML,
+    DEFAULT_BODY_TIMEOUT_S_TOML, DEFAULT_COMPACT_LOG_BYTES_TOML, DEFAULT_COMPACT_LOG_COUNT_TOML,
+    DEFAULT_CONNECTIONS_PER_ADDRESS_TOML, DEFAULT_DATA_DIR_TOML,
+    DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, DEFAULT_HALF_OPEN_PER_ADDRESS_TOML,
+    DEFAULT_HEADER_TIMEOUT_S_TOML, DEFAULT_HOST_TOML, DEFAULT_IDLE_TIMEOUT_S_TOML,
     DEFAULT_MAX_CONNECTIONS_TOML, DEFAULT_MAX_MESSAGE_BYTES_TOML, DEFAULT_MAX_ROOMS_TOML,
     DEFAULT_MEMORY_TOML, DEFAULT_MESH_HANDSHAKE_TIMEOUT_S_TOML, DEFAULT_MESH_OPEN_TOML,
     DEFAULT_MESH_PREAUTH_PER_ADDRESS_TOML, DEFAULT_MESH_PREAUTH_TOTAL_TOML,
-    DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_TOML, DEFAULT_PING_INTERVAL_S_TOML,
-    DEFAULT_PORT_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML, DEFAULT_TOMBSTONE_DAYS_TOML,
+    DEFAULT_MESSAGE_RATE_TOML, DEFAULT_NODE_QUOTA_BYTES_TOML, DEFAULT_OUTBOUND_QUEUE_BYTES_TOML,
+    DEFAULT_OUTBOUND_QUEUE_TOML, DEFAULT_PER_ADDRESS_LOOPBACK_TOML, DEFAULT_PING_INTERVAL_S_TOML,
+    DEFAULT_PORT_TOML, DEFAULT_RESPONSE_BYTES_TOML, DEFAULT_ROOM_QUOTA_BYTES_TOML,
+    DEFAULT_TOMBSTONE_DAYS_TOML, DEFAULT_WRITE_TIMEOUT_S_TOML,
 };
 
 /// Whether a setting works in this version.
@@ -130,7 +134,16 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("limits.max_message_bytes", None, None, DEFAULT_MAX_MESSAGE_BYTES_TOML, "Largest WebSocket message (bytes); larger ones close the connection with 1009.", Available),
     setting("limits.max_rooms", None, None, DEFAULT_MAX_ROOMS_TOML, "Most rooms in memory; one more closes the connection with 1013.", Available),
     setting("limits.max_connections", None, None, DEFAULT_MAX_CONNECTIONS_TOML, "Most WebSocket connections; one more is closed with 1013.", Available),
-    setting("limits.outbound_queue", None, None, DEFAULT_OUTBOUND_QUEUE_TOML, "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md).", Available),
+    setting("limits.outbound_queue", None, None, DEFAULT_OUTBOUND_QUEUE_TOML, "Messages queued per connection; a client that falls this far behind is closed with 4429 (a client that reconnects resyncs; y-websocket 3.1 treats 44xx as final unless the app reconnects, see docs/protocol.md). Kept beside `outbound_queue_bytes`: whichever is reached first closes the client.", Available),
+    setting("limits.outbound_queue_bytes", None, None, DEFAULT_OUTBOUND_QUEUE_BYTES_TOML, "Bytes queued per client connection (peer links have their own 64 MiB bound). A frame is queued while the queue holds less than this, so one frame of any size fits; a client whose queue reaches it is closed with 4429 and resyncs when it reconnects.", Available),
+    setting("limits.write_timeout_s", None, None, DEFAULT_WRITE_TIMEOUT_S_TOML, "Seconds a write may stay blocked because the other side does not read: a client is closed with 4429; an HTTP connection (a response nobody reads) is dropped 5 s later. Peer links have their own 30 s write deadline (the link ends; the peer redials and resyncs).", Available),
+    setting("limits.http_header_timeout_s", None, None, DEFAULT_HEADER_TIMEOUT_S_TOML, "Seconds a connection has to send a request's headers from the moment it opens (and an idle keep-alive connection its next ones); a slower or silent one is dropped.", Available),
+    setting("limits.http_body_timeout_s", None, None, DEFAULT_BODY_TIMEOUT_S_TOML, "Seconds a request has to send its whole body; a slower one is answered 408.", Available),
+    setting("limits.http_response_bytes", None, None, DEFAULT_RESPONSE_BYTES_TOML, "Bytes of `GET /rooms/{room}` document responses being sent at once, node-wide; past it (one response of any size always fits) the next is answered 503 with `Retry-After`.", Available),
+    setting("limits.max_half_open_per_address", None, None, DEFAULT_HALF_OPEN_PER_ADDRESS_TOML, "Connections from one address (IPv6 by its /64) that have not sent their first request's headers yet; more are dropped as they are accepted.", Available),
+    setting("limits.max_connections_per_address", None, None, DEFAULT_CONNECTIONS_PER_ADDRESS_TOML, "WebSocket connections from one address (IPv6 by its /64); one more is closed with 4429. `0` = no limit.", Available),
+    setting("limits.per_address_loopback", None, None, DEFAULT_PER_ADDRESS_LOOPBACK_TOML, "Apply the per-address limits (`max_half_open_per_address`, `max_connections_per_address`) to loopback addresses too. Off: a reverse proxy on the same host is not one client.", Available),
+    setting("limits.message_rate", None, None, DEFAULT_MESSAGE_RATE_TOML, "Messages per second one WebSocket connection may send on average, in bursts of up to one second's worth; a faster one is closed with 4429. `0` = no limit.", Available),
     setting("limits.ping_interval_s", None, None, DEFAULT_PING_INTERVAL_S_TOML, "Seconds between WebSocket pings; a client that sent nothing since the previous ping is closed with 4408.", Available),
     setting("limits.first_message_timeout_s", None, None, DEFAULT_FIRST_MESSAGE_TIMEOUT_S_TOML, "Seconds a new client connection has to send its first message; a silent one is closed with 4408.", Available),
     setting("limits.mesh_handshake_timeout_s", None, None, DEFAULT_MESH_HANDSHAKE_TIMEOUT_S_TOML, "Seconds a mesh link (inbound or dialed) has to finish its handshake; a slower one is closed with 4408. A handshake takes two round trips: milliseconds on a LAN, well under a second over a relayed tailnet path.", Available),

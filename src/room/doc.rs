@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use yrs::sync::awareness::{Awareness, AwarenessUpdate};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -86,6 +85,8 @@ pub struct Room {
     /// Hooks, then the replicator: told of every change after the lock is released.
     outlets: Outlets,
     queue_capacity: usize,
+    /// Bound of each session's outbound queue in bytes (see [`crate::queue`]).
+    queue_bytes: usize,
     quotas: Quotas,
     pub(super) store: Option<Arc<dyn Store>>,
     /// Tombstones of deleted rooms: updates for this room name are checked against them.
@@ -98,6 +99,9 @@ pub struct Room {
     /// Filled by the doc's update observer during a commit, taken right after it.
     pub(super) captured: Arc<Mutex<Option<Vec<u8>>>>,
 }
+
+/// Default bound of a session's outbound queue in bytes (32 MiB; `limits.outbound_queue_bytes`).
+pub const DEFAULT_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 impl std::fmt::Debug for Room {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,6 +169,7 @@ impl Room {
             pinned,
             outlets,
             queue_capacity: queue_capacity.max(4),
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             loaded: tokio::sync::OnceCell::new(),
             quotas: Quotas::default(),
             last_ticket: std::sync::atomic::AtomicU64::new(0),
@@ -178,6 +183,13 @@ impl Room {
             }),
             captured,
         }
+    }
+
+    /// This room with each session's outbound queue bounded at `bytes` (default
+    /// [`DEFAULT_QUEUE_BYTES`]); a session whose queue holds that much is closed with 4429.
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes.max(1);
+        self
     }
 
     /// Sets the storage quotas this room enforces.
@@ -239,7 +251,7 @@ impl Room {
         if st.closed {
             return Err(RoomError::Closed);
         }
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (tx, rx) = crate::queue::channel(self.queue_capacity, self.queue_bytes);
         let sv = st.awareness.doc().transact().state_vector().encode_v1();
         // The channel is new and has room for at least 4 frames.
         let _ = tx.try_send(protocol::encode_sync_step1(&sv));
@@ -570,8 +582,8 @@ impl Room {
                     session: s.id,
                     client: s.client,
                 }),
-                Err(mpsc::error::TrySendError::Full(_)) => s.kick.close(too_slow()),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(crate::queue::TrySendError::Full(_)) => s.kick.close(too_slow()),
+                Err(crate::queue::TrySendError::Closed(_)) => {}
             }
         }
         out

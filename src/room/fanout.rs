@@ -1,19 +1,20 @@
 //! Fan-out: the record a room keeps of each session, and the broadcast that hands one
 //! encoded frame to every session's bounded queue.
 //!
-//! Everything here runs under the room lock and never waits: a queue that is full gets its
-//! session kicked (4429, it resyncs on reconnect) instead of a frame silently dropped, and
+//! Everything here runs under the room lock and never waits: a queue that is full (in frames,
+//! `limits.outbound_queue`, or in bytes, `limits.outbound_queue_bytes`; see [`crate::queue`])
+//! gets its session kicked (4429, it resyncs on reconnect) instead of a frame silently dropped, and
 //! every receiver shares the same `Bytes` (a clone is a reference-count increment).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use yrs::sync::awareness::Awareness;
 use yrs::updates::encoder::Encode;
 
 use super::{ClientId, CloseReason, Kick, SessionId};
 use crate::protocol;
+use crate::queue::{self, TrySendError};
 
 /// What a session gets when it joins a room.
 #[derive(Debug)]
@@ -22,9 +23,9 @@ pub struct Joined {
     pub id: SessionId,
     /// Frames to write to this session, in order. The room already queued the opening
     /// SyncStep1 and the current awareness states.
-    pub outbound: mpsc::Receiver<Bytes>,
+    pub outbound: queue::Receiver,
     /// Sender for replies addressed only to this session (e.g. SyncStep2).
-    pub reply: mpsc::Sender<Bytes>,
+    pub reply: queue::Sender,
     /// Raised to close this session.
     pub kick: Arc<Kick>,
 }
@@ -42,7 +43,7 @@ pub enum SessionKind {
 pub(super) struct SessionEntry {
     pub(super) id: SessionId,
     pub(super) kind: SessionKind,
-    pub(super) tx: mpsc::Sender<Bytes>,
+    pub(super) tx: queue::Sender,
     pub(super) kick: Arc<Kick>,
     /// Opted in to maintenance commands (`commands=1`).
     pub(super) commands: bool,
@@ -91,11 +92,11 @@ pub(super) fn broadcast(sessions: &[SessionEntry], frame: &Bytes, from: Option<S
         }
         match s.tx.try_send(frame.clone()) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 tracing::warn!(session = s.id, "outbound queue full; closing the session");
                 s.kick.close(too_slow());
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(TrySendError::Closed(_)) => {}
         }
     }
 }

@@ -5,7 +5,8 @@
 //! [`Awareness`](yrs::sync::Awareness)) behind a short `std` mutex that is never held across
 //! an `.await`: applying an update, encoding the change once, and handing the same
 //! [`Bytes`](bytes::Bytes) to every session's bounded queue all happen inside one critical
-//! section, so every session sees changes in the same order. A session whose queue is full is
+//! section, so every session sees changes in the same order. A session whose queue is full
+//! (in frames or in bytes, [`crate::queue`]) is
 //! kicked with close code 4429 (it resyncs when it reconnects) instead of silently losing
 //! frames.
 //!
@@ -49,7 +50,7 @@ pub use close::{
     CLOSE_GOING_AWAY, CLOSE_MALFORMED, CLOSE_NORMAL, CLOSE_ROOM_DELETED, CLOSE_ROOM_RESET,
     CLOSE_ROOM_UNAVAILABLE, CLOSE_TIMEOUT, CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
 };
-pub use doc::{Applied, Room, RoomError};
+pub use doc::{Applied, Room, RoomError, DEFAULT_QUEUE_BYTES};
 pub use fanout::{AwarenessChange, CommandDelivery, Joined, SessionKind};
 pub use grant::{Grant, RoomScope};
 pub use hooks::{Hooks, Replicator, RoomEvent};

@@ -27,6 +27,8 @@ pub struct RoomSettings {
     pub max_rooms: usize,
     /// Outbound queue length per session, in frames.
     pub outbound_queue: usize,
+    /// Outbound queue bound per session, in bytes (the last frame aside).
+    pub outbound_queue_bytes: usize,
     /// Storage quotas.
     pub quotas: Quotas,
 }
@@ -38,6 +40,7 @@ impl Default for RoomSettings {
             pinned: HashSet::new(),
             max_rooms: 100_000,
             outbound_queue: 1024,
+            outbound_queue_bytes: super::DEFAULT_QUEUE_BYTES,
             quotas: Quotas::default(),
         }
     }
@@ -178,6 +181,7 @@ impl RoomRegistry {
             self.store.clone(),
         )
         .with_quotas(self.settings.quotas)
+        .with_queue_bytes(self.settings.outbound_queue_bytes)
         .with_tombstones(self.tombstones.clone())
     }
 

@@ -26,6 +26,7 @@ use super::{
     SessionId, SessionKind,
 };
 use crate::protocol::{self, Message, SyncMessage};
+use crate::queue::{self, TrySendError};
 use crate::store::{CommitTicket, Store};
 
 /// What a client asked for when it connected (query parameters of its WebSocket URL).
@@ -45,7 +46,7 @@ pub struct Session {
     options: SessionOptions,
     /// Replies addressed only to this client (SyncStep2, 102 echoes, AUTH denials): the
     /// same bounded queue the room fans out to.
-    reply: mpsc::Sender<Bytes>,
+    reply: queue::Sender,
     kick: Arc<Kick>,
     /// Awareness client ids this client introduced and has not removed.
     awareness: HashSet<ClientId>,
@@ -81,7 +82,7 @@ impl Session {
         id: SessionId,
         grant: Grant,
         options: SessionOptions,
-    ) -> Result<(Session, mpsc::Receiver<Bytes>), CloseReason> {
+    ) -> Result<(Session, queue::Receiver), CloseReason> {
         if !grant.allows_room(name) {
             return Err(not_allowed(name));
         }
@@ -112,7 +113,7 @@ impl Session {
         id: SessionId,
         grant: Grant,
         options: SessionOptions,
-    ) -> Result<(Session, mpsc::Receiver<Bytes>), RoomError> {
+    ) -> Result<(Session, queue::Receiver), RoomError> {
         let joined = room.join_as(id, SessionKind::Client, &grant, options.commands)?;
         let acks = Acks::new(
             room.store().cloned(),
@@ -318,10 +319,10 @@ fn not_allowed(room: &str) -> CloseReason {
 }
 
 /// Queues a reply for this client only; a full queue closes the session (4429).
-fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReason> {
+fn send_reply(reply: &queue::Sender, frame: Bytes) -> Result<(), CloseReason> {
     match reply.try_send(frame) {
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => Err(too_slow()),
+        Ok(()) | Err(TrySendError::Closed(_)) => Ok(()),
+        Err(TrySendError::Full(_)) => Err(too_slow()),
     }
 }
 
@@ -331,7 +332,7 @@ fn send_reply(reply: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), CloseReas
 struct Acks {
     store: Option<Arc<dyn Store>>,
     room: String,
-    reply: mpsc::Sender<Bytes>,
+    reply: queue::Sender,
     kick: Arc<Kick>,
     /// Ticket of the last update this session sent that changed the room.
     last_ticket: Option<CommitTicket>,
@@ -347,7 +348,7 @@ impl Acks {
     fn new(
         store: Option<Arc<dyn Store>>,
         room: String,
-        reply: mpsc::Sender<Bytes>,
+        reply: queue::Sender,
         kick: Arc<Kick>,
     ) -> Self {
         Acks {
@@ -423,7 +424,7 @@ async fn ack_worker(
     store: Arc<dyn Store>,
     room: String,
     mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes)>,
-    reply: mpsc::Sender<Bytes>,
+    reply: queue::Sender,
     kick: Arc<Kick>,
     failed: Arc<AtomicBool>,
 ) {

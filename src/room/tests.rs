@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -20,7 +19,7 @@ pub(super) fn text_update(client: u64, s: &str) -> Vec<u8> {
     txn.encode_update_v1()
 }
 
-pub(super) fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Message> {
+pub(super) fn drain(rx: &mut crate::queue::Receiver) -> Vec<Message> {
     let mut out = Vec::new();
     while let Ok(frame) = rx.try_recv() {
         out.extend(decode_frame(frame).unwrap());
@@ -198,6 +197,7 @@ fn registry_creates_once_and_evicts_idle_rooms() {
         max_rooms: 3,
         outbound_queue: 8,
         quotas: Quotas::default(),
+        ..RoomSettings::default()
     });
     assert_eq!(reg.len(), 1, "pinned room exists from the start");
     let a1 = reg.get_or_create("a").unwrap();

@@ -195,18 +195,71 @@ pub(crate) async fn room_document(app: &AppState, room: &str, query: &DocumentQu
         Err(e) => return unavailable(room, e),
     };
     match query.format.as_deref() {
-        None | Some("binary") => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            r.encode_state(),
-        )
-            .into_response(),
-        Some("json") => data(r.to_json()),
+        None | Some("binary") => budgeted(
+            app,
+            "application/octet-stream",
+            Bytes::from(r.encode_state()),
+        ),
+        Some("json") => match serde_json::to_vec(&json!({ "data": r.to_json() })) {
+            Ok(body) => budgeted(app, "application/json", Bytes::from(body)),
+            Err(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+            }
+        },
         Some(other) => ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("unknown format {other:?}; use json, or omit it for the binary update"),
         )
         .into_response(),
     }
+}
+
+/// Slices a document response is sent in: the connection's write deadline sees progress per
+/// slice, and the bytes go back to the budget once the last one is taken.
+const RESPONSE_SLICE: usize = 256 * 1024;
+
+/// A document response drawn from the node's budget of document bytes in flight
+/// (`limits.http_response_bytes`): 503 with `Retry-After` when it is spent. The budget is held
+/// until the body has been handed to the connection, which a client that does not read ends
+/// by the write deadline.
+fn budgeted(app: &AppState, content_type: &'static str, body: Bytes) -> Response {
+    let Some(guard) = app.responses.try_take(body.len()) else {
+        tracing::warn!(
+            bytes = body.len(),
+            in_flight = app.responses.used(),
+            "document response refused: too many document bytes being sent"
+        );
+        let mut refused = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many large documents being sent at once; retry shortly",
+        )
+        .into_response();
+        refused
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return refused;
+    };
+    let len = body.len();
+    let slices =
+        futures_util::stream::unfold((body, Some(guard)), |(mut rest, guard)| async move {
+            if rest.is_empty() {
+                drop(guard);
+                return None;
+            }
+            let slice = rest.split_to(rest.len().min(RESPONSE_SLICE));
+            Some((Ok::<_, std::io::Error>(slice), (rest, guard)))
+        });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
+            ),
+            (header::CONTENT_LENGTH, header::HeaderValue::from(len)),
+        ],
+        axum::body::Body::from_stream(slices),
+    )
+        .into_response()
 }
 
 /// `GET /rooms/{room}` when `/rooms/{room}` is not a WebSocket route.

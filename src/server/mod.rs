@@ -6,9 +6,15 @@
 //! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
 //! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
+//!
+//! Connections are accepted by `listen.rs` (header-read and write deadlines, half-open
+//! connections per address, the request-body deadline) before the router sees a request;
+//! `limits.rs` holds the per-address counts and the message rate the session loops use.
 
 mod access;
 mod http;
+mod limits;
+mod listen;
 mod run;
 mod ws;
 
@@ -91,6 +97,10 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
+    /// Connections per client address (half-open ones, WebSocket sessions).
+    pub(crate) addresses: limits::AddressCounts,
+    /// Bytes of document responses being sent (`limits.http_response_bytes`).
+    pub(crate) responses: Arc<crate::queue::ByteBudget>,
 }
 
 /// A running node. Dropping it does not stop the node; call [`Node::shutdown`].
@@ -190,6 +200,7 @@ impl Node {
                 pinned: config.pinned_rooms.clone(),
                 max_rooms: config.limits.max_rooms,
                 outbound_queue: config.limits.outbound_queue,
+                outbound_queue_bytes: config.limits.outbound_queue_bytes,
                 quotas: crate::room::Quotas {
                     room_bytes: config.store.room_quota_bytes,
                     node_bytes: config.store.node_quota_bytes,
@@ -310,6 +321,7 @@ impl Node {
                 config.host
             );
         }
+        let responses = crate::queue::ByteBudget::new(config.limits.response_bytes);
         let state = Arc::new(AppState {
             access,
             config,
@@ -322,6 +334,8 @@ impl Node {
             metrics,
             shutdown,
             sessions: TaskTracker::new(),
+            addresses: limits::AddressCounts::default(),
+            responses,
         });
         mesh.start();
         let (discovery, sources) =
@@ -329,22 +343,7 @@ impl Node {
         let _ = state.discovery.set(sources);
         let app = router(state.clone());
         let token = state.shutdown.clone();
-        let server = tokio::spawn(async move {
-            // Small frames (an echo, then a 102) must not wait for a delayed ACK (Nagle).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "listener failed");
-            }
-        });
+        let server = tokio::spawn(listen::serve(listener, app, state.clone(), token));
         let sweeper = tokio::spawn(sweeper_worker(
             registry.clone(),
             state.config.tombstone_retention,
@@ -518,8 +517,10 @@ fn router(state: Arc<AppState>) -> Router {
     }
     let access = axum::middleware::from_fn_with_state(state.clone(), access::access_layer);
     let cors = cors_layer(state.access.origins.clone());
+    let body_deadline = axum::middleware::from_fn_with_state(state.clone(), listen::body_deadline);
     router
         .fallback(http::not_found)
+        .layer(body_deadline)
         .layer(cors)
         // Outermost: host and origin are checked before anything answers, preflights too
         // (which carry no credential, so the access layer lets them through to CORS).

@@ -46,8 +46,10 @@ pub async fn serve_until_signal(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Raises the open-file limit to the hard limit so many connections fit.
-pub fn raise_fd_limit() {
+/// Raises the open-file limit to the hard limit so many connections fit, and says what it
+/// got (one INFO line, `open-file limit`; a WARN line when it could not be raised). Returns
+/// the soft limit in force afterwards (`None` where there is no such limit).
+pub fn raise_fd_limit() -> Option<u64> {
     #[cfg(unix)]
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
@@ -55,13 +57,37 @@ pub fn raise_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                tracing::debug!(from = old, to = lim.rlim_max, "raised open-file limit");
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+            return None;
+        }
+        let old = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            let mut raised = lim;
+            raised.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            } else {
+                tracing::warn!(
+                    soft = old,
+                    hard = lim.rlim_max,
+                    error = %std::io::Error::last_os_error(),
+                    "cannot raise the open-file limit"
+                );
             }
         }
+        let got = lim.rlim_cur;
+        tracing::info!(
+            limit = got,
+            was = old,
+            hard = lim.rlim_max,
+            "open-file limit: {got} (each connection takes one; limits.max_connections is the cap)"
+        );
+        Some(got)
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 

@@ -8,6 +8,13 @@
 //! queued frame before one flush, sends pings, and sends the close frame named by the
 //! session's [`CloseReason`] when it is kicked (malformed input 4400, too slow 4429, liveness
 //! 4408, shutdown 1001, too big 1009, ...).
+//!
+//! Bounds, each closing only its own connection: the session's queue (frames and bytes,
+//! [`crate::queue`]) and the write deadline (`limits.write_timeout_s`: a client whose socket
+//! takes no bytes for that long is closed with 4429, so the writer never waits forever and a
+//! non-reading client is dropped even while no ping is due), the first-message deadline
+//! (4408), the message rate (`limits.message_rate`, 4429) and the per-address connection cap
+//! (`limits.max_connections_per_address`, 4429).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,11 +30,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
+use super::limits::RateLimit;
+use super::listen::WriteProgress;
 use super::AppState;
 use crate::auth::Identity;
+use crate::queue;
 use crate::room::{CloseReason, Grant, Kick, Session, SessionOptions};
 
 /// Read buffer per connection, allocated when the connection opens: it dominates idle memory
@@ -38,6 +47,9 @@ const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 /// Frames taken from the queue per flush.
 const BATCH: usize = 64;
+/// Bytes taken from the queue per flush (the first frame always): what a writer holds while
+/// its socket drains, on top of what its queue holds.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// How long a closing session waits for its writer to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -46,6 +58,7 @@ pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     identity: Option<axum::Extension<Identity>>,
+    progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -62,6 +75,7 @@ pub(crate) async fn room_route(
             peer,
             &query,
             identity.map(|i| i.0.user).unwrap_or_default(),
+            progress.map(|p| p.0),
         ),
         Err(_) => {
             let doc_query = DocumentQuery {
@@ -77,6 +91,7 @@ pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     identity: Option<axum::Extension<Identity>>,
+    progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -93,6 +108,7 @@ pub(crate) async fn sync_route(
             peer,
             &query,
             identity.map(|i| i.0.user).unwrap_or_default(),
+            progress.map(|p| p.0),
         ),
         Err(e) => ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -109,6 +125,7 @@ fn accept(
     peer: SocketAddr,
     query: &HashMap<String, String>,
     user: Option<String>,
+    progress: Option<WriteProgress>,
 ) -> Response {
     let options = SessionOptions {
         // Maintenance commands (type 103) go only to clients that ask for them.
@@ -129,6 +146,8 @@ fn accept(
     // Counted until the session ends, however it ends.
     let slot = app.metrics.open_connection();
     let over = slot.before() >= limits.max_connections;
+    // This address's share (`limits.max_connections_per_address`), held as long.
+    let per_address = app.addresses.connection(peer.ip(), &app.config.limits);
     let tracker = app.sessions.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
@@ -139,19 +158,30 @@ fn accept(
                 close_now(socket, &reason).await;
                 return;
             }
-            run_session(app, socket, room, peer, options, user).await;
+            let Some(per_address) = per_address else {
+                tracing::warn!(%peer, room, "connection refused: too many connections from this address");
+                let reason = CloseReason::TooSlow(format!(
+                    "too many connections from this address (limit {})",
+                    app.config.limits.max_connections_per_address
+                ));
+                close_now(socket, &reason).await;
+                return;
+            };
+            run_session(app, socket, room, peer, options, user, progress).await;
+            drop(per_address);
             drop(slot);
         })
     })
 }
 
 pub(crate) async fn close_now(mut socket: WebSocket, reason: &CloseReason) {
-    let _ = socket
-        .send(WsMessage::Close(Some(CloseFrame {
-            code: reason.code(),
-            reason: truncate_reason(&reason.to_string()).into(),
-        })))
-        .await;
+    let close = socket.send(WsMessage::Close(Some(CloseFrame {
+        code: reason.code(),
+        reason: truncate_reason(&reason.to_string()).into(),
+    })));
+    if tokio::time::timeout(CLOSE_GRACE, close).await.is_err() {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while socket.recv().await.is_some() {}
     })
@@ -178,6 +208,7 @@ async fn run_session(
     peer: SocketAddr,
     options: SessionOptions,
     user: Option<String>,
+    progress: Option<WriteProgress>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
     // An authenticated client (or any client of an open node) may read and write every
@@ -203,6 +234,7 @@ async fn run_session(
         kick.clone(),
         app.clone(),
         last_seen.clone(),
+        progress,
     ));
     read_loop(&app, &mut session, stream, &last_seen).await;
     // Leaves the room and removes the client's awareness states.
@@ -240,6 +272,7 @@ async fn read_loop(
     let limit = app.config.limits.first_message_timeout;
     let mut first: Option<std::pin::Pin<Box<tokio::time::Sleep>>> =
         Some(Box::pin(tokio::time::sleep(limit)));
+    let mut rate = RateLimit::new(app.config.limits.message_rate);
     loop {
         let msg = tokio::select! {
             biased;
@@ -276,6 +309,13 @@ async fn read_loop(
         last_seen.store(millis_since(app), Ordering::Relaxed);
         match msg {
             WsMessage::Binary(frame) => {
+                if !rate.allow(tokio::time::Instant::now()) {
+                    kick.close(CloseReason::TooSlow(format!(
+                        "too many messages: more than {} per second",
+                        app.config.limits.message_rate
+                    )));
+                    return;
+                }
                 let handled =
                     session.handle_frame(frame, |json| app.commands.client_result(id, json));
                 if let Err(reason) = handled {
@@ -305,6 +345,23 @@ async fn read_loop(
     }
 }
 
+/// Resolves once a write started now has moved no byte for `limit`: measured on the socket
+/// when its progress is known, else the whole write's time.
+async fn stalled(progress: Option<&WriteProgress>, limit: Duration) {
+    let started = std::time::Instant::now();
+    let Some(progress) = progress else {
+        return tokio::time::sleep(limit).await;
+    };
+    let check = (limit / 4).max(Duration::from_millis(50));
+    loop {
+        let stalled = progress.stalled(started);
+        if stalled >= limit {
+            return;
+        }
+        tokio::time::sleep((limit - stalled).min(check)).await;
+    }
+}
+
 fn is_capacity_error(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -320,16 +377,25 @@ fn is_capacity_error(e: &axum::Error) -> bool {
 
 async fn writer_worker(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut outbound: mpsc::Receiver<Bytes>,
+    mut outbound: queue::Receiver,
     kick: Arc<Kick>,
     app: Arc<AppState>,
     last_seen: Arc<AtomicU64>,
+    progress: Option<WriteProgress>,
 ) {
     let ping_every = app.config.limits.ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping_at: Option<u64> = None;
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    // A client that does not read blocks the write; past this it is closed (4429).
+    let write_timeout = app.config.limits.write_timeout;
+    let stuck = || {
+        CloseReason::TooSlow(format!(
+            "too slow: did not read for {} s",
+            write_timeout.as_secs_f64()
+        ))
+    };
     loop {
         tokio::select! {
             biased;
@@ -338,12 +404,14 @@ async fn writer_worker(
                 kick.close(CloseReason::ShuttingDown);
                 break;
             }
-            n = outbound.recv_many(&mut batch, BATCH) => {
+            n = outbound.recv_many(&mut batch, BATCH, BATCH_BYTES) => {
                 if n == 0 {
                     break;
                 }
                 // A client that stops reading blocks this write; stay responsive to kicks
-                // and shutdown meanwhile (the queue behind us fills and kicks with 4429).
+                // and shutdown meanwhile (the queue behind us fills and kicks with 4429),
+                // and give up once no byte went out for the write deadline (4429 too). A
+                // slow reader of a large frame keeps making progress and is not cut off.
                 let write = async {
                     for frame in batch.drain(..) {
                         sink.feed(WsMessage::Binary(frame)).await?;
@@ -357,7 +425,8 @@ async fn writer_worker(
                         kick.close(CloseReason::ShuttingDown);
                         None
                     }
-                    r = write => Some(r),
+                    r = write => Some(Ok(r)),
+                    _ = stalled(progress.as_ref(), write_timeout) => Some(Err(())),
                 };
                 match written {
                     None => {
@@ -366,10 +435,15 @@ async fn writer_worker(
                     }
                     Some(Err(_)) => {
                         batch.clear();
+                        kick.close(stuck());
+                        break;
+                    }
+                    Some(Ok(Err(_))) => {
+                        batch.clear();
                         kick.close(CloseReason::ConnectionLost("write failed".into()));
                         return;
                     }
-                    Some(Ok(())) => {}
+                    Some(Ok(Ok(()))) => {}
                 }
             }
             _ = ping.tick() => {
@@ -380,33 +454,46 @@ async fn writer_worker(
                     }
                 }
                 last_ping_at = Some(millis_since(&app));
-                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    kick.close(CloseReason::ConnectionLost("write failed".into()));
-                    return;
+                match tokio::time::timeout(write_timeout, sink.send(WsMessage::Ping(Bytes::new())))
+                    .await
+                {
+                    Err(_) => {
+                        kick.close(stuck());
+                        break;
+                    }
+                    Ok(Err(_)) => {
+                        kick.close(CloseReason::ConnectionLost("write failed".into()));
+                        return;
+                    }
+                    Ok(Ok(())) => {}
                 }
             }
         }
     }
     let reason = kick.reason().cloned();
-    if reason.as_ref().is_some_and(|r| r.flush_first) {
-        // Bounded by the queue's capacity; the close follows right after.
-        while let Ok(frame) = outbound.try_recv() {
-            if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                break;
+    // The close is bounded like any write: a client that does not read never gets it.
+    let _ = tokio::time::timeout(write_timeout.min(CLOSE_GRACE), async {
+        if reason.as_ref().is_some_and(|r| r.flush_first) {
+            // Bounded by the queue's capacity; the close follows right after.
+            while let Ok(frame) = outbound.try_recv() {
+                if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                    break;
+                }
             }
         }
-    }
-    match reason {
-        Some(r) if !r.by_peer() => {
-            let _ = sink
-                .send(WsMessage::Close(Some(CloseFrame {
-                    code: r.code(),
-                    reason: truncate_reason(&r.reason).into(),
-                })))
-                .await;
+        match reason {
+            Some(r) if !r.by_peer() => {
+                let _ = sink
+                    .send(WsMessage::Close(Some(CloseFrame {
+                        code: r.code(),
+                        reason: truncate_reason(&r.reason).into(),
+                    })))
+                    .await;
+            }
+            _ => {
+                let _ = sink.close().await;
+            }
         }
-        _ => {
-            let _ = sink.close().await;
-        }
-    }
+    })
+    .await;
 }

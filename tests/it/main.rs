@@ -20,6 +20,7 @@ mod discovery;
 mod discovery_mdns;
 mod durability;
 mod faults;
+mod limits;
 mod mesh;
 mod node;
 mod ops;

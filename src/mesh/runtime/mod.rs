@@ -126,7 +126,7 @@ impl Drop for PreAuthTicket {
 /// peer's traffic counters.
 #[derive(Debug, Clone)]
 pub struct LinkHandle {
-    tx: mpsc::Sender<Bytes>,
+    tx: crate::queue::Sender,
     kick: Arc<Kick>,
     counters: Arc<LinkTraffic>,
 }

@@ -58,8 +58,8 @@ pub struct Securing {
 
 /// A connection turned into frame channels by its transport's reader and writer tasks.
 pub struct LinkIo {
-    /// Frames to send.
-    pub tx: mpsc::Sender<Bytes>,
+    /// Frames to send, bounded in frames and bytes ([`LINK_QUEUE`], [`LINK_QUEUE_BYTES`]).
+    pub tx: crate::queue::Sender,
     /// Frames received; ends when the connection closes.
     pub rx: mpsc::Receiver<Bytes>,
     /// Cancelled to close the connection (frames already queued still go out first).
@@ -107,6 +107,14 @@ pub fn cut_reason(reason: &str) -> String {
 /// Frames queued towards one link before it counts as too slow and is closed (it resyncs
 /// through the manifest when it comes back).
 pub const LINK_QUEUE: usize = 4096;
+
+/// The same bound in bytes (a frame is queued while less is queued, so one frame of any
+/// size fits).
+pub const LINK_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long one write to a link may stay blocked (the peer does not read) before the link
+/// ends; the peer redials and resyncs.
+pub const LINK_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest sealed message: a frame of [`MAX_FRAME_LEN`] plus each record's length and tag.
 pub const MAX_SEALED_LEN: usize =

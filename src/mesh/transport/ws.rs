@@ -16,7 +16,10 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{ChannelInfo, LinkIo, SecureError, Securing, LINK_QUEUE, MAX_SEALED_LEN};
+use super::{
+    ChannelInfo, LinkIo, SecureError, Securing, LINK_QUEUE, LINK_QUEUE_BYTES, LINK_WRITE_TIMEOUT,
+    MAX_SEALED_LEN,
+};
 use crate::mesh::identity::NodeIdentity;
 use crate::mesh::proto::channel::{Channel, ChannelError, ChannelHandshake, Opener, Sealer, Step};
 use crate::mesh::wire::{self, Control, MAX_FRAME_LEN, MESH_PROTOCOL_VERSION};
@@ -137,7 +140,7 @@ enum Incoming {
 
 /// The shared ends of one connection's tasks.
 struct Ends<M> {
-    out_rx: mpsc::Receiver<Bytes>,
+    out_rx: crate::queue::Receiver,
     in_tx: mpsc::Sender<Bytes>,
     close: CancellationToken,
     close_frame: Arc<OnceLock<(u16, String)>>,
@@ -164,7 +167,7 @@ where
     M: Send + 'static,
     E: Send + 'static,
 {
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+    let (out_tx, out_rx) = crate::queue::channel(LINK_QUEUE, LINK_QUEUE_BYTES);
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
     let close = CancellationToken::new();
     let close_frame: Arc<OnceLock<(u16, String)>> = Arc::default();
@@ -371,7 +374,17 @@ where
                             Some(Ok(sealed)) => sealed,
                             Some(Err(_)) => break,
                         };
-                        if sink.send(binary(f)).await.is_err() { break }
+                        match tokio::time::timeout(LINK_WRITE_TIMEOUT, sink.send(binary(f))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                // The peer does not read: end the link (no close frame could
+                                // get through); it redials and resyncs.
+                                tracing::warn!("link write blocked too long; closing the link");
+                                c1.cancel();
+                                return;
+                            }
+                        }
                     }
                     None => break,
                 },

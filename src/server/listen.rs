@@ -1,0 +1,367 @@
+//! The accept loop and the deadlines every HTTP connection lives under, before a request
+//! reaches the router.
+//!
+//! Each accepted TCP connection:
+//! - takes a place among its address's half-open connections
+//!   (`limits.max_half_open_per_address`, see [`super::limits`]) until its first request's
+//!   headers arrive; an address that has its fill gets new connections dropped at accept;
+//! - has `limits.http_header_timeout_s` to send a request's headers, counted from the moment
+//!   it opens (a silent socket included) and again for each next request of a keep-alive
+//!   connection (hyper's header-read timeout); then it is dropped;
+//! - writes under a deadline ([`DeadlineIo`]): a write that stays blocked (the other side
+//!   does not read) for `limits.write_timeout_s` plus a grace fails and ends the connection.
+//!   This is the backstop under everything, a large HTTP response or an upgraded WebSocket
+//!   alike; a WebSocket session closes a stuck client itself first, with 4429 (`ws.rs`).
+//!
+//! The request body has its own deadline (`limits.http_body_timeout_s`, [`body_deadline`]):
+//! a body not received in time fails the request with 408.
+//!
+//! The loop stops accepting on shutdown, asks each connection to finish its request and
+//! close, and returns once they have.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::http::ApiError;
+use super::AppState;
+
+/// How long past `limits.write_timeout_s` a blocked write of a connection lasts before the
+/// connection fails: a WebSocket session gets to close its stuck client with 4429 first.
+pub(crate) const WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` until `shutdown`, then waits for open connections to end.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    app: Arc<AppState>,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let limits = &app.config.limits;
+    let write_limit = limits.write_timeout + WRITE_GRACE;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(half_open) = app.addresses.half_open(peer.ip(), limits) else {
+            tracing::debug!(%peer, "connection dropped: too many half-open connections from this address");
+            drop(tcp);
+            continue;
+        };
+        // Small frames (an echo, then a 102) must not wait for a delayed ACK (Nagle).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let progress = WriteProgress::default();
+        let io = TokioIo::new(DeadlineIo::new(tcp, write_limit).with_progress(progress.clone()));
+        // Given back when the first request's headers are in (or the connection ends).
+        let half_open = Arc::new(Mutex::new(Some(half_open)));
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                if let Ok(mut slot) = half_open.lock() {
+                    slot.take();
+                }
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(progress.clone());
+                let mut router = router.clone();
+                tower_service::Service::call(&mut router, req)
+            });
+        let header_timeout = limits.header_timeout;
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// A connection whose writes fail once one has stayed blocked for `limit`: the other side
+/// does not read. The timer is set when a write first returns `Pending` and cleared only by
+/// the next write that moves bytes (a flush is no progress: on TCP it is always ready).
+#[derive(Debug)]
+pub(crate) struct DeadlineIo<T> {
+    inner: T,
+    limit: Duration,
+    blocked: Option<Pin<Box<Sleep>>>,
+    progress: Option<WriteProgress>,
+}
+
+/// When a connection last moved bytes out, shared with whoever serves it (the WebSocket
+/// writer reads it to tell a slow reader from one that stopped reading: a large frame may
+/// take longer than the deadline to go out while every write makes progress).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteProgress(Arc<std::sync::atomic::AtomicU64>);
+
+fn since_start_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl WriteProgress {
+    fn record(&self) {
+        self.0.store(since_start_ms(), Ordering::Relaxed);
+    }
+
+    /// How long no byte has gone out, counting from `since` at the latest.
+    pub(crate) fn stalled(&self, since: std::time::Instant) -> Duration {
+        let last = Duration::from_millis(self.0.load(Ordering::Relaxed));
+        let now = Duration::from_millis(since_start_ms());
+        let from_since = since.elapsed();
+        now.saturating_sub(last).min(from_since)
+    }
+}
+
+impl<T> DeadlineIo<T> {
+    /// `inner` with a write deadline of `limit`.
+    pub(crate) fn new(inner: T, limit: Duration) -> Self {
+        DeadlineIo {
+            inner,
+            limit,
+            blocked: None,
+            progress: None,
+        }
+    }
+
+    /// Records each write that moves bytes in `progress`.
+    pub(crate) fn with_progress(mut self, progress: WriteProgress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// A flush or shutdown: it fails once the deadline passed, and it does not count as
+    /// progress (a TCP flush is always ready; only bytes written are).
+    fn on_flush(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        match polled {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => self.wait(cx),
+        }
+    }
+
+    fn wait<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let limit = self.limit;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "write blocked for {} s: the other side does not read",
+                    limit.as_secs_f64()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn on_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.blocked = None;
+                    if let Some(p) = &self.progress {
+                        p.record();
+                    }
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.wait(cx),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.on_write(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.on_write(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.on_flush(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.on_flush(cx, polled)
+    }
+}
+
+/// Middleware: a request body must arrive whole within `limits.http_body_timeout_s` of the
+/// request reaching the router; a slower one fails the request with 408.
+pub(crate) async fn body_deadline(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::body::HttpBody;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let limit = app.config.limits.body_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let late = Arc::new(AtomicBool::new(false));
+    let flag = late.clone();
+    let req = req.map(move |body| {
+        let chunks = body.into_data_stream();
+        axum::body::Body::from_stream(futures_util::stream::unfold(Some(chunks), move |chunks| {
+            let flag = flag.clone();
+            async move {
+                let mut chunks = chunks?;
+                match tokio::time::timeout_at(deadline, chunks.next()).await {
+                    Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        flag.store(true, Ordering::Relaxed);
+                        let late = io::Error::new(io::ErrorKind::TimedOut, "request body too slow");
+                        Some((Err(axum::Error::new(late)), None))
+                    }
+                }
+            }
+        }))
+    });
+    let response = next.run(req).await;
+    if late.load(Ordering::Relaxed) {
+        return ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {} s", limit.as_secs_f64()),
+        )
+        .into_response();
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_write_blocked_past_the_deadline_fails_and_flushes_do_not_reset_it() {
+        let limit = Duration::from_millis(300);
+        let (near, _far) = tokio::io::duplex(64);
+        let mut io = DeadlineIo::new(near, limit);
+        io.write_all(&[0u8; 64]).await.unwrap();
+        io.flush().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let blocked = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                // A writer that flushes between attempts still hits the deadline.
+                if let Err(e) = io.flush().await {
+                    return e;
+                }
+                if let Err(e) = io.write_all(&[1u8; 64]).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the deadline fires");
+        assert_eq!(blocked.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= limit);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_keeps_the_writer_going() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut io = DeadlineIo::new(near, Duration::from_millis(300));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            while total < 64 * 10 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                total += far.read(&mut buf).await.unwrap();
+            }
+        });
+        for _ in 0..10 {
+            io.write_all(&[2u8; 64]).await.unwrap();
+            io.flush().await.unwrap();
+        }
+        reader.await.unwrap();
+    }
+}
