@@ -75,4 +75,46 @@ pub(crate) mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mesh-protocol.md");
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
     }
+
+    /// The rows of the markdown table in `doc` whose header's first cell is `` `name` ``:
+    /// the first cell of each row, without backticks.
+    fn table_keys(doc: &str, name: &str) -> Vec<String> {
+        let header = format!("| `{name}` | meaning |");
+        let start = doc
+            .find(&header)
+            .unwrap_or_else(|| panic!("docs/mesh.md has no table headed {header}"));
+        doc[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .map(|c| c.trim().trim_matches('`').to_string())
+            .collect()
+    }
+
+    /// docs/mesh.md documents exactly the link states and room statuses `GET /peers` shows.
+    #[test]
+    fn mesh_doc_lists_every_link_state_and_room_status() {
+        use crate::mesh::proto::{LinkState, RoomStatus};
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mesh.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let mut states = table_keys(&doc, "state");
+        states.sort();
+        let mut want: Vec<String> = LinkState::NAMES.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(states, want, "docs/mesh.md's state table");
+        let mut statuses = table_keys(&doc, "status");
+        statuses.sort();
+        let mut want: Vec<String> = RoomStatus::NAMES.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(statuses, want, "docs/mesh.md's status table");
+        // And the names are the ones serde writes.
+        let json = serde_json::to_value(RoomStatus::NotShared).unwrap();
+        assert_eq!(json, "not_shared");
+        let s = LinkState::Incompatible {
+            reason: String::new(),
+            next_retry_ms: 0,
+        };
+        assert_eq!(serde_json::to_value(&s).unwrap()["state"], s.name());
+    }
 }

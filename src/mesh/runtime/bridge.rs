@@ -34,6 +34,15 @@ use crate::store::Tombstone;
 /// Presence relayed over one link, per room: removed when the link ends.
 pub(crate) type Relayed = HashMap<String, HashSet<ClientId>>;
 
+/// What one link keeps about the room messages it received.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Presence relayed, per room: removed when the link ends.
+    pub(crate) relayed: Relayed,
+    /// Updates received since the last `ack`, per room.
+    pub(crate) acks: std::collections::BTreeMap<String, u64>,
+}
+
 /// Removes the presence a link relayed.
 pub(crate) fn drop_relayed(registry: &RoomRegistry, relayed: Relayed) {
     for (room, clients) in relayed {
@@ -231,8 +240,7 @@ pub(crate) async fn on_room_frame(
     counters: &LinkTraffic,
     room_name: &str,
     message: Bytes,
-    relayed: &mut Relayed,
-    acks: &mut std::collections::BTreeMap<String, u64>,
+    received: &mut Received,
 ) -> Result<(), String> {
     if let Err(e) = validate_room_name(room_name) {
         return Err(format!("peer sent a bad room name: {e}"));
@@ -272,10 +280,10 @@ pub(crate) async fn on_room_frame(
                 let step2 = is_step2;
                 if !step2 {
                     // Acknowledged in the next `ack` (the peer counts what it queued).
-                    match acks.get_mut(room_name) {
+                    match received.acks.get_mut(room_name) {
                         Some(n) => *n += 1,
                         None => {
-                            acks.insert(room_name.to_string(), 1);
+                            received.acks.insert(room_name.to_string(), 1);
                         }
                     }
                 }
@@ -309,7 +317,7 @@ pub(crate) async fn on_room_frame(
                 let change = room
                     .apply_awareness(&payload, &frame, link)
                     .map_err(|e| format!("bad awareness for {room_name:?}: {e}"))?;
-                let set = relayed.entry(room_name.to_string()).or_default();
+                let set = received.relayed.entry(room_name.to_string()).or_default();
                 set.extend(change.present);
                 for c in change.removed {
                     set.remove(&c);

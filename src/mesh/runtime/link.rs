@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::bridge::{self, Relayed};
+use super::bridge::{self, Received};
 use super::traffic::kind_of;
 use super::{now_ms, LinkHandle, Mesh, PreAuthTicket};
 use super::{Ours, LINK_TIMEOUT, PING_EVERY};
@@ -413,13 +413,13 @@ async fn serve(link: &mut Link<'_>, peer: PeerKey, node: String, tag: Vec<u8>) -
     let Some((marker, policy)) = admitted else {
         return "duplicate link: the other one is kept".into();
     };
-    let mut relayed = Relayed::new();
+    let mut received = Received::default();
     let end = match open(link, &node, marker, &policy).await {
-        Ok(ours) => frames(link, &node, &kick, &policy, &ours, &mut relayed).await,
+        Ok(ours) => frames(link, &node, &kick, &policy, &ours, &mut received).await,
         Err(reason) => reason,
     };
     // Presence this link relayed goes away with it.
-    bridge::drop_relayed(mesh.registry(), relayed);
+    bridge::drop_relayed(mesh.registry(), received.relayed);
     end
 }
 
@@ -502,13 +502,12 @@ async fn frames(
     kick: &Kick,
     policy: &SharePolicy,
     ours: &Ours,
-    relayed: &mut Relayed,
+    received: &mut Received,
 ) -> String {
     let mesh = link.mesh;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut last_seen = Instant::now();
-    // Updates received since the last `ack`, per room, and when the next ack goes out.
-    let mut acks: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    // When the `ack` of the updates received since the last one goes out.
     let mut ack_at: Option<tokio::time::Instant> = None;
     loop {
         let frame = tokio::select! {
@@ -523,7 +522,7 @@ async fn frames(
                 }
             } => {
                 ack_at = None;
-                let c = Control::Ack { rooms: std::mem::take(&mut acks) };
+                let c = Control::Ack { rooms: std::mem::take(&mut received.acks) };
                 if !link.send(wire::encode_control(&c)).await {
                     return "connection closed".into();
                 }
@@ -604,13 +603,12 @@ async fn frames(
                     &link.counters,
                     &room,
                     message,
-                    relayed,
-                    &mut acks,
+                    received,
                 )
                 .await
             }
         };
-        if ack_at.is_none() && !acks.is_empty() {
+        if ack_at.is_none() && !received.acks.is_empty() {
             ack_at = Some(tokio::time::Instant::now() + ACK_EVERY);
         }
         if let Err(reason) = result {

@@ -302,3 +302,91 @@ fn a_peer_that_is_not_a_ymesh_node_is_refused_unless_it_has_rooms() {
         "{dial:?}"
     );
 }
+
+/// Every room of the node is listed for every peer: unknown before any link, not shared
+/// when the policy keeps it, pending with a count when changed while the peer is away, and
+/// synced once the peer acknowledged.
+#[test]
+fn room_status_covers_every_room_with_every_peer() {
+    use crate::mesh::proto::RoomStatus;
+    let mut cfg = peer("ws://b:3913");
+    cfg.share = SharePolicy::List(vec!["a".into(), "c".into()]);
+    let mut c = core("A", vec![cfg]);
+    let _ = c.handle(
+        Event::LocalRooms {
+            rooms: vec!["a".into(), "b".into()],
+        },
+        1,
+    );
+    let status = |c: &Core, room: &str| {
+        let rows = c.rows();
+        let row = &rows
+            .iter()
+            .find(|(k, _)| *k == PeerKey::Configured(0))
+            .unwrap()
+            .1;
+        let r = row.rooms.iter().find(|r| r.name == room).cloned();
+        r.map(|r| (r.status, r.unacked))
+    };
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Unknown, None)));
+    assert_eq!(status(&c, "b"), Some((RoomStatus::NotShared, None)));
+    // Linked: "a" is confirmed by the manifest exchange, then a change is in flight until
+    // the peer acknowledges it.
+    let _ = handshaken(&mut c, 1, PeerKey::Configured(0), "B", 1);
+    let ours: BTreeMap<String, String> = [("a".to_string(), "d1".to_string())].into();
+    let _ = c.handle(
+        Event::LinkOpened {
+            link: 1,
+            ours,
+            changed: vec![],
+            marker: None,
+            store_now: None,
+        },
+        11,
+    );
+    let manifest = Control::Manifest {
+        rooms: vec![ManifestEntry {
+            name: "a".into(),
+            digest: "d1".into(),
+        }],
+        complete: true,
+    };
+    let _ = c.handle(
+        Event::Control {
+            link: 1,
+            control: manifest,
+        },
+        12,
+    );
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Synced, None)));
+    c.fanout("a", None, 13, true, |_, _, _| {});
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Pending, Some(1))));
+    let ack = Control::Ack {
+        rooms: [("a".to_string(), 1)].into(),
+    };
+    let _ = c.handle(
+        Event::Control {
+            link: 1,
+            control: ack,
+        },
+        14,
+    );
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Synced, None)));
+    // The peer goes away: a change and a new room are pending, counted.
+    let _ = c.handle(
+        Event::LinkClosed {
+            link: 1,
+            reason: "gone".into(),
+        },
+        15,
+    );
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Synced, None)));
+    c.fanout("a", None, 16, true, |_, _, _| panic!("no link is up"));
+    c.fanout("c", None, 17, true, |_, _, _| {});
+    c.fanout("c", None, 18, true, |_, _, _| {});
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Pending, Some(1))));
+    assert_eq!(status(&c, "c"), Some((RoomStatus::Pending, Some(2))));
+    // Presence is not a change.
+    c.fanout("a", None, 19, false, |_, _, _| {});
+    assert_eq!(status(&c, "a"), Some((RoomStatus::Pending, Some(1))));
+}
