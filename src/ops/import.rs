@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, Transact, Update};
+use yrs::{Doc, ReadTxn, Transact};
 
 use super::dir::{doc_from, with_store};
 use super::{check_room_name, validate_update, NodeClient, OpsError};
@@ -46,7 +45,7 @@ pub async fn import_dir(dir: &Path, room: &str, update: &[u8]) -> Result<Importe
         };
         let (diff, waiting) = {
             let mut txn = doc.transact_mut();
-            let decoded = Update::decode_v1(update)
+            let decoded = crate::protocol::scan::decode_update(update)
                 .map_err(|e| OpsError::Refused(format!("not a valid Yjs v1 update: {e}")))?;
             txn.apply_update(decoded)
                 .map_err(|e| OpsError::Refused(format!("the update does not apply: {e}")))?;

@@ -107,6 +107,13 @@ impl Reader {
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { offset })
     }
 
+    /// Skips every byte equal to `byte` from here on (a run of one-byte messages).
+    pub fn skip_run(&mut self, byte: u8) {
+        while self.buf.get(self.pos) == Some(&byte) {
+            self.pos += 1;
+        }
+    }
+
     /// Skips everything that is left.
     pub fn skip_to_end(&mut self) {
         self.pos = self.buf.len();

@@ -7,8 +7,15 @@
 //! buffer that the room shares between all receivers. docs/protocol.md describes the same
 //! format with examples; the unit tests check it byte for byte against frames produced by the
 //! JavaScript y-protocols library (`tests/fixtures/y-protocols-frames.json`).
+//!
+//! Decoding is bounded by the input: no count or length read from a frame allocates more
+//! than the frame holds. [`messages`] walks a frame one message at a time, so a frame of a
+//! million one-byte messages costs no more memory than one; [`check_frame`] validates a
+//! whole frame's framing without keeping anything. The payloads a frame carries (state
+//! vectors, updates, awareness updates) pass [`scan`] before yrs decodes them.
 
 pub mod codec;
+pub mod scan;
 
 use bytes::{Bytes, BytesMut};
 
@@ -276,20 +283,71 @@ fn skip_rest(reader: &mut Reader) {
     reader.skip_to_end();
 }
 
-/// Decodes every message in one frame.
+/// Decodes every message in one frame into a `Vec`.
 ///
 /// y-websocket v3 clients send one message per frame; newer clients and yrs may concatenate
-/// several, so all are read. The first error aborts the frame.
+/// several, so all are read. The first error aborts the frame. The `Vec` grows with the
+/// messages the frame really holds (at least one byte each), so it is bounded by the frame,
+/// but at some 50 bytes per message: code that handles untrusted frames uses
+/// [`check_frame`] and [`messages`] instead, which keep one message at a time.
 pub fn decode_frame(frame: Bytes) -> Result<Vec<Message>, DecodeError> {
-    if frame.is_empty() {
-        return Err(DecodeError::Empty);
+    messages(frame).collect()
+}
+
+/// The messages of one frame, decoded one at a time as the iterator advances. It yields an
+/// error for an empty frame or a malformed message, and ends after the first error. A run of
+/// consecutive QueryAwareness messages (type 3, no body) yields one: they ask one question.
+pub fn messages(frame: Bytes) -> Messages {
+    Messages {
+        empty: frame.is_empty(),
+        reader: Reader::new(frame),
+        done: false,
     }
-    let mut reader = Reader::new(frame);
-    let mut out = Vec::with_capacity(1);
-    while reader.has_remaining() {
-        out.push(decode_message(&mut reader)?);
+}
+
+/// Checks the framing of a whole frame (every type, sub-type, length and string) without
+/// keeping any message; returns the number of messages. O(frame) time, O(1) memory beyond
+/// the largest single string.
+pub fn check_frame(frame: &Bytes) -> Result<usize, DecodeError> {
+    let mut n = 0;
+    for msg in messages(frame.clone()) {
+        msg?;
+        n += 1;
     }
-    Ok(out)
+    Ok(n)
+}
+
+/// Iterator over the messages of one frame; see [`messages`].
+#[derive(Debug, Clone)]
+pub struct Messages {
+    reader: Reader,
+    empty: bool,
+    done: bool,
+}
+
+impl Iterator for Messages {
+    type Item = Result<Message, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.empty {
+            self.done = true;
+            return Some(Err(DecodeError::Empty));
+        }
+        if !self.reader.has_remaining() {
+            self.done = true;
+            return None;
+        }
+        let msg = decode_message(&mut self.reader);
+        if let Ok(Message::QueryAwareness) = msg {
+            // A run of QueryAwareness messages asks one question: it decodes as one message.
+            self.reader.skip_run(MSG_QUERY_AWARENESS as u8);
+        }
+        self.done = msg.is_err();
+        Some(msg)
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use yrs::updates::decoder::Decode;
-use yrs::{StateVector, Update};
+use yrs::Update;
 
+use crate::protocol::scan;
 use crate::store::Tombstone;
 
 /// What a tombstone says about an update for its room.
@@ -119,7 +119,7 @@ impl Tombstones {
 /// Whether every insertion of `update` (deleted or not) lies within the encoded state vector
 /// `deleted`. Deletions alone never count: deleting content of a deleted room loses nothing.
 pub fn update_covered(deleted: &[u8], update: &Update) -> bool {
-    let sv = StateVector::decode_v1(deleted).unwrap_or_default();
+    let sv = scan::decode_state_vector(deleted).unwrap_or_default();
     update
         .insertions(true)
         .iter()
@@ -129,8 +129,9 @@ pub fn update_covered(deleted: &[u8], update: &Update) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yrs::updates::decoder::Decode;
     use yrs::updates::encoder::Encode;
-    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+    use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
 
     fn tomb(room: &str, sv: Vec<u8>, at: u64) -> Tombstone {
         Tombstone {
