@@ -13,6 +13,7 @@
 mod common;
 
 mod auth;
+mod bombs;
 mod cli;
 mod commands;
 mod delete;
