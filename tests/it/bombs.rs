@@ -195,3 +195,24 @@ async fn a_16_mib_frame_of_sync_step1s_is_answered_once() {
         "16 MiB of SyncStep1s",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_nested_a_million_levels_deep_does_not_kill_the_node() {
+    let mut node = ProcessNode::start(&[]);
+    let mut c = attacker(&node, "deep").await;
+    let live = Liveness::start(node.addr).await;
+    let baseline = node.peak_rss_mib();
+    // One item in root "a" holding an Any value of a million nested one-element arrays:
+    // 2 MB that a recursive decoder needs a million stack frames for.
+    let mut update = vec![1, 1, 1, 0, 8, 1, 1, b'a', 1];
+    for _ in 0..1_000_000 {
+        update.extend([117, 1]);
+    }
+    update.extend([126, 0]);
+    c.send(protocol::encode_sync_update(&update)).await;
+    let closed = c.expect_close().await;
+    assert_eq!(closed.code, 4400, "{closed:?}");
+    live.stop(MAX_ROUND_TRIP).await;
+    assert!(node.alive(), "the node is still running");
+    assert_peak_within(&node, baseline, SMALL_BOMB_BUDGET_MIB, "deeply nested update");
+}
