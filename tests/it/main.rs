@@ -21,6 +21,7 @@ mod discovery;
 mod discovery_mdns;
 mod durability;
 mod faults;
+mod flood;
 mod mesh;
 mod node;
 mod ops;
