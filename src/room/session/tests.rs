@@ -230,8 +230,13 @@ fn repeated_questions_in_one_frame_are_answered_once() {
     let room = Arc::new(Room::new("r", false, 16));
     room.apply_update(&text_update(7, "hi"), None).unwrap();
     let full_sv = room.state_vector();
-    let (mut s, mut out) =
-        Session::join(room.clone(), 1, Grant::all_write(), SessionOptions::default()).unwrap();
+    let (mut s, mut out) = Session::join(
+        room.clone(),
+        1,
+        Grant::all_write(),
+        SessionOptions::default(),
+    )
+    .unwrap();
     drain(&mut out);
     let frame = |parts: &[Bytes]| Bytes::from(parts.concat());
     let empty_step1 = protocol::encode_sync_step1(&[0]);
@@ -267,7 +272,10 @@ fn repeated_questions_in_one_frame_are_answered_once() {
         .filter(|m| matches!(m, Message::Awareness(_)))
         .count();
     assert_eq!(queries, 1, "{msgs:?}");
-    assert!(matches!(msgs.last(), Some(Message::SyncStatus(_))), "{msgs:?}");
+    assert!(
+        matches!(msgs.last(), Some(Message::SyncStatus(_))),
+        "{msgs:?}"
+    );
     // A later SyncStep1 that lacks what the first had gets one more answer, at the end of
     // the frame, holding what it lacks.
     s.handle_frame(
@@ -291,7 +299,10 @@ fn repeated_questions_in_one_frame_are_answered_once() {
         }
     }
     assert_eq!(answers, 2, "{msgs:?}");
-    assert_eq!(doc.get_or_insert_text("t").get_string(&doc.transact()), "hi");
+    assert_eq!(
+        doc.get_or_insert_text("t").get_string(&doc.transact()),
+        "hi"
+    );
 }
 
 #[test]
@@ -333,5 +344,9 @@ fn an_awareness_state_that_is_not_json_closes_with_4400_and_goes_nowhere() {
     assert!(a.awareness_clients().is_empty());
     assert!(drain(&mut b_out).is_empty(), "nothing was relayed");
     assert!(drain(&mut a_out).is_empty(), "nothing was echoed");
-    assert_eq!(&room.awareness_frame()[..], &[1, 1, 0], "nothing was stored");
+    assert_eq!(
+        &room.awareness_frame()[..],
+        &[1, 1, 0],
+        "nothing was stored"
+    );
 }
