@@ -281,6 +281,12 @@ fn frame_decoders(input: &[u8]) {
     assert_bounded("check_frame", input, || {
         let _ = protocol::check_frame(&frame);
     });
+    // check_frame predicts what walking the frame gives: as many messages, or the same error.
+    assert_eq!(
+        protocol::check_frame(&frame),
+        protocol::decode_frame(frame.clone()).map(|m| m.len()),
+        "{input:02x?}"
+    );
     assert_bounded("messages", input, || {
         for msg in protocol::messages(frame.clone()) {
             // What a session does with each payload: scan and decode it.

@@ -306,15 +306,49 @@ pub fn messages(frame: Bytes) -> Messages {
 }
 
 /// Checks the framing of a whole frame (every type, sub-type, length and string) without
-/// keeping any message; returns the number of messages. O(frame) time, O(1) memory beyond
-/// the largest single string.
+/// building any message; returns the number of messages [`messages`] will yield, or the
+/// error it will end with. O(frame) time, O(1) memory.
 pub fn check_frame(frame: &Bytes) -> Result<usize, DecodeError> {
+    if frame.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut reader = Reader::new(frame.clone());
     let mut n = 0;
-    for msg in messages(frame.clone()) {
-        msg?;
+    while reader.has_remaining() {
+        check_message(&mut reader)?;
         n += 1;
     }
     Ok(n)
+}
+
+/// [`decode_message`] without building the message: the same reads, in the same order.
+fn check_message(reader: &mut Reader) -> Result<(), DecodeError> {
+    match reader.read_var_uint()? {
+        MSG_SYNC => {
+            let sub = reader.read_var_uint()?;
+            reader.skip_var_bytes()?;
+            if !matches!(sub, SYNC_STEP1 | SYNC_STEP2 | SYNC_UPDATE) {
+                return Err(DecodeError::UnknownSyncType(sub));
+            }
+        }
+        MSG_AWARENESS | MSG_SYNC_STATUS => {
+            reader.skip_var_bytes()?;
+        }
+        MSG_AUTH => {
+            if reader.read_var_uint()? == AUTH_PERMISSION_DENIED {
+                reader.skip_var_string()?;
+            } else {
+                skip_rest(reader);
+            }
+        }
+        MSG_QUERY_AWARENESS => reader.skip_run(MSG_QUERY_AWARENESS as u8),
+        MSG_COMMAND => {
+            reader.read_var_uint()?;
+            reader.skip_var_string()?;
+        }
+        _ => skip_rest(reader),
+    }
+    Ok(())
 }
 
 /// Iterator over the messages of one frame; see [`messages`].
