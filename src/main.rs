@@ -44,6 +44,10 @@ enum Command {
     /// Issue a maintenance command (migrate, reindex, compact, invalidate) on a running node;
     /// it reaches every node of the mesh and every client that opted in.
     Command(CommandArgs),
+    /// Approve or deny a peer node on a running node (`ymesh peer approve NODE_ID`); the
+    /// decision persists in that node's data directory.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Print this node's id (creating its key in the data directory if there is none yet,
     /// so the id can go into peers' allow lists before the first start).
     Id(IdArgs),
@@ -53,6 +57,26 @@ enum Command {
     /// Print a signed user token (`userId:signature`) for a node started with
     /// --shared-secret; the token is the last line of the output.
     Token(TokenArgs),
+}
+
+/// `ymesh peer ...`.
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Admit a node from now on (a pending link to it comes up at once).
+    Approve(PeerArgs),
+    /// Refuse a node from now on, whatever else admits it (its links close).
+    Deny(PeerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PeerArgs {
+    /// The peer's node id (as `GET /peers` and the node's log show it).
+    node_id: String,
+    /// The node to tell.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
+    node: String,
+    #[command(flatten)]
+    admin: AdminTokenArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,13 +97,32 @@ struct TokenArgs {
     config: Option<PathBuf>,
 }
 
+/// Which running node a client command asks.
 #[derive(Debug, clap::Args)]
-struct StatusArgs {
-    /// The node to ask.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
+struct NodeArg {
+    /// The node to ask [default: http://HOST:PORT from the config file, else
+    /// http://127.0.0.1:3913].
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// Config file whose host and port name the node when --node is not given (default:
+    /// ./mesh.toml when it exists).
+    #[arg(long, value_name = "PATH", conflicts_with = "node")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     admin: AdminTokenArg,
+}
+
+impl NodeArg {
+    fn client(self) -> anyhow::Result<ymesh::ops::NodeClient> {
+        let url = ymesh::ops::node_url(self.node.as_deref(), self.config.as_deref())?;
+        Ok(ymesh::ops::NodeClient::new(&url, self.admin.credential())?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,10 +142,8 @@ struct CommandArgs {
     #[arg(long)]
     wait: bool,
     /// The node that issues it.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3913")]
-    node: String,
     #[command(flatten)]
-    admin: AdminTokenArg,
+    node: NodeArg,
 }
 
 /// `--admin-token` and `--token` of the client subcommands.
@@ -199,6 +240,10 @@ struct ImportArgs {
     room: String,
     /// A file holding one Yjs v1 update (`-` for standard input).
     file: PathBuf,
+    /// Restore a deleted room from this update (an export taken before the deletion, which
+    /// is otherwise refused); the room comes back on every peer as the change reaches it.
+    #[arg(long)]
+    undelete: bool,
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -259,6 +304,9 @@ struct ServeArgs {
     /// Run without a store: nothing survives a restart.
     #[arg(long)]
     memory: bool,
+    /// Admit every ymesh node without a secret or approval (mesh.toml `mesh_open`).
+    #[arg(long)]
+    mesh_open: bool,
     /// Peer node to dial, repeatable: ws://host:3913 (or a room URL template).
     #[arg(long = "peer", value_name = "URL")]
     peers: Vec<String>,
@@ -349,6 +397,7 @@ fn overrides(args: &ServeArgs) -> Overrides {
         peers: args.peers.clone(),
         mesh_secret: args.mesh_secret.clone(),
         allow_peers: args.allow_peers.clone(),
+        mesh_open: args.mesh_open,
         mdns: match (args.mdns, args.no_mdns) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -421,7 +470,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let imported = args
         .target
         .resolve()?
-        .import(&args.room, &update)
+        .import(&args.room, &update, args.undelete)
         .await
         .with_context(|| format!("importing into room {:?}", args.room))?;
     print!("{}", imported.report(&args.room, update.len(), &args.file));
@@ -440,7 +489,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn command(args: CommandArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     let cmd_args = match &args.args {
         Some(text) => serde_json::from_str(text).context("--args is not JSON")?,
         None => serde_json::json!({}),
@@ -494,21 +543,35 @@ async fn restore_backup(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    let node = args.node.client()?;
     print!("{}", node.status_text().await?);
     Ok(())
 }
 
-async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
+async fn peer(cmd: PeerCommand) -> anyhow::Result<()> {
+    let (args, approve) = match cmd {
+        PeerCommand::Approve(a) => (a, true),
+        PeerCommand::Deny(a) => (a, false),
+    };
     let node = ymesh::ops::NodeClient::new(&args.node, args.admin.credential())?;
+    node.decide_peer(&args.node_id, approve).await?;
+    println!(
+        "{} {}",
+        if approve { "approved" } else { "denied" },
+        args.node_id
+    );
+    Ok(())
+}
+
+async fn rooms(args: StatusArgs) -> anyhow::Result<()> {
+    let node = args.node.client()?;
     print!("{}", node.rooms_text().await?);
     Ok(())
 }
 
 async fn id(args: IdArgs) -> anyhow::Result<()> {
     let dir = args.dir.resolve()?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    ymesh::store::prepare_data_dir(&dir)?;
     let identity = ymesh::mesh::NodeIdentity::load_or_create(&dir)?;
     println!("{}", identity.node_id());
     Ok(())
@@ -580,6 +643,7 @@ fn main() -> std::process::ExitCode {
                     Command::Status(args) => status(args).await,
                     Command::Rooms(args) => rooms(args).await,
                     Command::Id(args) => id(args).await,
+                    Command::Peer(cmd) => peer(cmd).await,
                     Command::Token(args) => token(args),
                     Command::Secret => {
                         println!("{}", ymesh::auth::new_secret());

@@ -13,6 +13,11 @@
 //! (per run of a node); every room a live link marks synced is equal on both ends, and every
 //! shared room is marked synced; the two ends of each pair keep the same single link.
 //!
+//! Admission is modelled too: nodes are open (`mesh_open`) or not; a node that is not open
+//! admits a peer it was configured to dial, a peer it approved (at start, or by a person at
+//! a random time), and holds any other as `pending`. The run checks that no link came up
+//! at a node that had not admitted its peer, and that a pending link carried nothing.
+//!
 //! `MESH_SIM_SEEDS=N` sets how many seeds run (default 3000); `MESH_SIM_SEED=S` replays one
 //! seed (a failure prints the command).
 
@@ -20,6 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use ymesh::command::{Command, CommandIssuer, CommandKind};
+use ymesh::mesh::proto::approval::{AdmissionPolicy, Approvals, SecretCheck, Verdict};
 use ymesh::mesh::proto::{
     Action, CoreConfig, DiscoverySource, Event, HandshakeEnd, LinkId, MeshCore, PeerConfig,
     PeerKey, Probe, Timer,
@@ -57,6 +63,8 @@ enum Msg {
         nonce: u64,
     },
     Control(Control),
+    /// The sender's verdict on the receiver.
+    Verdict(Verdict),
     Step1 {
         room: String,
         have: Doc,
@@ -113,6 +121,11 @@ enum Ev {
         room: Option<usize>,
         late: bool,
     },
+    /// A person at `node` approves `other`.
+    Approve {
+        node: usize,
+        other: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +158,12 @@ struct End {
     done: bool,
     /// The dialer expects this node.
     expect: Option<String>,
+    /// This end sent its welcome.
+    welcomed: bool,
+    /// The other end's welcome arrived.
+    welcomed_by_peer: bool,
+    /// The link tag, once the hellos crossed.
+    tag: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +188,11 @@ struct Node {
     issuer: CommandIssuer,
     /// Deliveries of each command id in each run.
     delivered: HashMap<(String, u64), u32>,
+    /// `mesh_open`.
+    open: bool,
+    /// Nodes this one admits without being open: those it was configured to dial, and those
+    /// a person approved so far (the simulator's own record, independent of the core's).
+    trusts: BTreeSet<usize>,
 }
 
 struct Sim {
@@ -195,6 +219,26 @@ struct Sim {
     dup_decisions: HashMap<(Conn, Conn), (Conn, usize)>,
     /// Nodes that decided differently about the same pair of links.
     disagreements: Vec<String>,
+    /// Links that came up at a node that had not admitted the peer, or carried data while
+    /// pending.
+    admission_violations: Vec<String>,
+}
+
+/// A core config for node `id` with `peers`, open or not, with `approvals`.
+fn core_config(
+    id: &str,
+    peers: Vec<PeerConfig>,
+    seed: u64,
+    open: bool,
+    approvals: Approvals,
+) -> CoreConfig {
+    let mut cfg = CoreConfig::new(id, peers, seed);
+    cfg.admission = AdmissionPolicy {
+        open,
+        ..AdmissionPolicy::default()
+    };
+    cfg.approvals = approvals;
+    cfg
 }
 
 const ROOMS: usize = 3;
@@ -209,9 +253,15 @@ impl Sim {
     fn new(seed: u64, scenario: Scenario) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let n = match scenario {
-            Scenario::Random => 2 + rng.below(3) as usize,
+            Scenario::Random | Scenario::Approval => 2 + rng.below(3) as usize,
             Scenario::ConfiguredMeetsDiscovered => 2,
         };
+        let open: Vec<bool> = (0..n)
+            .map(|_| match scenario {
+                Scenario::Approval => false,
+                _ => rng.chance(50),
+            })
+            .collect();
         let ids: Vec<String> = (0..n).map(|_| format!("{:016x}", rng.next())).collect();
         let urls: Vec<String> = (0..n).map(|i| format!("ws://node{i}:3913")).collect();
         // Topology: a chain keeps the graph connected; other pairs are linked at random.
@@ -230,7 +280,7 @@ impl Sim {
                     ..PeerConfig::default()
                 };
                 let shape = match scenario {
-                    Scenario::Random => rng.below(5),
+                    Scenario::Random | Scenario::Approval => rng.below(5),
                     Scenario::ConfiguredMeetsDiscovered => 4,
                 };
                 match shape {
@@ -254,14 +304,45 @@ impl Sim {
                 }
             }
         }
+        // Who trusts whom from the start: configured peers, and some approved beforehand.
+        let mut trusts: Vec<BTreeSet<usize>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .filter(|&k| configured[i].iter().any(|p| p.url == urls[k]))
+                    .collect()
+            })
+            .collect();
+        let mut approvals: Vec<Approvals> = vec![Approvals::default(); n];
+        let mut later: Vec<(usize, usize)> = Vec::new();
+        for &(i, j) in &pairs {
+            for (x, y) in [(i, j), (j, i)] {
+                if open[x] || trusts[x].contains(&y) {
+                    continue;
+                }
+                if rng.chance(30) {
+                    approvals[x].approve(&ids[y]);
+                    trusts[x].insert(y);
+                } else {
+                    later.push((x, y));
+                }
+            }
+        }
         let nodes = (0..n)
             .map(|i| Node {
                 id: ids[i].clone(),
                 url: urls[i].clone(),
                 core: MeshCore::new(
-                    CoreConfig::new(ids[i].clone(), configured[i].clone(), rng.next()),
+                    core_config(
+                        &ids[i],
+                        configured[i].clone(),
+                        rng.next(),
+                        open[i],
+                        approvals[i].clone(),
+                    ),
                     0,
                 ),
+                open: open[i],
+                trusts: trusts[i].clone(),
                 boot: 0,
                 alive: true,
                 rooms: BTreeMap::new(),
@@ -290,7 +371,13 @@ impl Sim {
             trace: std::env::var("MESH_SIM_TRACE").is_ok(),
             dup_decisions: HashMap::new(),
             disagreements: Vec::new(),
+            admission_violations: Vec::new(),
         };
+        // A person approves the rest at random times, some only after the network healed.
+        for (node, other) in later {
+            let at = sim.rng.below(CHAOS_MS + 20_000);
+            sim.at(at, Ev::Approve { node, other });
+        }
         for i in 0..n {
             sim.core(i, Event::Start);
         }
@@ -396,6 +483,17 @@ impl Sim {
             return;
         };
         if !c.open {
+            return;
+        }
+        let data = matches!(
+            msg,
+            Msg::Step1 { .. } | Msg::Step2 { .. } | Msg::Update { .. } | Msg::Control(_)
+        );
+        if data && !c.ends[from_side].up {
+            let node = c.ends[from_side].node;
+            self.admission_violations.push(format!(
+                "node {node} sent {msg:?} on conn {conn} before the link was up"
+            ));
             return;
         }
         let to = 1 - from_side;
@@ -539,6 +637,9 @@ impl Sim {
                         up: false,
                         done: false,
                         expect,
+                        welcomed: false,
+                        welcomed_by_peer: false,
+                        tag: Vec::new(),
                     };
                     let nonce = [self.rng.next(), self.rng.next()];
                     self.conns.insert(
@@ -593,6 +694,36 @@ impl Sim {
                 }
             }
             Action::Close { handle, .. } => self.close(handle, i),
+            Action::Verdict { link, verdict } => {
+                let Some((conn, side)) = self.conn_of(i, link) else {
+                    return;
+                };
+                self.send_verdict(conn, side, verdict.clone());
+                match verdict {
+                    Verdict::Welcome(_) => {
+                        let c = self.conns.get_mut(&conn).expect("conn");
+                        c.ends[side].welcomed = true;
+                        if c.ends[side].welcomed_by_peer {
+                            self.handshaken(conn, side);
+                        }
+                    }
+                    Verdict::Pending(_) => {}
+                    Verdict::Refuse(reason) => {
+                        let c = self.conns.get_mut(&conn).expect("conn");
+                        c.ends[side].done = true;
+                        let peer = c.ends[side].peer;
+                        self.core(
+                            i,
+                            Event::HandshakeFailed {
+                                link,
+                                peer,
+                                end: HandshakeEnd::Refused(reason),
+                            },
+                        );
+                        self.close_quietly(conn, side);
+                    }
+                }
+            }
             Action::Send { link, control } => {
                 if let Some((conn, side)) = self.conn_of(i, link) {
                     self.send(conn, side, Msg::Control(control));
@@ -742,20 +873,48 @@ impl Sim {
                     [nonce.to_be_bytes(), mine.to_be_bytes()].concat()
                 };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.ends[side].up = true;
+                    c.ends[side].tag = tag;
                 }
+                // The channel proved the node id: the core gives its verdict (Action::Verdict).
                 self.core(
                     i,
-                    Event::Handshaken {
+                    Event::Authenticated {
                         link: end.link,
                         peer: end.peer,
                         node_id: node,
-                        tag,
-                        handle: conn,
+                        secret: SecretCheck::NotConfigured,
                     },
                 );
-                // A rejected link was closed by `act`; an admitted one stays up.
             }
+            Msg::Verdict(verdict) => match verdict {
+                Verdict::Welcome(_) => {
+                    let c = self.conns.get_mut(&conn).expect("conn");
+                    c.ends[side].welcomed_by_peer = true;
+                    if c.ends[side].welcomed {
+                        self.handshaken(conn, side);
+                    }
+                }
+                Verdict::Pending(reason) => self.core(
+                    i,
+                    Event::PeerPending {
+                        link: end.link,
+                        peer: end.peer,
+                        reason,
+                    },
+                ),
+                Verdict::Refuse(reason) => {
+                    let c = self.conns.get_mut(&conn).expect("conn");
+                    c.ends[side].done = true;
+                    self.core(
+                        i,
+                        Event::HandshakeFailed {
+                            link: end.link,
+                            peer: end.peer,
+                            end: HandshakeEnd::Refused(reason),
+                        },
+                    );
+                }
+            },
             Msg::Control(control) => {
                 if end.up {
                     self.core(
@@ -783,6 +942,59 @@ impl Sim {
             Msg::Step2 { room, ops } => self.take_ops(i, end.link, room, ops, true),
             Msg::Update { room, ops } => self.take_ops(i, end.link, room, ops, false),
         }
+    }
+
+    /// Sends this end's verdict to the other end (verdicts are control messages of the
+    /// handshake, allowed before the link is up).
+    fn send_verdict(&mut self, conn: Conn, side: usize, verdict: Verdict) {
+        let delay = self.delay();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.open {
+            return;
+        }
+        let to = 1 - side;
+        let at = (self.now + delay).max(c.last[to]);
+        c.last[to] = at;
+        self.at(
+            at,
+            Ev::Deliver {
+                conn,
+                side: to,
+                msg: Msg::Verdict(verdict),
+            },
+        );
+    }
+
+    /// Both ends welcomed each other: this end's link is up, if its node admitted the peer.
+    fn handshaken(&mut self, conn: Conn, side: usize) {
+        let end = self.conns[&conn].ends[side].clone();
+        if end.done || end.up || end.boot != self.nodes[end.node].boot {
+            return;
+        }
+        let other = self.conns[&conn].ends[1 - side].node;
+        let i = end.node;
+        if !self.nodes[i].open && !self.nodes[i].trusts.contains(&other) {
+            self.admission_violations.push(format!(
+                "node {i} brought up a link to node {other}, which it never admitted"
+            ));
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.ends[side].up = true;
+        }
+        let node_id = self.nodes[other].id.clone();
+        self.core(
+            i,
+            Event::Handshaken {
+                link: end.link,
+                peer: end.peer,
+                node_id,
+                tag: end.tag,
+                handle: conn,
+            },
+        );
+        // A rejected link was closed by `act`; an admitted one stays up.
     }
 
     fn take_ops(&mut self, i: usize, link: LinkId, room: String, ops: Doc, step2: bool) {
@@ -908,7 +1120,10 @@ impl Sim {
                 let seed = self.rng.next();
                 let n = &mut self.nodes[node];
                 n.boot += 1;
-                n.core = MeshCore::new(CoreConfig::new(n.id.clone(), peers, seed), self.now);
+                // Approvals persist across a restart.
+                let approvals = n.core.approvals().clone();
+                n.core =
+                    MeshCore::new(core_config(&n.id, peers, seed, n.open, approvals), self.now);
                 n.issuer = CommandIssuer::new(n.id.clone(), n.boot.to_string());
                 self.after(down, Ev::Boot { node });
             }
@@ -938,6 +1153,25 @@ impl Sim {
                 }
             }
             Ev::Heal => self.chaos = false,
+            Ev::Approve { node, other } => {
+                self.nodes[node].trusts.insert(other);
+                if self.nodes[node].alive {
+                    let node_id = self.nodes[other].id.clone();
+                    self.core(node, Event::Approve { node_id });
+                } else {
+                    // The person approves while the node is down: it takes effect at boot,
+                    // as an approval written to the data directory would.
+                    let id = self.nodes[other].id.clone();
+                    let n = &mut self.nodes[node];
+                    let mut approvals = n.core.approvals().clone();
+                    approvals.approve(&id);
+                    let peers = n.core.configured().to_vec();
+                    n.core = MeshCore::new(
+                        core_config(&n.id, peers, self.rng.next(), n.open, approvals),
+                        self.now,
+                    );
+                }
+            }
             Ev::DropSome => {
                 let open: Vec<Conn> = self
                     .conns
@@ -997,6 +1231,9 @@ impl Sim {
         let n = self.nodes.len();
         if let Some(d) = self.disagreements.first() {
             return Err(format!("duplicate-link tie-break: {d}"));
+        }
+        if let Some(v) = self.admission_violations.first() {
+            return Err(format!("admission: {v}"));
         }
         // One link per pair, the same connection at both ends.
         for i in 0..n {
@@ -1104,6 +1341,9 @@ enum Scenario {
     /// Two nodes: one has the other configured, the other finds it by mDNS, so both may
     /// dial at once (the duplicate-link tie-break's hard case), with chaos as above.
     ConfiguredMeetsDiscovered,
+    /// As `Random`, but no node is open: every pair links only once both sides admitted the
+    /// other (configured, approved at start, or approved by a person during the run).
+    Approval,
 }
 
 fn run_seed(seed: u64) -> Result<(), String> {
@@ -1170,4 +1410,20 @@ fn configured_meets_discovered() {
         }
     }
     println!("mesh_sim: configured_meets_discovered: {seeds} seeds");
+}
+
+/// Device approval: no open node; pending links wait for a person and carry nothing; once
+/// every pair is approved the mesh converges as before.
+#[test]
+fn pending_until_approved() {
+    let seeds = 1000;
+    for seed in 0..seeds {
+        if let Err(e) = run_scenario(seed, Scenario::Approval) {
+            panic!(
+                "pending_until_approved seed {seed}: {e}\n\
+                 (the scenario is Approval; replay by running it alone with MESH_SIM_TRACE=1)"
+            );
+        }
+    }
+    println!("mesh_sim: pending_until_approved: {seeds} seeds");
 }

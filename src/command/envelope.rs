@@ -246,6 +246,16 @@ impl ResultStatus {
         ResultStatus::Timeout,
     ];
 
+    /// Whether the command did not take effect at this responder: `error`, `refused` or
+    /// `timeout` (`ymesh command --wait` then exits non-zero). `unsupported` is a
+    /// responder's deliberate answer that the kind is not its business, not a failure.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            ResultStatus::Error | ResultStatus::Refused | ResultStatus::Timeout
+        )
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

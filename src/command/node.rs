@@ -5,7 +5,8 @@
 //! How a command travels (docs/protocol.md, "Maintenance commands"):
 //!
 //! 1. **Issued** here ([`CommandCenter::issue`]): a [`CommandRecord`] in the log expects an
-//!    answer from this node and from every peer linked now.
+//!    answer from this node and from every peer linked now that shares the room (linked
+//!    peers whose share policy leaves it out are listed as `not_shared`).
 //! 2. **Accepted** once per node (the mesh's flood decides that for commands that arrive
 //!    over links, and forwards them to every other link whose share policy allows the room
 //!    while they may travel; with a store, a command is also recorded on disk so a restart
@@ -224,7 +225,15 @@ impl CommandCenter {
         let command = lock(&self.issuer).issue(kind, room, args, now, deadline_s * 1000);
         let mut record = CommandRecord::new(command.clone());
         record.expect(self.node_id.clone(), ResponderKind::Node);
-        for peer in self.mesh.peers_for(command.room.as_deref()) {
+        let shared = self.mesh.peers_for(command.room.as_deref());
+        if command.room.is_some() {
+            for peer in self.mesh.peers_for(None) {
+                if !shared.contains(&peer) {
+                    record.not_shared_with(peer);
+                }
+            }
+        }
+        for peer in shared {
             record.expect(peer, ResponderKind::Node);
         }
         // Done once everyone expected answered. Safe to seal now: this node answers only

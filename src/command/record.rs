@@ -41,6 +41,9 @@ pub struct CommandRecord {
     command: Command,
     expected: BTreeMap<String, ResponderKind>,
     results: BTreeMap<String, CommandResult>,
+    /// Peers linked when the command was issued whose share policy leaves its room out:
+    /// the command does not go to them.
+    not_shared: Vec<String>,
     sealed: bool,
     timed_out: bool,
 }
@@ -52,6 +55,7 @@ impl CommandRecord {
             command,
             expected: BTreeMap::new(),
             results: BTreeMap::new(),
+            not_shared: Vec::new(),
             sealed: false,
             timed_out: false,
         }
@@ -74,6 +78,15 @@ impl CommandRecord {
             return;
         }
         self.expected.entry(responder.into()).or_insert(kind);
+    }
+
+    /// Notes a linked peer the command does not go to, because its share policy leaves the
+    /// command's room out (shown in `not_shared`, so that nobody waits for it).
+    pub fn not_shared_with(&mut self, peer: impl Into<String>) {
+        let peer = peer.into();
+        if !self.not_shared.contains(&peer) {
+            self.not_shared.push(peer);
+        }
     }
 
     /// Says the fan-out is complete: no more expected responders will be added, so the record
@@ -165,13 +178,15 @@ impl CommandRecord {
     ///  "pending":[],
     ///  "counts":{"ok":1,"error":0,"refused":0,"unsupported":0,"timeout":0}}
     /// ```
+    ///
+    /// plus `"not_shared": [node ids]` when linked peers were left out by their share policy.
     pub fn to_json(&self) -> Value {
         let counts: serde_json::Map<String, Value> = self
             .counts()
             .into_iter()
             .map(|(status, n)| (status.as_str().to_string(), Value::from(n)))
             .collect();
-        json!({
+        let mut body = json!({
             "id": self.command.id,
             "kind": self.command.kind,
             "room": self.command.room,
@@ -183,7 +198,11 @@ impl CommandRecord {
             "results": self.results.values().collect::<Vec<_>>(),
             "pending": self.pending().collect::<Vec<_>>(),
             "counts": counts,
-        })
+        });
+        if !self.not_shared.is_empty() {
+            body["not_shared"] = json!(self.not_shared);
+        }
+        body
     }
 }
 

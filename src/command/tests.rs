@@ -645,3 +645,59 @@ fn log_keeps_the_last_records_and_routes_results() {
     assert!(!log.is_empty());
     assert_eq!(CommandLog::default().len(), 0);
 }
+
+/// The result statuses docs/protocol.md names (the `status` row of the result table, the
+/// `counts` of `GET /commands/{id}`) are exactly the code's, and the statuses that make
+/// `ymesh command --wait` fail are the ones the docs say.
+#[test]
+fn documented_result_statuses_are_the_codes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md");
+    let text = std::fs::read_to_string(path).expect("docs/protocol.md");
+    let ticked = |line: &str| -> Vec<String> {
+        line.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let code: Vec<String> = ResultStatus::ALL
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| `status` | string |"))
+        .expect("the status row of the result table");
+    let mut documented = ticked(row);
+    documented.retain(|w| code.contains(w));
+    let mut sorted = code.clone();
+    sorted.sort();
+    documented.sort();
+    documented.dedup();
+    assert_eq!(documented, sorted, "{row}");
+    let counts = text
+        .lines()
+        .find(|l| l.contains("\"counts\": {"))
+        .expect("the counts of GET /commands/{id}");
+    let listed: Vec<&str> = counts
+        .split("\"counts\": {")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    assert_eq!(listed, code, "{counts}");
+    let failing: Vec<&str> = ResultStatus::ALL
+        .iter()
+        .filter(|s| s.is_failure())
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(failing, ["error", "refused", "timeout"]);
+    assert!(
+        text.contains("non-zero when any responder answered `error` or `refused`, or timed out"),
+        "docs/protocol.md says which statuses fail `ymesh command --wait`"
+    );
+}

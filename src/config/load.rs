@@ -1,7 +1,8 @@
 //! Loading `mesh.toml` and the checks on single values: the file schema ([`FileConfig`],
 //! strict serde: an unknown key or a wrong type is an error), [`ConfigError`] with the file,
-//! line and column of the value at fault, and the value checks the merge applies (route
-//! templates, lower bounds).
+//! line and column of the value at fault and its dotted key (`limits.max_rooms`, found with
+//! `serde_path_to_error`, with the expected type said in words), and the value checks the
+//! merge applies (route templates, lower bounds).
 //!
 //! The file keeps every value's span ([`Spanned`]) and its own text, so that a value found
 //! wrong later, while merging, is still reported as `file:line:column`.
@@ -142,6 +143,8 @@ pub struct FileConfig {
     pub mesh_secret: Option<Spanned<String>>,
     /// Node ids admitted to the mesh.
     pub allow_peers: Option<Vec<Spanned<String>>>,
+    /// Admit every ymesh node without approval.
+    pub mesh_open: Option<bool>,
     /// Static client token.
     pub token: Option<Spanned<String>>,
     /// Secret for signed user tokens.
@@ -196,6 +199,42 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The key `path` leads to, dotted as in the docs (`limits.max_rooms`, `peers[0].url`);
+/// `None` at the top level. Leaves out the fields `toml::Spanned` uses inside.
+fn dotted_key(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if k.starts_with("$__") {
+                    continue;
+                }
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    (!key.is_empty()).then_some(key)
+}
+
+/// A deserializer's message with Rust type names said in words: `expected u16` becomes
+/// `expected an integer from 0 to 65535`.
+fn readable(message: &str) -> String {
+    message
+        .replace("expected u16", "expected an integer from 0 to 65535")
+        .replace("expected u64", "expected a whole number (0 or more)")
+        .replace("expected a sequence", "expected an array")
+        .replace(
+            "expected struct PeerSection",
+            "expected a table (`[[peers]]`)",
+        )
+}
+
 /// The config file a command uses when none is named: `mesh.toml` in the working directory.
 pub const DEFAULT_FILE: &str = "mesh.toml";
 
@@ -222,14 +261,30 @@ impl FileConfig {
 
     /// Parses config text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-        let mut cfg: FileConfig = toml::from_str(text).map_err(|e| {
+        let at = |e: &toml::de::Error, key: Option<String>| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            let message = readable(e.message().trim());
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message: match key {
+                    // An unknown key: named in full (`limits.max_roms`, not `max_roms`).
+                    Some(key) if message.starts_with("unknown field `") => {
+                        let rest = message["unknown field `".len()..]
+                            .split_once('`')
+                            .map_or("", |(_, rest)| rest);
+                        format!("unknown key `{key}`{rest}")
+                    }
+                    Some(key) => format!("`{key}`: {message}"),
+                    None => message,
+                },
             }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| at(&e, None))?;
+        let mut cfg: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = dotted_key(e.path());
+            at(e.inner(), key)
         })?;
         cfg.source = Some((path.to_path_buf(), text.to_string()));
         Ok(cfg)

@@ -37,6 +37,8 @@ pub struct Overrides {
     pub mesh_secret: Option<String>,
     /// `--allow-peer` (added to the file's list).
     pub allow_peers: Vec<String>,
+    /// `--mesh-open` (only `true` overrides).
+    pub mesh_open: bool,
     /// `--admin-token` / `YMESH_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
     /// `--token` / `YMESH_TOKEN`.
@@ -165,6 +167,9 @@ impl Config {
         if let Some(m) = file.memory {
             cfg.memory = m;
         }
+        if let Some(m) = file.mesh_open {
+            cfg.mesh_open = m;
+        }
         if let Some(v) = &file.store.compact_log_count {
             cfg.store.compact_log_count = positive(file, v, "store.compact_log_count", 1)?;
         }
@@ -244,6 +249,9 @@ impl Config {
         }
         if over.memory {
             cfg.memory = true;
+        }
+        if over.mesh_open {
+            cfg.mesh_open = true;
         }
         for (i, p) in file.peers.iter().flatten().enumerate() {
             let key = format!("peers[{i}]");

@@ -39,6 +39,8 @@ defaults! {
     pub DEFAULT_DATA_DIR, DEFAULT_DATA_DIR_TOML: &str = "./ymesh-data";
     /// Whether a node runs without a store unless told otherwise.
     pub(crate) DEFAULT_MEMORY, DEFAULT_MEMORY_TOML: bool = false;
+    /// Whether every ymesh node is admitted without approval unless told otherwise.
+    pub(crate) DEFAULT_MESH_OPEN, DEFAULT_MESH_OPEN_TOML: bool = false;
     /// Fold a room's log into a snapshot past this many updates.
     pub(crate) DEFAULT_COMPACT_LOG_COUNT, DEFAULT_COMPACT_LOG_COUNT_TOML: u64 = 500;
     /// Fold a room's log into a snapshot past this many bytes (1 MiB).
@@ -191,6 +193,8 @@ pub struct Config {
     pub mesh_secret: Option<String>,
     /// Node ids admitted to the mesh without the secret.
     pub allow_peers: Vec<String>,
+    /// `mesh_open`: every ymesh node is admitted without a person's approval.
+    pub mesh_open: bool,
     /// Seconds a room with no client stays in memory.
     pub idle_timeout: Duration,
     /// Rooms never evicted.
@@ -232,6 +236,7 @@ impl std::fmt::Debug for Config {
             .field("peers", &self.peers)
             .field("mesh_secret", &self.mesh_secret.as_ref().map(|_| REDACTED))
             .field("allow_peers", &self.allow_peers)
+            .field("mesh_open", &self.mesh_open)
             .field("idle_timeout", &self.idle_timeout)
             .field("pinned_rooms", &self.pinned_rooms)
             .field("limits", &self.limits)
@@ -260,6 +265,7 @@ impl Default for Config {
             peers: Vec::new(),
             mesh_secret: None,
             allow_peers: Vec::new(),
+            mesh_open: DEFAULT_MESH_OPEN,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
             pinned_rooms: HashSet::new(),
             tombstone_retention: tombstone_retention(DEFAULT_TOMBSTONE_DAYS),

@@ -356,6 +356,7 @@ fn unknown_key_names_key_and_line() {
     let msg = err.to_string();
     assert!(msg.starts_with("mesh.toml:4:"), "{msg}");
     assert!(msg.contains("max_roms"), "{msg}");
+    assert!(msg.contains("unknown key `limits.max_roms`"), "{msg}");
 }
 
 #[test]
@@ -483,4 +484,48 @@ fn override_sources_are_named_from_the_table() {
         msg.starts_with("--admin-token / YMESH_ADMIN_TOKEN: `admin_token`"),
         "{msg}"
     );
+}
+
+/// A value of the wrong type names its key, its line and column, and the type expected, in
+/// words (a bare `expected u16` is not enough to fix a file).
+#[test]
+fn type_errors_name_the_key_the_line_and_the_expected_type() {
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "port = \"abc\"\n",
+            "mesh.toml:1:8: `port`: invalid type: string \"abc\"",
+            "expected an integer from 0 to 65535",
+        ),
+        ("port = 70000\n", "mesh.toml:1:8: `port`:", "0 to 65535"),
+        (
+            "[limits]\nmax_rooms = \"many\"\n",
+            "mesh.toml:2:13: `limits.max_rooms`:",
+            "expected a whole number",
+        ),
+        (
+            "memory = 1\n",
+            "mesh.toml:1:10: `memory`:",
+            "expected a boolean",
+        ),
+        (
+            "[rooms]\npinned = [\"a\", 2]\n",
+            "mesh.toml:2:16: `rooms.pinned[1]`:",
+            "expected a string",
+        ),
+        (
+            "[[peers]]\nurl = 5\n",
+            "mesh.toml:2:7: `peers[0].url`:",
+            "expected a string",
+        ),
+        (
+            "routes = \"/r/{room}\"\n",
+            "mesh.toml:1:10: `routes`:",
+            "expected an array",
+        ),
+    ];
+    for (text, starts, expected) in cases {
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(msg.starts_with(starts), "{text:?}: {msg}");
+        assert!(msg.contains(expected), "{text:?}: {msg}");
+    }
 }

@@ -56,10 +56,9 @@ pub mod transport;
 pub mod wire;
 
 pub use identity::{new_boot_id, IdentityError, NodeIdentity, VerifyError};
+pub use proto::approval::{Admission, AdmittedBy, Approvals, SecretCheck, Verdict};
 pub use proto::backoff::{Backoff, BackoffConfig};
-pub use proto::handshake::{
-    Action, Admission, AdmittedBy, Handshake, HandshakeError, Outcome, PeerInfo,
-};
+pub use proto::handshake::{Action, Handshake, HandshakeError, Outcome, PeerInfo};
 pub use proto::manifest::{PeerManifest, RoomToSync, SharePolicy, SyncReason};
 pub use proto::url::{mesh_url, room_url, PeerUrlError};
 pub use proto::{LinkState, PeerConfig};

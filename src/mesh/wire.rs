@@ -26,7 +26,7 @@ use crate::protocol::codec::{var_uint_len, write_var_bytes, write_var_uint, Read
 use crate::protocol::DecodeError;
 
 /// The mesh protocol version this node speaks (`Hello.version`).
-pub const MESH_PROTOCOL_VERSION: u32 = 1;
+pub const MESH_PROTOCOL_VERSION: u32 = 2;
 
 /// Frame kind 0: a JSON control message.
 pub const KIND_CONTROL: u64 = 0;
@@ -68,35 +68,39 @@ pub struct TombstoneEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    /// First message each side sends. Its fields are frozen across protocol versions (new
-    /// ones may be added) so that any two versions can read each other's hello and refuse
-    /// with a message naming both versions.
+    /// First message each side sends inside the secure channel.
     Hello {
         /// Mesh protocol version the sender speaks ([`MESH_PROTOCOL_VERSION`]).
         version: u32,
-        /// The sender's node id (libp2p `PeerId` text).
+        /// The sender's node id (libp2p `PeerId` text); must be the id the channel proved.
         node_id: String,
-        /// The sender's public key, protobuf-encoded, hex.
-        public_key: String,
         /// Changes every time the sender starts.
         boot_id: String,
-        /// 32 random bytes, hex: the challenge the receiver must sign.
-        nonce: String,
         /// The sender's own HTTP URL, if it knows one peers can reach.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         listen: Option<String>,
-    },
-    /// Proof of identity: a signature over the handshake transcript, and with a mesh secret
-    /// an HMAC-SHA256 over the same transcript.
-    Proof {
-        /// ed25519 signature, hex (64 bytes).
-        signature: String,
-        /// HMAC-SHA256 under the mesh secret, hex (32 bytes); absent without a secret.
+        /// With a mesh secret: the sender's SPAKE2 message (symmetric, Ed25519 group, bound
+        /// to the channel's handshake hash), hex. Reveals nothing that lets the secret be
+        /// tested offline.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        mac: Option<String>,
+        pake: Option<String>,
+    },
+    /// Key confirmation of the mesh secret, sent by each side once both sent a `pake`:
+    /// HMAC-SHA256 under the SPAKE2 key of the sender's role and the channel's handshake
+    /// hash ([`crate::mesh::proto::handshake::confirmation`]), hex.
+    Proof {
+        /// The confirmation MAC, hex (32 bytes).
+        mac: String,
     },
     /// The sender admitted the receiver. The link is up once both sides have sent one.
     Welcome {},
+    /// The sender holds the receiver until a person approves it (`ymesh peer approve`); the
+    /// link stays open and carries no room meanwhile. A `welcome` follows on approval, a
+    /// `refused` on denial.
+    Pending {
+        /// Why, and how to approve, for the receiver's status and logs.
+        reason: String,
+    },
     /// The sender refuses the link; it closes after sending this.
     Refused {
         /// Human-readable reason, shown in status and logs.
@@ -160,6 +164,7 @@ impl Control {
             Control::Hello { .. } => "hello",
             Control::Proof { .. } => "proof",
             Control::Welcome {} => "welcome",
+            Control::Pending { .. } => "pending",
             Control::Refused { .. } => "refused",
             Control::Manifest { .. } => "manifest",
             Control::ManifestDelta { .. } => "manifest_delta",
@@ -270,6 +275,16 @@ pub fn encode_room(room: &str, message: &[u8]) -> Bytes {
     write_var_bytes(&mut b, room.as_bytes());
     b.extend_from_slice(message);
     b.freeze()
+}
+
+/// The version of a clear-text `hello` frame, as nodes of mesh protocol version 1 open a
+/// link with (before the secure channel existed). Lets this node answer such a peer with a
+/// message it can read instead of failing its Noise handshake with noise.
+pub fn plaintext_hello_version(bytes: &[u8]) -> Option<u32> {
+    match decode_frame(Bytes::copy_from_slice(bytes), MAX_FRAME_LEN) {
+        Ok(Frame::Control(Control::Hello { version, .. })) => Some(version),
+        _ => None,
+    }
 }
 
 /// Decodes one complete frame, e.g. one WebSocket message: the length prefix must match
@@ -447,12 +462,11 @@ pub(crate) mod tests {
 
     fn hello() -> Control {
         Control::Hello {
-            version: 1,
+            version: 2,
             node_id: "12D3KooWExample".into(),
-            public_key: "08011220aa".into(),
             boot_id: "b007".into(),
-            nonce: "00".repeat(32),
             listen: Some("http://127.0.0.1:3913".into()),
+            pake: Some("58".repeat(33)),
         }
     }
 
@@ -460,14 +474,12 @@ pub(crate) mod tests {
         let controls = vec![
             hello(),
             Control::Proof {
-                signature: "ab".repeat(64),
-                mac: None,
-            },
-            Control::Proof {
-                signature: "ab".repeat(64),
-                mac: Some("cd".repeat(32)),
+                mac: "cd".repeat(32),
             },
             Control::Welcome {},
+            Control::Pending {
+                reason: "new device".into(),
+            },
             Control::Refused {
                 reason: "no".into(),
             },
@@ -712,11 +724,8 @@ pub(crate) mod tests {
             Control::Welcome {}
         );
         assert_eq!(
-            parse(r#"{"type":"proof","signature":"00"}"#),
-            Control::Proof {
-                signature: "00".into(),
-                mac: None
-            }
+            parse(r#"{"type":"proof","mac":"00","signature":"11"}"#),
+            Control::Proof { mac: "00".into() }
         );
     }
 

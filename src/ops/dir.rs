@@ -13,6 +13,12 @@ use crate::store::{LoadedRoom, SqliteStore, Store, StoreError, StoreOptions, DB_
 
 /// The database file of `dir`, which must exist (reading tools never create a store).
 pub(crate) fn existing_db(dir: &Path) -> Result<PathBuf, OpsError> {
+    if dir.is_file() {
+        return Err(OpsError::Refused(format!(
+            "{} is a file, not a data directory; pass --data-dir DIR",
+            dir.display()
+        )));
+    }
     let db = dir.join(DB_FILE_NAME);
     match std::fs::metadata(&db) {
         Ok(m) if m.is_file() => Ok(db),

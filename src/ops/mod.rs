@@ -19,20 +19,21 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`target`] | [`Target`]: a stopped node's directory or a running node; the data directory as `serve` would use it |
+//! | [`target`] | [`Target`]: a stopped node's directory or a running node; the data directory as `serve` would use it; the node `status`, `rooms` and `command` ask ([`node_url`]: `--node`, else the config file's host and port) |
 //! | `dir` | opening a stopped node's store under its lock, and reading a room's document from it |
 //! | [`remote`] | [`NodeClient`]: a running node's HTTP API, room paths, the `{"data": ...}` envelope |
 //! | [`export`] | a room as one Yjs v1 update, from either place |
-//! | [`import`] | merging a Yjs v1 update into a room, in either place |
+//! | [`import`] | merging a Yjs v1 update into a room, in either place; refusing an update a room's deletion covers, or restoring the room from it (`--undelete`) |
 //! | [`compact`] | folding update logs into snapshots, in either place |
 //! | [`delete`] | deleting a room and recording its tombstone, in either place |
 //! | [`backup`](mod@backup) | the online backup, and checking a store file |
 //! | [`restore`] | putting a backup in place |
-//! | [`command`] | issuing a maintenance command and following its results |
+//! | [`command`] | issuing a maintenance command, following its results, naming the peers it has not reached, failing when a responder failed |
 //! | [`status`] | `ymesh status` and `ymesh rooms`: fetching and rendering |
 //! | `table` | aligned text tables |
 //!
-//! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names),
+//! `ops` uses [`crate::net`], [`crate::store`], [`crate::room`] (room names, the tombstone
+//! check and the undelete marker), [`crate::command`] (which result statuses are failures),
 //! [`crate::mesh::identity`] (the node id of a tombstone), [`crate::metrics`] (the shape of
 //! the traffic counters `GET /peers` reports) and the public API of [`crate::config`]; it
 //! never reaches into a running node's internals.
@@ -63,8 +64,8 @@ pub use import::{import_dir, Imported};
 pub use remote::NodeClient;
 pub use restore::{restore_backup, Restored};
 pub use status::{render_rooms, render_status};
-pub use target::data_dir;
 pub use target::Target;
+pub use target::{data_dir, node_url};
 
 use crate::store::StoreError;
 
@@ -101,6 +102,9 @@ pub enum OpsError {
     /// The request cannot be carried out as asked (room not stored, refusal, bad input).
     #[error("{0}")]
     Refused(String),
+    /// A maintenance command ran, but some responder failed, refused it or timed out.
+    #[error("{0}")]
+    CommandFailed(String),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpsError + '_ {

@@ -94,6 +94,14 @@ impl NodeClient {
         })
     }
 
+    /// Approves (`approve`) or denies a peer node by id (`POST /peers/{id}/approve` or
+    /// `/deny`, admin); persisted by the node.
+    pub async fn decide_peer(&self, node_id: &str, approve: bool) -> Result<(), OpsError> {
+        let verb = if approve { "approve" } else { "deny" };
+        let path = format!("/peers/{}/{verb}", segment(node_id));
+        self.data(Request::post(path.as_str())).await.map(|_| ())
+    }
+
     /// Names of every stored room (`GET /rooms?all=true`).
     pub async fn stored_rooms(&self) -> Result<Vec<String>, OpsError> {
         let v = self.get_json("/rooms?all=true").await?;

@@ -63,8 +63,14 @@ pub fn render_status(
                 serde_json::Value::Null => s(&p["source"]),
                 v => s(v),
             };
+            // A pending link says on which side a person must approve.
+            let state = match (p["state"].as_str(), p["waiting_for"].as_str()) {
+                (Some("pending"), Some("this_node")) => "pending (approve here)".to_string(),
+                (Some("pending"), Some("peer")) => "pending (approve there)".to_string(),
+                _ => s(&p["state"]),
+            };
             vec![
-                s(&p["state"]),
+                state,
                 found_by,
                 s(&p["address"]),
                 s(&p["node_id"]),
@@ -152,6 +158,18 @@ mod tests {
         assert!(
             out.contains("notes  2            yes        120           -"),
             "{out}"
+        );
+        let pending = render_status(
+            &json!({}),
+            &json!([{"state": "pending", "waiting_for": "this_node", "source": "inbound",
+                     "address": "127.0.0.1:5000", "node_id": "12D3KooWC",
+                     "last_error": "approve it with `ymesh peer approve 12D3KooWC` on this node"}]),
+            &json!([]),
+        );
+        assert!(pending.contains("pending (approve here)"), "{pending}");
+        assert!(
+            pending.contains("ymesh peer approve 12D3KooWC"),
+            "{pending}"
         );
         let empty = render_status(&json!({}), &json!([]), &json!([]));
         assert!(empty.contains("none configured or connected") && empty.contains("rooms (0)"));

@@ -1,5 +1,6 @@
 //! Where a room operation runs: a stopped node's data directory or a running node
-//! ([`Target`]), and which data directory a tool uses when none is named ([`data_dir`]).
+//! ([`Target`]), which data directory a tool uses when none is named ([`data_dir`]), and
+//! which node a client command asks when `--node` is not given ([`node_url`]).
 
 use std::path::{Path, PathBuf};
 
@@ -41,11 +42,17 @@ impl Target {
         }
     }
 
-    /// Merges `update` into `room`.
-    pub async fn import(&self, room: &str, update: &[u8]) -> Result<Imported, OpsError> {
+    /// Merges `update` into `room`; `undelete` restores a deleted room from it (see
+    /// [`super::import`]).
+    pub async fn import(
+        &self,
+        room: &str,
+        update: &[u8],
+        undelete: bool,
+    ) -> Result<Imported, OpsError> {
         match self {
-            Target::Dir(dir) => import_dir(dir, room, update).await,
-            Target::Node(node) => node.import(room, update).await,
+            Target::Dir(dir) => import_dir(dir, room, update, undelete).await,
+            Target::Node(node) => node.import(room, update, undelete).await,
         }
     }
 
@@ -80,4 +87,72 @@ pub fn data_dir(flag: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf,
     }
     let file = FileConfig::locate(config)?;
     Ok(Config::resolve(&file, &Overrides::default())?.data_dir)
+}
+
+/// The URL of the running node a client command (`status`, `rooms`, `command`) asks:
+/// `flag` when given, else `http://HOST:PORT` from the config file (`config`, or
+/// ./mesh.toml when it exists), else the defaults (`http://127.0.0.1:3913`). A wildcard
+/// listen address (`0.0.0.0`, `::`) is reached on loopback.
+pub fn node_url(flag: Option<&str>, config: Option<&Path>) -> Result<String, OpsError> {
+    if let Some(url) = flag {
+        return Ok(url.to_string());
+    }
+    let file = FileConfig::locate(config)?;
+    let resolved = Config::resolve(&file, &Overrides::default())?;
+    if resolved.port == 0 {
+        return Err(OpsError::Refused(
+            "the config file sets port = 0 (a free port is picked at each start); give --node \
+             URL with the port from the node's `listening on` line"
+                .into(),
+        ));
+    }
+    let host = match resolved.host.as_str() {
+        "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    Ok(format!("http://{host}:{}", resolved.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_url;
+
+    fn url_from(text: &str) -> Result<String, super::OpsError> {
+        let dir = std::env::temp_dir().join(format!(
+            "ymesh-node-url-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mesh.toml");
+        std::fs::write(&path, text).unwrap();
+        let url = node_url(None, Some(&path));
+        let _ = std::fs::remove_dir_all(&dir);
+        url
+    }
+
+    #[test]
+    fn the_node_comes_from_the_flag_else_the_config_file() {
+        assert_eq!(
+            node_url(Some("http://h:1"), None).unwrap(),
+            "http://h:1".to_string()
+        );
+        assert_eq!(url_from("").unwrap(), "http://127.0.0.1:3913");
+        assert_eq!(url_from("port = 4000\n").unwrap(), "http://127.0.0.1:4000");
+        assert_eq!(
+            url_from("host = \"0.0.0.0\"\nport = 4001\n").unwrap(),
+            "http://127.0.0.1:4001"
+        );
+        assert_eq!(url_from("host = \"::\"\n").unwrap(), "http://[::1]:3913");
+        assert_eq!(
+            url_from("host = \"::1\"\nport = 5\n").unwrap(),
+            "http://[::1]:5"
+        );
+        let err = url_from("port = 0\n").unwrap_err().to_string();
+        assert!(err.contains("port = 0") && err.contains("--node"), "{err}");
+        let err = url_from("port = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("`port`"), "{err}");
+    }
 }

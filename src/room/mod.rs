@@ -60,7 +60,7 @@ pub use registry::{
     DeleteError, Deleted, OpenError, RegistryError, RoomInfo, RoomRegistry, RoomSettings,
 };
 pub use session::{Session, SessionOptions};
-pub use tombstones::{update_covered, Gate, Tombstones};
+pub use tombstones::{update_covered, with_undelete_marker, Gate, Tombstones};
 
 /// Identifies one session (client or peer link) within the node.
 pub type SessionId = u64;

@@ -8,6 +8,13 @@
 //! saved edit is never thrown away, it *resurrects* the room: the tombstone is removed and
 //! the update applied. The store keeps the same tombstones on disk (see
 //! [`crate::store::Store::delete_room`]); this is the copy the hot path reads.
+//!
+//! **Undelete** ([`with_undelete_marker`]) uses that same rule on purpose: an export of a
+//! deleted room holds only content the tombstone covers, so it is dropped; merged with one
+//! garbage-collected (invisible, contentless) block from a client id the tombstone has never
+//! seen, it counts as newer than the deletion. The node that applies it clears its tombstone,
+//! and every peer the change reaches (live, or when it links again) does the same, because
+//! it runs the same gate. No wire message beyond an ordinary update is needed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,6 +123,44 @@ impl Tombstones {
     }
 }
 
+/// `update` merged with an undelete marker: one garbage-collected block (no content, no
+/// type: a Yjs client integrates it without any visible change) of length 1 at clock 0 of a
+/// random client id that neither `tombstone` nor `update` knows. The result passes the
+/// [`Gate`] as [`Gate::Resurrect`] wherever a tombstone at most as new as `tombstone` stands.
+pub fn with_undelete_marker(update: &[u8], tombstone: &Tombstone) -> Result<Vec<u8>, String> {
+    let decoded = scan::decode_update(update).map_err(|e| e.to_string())?;
+    let deleted = scan::decode_state_vector(&tombstone.state_vector).unwrap_or_default();
+    let known = decoded.state_vector();
+    let client = loop {
+        // Yjs client ids are 32-bit; 0 is avoided only to keep the marker obviously synthetic.
+        let c = u64::from(rand::random::<u32>().max(1));
+        let id = yrs::block::ClientID::new(c);
+        if deleted.get(&id) == 0 && known.get(&id) == 0 {
+            break c;
+        }
+    };
+    let marker = undelete_marker(client);
+    yrs::merge_updates_v1([update, marker.as_slice()]).map_err(|e| e.to_string())
+}
+
+/// The Yjs v1 update holding one GC block of length 1 at clock 0 of `client`, and an empty
+/// delete set.
+fn undelete_marker(client: u64) -> Vec<u8> {
+    fn var_uint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    // Clients with blocks: 1; blocks of this client: 1; the client; first clock 0.
+    let mut out = vec![1, 1];
+    var_uint(&mut out, client);
+    // Clock 0, then the block: info 0 (GC) and length 1; then an empty delete set.
+    out.extend_from_slice(&[0, 0, 1, 0]);
+    out
+}
+
 /// Whether every insertion of `update` (deleted or not) lies within the encoded state vector
 /// `deleted`. Deletions alone never count: deleting content of a deleted room loses nothing.
 pub fn update_covered(deleted: &[u8], update: &Update) -> bool {
@@ -202,6 +247,42 @@ mod tests {
         let del = doc.transact().encode_state_as_update_v1(&sv);
         let u = Update::decode_v1(&del).unwrap();
         assert_eq!(tombs.gate("r", &u), Gate::Covered);
+    }
+
+    #[test]
+    fn an_undelete_marker_brings_back_covered_content_invisibly() {
+        let doc = Doc::with_client_id(7);
+        edit(&doc, "hello");
+        let deleted_sv = doc.transact().state_vector().encode_v1();
+        let tombs = Tombstones::new();
+        let t = tomb("r", deleted_sv, 1);
+        tombs.merge(t.clone());
+        let export = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(
+            tombs.gate("r", &Update::decode_v1(&export).unwrap()),
+            Gate::Covered
+        );
+        let restored = with_undelete_marker(&export, &t).unwrap();
+        let u = Update::decode_v1(&restored).unwrap();
+        assert_eq!(tombs.gate("r", &u), Gate::Resurrect);
+        // Applied, it gives exactly the exported content: the marker adds no type and no text.
+        let back = Doc::new();
+        back.transact_mut().apply_update(u).unwrap();
+        let txn = back.transact();
+        assert_eq!(txn.root_refs().count(), 1);
+        assert_eq!(
+            txn.get_text("t").map(|t| t.get_string(&txn)),
+            Some("hello".to_string())
+        );
+        // One more client in the state vector, with clock 1.
+        let sv = txn.state_vector();
+        assert_eq!(sv.len(), 2);
+        assert!(sv
+            .iter()
+            .any(|(c, clock)| *c != yrs::block::ClientID::new(7) && *clock == 1));
+        assert!(with_undelete_marker(b"garbage", &t).is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!    `/_mesh` refuses any `Origin` (nodes never send one).
 //! 3. **Credential**, when a client mode is on: every route but `GET /healthz` needs the
 //!    static token or a signed user token, as `?token=` or `Authorization: Bearer`; `/_mesh`
-//!    too while the mesh is open to any node (with a mesh secret or allow list, peers are
-//!    admitted by the mesh handshake instead). Refused: HTTP 401.
+//!    too while the mesh is open to any node (`mesh_open`; otherwise peers are admitted by
+//!    the mesh handshake: secret, allow list or approval). Refused: HTTP 401.
 //!
 //! A refused WebSocket upgrade is accepted and then closed (4403, 4401) with the reason,
 //! before any sync message: browsers cannot read an HTTP status of a failed upgrade, but

@@ -63,6 +63,43 @@ pub(crate) async fn list_peers(State(app): State<Arc<AppState>>) -> Response {
     data(app.mesh.peers_json())
 }
 
+/// `POST /peers/{node}/approve` (admin): admits node `node` from now on (persisted); its
+/// waiting links come up.
+pub(crate) async fn approve_peer(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Response {
+    peer_decision(&app, &node, true)
+}
+
+/// `POST /peers/{node}/deny` (admin): refuses node `node` from now on (persisted), whatever
+/// else admits it; its links close.
+pub(crate) async fn deny_peer(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Response {
+    peer_decision(&app, &node, false)
+}
+
+fn peer_decision(app: &Arc<AppState>, node: &str, approve: bool) -> Response {
+    use crate::mesh::runtime::approvals::ApprovalsError;
+    let result = if approve {
+        app.mesh.approve(node)
+    } else {
+        app.mesh.deny(node)
+    };
+    match result {
+        Ok(()) => data(json!({
+            "node_id": node,
+            "decision": if approve { "approved" } else { "denied" },
+        })),
+        Err(e @ ApprovalsError::BadNodeId(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 pub(crate) async fn healthz() -> Response {
     data(json!({ "status": "ok" }))
 }
@@ -191,12 +228,26 @@ fn unavailable(room: &str, e: impl std::fmt::Display) -> Response {
     .into_response()
 }
 
+/// Query of `POST /rooms/{room}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct PostQuery {
+    /// Restore a deleted room from this update even where the deletion covers it (see
+    /// [`crate::room::with_undelete_marker`]).
+    #[serde(default)]
+    undelete: bool,
+}
+
 /// `POST /rooms/{room}`: applies a binary Yjs v1 update (creating the room if needed),
 /// broadcasts it to connected clients, and answers once it is on disk:
-/// `{"data": {"changed": bool}}`.
+/// `{"data": {"changed": bool, "undeleted": bool}}`. When the room was deleted and
+/// everything in the update is older than the deletion, nothing is applied and the answer
+/// says so: `{"changed": false, "undeleted": false, "deleted": {"deleted_ms", "origin"},
+/// "message": ...}`; `?undelete=true` restores the room from such an update, here and on
+/// every peer the change reaches.
 pub(crate) async fn post_room(
     State(app): State<Arc<AppState>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
+    Query(query): Query<PostQuery>,
     body: Bytes,
 ) -> Response {
     let room = match room_param(&params) {
@@ -216,6 +267,20 @@ pub(crate) async fn post_room(
     let room = match app.registry.open(&name).await {
         Ok(r) => r,
         Err(e) => return unavailable(&name, e),
+    };
+    let tombstone = app.registry.tombstones().get(&name);
+    let body = match (&tombstone, query.undelete) {
+        (Some(t), true) => match crate::room::with_undelete_marker(&body, t) {
+            Ok(marked) => Bytes::from(marked),
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not a valid Yjs v1 update: {e}"),
+                )
+                .into_response()
+            }
+        },
+        _ => body,
     };
     let applied = match room.apply_update(&body, None) {
         Ok(a) => a,
@@ -241,7 +306,22 @@ pub(crate) async fn post_room(
             .into_response();
         }
     }
-    data(json!({ "changed": applied.changed }))
+    if applied.stale {
+        let (deleted_ms, origin) = tombstone
+            .map(|t| (t.deleted_ms, t.origin))
+            .unwrap_or_default();
+        return data(json!({
+            "changed": false,
+            "undeleted": false,
+            "deleted": { "deleted_ms": deleted_ms, "origin": origin },
+            "message": format!(
+                "room {name:?} was deleted, and everything in this update is older than the \
+                 deletion, so it was dropped; to restore the room from it, post it again with \
+                 ?undelete=true (ymesh import --undelete)"
+            ),
+        }));
+    }
+    data(json!({ "changed": applied.changed, "undeleted": applied.resurrected }))
 }
 
 /// Middleware of admin routes: the rule of [`crate::auth::admin_decision`] (bearer admin

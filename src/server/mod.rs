@@ -1,7 +1,8 @@
 //! The node's network shell: the axum router (HTTP API and WebSocket upgrades), the session
 //! loops, the idle-room sweeper and orderly shutdown.
 //!
-//! [`Node::start`] binds the listener and returns a [`Node`] handle; [`Node::shutdown`] stops
+//! [`Node::start`] binds the listener (first, before it opens the store or creates the node
+//! key, so a port that is taken leaves nothing behind) and returns a [`Node`] handle; [`Node::shutdown`] stops
 //! accepting, closes every WebSocket with 1001 and waits (bounded) for sessions to finish.
 //! All protocol and room logic lives in `protocol` and `room`; this module only moves bytes.
 //! [`serve_until_signal`] runs a node as the `ymesh serve` process (see `run.rs`).
@@ -57,6 +58,9 @@ pub enum ServerError {
     /// The store could not be opened (locked by another node, corrupt, too new, ...).
     #[error("cannot open the store: {0}")]
     Store(StoreError),
+    /// The mesh approvals file could not be read.
+    #[error("mesh approvals: {0}")]
+    Approvals(String),
 }
 
 // Not `#[from]`: that would also make the store error the `source`, and `{:#}` chains would
@@ -125,6 +129,17 @@ impl Node {
         hooks: Hooks,
         listener: Option<TcpListener>,
     ) -> Result<Node, ServerError> {
+        // The port first: a port another process holds must not leave a new store and node
+        // key behind.
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let bind = format!("{}:{}", config.host, config.port);
+                TcpListener::bind(&bind)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: bind, source })?
+            }
+        };
         let metrics = Metrics::new();
         let store: Option<Arc<dyn Store>> = if config.memory {
             tracing::warn!(
@@ -141,7 +156,6 @@ impl Node {
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, opts))
                 .await
                 .map_err(|e| StoreError::Internal(format!("opening the store: {e}")))??;
-            tracing::info!(path = %store.db_path().display(), "store opened");
             metrics.attach_store(store.counters());
             Some(Arc::new(store))
         };
@@ -164,20 +178,10 @@ impl Node {
         store: Option<Arc<dyn Store>>,
         metrics: Arc<Metrics>,
         identity: Arc<NodeIdentity>,
-        listener: Option<TcpListener>,
+        listener: TcpListener,
     ) -> Result<Node, ServerError> {
-        let bind = format!("{}:{}", config.host, config.port);
-        let listener = match listener {
-            Some(l) => l,
-            None => TcpListener::bind(&bind)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: bind.clone(),
-                    source,
-                })?,
-        };
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: bind.clone(),
+            addr: format!("{}:{}", config.host, config.port),
             source,
         })?;
         let registry = Arc::new(RoomRegistry::with_store(
@@ -216,21 +220,32 @@ impl Node {
         let admission = Admission {
             secret: config.mesh_secret.clone(),
             allow: config.allow_peers.clone(),
+            open: config.mesh_open,
         };
         let loopback = addr.ip().is_loopback();
-        if admission.is_open() && !loopback {
+        if admission.open && !loopback {
             tracing::warn!(
-                "the mesh is open and this node listens on {addr}: any ymesh node that reaches it \
-                 may replicate every room; set --mesh-secret or --allow-peer"
+                "mesh_open is set and this node listens on {addr}: any ymesh node that reaches \
+                 it may replicate every room without approval; prefer --mesh-secret, \
+                 --allow-peer or `ymesh peer approve`"
             );
             if config.discovery.mdns_enabled(addr.ip()) {
                 tracing::warn!(
                     "mDNS discovery is on with an open mesh: ymesh nodes on this network will \
-                     find this node and replicate every room with it; set --mesh-secret (or \
-                     --no-mdns)"
+                     find this node and replicate every room with it"
                 );
             }
         }
+        let approvals_path = (!config.memory).then(|| {
+            config
+                .data_dir
+                .join(crate::mesh::runtime::approvals::APPROVALS_FILE)
+        });
+        let approvals = match &approvals_path {
+            Some(path) => crate::mesh::runtime::approvals::load(path)
+                .map_err(|e| ServerError::Approvals(e.to_string()))?,
+            None => Default::default(),
+        };
         let (inbox, inbox_rx) = crate::command::inbox();
         let mesh = Mesh::new(
             identity.clone(),
@@ -243,6 +258,8 @@ impl Node {
                     total: config.limits.mesh_preauth_total,
                     per_address: config.limits.mesh_preauth_per_address,
                 },
+                approvals,
+                approvals_path,
             },
             registry.clone(),
             session_ids.clone(),
@@ -269,7 +286,7 @@ impl Node {
             ),
             origins: crate::auth::origin::OriginPolicy::new(config.allowed_origins.clone()),
             hosts: crate::auth::origin::HostPolicy::new(&config.host, config.allowed_hosts.clone()),
-            mesh_needs_credential: config.mesh_secret.is_none() && config.allow_peers.is_empty(),
+            mesh_needs_credential: config.mesh_open,
         };
         for (what, value) in [
             ("the mesh secret (--mesh-secret)", &config.mesh_secret),
@@ -478,7 +495,21 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/commands/{id}",
-            get(axum::handler::Handler::layer(http::command_report, admin)),
+            get(axum::handler::Handler::layer(
+                http::command_report,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/peers/{node}/approve",
+            axum::routing::post(axum::handler::Handler::layer(
+                http::approve_peer,
+                admin.clone(),
+            )),
+        )
+        .route(
+            "/peers/{node}/deny",
+            axum::routing::post(axum::handler::Handler::layer(http::deny_peer, admin)),
         );
     for template in &state.config.routes {
         if template != DOCUMENT_ROUTE {
@@ -536,7 +567,7 @@ async fn mesh_upgrade(
         )
         .into_response();
     }
-    let max = crate::mesh::MAX_FRAME_LEN as usize;
+    let max = crate::mesh::transport::MAX_SEALED_LEN;
     let tracker = app.sessions.clone();
     ws.read_buffer_size(16 * 1024)
         .write_buffer_size(16 * 1024)
@@ -544,7 +575,8 @@ async fn mesh_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                app.mesh.accept(accept_axum(socket), peer);
+                let io = accept_axum(socket, app.mesh.identity().clone());
+                app.mesh.accept(io, peer);
             })
         })
 }

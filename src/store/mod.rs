@@ -109,7 +109,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use sqlite::{SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME, SCHEMA_VERSION};
+pub use sqlite::{
+    prepare_data_dir, SqliteStore, StoreStats, DB_FILE_NAME, LOCK_FILE_NAME, SCHEMA_VERSION,
+};
 pub(crate) use state_vector::{canonical_state_vector, digest_hex};
 pub use state_vector::{merge_state_vectors, state_vector_covers};
 // For the offline tools in `crate::ops` (backup, restore): the directory lock, and the
@@ -129,6 +131,15 @@ pub enum StoreError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// The data directory cannot be used (it is a file, cannot be created, is not
+    /// writable); `problem` says which, as a sentence.
+    #[error("data directory {}: {problem}", dir.display())]
+    DataDir {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
     },
     /// SQLite reported an error.
     #[error("SQLite error: {0}")]

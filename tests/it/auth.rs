@@ -338,7 +338,8 @@ async fn an_open_mesh_needs_the_client_token_too() {
 
 #[tokio::test]
 async fn with_a_mesh_secret_peers_need_no_client_token() {
-    let secret = |mut c: Config| {
+    let secret = |c: Config| {
+        let mut c = crate::common::closed_mesh(c);
         c.mesh_secret = Some("mesh-secret-value".into());
         c
     };

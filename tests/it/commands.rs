@@ -525,3 +525,147 @@ async fn a_command_for_every_room_touches_only_rooms_shared_with_its_sender() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Runs the `ymesh` binary with `args` off the runtime's workers (the nodes are in-process).
+async fn ymesh_cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ymesh"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ymesh_command_wait_names_offline_peers_and_fails_on_a_timeout() {
+    let b = start(test_config()).await;
+    let c = start(test_config()).await;
+    let a = start(dialing(vec![peer(&b), peer(&c)])).await;
+    wait_linked(&a, &b).await;
+    wait_linked(&a, &c).await;
+    let b_addr = format!("ws://{}", b.local_addr());
+    let b_id = b.node_id().to_string();
+    b.shutdown().await;
+    let mesh = a.mesh().clone();
+    wait_until("B down on A", || !mesh.connected_peers().contains(&b_id)).await;
+    let node = format!("http://{}", a.local_addr());
+
+    // B is down: the command succeeds on A and C, and B is listed as offline.
+    let out = ymesh_cli(
+        [
+            "command",
+            "reindex",
+            "--wait",
+            "--deadline",
+            "60",
+            "--node",
+            &node,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line_of = |who: &str| {
+        text.lines()
+            .find(|l| l.contains(who))
+            .unwrap_or_else(|| panic!("no line for {who}: {text}"))
+            .to_string()
+    };
+    assert!(line_of(a.node_id()).starts_with("node   ok"), "{text}");
+    assert!(line_of(c.node_id()).starts_with("node   ok"), "{text}");
+    let offline = text
+        .lines()
+        .find(|l| l.starts_with("peer   offline"))
+        .unwrap_or_else(|| panic!("B not listed: {text}"));
+    assert!(
+        offline.contains(&b_id) || offline.contains(&b_addr),
+        "{text}"
+    );
+    assert!(
+        offline.contains("will receive it when it reconnects"),
+        "{text}"
+    );
+    let summary = text.lines().last().unwrap();
+    assert!(
+        summary.starts_with("done: 2 ok, 0 error") && summary.contains("1 peer offline"),
+        "{text}"
+    );
+
+    // A client that opted in and never answers times out: the command fails, and says so.
+    let mut silent = RawClient::connect(a.local_addr(), "/rooms/quiet?commands=1").await;
+    // Joined once the node's SyncStep1 arrives: the command is then delivered to it.
+    silent
+        .recv_until(|m| {
+            matches!(
+                m,
+                ymesh::protocol::Message::Sync(ymesh::protocol::SyncMessage::Step1(_))
+            )
+        })
+        .await;
+    let out = ymesh_cli(
+        [
+            "command",
+            "compact",
+            "--room",
+            "quiet",
+            "--wait",
+            "--deadline",
+            "1",
+            "--node",
+            &node,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a timeout must fail: {text}{err}");
+    assert!(text.contains("timeout"), "{text}");
+    assert!(
+        err.contains("did not succeed everywhere") && err.contains("1 timeout"),
+        "{err}"
+    );
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_a_room_a_peer_does_not_share_lists_that_peer_as_not_shared() {
+    let b = start(test_config()).await;
+    let mut to_b = peer(&b);
+    to_b.share = ymesh::mesh::SharePolicy::Globs(vec!["shared*".into()]);
+    let a = start(dialing(vec![to_b])).await;
+    wait_linked(&a, &b).await;
+    let id = issue(
+        a.local_addr(),
+        Some("private"),
+        json!({ "kind": "compact" }),
+    )
+    .await;
+    let report = report_until(a.local_addr(), &id, "done", |r| r["done"] == true).await;
+    assert_eq!(report["not_shared"], json!([b.node_id()]), "{report}");
+    assert!(result_of(&report, b.node_id()).is_none(), "{report}");
+    // A room B shares: B is expected and answers; nobody is listed as not shared.
+    let id = issue(
+        a.local_addr(),
+        Some("shared-1"),
+        json!({ "kind": "compact" }),
+    )
+    .await;
+    let report = report_until(a.local_addr(), &id, "B answers", |r| {
+        result_of(r, b.node_id()).is_some()
+    })
+    .await;
+    assert!(report.get("not_shared").is_none(), "{report}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -346,3 +346,159 @@ async fn ymesh_delete_against_a_running_node() {
     );
     node.shutdown().await;
 }
+
+/// Runs the `ymesh` binary with `args` off the runtime's workers (the nodes are in-process).
+async fn ymesh_cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ymesh"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_an_export_into_a_deleted_room_is_refused_and_undelete_restores_it_everywhere() {
+    let a = start(test_config()).await;
+    let b = start(dialing(vec![peer(&a)])).await;
+    let mut c_cfg = dialing(vec![peer(&a)]);
+    let c_dir = c_cfg.data_dir.clone();
+    let c = start(c_cfg).await;
+    wait_linked(&b, &a).await;
+    wait_linked(&c, &a).await;
+    let mut on_a = SyncClient::connect(a.local_addr(), "precious").await;
+    on_a.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "keep me"))
+        .await;
+    drop(on_a);
+    for n in [&b, &c] {
+        poll_get(
+            n.local_addr(),
+            "/rooms/precious?format=json",
+            "room on every node",
+            |s, v| s == 200 && v["data"]["t"] == "keep me",
+        )
+        .await;
+    }
+    // An export taken before the deletion.
+    let (status, export) = http(a.local_addr(), "GET", "/rooms/precious").await;
+    assert_eq!(status, 200);
+    let file = fresh_dir("undelete-export").join("precious.yjs");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &export).unwrap();
+
+    let (status, _) = http(a.local_addr(), "DELETE", "/rooms/precious").await;
+    assert_eq!(status, 200);
+    for n in [&b, &c] {
+        poll_status(n.local_addr(), "/rooms/precious", "deleted everywhere", 404).await;
+    }
+    // C is away while the room is restored.
+    c.shutdown().await;
+
+    let node = format!("http://{}", a.local_addr());
+    let file_arg = file.to_str().unwrap().to_string();
+    let import = |extra: &[&str]| {
+        let mut args: Vec<String> = ["import", "precious", &file_arg, "--node", &node]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ymesh_cli(args)
+    };
+    // Without --undelete: refused, saying why and how to restore.
+    let out = import(&[]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}{err}");
+    assert!(!said.contains("nothing changed"), "{said}");
+    assert!(
+        err.contains("room \"precious\" was deleted") && err.contains("--undelete"),
+        "{err}"
+    );
+    assert_eq!(text_on(a.local_addr(), "precious").await, None);
+
+    // With --undelete: restored here, then on B as the change reaches it.
+    let out = import(&["--undelete"]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("restored deleted room \"precious\""),
+        "{said}"
+    );
+    assert_eq!(
+        text_on(a.local_addr(), "precious").await.as_deref(),
+        Some("keep me")
+    );
+    poll_get(
+        b.local_addr(),
+        "/rooms/precious?format=json",
+        "restored on B",
+        |s, v| s == 200 && v["data"]["t"] == "keep me",
+    )
+    .await;
+    // The marker is invisible: the document has its one root, as exported.
+    let (_, v) = get_json(b.local_addr(), "/rooms/precious?format=json").await;
+    assert_eq!(v["data"].as_object().map(|o| o.len()), Some(1), "{v}");
+
+    // C, which still holds the tombstone, gets the room when it links again.
+    c_cfg = dialing(vec![peer(&a)]);
+    c_cfg.data_dir = c_dir;
+    let c = start(c_cfg).await;
+    wait_linked(&c, &a).await;
+    poll_get(
+        c.local_addr(),
+        "/rooms/precious?format=json",
+        "restored on C after it came back",
+        |s, v| s == 200 && v["data"]["t"] == "keep me",
+    )
+    .await;
+    // And A kept it: C's tombstone does not cover the restored room.
+    assert_eq!(
+        text_on(a.local_addr(), "precious").await.as_deref(),
+        Some("keep me")
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_into_a_deleted_room_of_a_data_dir_is_refused_and_undelete_restores_it() {
+    let mut cfg = test_config();
+    let dir = cfg.data_dir.clone();
+    let node = start(cfg).await;
+    let mut c = SyncClient::connect(node.local_addr(), "gone-offline").await;
+    c.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "old"))
+        .await;
+    drop(c);
+    node.shutdown().await;
+    let export = ymesh::ops::export_dir(&dir, "gone-offline").await.unwrap();
+    ymesh::ops::delete_dir(&dir, "gone-offline").await.unwrap();
+
+    let err = ymesh::ops::import_dir(&dir, "gone-offline", &export, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was deleted") && err.contains("--undelete"),
+        "{err}"
+    );
+    let imported = ymesh::ops::import_dir(&dir, "gone-offline", &export, true)
+        .await
+        .unwrap();
+    assert!(imported.changed && imported.undeleted, "{imported:?}");
+
+    // The node starts with the room restored.
+    cfg = test_config();
+    cfg.data_dir = dir;
+    let node = start(cfg).await;
+    assert_eq!(
+        text_on(node.local_addr(), "gone-offline").await.as_deref(),
+        Some("old")
+    );
+    node.shutdown().await;
+}

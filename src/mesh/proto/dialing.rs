@@ -95,7 +95,10 @@ impl<H: Clone> MeshCore<H> {
 
     pub(super) fn on_timer(&mut self, timer: Timer, now_ms: u64, out: &mut Vec<Action<H>>) {
         let (Timer::Redial { peer, attempt } | Timer::DeferOver { peer, attempt }) = timer;
-        if !self.current(peer, attempt) {
+        // A row whose own link is up needs no dial: a timer set when an older link of the row
+        // closed while a newer dial was under way must not mark the new link as "reached
+        // through another" (which drops its sync state).
+        if !self.current(peer, attempt) || self.has_link(peer) {
             return;
         }
         let (node, defer) = match self.peers.get(&peer) {

@@ -1,159 +1,83 @@
-//! The mesh handshake as a pure state machine: control messages in, actions out.
+//! The mesh handshake inside the secure channel, as a pure state machine: hello, the mesh
+//! secret proven without exposing it, then the admission verdicts of both sides.
 //!
-//! This module owns the hello / proof / welcome exchange that opens every mesh link, and
-//! admission (who may link). It does no I/O and reads no clock: the shell that owns the
-//! connection calls [`Handshake::start`], feeds each received [`Control`] to
-//! [`Handshake::on_message`], sends every [`Action::Send`] in order, and stops at the
-//! [`Action::Finish`]. The shell also enforces a deadline (`limits.mesh_handshake_timeout_s`,
-//! closing with 4408).
-//!
-//! Both sides run the same machine; nothing depends on who dialed:
+//! This module owns what two nodes say to each other between the secure channel coming up
+//! ([`super::channel`], which already proved both node ids) and the link carrying rooms. It
+//! does no I/O and reads no clock: the shell feeds each received [`Control`] to
+//! [`Handshake::on_message`] and each verdict of its core to [`Handshake::verdict`], and
+//! carries out the [`Action`]s. The shell also enforces the deadline
+//! (`limits.mesh_handshake_timeout_s`, 4408) until a side holds the link as pending.
 //!
 //! ```text
-//!   A                                   B
-//!   Hello{A, nonce_a}   ───────────▶
-//!                       ◀───────────   Hello{B, nonce_b}
-//!   Proof{sig_A, mac_A} ───────────▶   (sent on receiving A's Hello)
-//!                       ◀───────────   Proof{sig_B, mac_B}
-//!   Welcome             ───────────▶   (sent once B's proof verifies and B is admitted)
-//!                       ◀───────────   Welcome
-//!   Established                        Established
+//!   A                                          B
+//!   Hello{A, boot, listen, pake_A?} ─────▶
+//!                            ◀───── Hello{B, boot, listen, pake_B?}
+//!   (both sent a pake: key K = SPAKE2(secret, channel hash))
+//!   Proof{HMAC(K, "i"|hash)}        ─────▶   (only when both sent a pake)
+//!                            ◀───── Proof{HMAC(K, "r"|hash)}
+//!   (each side: Authenticated → its core decides)
+//!   Welcome | Pending{reason} | Refused{reason} ─────▶ (and the same back)
+//!   Established once both sent Welcome   (a Pending side sends Welcome on approval)
 //! ```
 //!
-//! A proof signs the transcript ([`transcript`]): a domain tag, the verifier's nonce, the
-//! signer's nonce, the signer's node id and the verifier's node id. Fresh nonces on both
-//! sides stop replay from another session; the fixed order (verifier's nonce first, signer's
-//! id first) stops reflection of a peer's own proof back to it; the domain tag stops
-//! signatures made for anything else from counting. With a mesh secret configured, the
-//! proof also carries an HMAC-SHA256 of the same transcript under the secret.
+//! # The mesh secret
 //!
-//! Not covered: the proofs are not bound to the underlying connection, so a machine in the
-//! middle that relays the whole exchange between two honest nodes is not detected here.
-//! Run the mesh over TLS (`wss://`) or a tailnet where that matters.
-
-use std::sync::Arc;
+//! A side with a mesh secret sends a SPAKE2 message (symmetric mode, Ed25519 group, the
+//! channel's handshake hash as identity). Each SPAKE2 message on its own reveals nothing
+//! that can be checked against a guessed secret, and the confirmation MAC is keyed by the
+//! SPAKE2 result: a stranger who ran the exchange with a guess learns only whether that one
+//! guess was right (an online guess, limited by the pre-authentication budget). Binding to
+//! the handshake hash ties the proof to this connection; the role byte makes the two
+//! confirmations differ, so one cannot be reflected as the other.
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 
+use super::approval::{SecretCheck, Verdict};
+use super::channel::Role;
 use crate::mesh::hex;
-use crate::mesh::identity::{self, NodeIdentity};
 use crate::mesh::wire::{Control, MESH_PROTOCOL_VERSION};
 
-/// Domain-separation tag at the start of every transcript.
-pub const TRANSCRIPT_DOMAIN: &[u8] = b"ymesh-mesh-v1";
-
-/// Length of a handshake nonce in bytes.
-pub const NONCE_LEN: usize = 32;
+/// Domain tag of the secret confirmation MAC.
+pub const CONFIRM_DOMAIN: &[u8] = b"ymesh-mesh-secret-confirm";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Who may link with this node.
-///
-/// Open when both `secret` and `allow` are empty (the default): any ymesh node is admitted.
-/// With either set, a peer is admitted when it passes **either** check: it proves the mesh
-/// secret, or its node id is in `allow`. Either rather than both, because the two serve
-/// different peers: the secret admits a fleet of nodes without listing each one, and the
-/// allow list admits a specific node that was never given the secret (a phone, a friend's
-/// node). Requiring both would make the allow list a second lock on the same door instead
-/// of a way in. Unknown peers (neither) are refused, as ARCHITECTURE.md requires.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Admission {
-    /// The shared mesh secret (`--mesh-secret`), if any.
-    pub secret: Option<String>,
-    /// Node ids that are admitted without the secret (`--allow-peer`).
-    pub allow: Vec<String>,
+/// The secure channel's facts the handshake builds on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The peer's node id, proven by the channel.
+    pub remote: String,
+    /// The channel's handshake hash (the same at both ends of this connection only).
+    pub hash: [u8; 32],
+    /// This side's role in the channel.
+    pub role: Role,
 }
 
-// By hand so that the secret never reaches a log line through `{:?}`.
-impl std::fmt::Debug for Admission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admission")
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("allow", &self.allow)
-            .finish()
-    }
-}
-
-impl Admission {
-    /// An open mesh: every peer is admitted.
-    pub fn open() -> Self {
-        Self::default()
-    }
-
-    /// Whether every peer is admitted.
-    pub fn is_open(&self) -> bool {
-        self.secret.is_none() && self.allow.is_empty()
-    }
-
-    /// Decides whether `peer` is admitted. `mac` is the hex MAC from the peer's proof and
-    /// `peer_transcript` the transcript the peer signed.
-    fn admit(
-        &self,
-        peer: &str,
-        mac: Option<&str>,
-        peer_transcript: &[u8],
-    ) -> Result<AdmittedBy, HandshakeError> {
-        if self.is_open() {
-            return Ok(AdmittedBy::Open);
-        }
-        // `None` without a secret; otherwise whether (and how) the peer's MAC failed.
-        let secret_failure = match (&self.secret, mac) {
-            (None, _) => None,
-            (Some(_), None) => Some(SecretFailure::Missing),
-            (Some(secret), Some(mac)) => match hex::decode(mac) {
-                Some(mac) if verify_mac(secret, peer_transcript, &mac) => {
-                    return Ok(AdmittedBy::Secret)
-                }
-                _ => Some(SecretFailure::Wrong),
-            },
-        };
-        if self.allow.iter().any(|id| id == peer) {
-            return Ok(AdmittedBy::AllowList);
-        }
-        let node_id = peer.to_string();
-        Err(match (secret_failure, self.allow.is_empty()) {
-            (Some(SecretFailure::Missing), true) => HandshakeError::MissingSecret { node_id },
-            (Some(SecretFailure::Wrong), true) => HandshakeError::WrongSecret { node_id },
-            (None, _) => HandshakeError::NotAllowed { node_id },
-            (Some(_), false) => HandshakeError::NotAdmitted { node_id },
-        })
-    }
-}
-
-enum SecretFailure {
-    Missing,
-    Wrong,
-}
-
-/// Which admission rule let a peer in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdmittedBy {
-    /// The mesh is open (no secret, no allow list).
-    Open,
-    /// The peer proved the mesh secret.
-    Secret,
-    /// The peer's node id is in the allow list.
-    AllowList,
+/// What this side learned once the peer is authenticated, for its core to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The peer's node id.
+    pub node_id: String,
+    /// Whether the peer proved this node's mesh secret.
+    pub secret: SecretCheck,
 }
 
 /// What the handshake learned about an admitted peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
-    /// The peer's node id, proven by its signature.
+    /// The peer's node id, proven by the channel.
     pub node_id: String,
     /// The peer's boot id (changes every time it starts).
     pub boot_id: String,
     /// The HTTP URL the peer says it listens on, if it knows one.
     pub listen: Option<String>,
-    /// The mesh protocol version the peer speaks (equal to ours today).
+    /// The mesh protocol version the peer speaks.
     pub version: u32,
-    /// Which rule admitted the peer on this side.
-    pub admitted_by: AdmittedBy,
-    /// The same value on both ends of this connection and a fresh one on every other: both
-    /// nonces, the smaller first. Two links between the same pair of nodes that were dialed
-    /// by the same side are told apart by it (the one with the smaller tag is kept).
+    /// The channel's handshake hash: the same at both ends of this connection and fresh on
+    /// every other. Two links between the same pair dialed by the same side are told apart
+    /// by it (the smaller is kept).
     pub link_tag: Vec<u8>,
 }
 
@@ -162,9 +86,6 @@ pub struct PeerInfo {
 pub enum Outcome {
     /// Both sides admitted each other; the link is up.
     Established(PeerInfo),
-    /// The connection reached this node itself (e.g. NAT hairpinning, or an own address in
-    /// the peer list). The dialer should stop dialing that address.
-    SelfConnection,
     /// This node refused the peer; the reason was sent to it in a `Refused` message.
     Refused(HandshakeError),
     /// The peer refused this node, with its reason.
@@ -176,6 +97,11 @@ pub enum Outcome {
 pub enum Action {
     /// Send this control message to the peer.
     Send(Control),
+    /// The peer is authenticated: ask the core for a verdict and feed it to
+    /// [`Handshake::verdict`].
+    Authenticated(Authenticated),
+    /// The peer holds this node until its operator approves; the link stays open.
+    PeerPending(String),
     /// The handshake is over. Close the connection unless the outcome is
     /// [`Outcome::Established`] (after sending any preceding `Send`).
     Finish(Outcome),
@@ -193,70 +119,20 @@ pub enum HandshakeError {
         /// Ours ([`MESH_PROTOCOL_VERSION`]).
         ours: u32,
     },
-    /// A hello field is malformed (hex, nonce length, public key).
-    #[error("invalid hello: {0}")]
-    InvalidHello(String),
-    /// The hello's node id is not the id of its public key.
-    #[error("hello claims node id {claimed} but its public key belongs to node {actual}")]
+    /// The hello's node id is not the one the channel proved.
+    #[error("hello claims node id {claimed} but the secure channel proved node {actual}")]
     NodeIdMismatch {
         /// The claimed node id.
         claimed: String,
-        /// The node id of the public key sent.
+        /// The node id the channel proved.
         actual: String,
     },
-    /// The peer's hello carried this node's own nonce (a reflected hello).
-    #[error("hello repeats this node's own nonce")]
-    ReflectedNonce,
-    /// The peer is this node.
-    #[error("connected to itself (node {node_id})")]
-    SelfConnection {
-        /// Our own node id.
-        node_id: String,
-    },
-    /// The peer is not the node the configuration expects at this address.
-    #[error("expected node {expected} at this address, but node {actual} answered")]
-    UnexpectedPeer {
-        /// The node id configured for the peer.
-        expected: String,
-        /// The node id that answered.
-        actual: String,
-    },
-    /// The proof's signature does not verify.
-    #[error("the identity proof of node {node_id} does not verify")]
-    BadSignature {
-        /// The peer's claimed node id.
-        node_id: String,
-    },
-    /// A mesh secret is required and the peer sent no MAC.
-    #[error(
-        "this node requires the mesh secret (--mesh-secret) and node {node_id} did not \
-         present one"
-    )]
-    MissingSecret {
-        /// The peer's node id.
-        node_id: String,
-    },
-    /// The peer's MAC does not verify under our mesh secret.
-    #[error("node {node_id} does not hold this node's mesh secret (--mesh-secret differs)")]
-    WrongSecret {
-        /// The peer's node id.
-        node_id: String,
-    },
-    /// An allow list is set (without a secret) and the peer is not in it.
-    #[error("node {node_id} is not in this node's allow list (--allow-peer)")]
-    NotAllowed {
-        /// The peer's node id.
-        node_id: String,
-    },
-    /// Both a secret and an allow list are set and the peer passed neither.
-    #[error(
-        "node {node_id} is not in this node's allow list (--allow-peer) and did not prove \
-         its mesh secret (--mesh-secret)"
-    )]
-    NotAdmitted {
-        /// The peer's node id.
-        node_id: String,
-    },
+    /// A hello field is malformed.
+    #[error("invalid hello: {0}")]
+    InvalidHello(String),
+    /// This node's core refused the peer (a denied node, or too many waiting).
+    #[error("{0}")]
+    NotAdmitted(String),
     /// A message arrived that the handshake does not allow at this point.
     #[error("protocol error: unexpected {got} message {during}")]
     Unexpected {
@@ -267,78 +143,33 @@ pub enum HandshakeError {
     },
 }
 
-impl HandshakeError {
-    /// Whether the refusal is about admission (secret or allow list), as opposed to a
-    /// broken or hostile peer; status shows these as "refused".
-    pub fn is_admission(&self) -> bool {
-        matches!(
-            self,
-            HandshakeError::MissingSecret { .. }
-                | HandshakeError::WrongSecret { .. }
-                | HandshakeError::NotAllowed { .. }
-                | HandshakeError::NotAdmitted { .. }
-        )
-    }
-}
-
-/// The bytes a proof signs (and MACs): `domain · verifier_nonce · signer_nonce ·
-/// varString(signer_id) · varString(verifier_id)`. The lengths keep the two ids
-/// unambiguous.
-pub fn transcript(
-    verifier_nonce: &[u8; NONCE_LEN],
-    signer_nonce: &[u8; NONCE_LEN],
-    signer_id: &str,
-    verifier_id: &str,
-) -> Vec<u8> {
-    let mut out = bytes::BytesMut::with_capacity(
-        TRANSCRIPT_DOMAIN.len() + 2 * NONCE_LEN + signer_id.len() + verifier_id.len() + 4,
-    );
-    out.extend_from_slice(TRANSCRIPT_DOMAIN);
-    out.extend_from_slice(verifier_nonce);
-    out.extend_from_slice(signer_nonce);
-    crate::protocol::codec::write_var_bytes(&mut out, signer_id.as_bytes());
-    crate::protocol::codec::write_var_bytes(&mut out, verifier_id.as_bytes());
-    out.to_vec()
-}
-
-/// HMAC-SHA256 of `transcript` under the mesh secret.
-pub fn mesh_mac(secret: &str, transcript: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+/// The confirmation MAC of the side with `role`: HMAC-SHA256 under the SPAKE2 key of
+/// `CONFIRM_DOMAIN · role byte · channel hash`.
+pub fn confirmation(key: &[u8], role: Role, hash: &[u8; 32]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(transcript);
+    mac.update(CONFIRM_DOMAIN);
+    mac.update(&[role.byte()]);
+    mac.update(hash);
     mac.finalize().into_bytes().into()
 }
 
-/// Constant-time check of a MAC.
-fn verify_mac(secret: &str, transcript: &[u8], tag: &[u8]) -> bool {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+fn confirmation_ok(key: &[u8], role: Role, hash: &[u8; 32], tag: &[u8]) -> bool {
+    let mut mac = HmacSha256::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(transcript);
+    mac.update(CONFIRM_DOMAIN);
+    mac.update(&[role.byte()]);
+    mac.update(hash);
     mac.verify_slice(tag).is_ok()
-}
-
-/// The peer's hello, checked.
-#[derive(Debug, Clone)]
-struct PeerHello {
-    node_id: String,
-    public_key: Vec<u8>,
-    nonce: [u8; NONCE_LEN],
-    boot_id: String,
-    listen: Option<String>,
-    version: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// `start` not called yet.
     New,
-    /// Our hello is out; waiting for the peer's.
     AwaitHello,
-    /// Our proof is out; waiting for the peer's.
     AwaitProof,
-    /// The peer is admitted and our welcome is out; waiting for the peer's welcome.
-    AwaitWelcome,
-    /// Finished (any outcome).
+    /// Authenticated; verdicts travel.
+    Verdicts,
     Done,
 }
 
@@ -348,64 +179,86 @@ impl State {
             State::New => "before the handshake started",
             State::AwaitHello => "while waiting for hello",
             State::AwaitProof => "while waiting for proof",
-            State::AwaitWelcome => "while waiting for welcome",
+            State::Verdicts => "while waiting for admission",
             State::Done => "after the handshake",
         }
     }
 }
 
-/// One side of one handshake. See the module docs for the sequence.
-#[derive(Debug)]
-pub struct Handshake {
-    identity: Arc<NodeIdentity>,
-    admission: Admission,
+/// The peer's hello, checked.
+#[derive(Debug, Clone)]
+struct PeerHello {
     boot_id: String,
     listen: Option<String>,
-    expected_peer: Option<String>,
-    nonce: [u8; NONCE_LEN],
+    version: u32,
+}
+
+/// One side of one in-channel handshake. See the module docs for the sequence.
+pub struct Handshake {
+    node_id: String,
+    boot_id: String,
+    listen: Option<String>,
+    binding: Binding,
+    spake: Option<Spake2<Ed25519Group>>,
+    pake_msg: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
     state: State,
     peer: Option<PeerHello>,
-    admitted_by: Option<AdmittedBy>,
-    outcome: Option<Outcome>,
+    secret: Option<SecretCheck>,
+    sent_welcome: bool,
+    got_welcome: bool,
+    /// This side holds the peer as pending.
+    holding: bool,
+    /// The peer holds this side as pending.
+    held: bool,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("node_id", &self.node_id)
+            .field("binding", &self.binding)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handshake {
-    /// A handshake for this node (`identity`, this run's `boot_id`, its own HTTP URL if
-    /// known) under `admission`, with a fresh random nonce.
+    /// A handshake for node `node_id` (this run's `boot_id`, its own HTTP URL if known) over
+    /// the channel `binding`, proving `secret` if it has one.
     pub fn new(
-        identity: Arc<NodeIdentity>,
-        admission: Admission,
+        node_id: impl Into<String>,
         boot_id: impl Into<String>,
         listen: Option<String>,
+        binding: Binding,
+        secret: Option<&str>,
     ) -> Self {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
+        let (spake, pake_msg) = match secret {
+            Some(secret) => {
+                let (s, m) = Spake2::<Ed25519Group>::start_symmetric(
+                    &Password::new(secret.as_bytes()),
+                    &Identity::new(&binding.hash),
+                );
+                (Some(s), Some(m))
+            }
+            None => (None, None),
+        };
         Self {
-            identity,
-            admission,
+            node_id: node_id.into(),
             boot_id: boot_id.into(),
             listen,
-            expected_peer: None,
-            nonce,
+            binding,
+            spake,
+            pake_msg,
+            key: None,
             state: State::New,
             peer: None,
-            admitted_by: None,
-            outcome: None,
+            secret: None,
+            sent_welcome: false,
+            got_welcome: false,
+            holding: false,
+            held: false,
         }
-    }
-
-    /// Refuses the peer unless its node id is `node_id` (a peer configured with an expected
-    /// node id). Checked on the hello, before any proof is sent.
-    pub fn expect_peer(mut self, node_id: impl Into<String>) -> Self {
-        self.expected_peer = Some(node_id.into());
-        self
-    }
-
-    /// Replaces the random nonce. For deterministic tests and documentation examples only:
-    /// a reused nonce lets a recorded proof be replayed.
-    pub fn with_nonce(mut self, nonce: [u8; NONCE_LEN]) -> Self {
-        self.nonce = nonce;
-        self
     }
 
     /// Begins the handshake: returns our hello to send. Calling it again returns nothing.
@@ -416,16 +269,24 @@ impl Handshake {
         self.state = State::AwaitHello;
         vec![Action::Send(Control::Hello {
             version: MESH_PROTOCOL_VERSION,
-            node_id: self.identity.node_id().to_string(),
-            public_key: hex::encode(&self.identity.public_key_bytes()),
+            node_id: self.node_id.clone(),
             boot_id: self.boot_id.clone(),
-            nonce: hex::encode(&self.nonce),
             listen: self.listen.clone(),
+            pake: self.pake_msg.as_deref().map(hex::encode),
         })]
     }
 
-    /// Feeds one control message received from the peer; returns what to do. After the
-    /// handshake finished, further messages are ignored (the link owns them).
+    /// Whether either side holds the link as pending (the shell lifts the deadline then).
+    pub fn is_waiting_for_approval(&self) -> bool {
+        self.holding || self.held
+    }
+
+    /// Whether the handshake has finished.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Feeds one control message received from the peer; returns what to do.
     pub fn on_message(&mut self, msg: Control) -> Vec<Action> {
         let mut actions = self.start();
         if self.state == State::Done {
@@ -440,25 +301,28 @@ impl Handshake {
             (State::AwaitHello, hello @ Control::Hello { .. }) => {
                 actions.extend(self.on_hello(hello));
             }
-            (State::AwaitProof, Control::Proof { signature, mac }) => {
-                actions.extend(self.on_proof(&signature, mac.as_deref()));
-            }
-            (State::AwaitWelcome, Control::Welcome {}) => {
-                let peer = self.peer.clone().expect("peer hello is kept until welcome");
-                let (lo, hi) = if self.nonce <= peer.nonce {
-                    (self.nonce, peer.nonce)
+            (State::AwaitProof, Control::Proof { mac }) => {
+                let ok = match (hex::decode(&mac), &self.key) {
+                    (Some(tag), Some(key)) => {
+                        confirmation_ok(key, self.binding.role.other(), &self.binding.hash, &tag)
+                    }
+                    _ => false,
+                };
+                let check = if ok {
+                    SecretCheck::Proven
                 } else {
-                    (peer.nonce, self.nonce)
+                    SecretCheck::Wrong
                 };
-                let info = PeerInfo {
-                    link_tag: [lo, hi].concat(),
-                    node_id: peer.node_id,
-                    boot_id: peer.boot_id,
-                    listen: peer.listen,
-                    version: peer.version,
-                    admitted_by: self.admitted_by.expect("admitted before welcome"),
-                };
-                actions.push(self.finish(Outcome::Established(info)));
+                actions.push(self.authenticated(check));
+            }
+            (State::Verdicts, Control::Welcome {}) => {
+                self.got_welcome = true;
+                self.held = false;
+                actions.extend(self.established());
+            }
+            (State::Verdicts, Control::Pending { reason }) => {
+                self.held = true;
+                actions.push(Action::PeerPending(reason));
             }
             (state, other) => actions.extend(self.refuse(HandshakeError::Unexpected {
                 got: other.kind(),
@@ -468,35 +332,41 @@ impl Handshake {
         actions
     }
 
-    /// The outcome, once finished.
-    pub fn outcome(&self) -> Option<&Outcome> {
-        self.outcome.as_ref()
-    }
-
-    /// Whether the handshake has finished.
-    pub fn is_finished(&self) -> bool {
-        self.state == State::Done
-    }
-
-    /// The node id the peer claimed in a well-formed hello (its key matches, but until the
-    /// proof verifies it is only a claim). For status and logs about refused peers.
-    pub fn peer_node_id(&self) -> Option<&str> {
-        self.peer.as_ref().map(|p| p.node_id.as_str())
-    }
-
-    /// Our nonce (hex in our hello).
-    pub fn nonce(&self) -> &[u8; NONCE_LEN] {
-        &self.nonce
+    /// Feeds this node's verdict on the peer (after [`Action::Authenticated`], and again when
+    /// a pending peer is approved or denied).
+    pub fn verdict(&mut self, verdict: Verdict) -> Vec<Action> {
+        if self.state != State::Verdicts {
+            return Vec::new();
+        }
+        match verdict {
+            Verdict::Welcome(_) => {
+                if self.sent_welcome {
+                    return Vec::new();
+                }
+                self.sent_welcome = true;
+                self.holding = false;
+                let mut out = vec![Action::Send(Control::Welcome {})];
+                out.extend(self.established());
+                out
+            }
+            Verdict::Pending(reason) => {
+                if self.sent_welcome {
+                    return Vec::new();
+                }
+                self.holding = true;
+                vec![Action::Send(Control::Pending { reason })]
+            }
+            Verdict::Refuse(reason) => self.refuse(HandshakeError::NotAdmitted(reason)),
+        }
     }
 
     fn on_hello(&mut self, hello: Control) -> Vec<Action> {
         let Control::Hello {
             version,
             node_id,
-            public_key,
             boot_id,
-            nonce,
             listen,
+            pake,
         } = hello
         else {
             unreachable!("on_hello takes a hello")
@@ -507,104 +377,76 @@ impl Handshake {
                 ours: MESH_PROTOCOL_VERSION,
             });
         }
-        let Some(public_key) = hex::decode(&public_key) else {
-            return self.refuse(HandshakeError::InvalidHello("public_key is not hex".into()));
-        };
-        let nonce: [u8; NONCE_LEN] = match hex::decode(&nonce).map(<[u8; NONCE_LEN]>::try_from) {
-            Some(Ok(n)) => n,
-            _ => {
-                return self.refuse(HandshakeError::InvalidHello(format!(
-                    "nonce is not {NONCE_LEN} bytes of hex"
-                )))
-            }
-        };
-        let actual = match identity::node_id_of(&public_key) {
-            Ok(id) => id,
-            Err(e) => return self.refuse(HandshakeError::InvalidHello(e.to_string())),
-        };
-        if actual != node_id {
+        if node_id != self.binding.remote {
+            let actual = self.binding.remote.clone();
             return self.refuse(HandshakeError::NodeIdMismatch {
                 claimed: node_id,
                 actual,
             });
         }
-        if node_id == self.identity.node_id() {
-            return self.refuse(HandshakeError::SelfConnection { node_id });
-        }
-        if nonce == self.nonce {
-            return self.refuse(HandshakeError::ReflectedNonce);
-        }
-        if let Some(expected) = &self.expected_peer {
-            if *expected != node_id {
-                let expected = expected.clone();
-                return self.refuse(HandshakeError::UnexpectedPeer {
-                    expected,
-                    actual: node_id,
-                });
+        let pake = match pake.as_deref().map(hex::decode) {
+            None => None,
+            Some(Some(bytes)) => Some(bytes),
+            Some(None) => {
+                return self.refuse(HandshakeError::InvalidHello("pake is not hex".into()))
             }
-        }
-
-        // Our proof: we sign, the peer verifies.
-        let our_transcript = transcript(&nonce, &self.nonce, self.identity.node_id(), &node_id);
-        let signature = hex::encode(&self.identity.sign(&our_transcript));
-        let mac = self
-            .admission
-            .secret
-            .as_ref()
-            .map(|secret| hex::encode(&mesh_mac(secret, &our_transcript)));
+        };
         self.peer = Some(PeerHello {
-            node_id,
-            public_key,
-            nonce,
             boot_id,
             listen,
             version,
         });
-        self.state = State::AwaitProof;
-        vec![Action::Send(Control::Proof { signature, mac })]
+        match (self.spake.take(), pake) {
+            (None, _) => vec![self.authenticated(SecretCheck::NotConfigured)],
+            (Some(_), None) => vec![self.authenticated(SecretCheck::Missing)],
+            (Some(spake), Some(theirs)) => {
+                // A malformed SPAKE2 message gives a key that cannot match: the proof fails.
+                let key = spake.finish(&theirs).unwrap_or_default();
+                let mac = confirmation(&key, self.binding.role, &self.binding.hash);
+                self.key = Some(key);
+                self.state = State::AwaitProof;
+                vec![Action::Send(Control::Proof {
+                    mac: hex::encode(&mac),
+                })]
+            }
+        }
     }
 
-    fn on_proof(&mut self, signature: &str, mac: Option<&str>) -> Vec<Action> {
-        let peer = self.peer.as_ref().expect("hello precedes proof");
-        let peer_transcript = transcript(
-            &self.nonce,
-            &peer.nonce,
-            &peer.node_id,
-            self.identity.node_id(),
-        );
-        let verified = hex::decode(signature)
-            .map(|sig| identity::verify(&peer.public_key, &peer_transcript, &sig));
-        match verified {
-            Some(Ok(id)) if id == peer.node_id => {}
-            _ => {
-                let node_id = peer.node_id.clone();
-                return self.refuse(HandshakeError::BadSignature { node_id });
-            }
+    fn authenticated(&mut self, secret: SecretCheck) -> Action {
+        self.state = State::Verdicts;
+        self.secret = Some(secret);
+        Action::Authenticated(Authenticated {
+            node_id: self.binding.remote.clone(),
+            secret,
+        })
+    }
+
+    fn established(&mut self) -> Vec<Action> {
+        if !(self.sent_welcome && self.got_welcome) {
+            return Vec::new();
         }
-        match self.admission.admit(&peer.node_id, mac, &peer_transcript) {
-            Ok(by) => {
-                self.admitted_by = Some(by);
-                self.state = State::AwaitWelcome;
-                vec![Action::Send(Control::Welcome {})]
-            }
-            Err(e) => self.refuse(e),
-        }
+        let Some(peer) = self.peer.clone() else {
+            return Vec::new();
+        };
+        let info = PeerInfo {
+            node_id: self.binding.remote.clone(),
+            boot_id: peer.boot_id,
+            listen: peer.listen,
+            version: peer.version,
+            link_tag: self.binding.hash.to_vec(),
+        };
+        vec![self.finish(Outcome::Established(info))]
     }
 
     fn refuse(&mut self, error: HandshakeError) -> Vec<Action> {
         let send = Action::Send(Control::Refused {
             reason: error.to_string(),
         });
-        let outcome = match error {
-            HandshakeError::SelfConnection { .. } => Outcome::SelfConnection,
-            other => Outcome::Refused(other),
-        };
-        vec![send, self.finish(outcome)]
+        vec![send, self.finish(Outcome::Refused(error))]
     }
 
     fn finish(&mut self, outcome: Outcome) -> Action {
         self.state = State::Done;
-        self.outcome = Some(outcome.clone());
         Action::Finish(outcome)
     }
 }

@@ -28,10 +28,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::approval::{AdmissionPolicy, Approvals};
 use super::backoff::{Backoff, BackoffConfig};
 use super::flood::Flood;
 use super::manifest::{PeerManifest, SharePolicy};
 use super::peers::{LinkState, Origin, PeerSlot};
+use super::pending::Gate;
 use super::{Action, Event, LinkId, PeerConfig, PeerKey};
 use crate::mesh::wire::{Control, ManifestEntry};
 
@@ -54,6 +56,12 @@ pub struct CoreConfig {
     pub max_discovered: usize,
     /// Seed of the generator that jitters backoff delays.
     pub seed: u64,
+    /// Who is admitted without a person's approval (the secret itself stays in the shell).
+    pub admission: AdmissionPolicy,
+    /// Approvals and denials as persisted.
+    pub approvals: Approvals,
+    /// Most links held as pending at once; past it the oldest is refused.
+    pub max_pending: usize,
 }
 
 impl CoreConfig {
@@ -67,6 +75,9 @@ impl CoreConfig {
             marker_settle_ms: 10_000,
             max_discovered: 256,
             seed,
+            admission: AdmissionPolicy::default(),
+            approvals: Approvals::default(),
+            max_pending: 64,
         }
     }
 }
@@ -115,6 +126,8 @@ pub struct MeshCore<H> {
     flood: Flood,
     pub(super) next_discovered: u64,
     started: bool,
+    /// Verdicts, pending links, approvals.
+    pub(super) gate: Gate,
 }
 
 impl<H: Clone> MeshCore<H> {
@@ -127,6 +140,7 @@ impl<H: Clone> MeshCore<H> {
             peers.insert(PeerKey::Configured(i), slot);
         }
         MeshCore {
+            gate: Gate::new(cfg.approvals.clone()),
             rng: cfg.seed | 1,
             cfg,
             peers,
@@ -198,14 +212,27 @@ impl<H: Clone> MeshCore<H> {
                     PeerSlot::new(remote, Origin::Inbound, None, now_ms),
                 );
             }
+            Event::Authenticated {
+                link,
+                peer,
+                node_id,
+                secret,
+            } => self.on_authenticated(link, peer, node_id, secret, now_ms, &mut out),
+            Event::PeerPending { peer, reason, .. } => self.on_peer_pending(peer, reason, now_ms),
+            Event::Approve { node_id } => self.approve(&node_id, now_ms, &mut out),
+            Event::Deny { node_id } => self.deny(&node_id, &mut out),
             Event::Handshaken {
                 link,
                 peer,
                 node_id,
                 tag,
                 handle,
-            } => self.on_handshaken(link, peer, node_id, tag, handle, now_ms, &mut out),
+            } => {
+                self.unpend(link);
+                self.on_handshaken(link, peer, node_id, tag, handle, now_ms, &mut out)
+            }
             Event::HandshakeFailed { link, peer, end } => {
+                self.unpend(link);
                 self.on_handshake_failed(link, peer, end, now_ms, &mut out)
             }
             Event::LinkOpened {
@@ -325,6 +352,9 @@ impl<H: Clone> MeshCore<H> {
             return;
         };
         slot.node_id = Some(node.clone());
+        if matches!(peer, PeerKey::Configured(_)) {
+            self.configured_reached(&node, now_ms, out);
+        }
         let outbound = peer.dials();
         // If both nodes dialed each other, keep exactly one link: both sides apply the same
         // rule to the same facts.

@@ -29,18 +29,21 @@
 //! switch in the runtime, a connection number in the simulator), which the core hands back
 //! in [`MeshCore::fanout`] and [`Action::Close`].
 
+pub mod approval;
 pub mod backoff;
+pub mod channel;
 mod dialing;
 pub mod flood;
 pub mod handshake;
 pub mod machine;
 pub mod manifest;
 mod peers;
+mod pending;
 pub mod preauth;
 pub mod url;
 mod views;
 
-pub use self::peers::{LinkState, PeerRow, RoomRow};
+pub use self::peers::{LinkState, PeerRow, RoomRow, WaitingFor};
 pub use machine::{CoreConfig, MeshCore};
 
 use std::collections::BTreeMap;
@@ -233,6 +236,37 @@ pub enum Event<H> {
         /// The shell's handle for sending on and closing the link.
         handle: H,
     },
+    /// The secure channel proved the peer's node id and the in-channel handshake checked
+    /// the mesh secret: the core answers with an [`Action::Verdict`] for the link.
+    Authenticated {
+        /// The link.
+        link: LinkId,
+        /// Its row.
+        peer: PeerKey,
+        /// The peer's proven node id.
+        node_id: String,
+        /// What the handshake found about the mesh secret.
+        secret: approval::SecretCheck,
+    },
+    /// The peer holds link `link` until its operator approves this node.
+    PeerPending {
+        /// The link.
+        link: LinkId,
+        /// Its row.
+        peer: PeerKey,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// A person approved a node (`ymesh peer approve`): its pending links are welcomed.
+    Approve {
+        /// The node.
+        node_id: String,
+    },
+    /// A person denied a node (`ymesh peer deny`): its links are refused or closed.
+    Deny {
+        /// The node.
+        node_id: String,
+    },
     /// A link's handshake ended without bringing it up.
     HandshakeFailed {
         /// The link.
@@ -356,6 +390,14 @@ pub enum Action<H> {
         marker: Option<u64>,
         /// What this node shares with the peer.
         policy: SharePolicy,
+    },
+    /// This node's verdict on an authenticated link: send it to the peer (a welcome, a
+    /// pending notice, or a refusal that ends the link).
+    Verdict {
+        /// The link.
+        link: LinkId,
+        /// The verdict.
+        verdict: approval::Verdict,
     },
     /// The link is a duplicate of a kept one: close it.
     Reject {

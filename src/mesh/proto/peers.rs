@@ -31,6 +31,22 @@ pub enum LinkState {
     },
     /// The address leads back to this node; it is not dialed again.
     IsSelf,
+    /// The secure channel is up and the peer proved its node id, but one side holds the
+    /// link until a person approves the other (`ymesh peer approve`); it carries no room.
+    Pending {
+        /// Whose approval the link waits for.
+        waiting_for: WaitingFor,
+    },
+}
+
+/// Whose approval a pending link waits for.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// This node's operator: run `ymesh peer approve NODE_ID` here.
+    ThisNode,
+    /// The peer's operator, who must approve this node there.
+    Peer,
 }
 
 /// One room with one peer.

@@ -349,7 +349,7 @@ async fn plain_room_link(
         Err(e) => return format!("cannot open room {room_name:?}: {e}"),
     };
     // The token travels in the URL (`room_url`), as stock y-websocket clients send it.
-    let mut io = match transport::ws::dial(&url, None).await {
+    let mut io = match transport::ws::dial(&url, None, transport::ws::Security::Plain).await {
         Ok(io) => io,
         Err(e) => return e,
     };

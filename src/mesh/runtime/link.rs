@@ -1,11 +1,14 @@
 //! One link from handshake to close, on its own task: whole frames over a
 //! [`LinkIo`], whatever transport carries them.
 //!
-//! The task runs the handshake ([`crate::mesh::proto::handshake`]) within
+//! The task waits for the transport's secure channel, then runs the in-channel handshake
+//! ([`crate::mesh::proto::handshake`]) within
 //! [`MeshSettings::handshake_timeout`](super::MeshSettings::handshake_timeout), and an
 //! inbound one only while its place in the pre-authentication budget lasts (either end
-//! closes the socket with 4408 and a reason). It reports the outcome to the core, and once
-//! the core admits the link: sends the peer the tombstones it lacks,
+//! closes the socket with 4408 and a reason). Once the peer is authenticated the core gives
+//! its verdict; a link either side holds as pending stays open without a deadline (pings
+//! keep it alive) until the verdict changes. Once both sides welcomed each other and the
+//! core admits the link, the task: sends the peer the tombstones it lacks,
 //! reports [`Event::LinkOpened`] (the core answers with the manifest to send), announces
 //! the presence of clients here, then reads frames until the link ends. Control messages go
 //! to the core, room messages to the bridge; pings (application-level,
@@ -21,13 +24,16 @@ use super::bridge::{self, Relayed};
 use super::traffic::kind_of;
 use super::{now_ms, LinkHandle, Mesh, PreAuthTicket};
 use super::{Ours, LINK_TIMEOUT, PING_EVERY};
-use crate::mesh::proto::handshake::{self, Handshake, Outcome};
+use crate::mesh::proto::approval::Verdict;
+use crate::mesh::proto::channel::ChannelError;
+use crate::mesh::proto::handshake::{self, Binding, Handshake, Outcome};
 use crate::mesh::proto::manifest::SharePolicy;
 use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
-use crate::mesh::transport::LinkIo;
+use crate::mesh::transport::{ChannelInfo, LinkIo, SecureError, Securing};
 use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
 use crate::metrics::LinkTraffic;
-use crate::room::{CloseReason, Kick};
+use crate::room::CloseReason;
+use crate::room::Kick;
 
 /// Tombstones per [`Control::Tombstones`] message at link-up.
 const TOMBSTONES_PER_MESSAGE: usize = 500;
@@ -77,14 +83,13 @@ impl Link<'_> {
 }
 
 /// Runs link `id` of peer row `peer` from handshake to close. An inbound link holds its
-/// place in the pre-authentication budget (`ticket`) until the handshake ends.
+/// place in the pre-authentication budget (`ticket`) until the peer is authenticated.
 pub(crate) async fn run(
     mesh: Arc<Mesh>,
     mut io: LinkIo,
     peer: PeerKey,
     id: LinkId,
-    expect: Option<String>,
-    ticket: Option<PreAuthTicket>,
+    mut ticket: Option<PreAuthTicket>,
 ) {
     let counters = mesh.traffic_for(peer);
     let mut link = Link {
@@ -93,7 +98,9 @@ pub(crate) async fn run(
         id,
         counters,
     };
-    let handshake = handshake_phase(&mut link, expect, ticket.as_ref()).await;
+    let verdicts = mesh.wait_verdicts(id);
+    let handshake = handshake_phase(&mut link, peer, &mut ticket, verdicts).await;
+    mesh.forget_verdicts(id);
     // Authenticated or not, the socket is out of its handshake: it leaves the budget.
     drop(ticket);
     let end = match handshake {
@@ -113,27 +120,34 @@ pub(crate) async fn run(
     io.close.cancel();
 }
 
-/// The handshake: the peer's node id and the link tag, or how it ended. Past the deadline,
-/// or when an inbound socket gives way to a newer one (`ticket`), it closes the socket with
-/// 4408 and a reason.
-async fn handshake_phase(
-    link: &mut Link<'_>,
-    expect: Option<String>,
-    ticket: Option<&PreAuthTicket>,
-) -> Result<(String, Vec<u8>), HandshakeEnd> {
-    let mesh = link.mesh;
-    let mut hs = Handshake::new(
-        mesh.identity().clone(),
-        mesh.settings().admission.clone(),
-        mesh.boot_id().to_string(),
-        mesh.settings().listen.clone(),
-    );
-    if let Some(id) = expect {
-        hs = hs.expect_peer(id);
+/// How a failed secure channel ends the handshake.
+fn secure_end(e: SecureError) -> HandshakeEnd {
+    match e {
+        SecureError::Channel(ChannelError::SelfConnection { .. }) => HandshakeEnd::IsSelf,
+        SecureError::Channel(
+            e @ (ChannelError::UnexpectedPeer { .. } | ChannelError::Version { .. }),
+        ) => HandshakeEnd::Refused(e.to_string()),
+        SecureError::ClosedByPeer { code, reason } if code == 4400 || code == 4403 => {
+            HandshakeEnd::Refused(format!("refused by the peer: {reason}"))
+        }
+        other => HandshakeEnd::Closed(other.to_string()),
     }
-    let mut actions = hs.start();
-    let timeout = mesh.settings().handshake_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+}
+
+/// Waits for the secure channel under the link. Past the deadline, or when an inbound
+/// socket gives way to a newer one (`ticket`), it closes the socket with 4408 and a reason.
+async fn channel_phase(
+    link: &mut Link<'_>,
+    ticket: Option<&PreAuthTicket>,
+    deadline: tokio::time::Instant,
+) -> Result<ChannelInfo, HandshakeEnd> {
+    let mesh = link.mesh;
+    let Some(Securing { heard, mut done }) = link.io.securing.take() else {
+        return Err(HandshakeEnd::Closed(
+            "the connection has no secure channel".into(),
+        ));
+    };
+    let mut heard = Some(heard);
     let gave_way = async {
         match ticket {
             Some(t) => t.kick.kicked().await,
@@ -141,7 +155,84 @@ async fn handshake_phase(
         }
     };
     tokio::pin!(gave_way);
-    let mut heard = false;
+    loop {
+        let first = async {
+            match heard.as_mut() {
+                Some(h) => {
+                    let _ = h.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = mesh.shutdown_token().cancelled() => {
+                return Err(HandshakeEnd::Closed("node shutting down".into()))
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(close_in_handshake(link.io, timed_out(mesh)));
+            }
+            _ = &mut gave_way => return Err(close_in_handshake(link.io, gave_way_reason(ticket))),
+            _ = first => {
+                heard = None;
+                if let Some(t) = ticket {
+                    t.heard();
+                }
+            }
+            r = &mut done => return match r {
+                Ok(Ok(info)) => Ok(info),
+                Ok(Err(e)) => Err(secure_end(e)),
+                Err(_) => Err(HandshakeEnd::Closed(
+                    "connection closed during the handshake".into(),
+                )),
+            },
+        }
+    }
+}
+
+fn timed_out(mesh: &Mesh) -> CloseReason {
+    CloseReason::TimedOut(format!(
+        "mesh handshake not finished within {} s",
+        mesh.settings().handshake_timeout.as_secs_f64()
+    ))
+}
+
+fn gave_way_reason(ticket: Option<&PreAuthTicket>) -> CloseReason {
+    ticket
+        .and_then(|t| t.kick.reason())
+        .map_or(CloseReason::TimedOut(super::GAVE_WAY.into()), |c| {
+            c.cause.clone()
+        })
+}
+
+/// The handshake: the secure channel, then hello, the secret, and both verdicts. Returns
+/// the peer's node id and the link tag, or how it ended. Until the peer is authenticated an
+/// inbound socket holds `ticket` (its place in the pre-authentication budget); the deadline
+/// runs until the link is established or a side holds it as pending, and a pending link is
+/// kept alive with pings meanwhile.
+async fn handshake_phase(
+    link: &mut Link<'_>,
+    peer: PeerKey,
+    ticket: &mut Option<PreAuthTicket>,
+    mut verdicts: mpsc::Receiver<Verdict>,
+) -> Result<(String, Vec<u8>), HandshakeEnd> {
+    let mesh = link.mesh;
+    let deadline = tokio::time::Instant::now() + mesh.settings().handshake_timeout;
+    let channel = channel_phase(link, ticket.as_ref(), deadline).await?;
+    let binding = Binding {
+        remote: channel.remote,
+        hash: channel.hash,
+        role: channel.role,
+    };
+    let mut hs = Handshake::new(
+        mesh.node_id(),
+        mesh.boot_id(),
+        mesh.settings().listen.clone(),
+        binding,
+        mesh.settings().admission.secret.as_deref(),
+    );
+    let mut actions = hs.start();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut last_seen = Instant::now();
     loop {
         let mut finished = None;
         let mut send_failed = false;
@@ -152,6 +243,21 @@ async fn handshake_phase(
                         send_failed = true;
                     }
                 }
+                handshake::Action::Authenticated(auth) => {
+                    // The peer proved who it is: it leaves the budget of strangers.
+                    *ticket = None;
+                    mesh.run(Event::Authenticated {
+                        link: link.id,
+                        peer,
+                        node_id: auth.node_id,
+                        secret: auth.secret,
+                    });
+                }
+                handshake::Action::PeerPending(reason) => mesh.run(Event::PeerPending {
+                    link: link.id,
+                    peer,
+                    reason,
+                }),
                 handshake::Action::Finish(outcome) => finished = Some(outcome),
             }
         }
@@ -167,7 +273,6 @@ async fn handshake_phase(
                 tracing::debug!(peer = info.node_id, boot = info.boot_id, "handshake done");
                 return Ok((info.node_id, info.link_tag));
             }
-            Some(Outcome::SelfConnection) => return Err(HandshakeEnd::IsSelf),
             Some(Outcome::Refused(e)) => return Err(HandshakeEnd::Refused(e.to_string())),
             Some(Outcome::RefusedByPeer(reason)) => {
                 return Err(HandshakeEnd::Refused(format!(
@@ -176,39 +281,58 @@ async fn handshake_phase(
             }
             None => {}
         }
+        let waiting = hs.is_waiting_for_approval();
         let frame = tokio::select! {
             _ = mesh.shutdown_token().cancelled() => {
                 return Err(HandshakeEnd::Closed("node shutting down".into()))
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                let reason = CloseReason::TimedOut(format!(
-                    "mesh handshake not finished within {} s",
-                    timeout.as_secs_f64()
-                ));
-                return Err(close_in_handshake(link.io, reason));
+            _ = tokio::time::sleep_until(deadline), if !waiting => {
+                return Err(close_in_handshake(link.io, timed_out(mesh)));
             }
-            _ = &mut gave_way => {
-                let reason = ticket
-                    .and_then(|t| t.kick.reason())
-                    .map_or(CloseReason::TimedOut(super::GAVE_WAY.into()), |c| c.cause.clone());
-                return Err(close_in_handshake(link.io, reason));
+            _ = async {
+                match ticket.as_ref() {
+                    Some(t) => t.kick.kicked().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                return Err(close_in_handshake(link.io, gave_way_reason(ticket.as_ref())));
+            }
+            v = verdicts.recv() => {
+                if let Some(v) = v {
+                    actions = hs.verdict(v);
+                }
+                continue;
+            }
+            _ = ping.tick(), if waiting => {
+                if last_seen.elapsed() > LINK_TIMEOUT {
+                    return Err(HandshakeEnd::Closed(format!(
+                        "nothing received for {} s while waiting for approval",
+                        LINK_TIMEOUT.as_secs()
+                    )));
+                }
+                if !link.send(wire::encode_control(&Control::Ping { t: now_ms() })).await {
+                    return Err(HandshakeEnd::Closed("connection closed".into()));
+                }
+                continue;
             }
             f = link.io.rx.recv() => f,
         };
         let Some(frame) = frame else {
-            return Err(HandshakeEnd::Closed(
-                "connection closed during the handshake".into(),
-            ));
+            let why = link
+                .io
+                .end_reason()
+                .unwrap_or_else(|| "connection closed during the handshake".into());
+            return Err(HandshakeEnd::Closed(why));
         };
+        last_seen = Instant::now();
         link.counters.received().add(kind_of(&frame), frame.len());
         match wire::decode_frame(frame, MAX_FRAME_LEN) {
-            Ok(Frame::Control(c)) => {
-                if let (false, Some(t)) = (heard, ticket) {
-                    heard = true;
-                    t.heard();
+            Ok(Frame::Control(Control::Ping { t })) => {
+                if !link.send(wire::encode_control(&Control::Pong { t })).await {
+                    return Err(HandshakeEnd::Closed("connection closed".into()));
                 }
-                actions = hs.on_message(c)
             }
+            Ok(Frame::Control(c)) => actions = hs.on_message(c),
             Ok(_) => {
                 return Err(HandshakeEnd::Closed(
                     "room data before the handshake finished".into(),

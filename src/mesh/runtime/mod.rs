@@ -28,6 +28,7 @@
 //! is kicked (4408) and its link task closes it. Every handshake, inbound or dialed, has
 //! [`MeshSettings::handshake_timeout`] to finish (4408 after).
 
+pub mod approvals;
 mod bridge;
 mod link;
 mod room_port;
@@ -47,7 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use super::discovery::DiscoveryEvent;
 use super::identity::{new_boot_id, NodeIdentity};
-use super::proto::handshake::Admission;
+use super::proto::approval::{Admission, Approvals};
 use super::proto::manifest::SharePolicy;
 use super::proto::preauth::{address_key, PreAuthBudget, PreAuthLimits};
 use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey};
@@ -80,6 +81,11 @@ pub struct MeshSettings {
     /// The budget of inbound sockets in their handshake (`limits.mesh_preauth_total`,
     /// `limits.mesh_preauth_per_address`).
     pub preauth: PreAuthLimits,
+    /// Approvals and denials as loaded at start.
+    pub approvals: Approvals,
+    /// Where approvals persist (`DATA_DIR/approvals.json`); `None` keeps them in memory
+    /// (`--memory`).
+    pub approvals_path: Option<std::path::PathBuf>,
 }
 
 /// Why a socket in its handshake was closed to make room for a newer one.
@@ -163,6 +169,10 @@ pub struct Mesh {
     traffic: Mutex<HashMap<PeerKey, Arc<LinkTraffic>>>,
     /// Where commands and results that arrive over links go (the command center).
     inbox: command::Inbox,
+    /// Link tasks waiting for the core's verdict on their peer.
+    verdicts: Mutex<HashMap<LinkId, mpsc::Sender<super::proto::approval::Verdict>>>,
+    /// Held while an approval is written and applied.
+    approvals_file: Mutex<()>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -203,11 +213,13 @@ impl Mesh {
         inbox: command::Inbox,
         shutdown: CancellationToken,
     ) -> Arc<Mesh> {
-        let cfg = CoreConfig::new(
+        let mut cfg = CoreConfig::new(
             identity.node_id(),
             settings.peers.clone(),
             rand::random::<u64>(),
         );
+        cfg.admission = settings.admission.policy();
+        cfg.approvals = settings.approvals.clone();
         let preauth = PreAuth {
             budget: PreAuthBudget::new(settings.preauth),
             kicks: HashMap::new(),
@@ -224,6 +236,8 @@ impl Mesh {
             session_ids,
             traffic: Mutex::new(HashMap::new()),
             inbox,
+            verdicts: Mutex::new(HashMap::new()),
+            approvals_file: Mutex::new(()),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -318,6 +332,7 @@ impl Mesh {
                     self.spawn(bridge::run_plain(self.clone(), peer, attempt, config))
                 }
                 Action::Close { handle, reason } => handle.kick.kick(1000, &reason),
+                Action::Verdict { link, verdict } => self.deliver_verdict(link, verdict),
                 Action::Send { link, control } => {
                     if let Some(h) = self.handle_of(link) {
                         h.offer(wire::encode_control(&control), TrafficKind::Control);
@@ -481,7 +496,6 @@ impl Mesh {
             io,
             PeerKey::Inbound(link),
             link,
-            None,
             Some(ticket),
         ));
     }

@@ -31,10 +31,14 @@ pub(crate) async fn dial(
     url: String,
     expect: Option<String>,
 ) {
-    match transport::ws::dial(&url, mesh.token_for(peer).as_deref()).await {
+    let security = transport::ws::Security::Dial {
+        identity: mesh.identity().clone(),
+        expect,
+    };
+    match transport::ws::dial(&url, mesh.token_for(peer).as_deref(), security).await {
         Ok(io) => {
             let link = mesh.next_id();
-            super::link::run(mesh, io, peer, link, expect, None).await;
+            super::link::run(mesh, io, peer, link, None).await;
         }
         Err(error) => mesh.run(Event::DialFailed {
             peer,

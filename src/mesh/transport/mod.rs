@@ -1,15 +1,60 @@
 //! How link frames travel: a transport turns a connection into [`LinkIo`], whole frames in
 //! and out over bounded channels, so a link's logic is the same whatever carries the frames.
 //! Today the one transport is a WebSocket ([`ws`]: dialing a peer's `/_mesh`, or an inbound
-//! upgrade); a libp2p stream plugs in beside it and hands the mesh the same [`LinkIo`].
+//! upgrade), secured by the mesh's own Noise channel ([`crate::mesh::proto::channel`]); a
+//! libp2p stream, secured by libp2p's Noise upgrade, plugs in beside it and hands the mesh
+//! the same [`LinkIo`] with the same [`ChannelInfo`].
 
 pub mod ws;
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use crate::mesh::proto::channel::{ChannelError, Role, RECORD_PLAINTEXT};
+use crate::mesh::wire::MAX_FRAME_LEN;
+
+/// What the secure channel under a link proved: who is at the other end, and the value
+/// both ends share for this connection only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The peer's node id, proven by its node key.
+    pub remote: String,
+    /// The channel's handshake hash (a channel binding).
+    pub hash: [u8; 32],
+    /// This side's role (the dialer is the initiator).
+    pub role: Role,
+}
+
+/// Why a link's secure channel did not come up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecureError {
+    /// The channel handshake failed (identity, crypto, version, itself, unexpected node).
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The peer closed the connection, with this code and reason.
+    #[error("closed by the peer ({code}): {reason}")]
+    ClosedByPeer {
+        /// The WebSocket close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// The connection ended without a word.
+    #[error("connection closed during the secure channel handshake")]
+    Closed,
+}
+
+/// The secure channel of a connection, while it is being set up.
+pub struct Securing {
+    /// Fires when the peer's first handshake message arrived (a socket that sent
+    /// something is not an idle one).
+    pub heard: oneshot::Receiver<()>,
+    /// The channel, once both identities are proven; frames flow after this.
+    pub done: oneshot::Receiver<Result<ChannelInfo, SecureError>>,
+}
 
 /// A connection turned into frame channels by its transport's reader and writer tasks.
 pub struct LinkIo {
@@ -22,6 +67,11 @@ pub struct LinkIo {
     /// The close code and reason the transport sends when `close` is cancelled, if one was
     /// set ([`LinkIo::close_with`]); without one it closes plainly.
     pub close_frame: Arc<OnceLock<(u16, String)>>,
+    /// The close code and reason the peer sent, if it closed with one.
+    pub peer_close: Arc<OnceLock<(u16, String)>>,
+    /// The secure channel being set up, for a mesh link; `None` on a plain connection (a
+    /// room on a plain y-websocket server).
+    pub securing: Option<Securing>,
 }
 
 impl LinkIo {
@@ -29,15 +79,35 @@ impl LinkIo {
     /// is cut to the 123 bytes a close frame holds). Frames already queued go out first; the
     /// first code set wins.
     pub fn close_with(&self, code: u16, reason: &str) {
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let _ = self.close_frame.set((code, reason[..end].to_string()));
+        let _ = self.close_frame.set((code, cut_reason(reason)));
         self.close.cancel();
     }
+
+    /// Why the connection ended, as far as the transport knows: the peer's close reason, or
+    /// the reason this side closed with (a record that failed to open, say).
+    pub fn end_reason(&self) -> Option<String> {
+        if let Some((code, reason)) = self.peer_close.get() {
+            return Some(format!("closed by the peer ({code}): {reason}"));
+        }
+        self.close_frame
+            .get()
+            .map(|(code, reason)| format!("closed ({code}): {reason}"))
+    }
+}
+
+/// `reason` cut to the 123 bytes a close frame holds, on a character boundary.
+pub fn cut_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
 }
 
 /// Frames queued towards one link before it counts as too slow and is closed (it resyncs
 /// through the manifest when it comes back).
 pub const LINK_QUEUE: usize = 4096;
+
+/// Largest sealed message: a frame of [`MAX_FRAME_LEN`] plus each record's length and tag.
+pub const MAX_SEALED_LEN: usize =
+    MAX_FRAME_LEN as usize + (MAX_FRAME_LEN as usize).div_ceil(RECORD_PLAINTEXT) * 18;

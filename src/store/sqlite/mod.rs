@@ -92,6 +92,43 @@ struct Queue {
     next_ticket: u64,
 }
 
+/// Creates `dir` if needed; a path that is a file, or that cannot be created, is a
+/// [`StoreError::DataDir`] with a sentence saying what is wrong.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(StoreError::DataDir {
+            dir: dir.to_path_buf(),
+            problem: "it is a file, not a directory; give --data-dir (or data_dir in \
+                      mesh.toml) a directory, or move the file away"
+                .into(),
+        }),
+        Err(_) => std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, &e)),
+    }
+}
+
+/// An I/O error on the data directory as a sentence.
+fn data_dir_error(dir: &Path, e: &std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let problem = match e.kind() {
+        ErrorKind::PermissionDenied => "this user may not create or write files there; choose \
+             another --data-dir, or give this user write access to it"
+            .to_string(),
+        ErrorKind::ReadOnlyFilesystem => "it is on a read-only file system; choose another \
+             --data-dir"
+            .to_string(),
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory => "a part of its path is a file, \
+             not a directory; choose another --data-dir"
+            .to_string(),
+        ErrorKind::StorageFull => "the disk is full".to_string(),
+        _ => format!("cannot be created or used: {e}"),
+    };
+    StoreError::DataDir {
+        dir: dir.to_path_buf(),
+        problem,
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`: takes the directory lock, checks or
     /// creates the database, and starts the writer thread.
@@ -106,11 +143,11 @@ impl SqliteStore {
         opts.max_batch_bytes = opts.max_batch_bytes.max(1);
         opts.compact_log_count = opts.compact_log_count.max(1);
 
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
+        prepare_data_dir(dir)?;
+        let lock = DirLock::acquire(dir, LOCK_FILE_NAME).map_err(|e| match e {
+            StoreError::Io { source, .. } => data_dir_error(dir, &source),
+            other => other,
         })?;
-        let lock = DirLock::acquire(dir, LOCK_FILE_NAME)?;
         let db_path = dir.join(DB_FILE_NAME);
         let (conn, created) = schema::open_writer(&db_path, &opts)?;
         if created {

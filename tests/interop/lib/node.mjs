@@ -87,6 +87,9 @@ const MAX_LOG_LINES = 20000
  * @param {{args?: string[], env?: Record<string,string>, readyTimeoutMs?: number, bin?: string,
  *   port?: number, dataDir?: string}} [opts]
  */
+/** The mesh secret every test node gets unless a test passes its own. */
+export const TEST_MESH_SECRET = 'interop-test-mesh-secret'
+
 export async function startNode ({
   args = [], env = {}, readyTimeoutMs = 20000, bin = ymeshBin, port: wantPort = 0, dataDir: givenDir = null
 } = {}) {
@@ -98,7 +101,17 @@ export async function startNode ({
   const fullArgs = ['serve', '--host', '127.0.0.1', '--port', String(wantPort), ...args]
   const proc = spawn(bin, fullArgs, {
     cwd: dataDir,
-    env: { ...process.env, RUST_LOG: 'info', YMESH_DATA_DIR: dataDir, NO_COLOR: '1', ...env },
+    // Every test node shares one mesh secret (the documented set-up for a person's devices),
+    // so nodes that dial each other link; a test that is about admission passes its own
+    // --mesh-secret, which wins over the environment.
+    env: {
+      ...process.env,
+      RUST_LOG: 'info',
+      YMESH_DATA_DIR: dataDir,
+      NO_COLOR: '1',
+      YMESH_MESH_SECRET: TEST_MESH_SECRET,
+      ...env
+    },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   liveProcs.add(proc)

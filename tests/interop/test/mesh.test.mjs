@@ -340,7 +340,7 @@ test('a room made while the peer is down reaches it when it restarts, without a 
   assert.equal(await B2.stop(), 0, 'B exits 0 on SIGTERM')
 }))
 
-test('a peer with the wrong mesh secret is refused and gets no data', { timeout: 90000 }, scenario(async (ctx) => {
+test('a peer with the wrong mesh secret waits as pending and gets no data', { timeout: 90000 }, scenario(async (ctx) => {
   const B = ctx.node(await startNode({ args: ['--mesh-secret', 'right'] }), 'B')
   const idB = await nodeId(B)
   const A = ctx.node(await startNode({ args: ['--peer', peerUrl(B), '--mesh-secret', 'wrong'] }), 'A')
@@ -354,11 +354,14 @@ test('a peer with the wrong mesh secret is refused and gets no data', { timeout:
     last = await configuredPeer(A)
     const s = `${last.state}: ${last.last_error}`
     if (seen[seen.length - 1] !== s) seen.push(s)
-    return last.state === 'refused' ? last : null
-  }, 45000, () => `A's peer to be refused (states seen: ${JSON.stringify(seen)}; last row: ${JSON.stringify(last)})`, 50)
+    return last.state === 'pending' ? last : null
+  }, 45000, () => `A's peer to hold A as pending (states seen: ${JSON.stringify(seen)}; last row: ${JSON.stringify(last)})`, 50)
+  // A dialed B, so it admits B; B holds A until a person approves it there.
+  assert.equal(row.waiting_for, 'peer', `A waits for B's approval: ${JSON.stringify(row)}`)
   const reason = row.reason ?? row.last_error
-  assert.equal(typeof reason, 'string', `the refused row carries a reason: ${JSON.stringify(row)}`)
+  assert.equal(typeof reason, 'string', `the pending row carries a reason: ${JSON.stringify(row)}`)
   assert.match(reason, /secret/i, `the reason mentions the mesh secret: ${JSON.stringify(row)}`)
+  assert.match(reason, /ymesh peer approve/, `the reason says how to approve: ${JSON.stringify(row)}`)
 
   // A room edited on A.
   const room = 'mesh-secret-private'
@@ -383,7 +386,7 @@ test('a peer with the wrong mesh secret is refused and gets no data', { timeout:
     const pa = await configuredPeer(A)
     if (pa.state === 'connected') return `A shows its peer connected: ${JSON.stringify(pa)}`
     return null
-  }, 2500, 'no data crosses a refused link')
+  }, 2500, 'no data crosses a pending link')
   const bRooms = await B.getJson('/rooms?all=true')
   assert.deepEqual(bRooms.body.data, [], `B has no rooms at all: ${JSON.stringify(bRooms.body)}`)
   const pb = await peers(B)
@@ -395,10 +398,10 @@ test('a peer with the wrong mesh secret is refused and gets no data', { timeout:
   assert.equal(await B.stop(), 0)
 }))
 
-// Regression test for a handshake race: when both sides refuse each other, the dialer may see
-// the connection close while sending its own `refused`; it must still report `refused` with
-// the reason (docs/mesh-protocol.md §5.3), not "connection closed during the handshake".
-test('the first refused handshake is shown as refused, with its reason', {
+// Regression test for a handshake race: the dialer's first attempt must be reported with the
+// peer's answer (here: held as pending because the secrets differ), not as "connection closed
+// during the handshake" (docs/mesh-protocol.md, "Admission").
+test('the first attempt is shown with the peer\'s answer and its reason', {
   timeout: 60000
 }, scenario(async (ctx) => {
   const outcomes = []
@@ -408,12 +411,12 @@ test('the first refused handshake is shown as refused, with its reason', {
     // The first outcome of the first dial (the next dial is at least 1 s later).
     const row = await waitFor(async () => {
       const r = await configuredPeer(A)
-      return r.state === 'refused' || r.state === 'backing_off' ? r : null
-    }, 15000, 'the first dial to end', 10)
+      return r.state === 'pending' || r.state === 'refused' || r.state === 'backing_off' ? r : null
+    }, 15000, 'the first dial to be answered', 10)
     outcomes.push(`${row.state}: ${row.reason ?? row.last_error}`)
     await A.stop()
     await B.stop()
   }
-  assert.ok(outcomes.every((o) => o.startsWith('refused:') && /secret/i.test(o)),
-    `every first attempt is shown as refused with the reason: ${JSON.stringify(outcomes, null, 1)}`)
+  assert.ok(outcomes.every((o) => o.startsWith('pending:') && /secret/i.test(o)),
+    `every first attempt is shown as pending with the reason: ${JSON.stringify(outcomes, null, 1)}`)
 }))

@@ -38,13 +38,22 @@ pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
     std::fs::canonicalize(&dir).unwrap()
 }
 
-/// A config for tests: any free port on loopback, a store in a fresh directory.
+/// A config for tests: any free port on loopback, a store in a fresh directory, and an
+/// open mesh (`mesh_open`), so tests about replication link without approvals. Tests about
+/// admission turn it off ([`closed_mesh`]).
 pub fn test_config() -> Config {
     Config {
         port: 0,
         data_dir: fresh_dir("node"),
+        mesh_open: true,
         ..Config::default()
     }
+}
+
+/// `cfg` with the production default: peers admitted only by secret, allow list or approval.
+pub fn closed_mesh(mut cfg: Config) -> Config {
+    cfg.mesh_open = false;
+    cfg
 }
 
 /// Polls `GET path` every 50 ms until `ok(status, json)` holds (or `WAIT` passes); returns
