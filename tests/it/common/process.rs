@@ -82,6 +82,7 @@ pub fn assert_peak_within(node: &ProcessNode, baseline_mib: u64, budget_mib: u64
 /// is bounded by `WAIT`; [`Liveness::stop`] reports the rounds done and the slowest one.
 pub struct Liveness {
     stop: Arc<AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<(usize, Duration)>,
 }
 
@@ -91,6 +92,8 @@ impl Liveness {
         let mut client = SyncClient::connect(addr, "liveness-watch").await;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = done.clone();
         let task = tokio::spawn(async move {
             let mut rounds = 0usize;
             let mut slowest = Duration::ZERO;
@@ -113,16 +116,22 @@ impl Liveness {
                 assert_eq!(status, 200);
                 slowest = slowest.max(t0.elapsed());
                 rounds += 1;
+                counter.store(rounds, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (rounds, slowest)
         });
-        Liveness { stop, task }
+        Liveness { stop, done, task }
     }
 
-    /// Stops the loop; asserts it completed at least one round and none took longer than
-    /// `max`.
+    /// Lets the loop finish at least one round after the attack (a quick attack may end
+    /// before the first), then stops it; asserts no round took longer than `max`.
     pub async fn stop(self, max: Duration) {
+        let after = self.done.load(Ordering::Relaxed);
+        let deadline = Instant::now() + WAIT;
+        while self.done.load(Ordering::Relaxed) <= after && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
         let (rounds, slowest) = self.task.await.expect("liveness loop did not panic");
         eprintln!("liveness: {rounds} rounds, slowest {slowest:?}");
