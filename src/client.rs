@@ -61,15 +61,14 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, Origin, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, Origin, ReadTxn, Transact};
 
 use crate::command::{
     self, encode_result, Command, CommandKind, CommandMessage, CommandResult, ResponderKind,
     ResultStatus, SeenSet, DEFAULT_SEEN_CAPACITY,
 };
-use crate::protocol::{self, Message, SyncMessage, COMMAND_SUBTYPE_COMMAND};
+use crate::protocol::{self, scan, Message, SyncMessage, COMMAND_SUBTYPE_COMMAND};
 
 /// A client remembers a command id at least this long (10 minutes), even when the command's
 /// deadline is sooner: the deadline is on the node's clock, which may differ from the client's.
@@ -567,12 +566,13 @@ impl Connection {
     }
 
     async fn handle_frame(&self, ws: &mut Socket, frame: Bytes) -> Result<(), ClientError> {
-        let messages =
-            protocol::decode_frame(frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        for message in messages {
-            match message {
+        // One message at a time, payloads scanned before yrs decodes them: what a node sends
+        // is bounded like what a client sends to a node.
+        protocol::check_frame(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        for message in protocol::messages(frame) {
+            match message.map_err(|e| ClientError::Protocol(e.to_string()))? {
                 Message::Sync(SyncMessage::Step1(sv)) => {
-                    let sv = StateVector::decode_v1(&sv).map_err(|e| {
+                    let sv = scan::decode_state_vector(&sv).map_err(|e| {
                         ClientError::Protocol(format!("bad state vector in SyncStep1: {e}"))
                     })?;
                     let update = self.doc.transact().encode_state_as_update_v1(&sv);
@@ -605,7 +605,7 @@ impl Connection {
     }
 
     fn apply(&self, update: &[u8], what: &str) -> Result<(), ClientError> {
-        let update = Update::decode_v1(update)
+        let update = scan::decode_update(update)
             .map_err(|e| ClientError::Protocol(format!("bad update in {what}: {e}")))?;
         self.doc
             .transact_mut_with(self.origin.clone())

@@ -8,7 +8,8 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::WebSocketStream;
-use yrs::{GetString, Map, Text};
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, Map, StateVector, Text, Update};
 
 use super::*;
 

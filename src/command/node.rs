@@ -646,7 +646,6 @@ async fn reindex(
     room: Option<&str>,
     scope: &Scope,
 ) -> (ResultStatus, Value) {
-    use yrs::updates::decoder::Decode;
     use yrs::{ReadTxn, Transact};
     let rooms = match stored_rooms(store, room, scope).await {
         Ok(r) => r,
@@ -667,7 +666,7 @@ async fn reindex(
         {
             let mut txn = doc.transact_mut();
             for blob in loaded.snapshot.iter().chain(loaded.updates.iter()) {
-                match yrs::Update::decode_v1(blob) {
+                match crate::protocol::scan::decode_update(blob) {
                     Ok(u) => {
                         if let Err(e) = txn.apply_update(u) {
                             failed = Some(e.to_string());

@@ -346,7 +346,8 @@ pub fn decode_payload(payload: Bytes) -> Result<Frame, WireError> {
 /// returns `Ok(None)`.
 ///
 /// A declared length above the limit is rejected as soon as the length prefix is complete,
-/// before any of the payload is buffered. Framing errors (an oversize or malformed length)
+/// before any of the payload is buffered; a declared length within it reserves nothing (the
+/// buffer holds what arrived, so memory follows the bytes received, not the claim). Framing errors (an oversize or malformed length)
 /// leave the stream without frame boundaries, so the decoder keeps returning the error and
 /// the link must be closed. An error inside one frame's payload (bad JSON, say) consumes
 /// that frame only.
@@ -413,10 +414,11 @@ impl FrameDecoder {
                 return Err(self.failure_error(failure));
             }
         };
-        // `declared <= max_len`, which fits in usize on every supported platform.
+        // `declared <= max_len`, which fits in usize on every supported platform. Nothing is
+        // reserved for the declared length: the buffer grows with the bytes that arrive, not
+        // with what a length prefix claims.
         let total = prefix + declared as usize;
         if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(prefix);
@@ -586,6 +588,8 @@ pub(crate) mod tests {
             d.next_frame().unwrap().is_none(),
             "the limit itself is fine"
         );
+        // ... and reserves nothing for the 64 MiB it claims.
+        assert!(d.buf.capacity() < 64 * 1024, "{}", d.buf.capacity());
 
         // A huge length is rejected from its first bytes, without waiting for the rest.
         let mut d = FrameDecoder::new(100);

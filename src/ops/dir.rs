@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, Transact, Update};
+use yrs::{Doc, Transact};
 
 use super::{io_err, OpsError};
 use crate::store::{LoadedRoom, SqliteStore, Store, StoreError, StoreOptions, DB_FILE_NAME};
@@ -73,7 +72,8 @@ pub(crate) fn doc_from(room: &str, loaded: &LoadedRoom) -> Result<Doc, OpsError>
                 room: room.to_owned(),
                 detail,
             };
-            let update = Update::decode_v1(blob).map_err(|e| corrupt(e.to_string()))?;
+            let update =
+                crate::protocol::scan::decode_update(blob).map_err(|e| corrupt(e.to_string()))?;
             txn.apply_update(update)
                 .map_err(|e| corrupt(e.to_string()))?;
         }

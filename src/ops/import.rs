@@ -10,9 +10,8 @@
 
 use std::path::Path;
 
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, Transact, Update};
+use yrs::{Doc, ReadTxn, Transact};
 
 use super::dir::{doc_from, with_store};
 use super::{check_room_name, validate_update, NodeClient, OpsError};
@@ -92,7 +91,7 @@ pub async fn import_dir(
                 marked.as_slice()
             }
             Some(t) => {
-                let decoded = Update::decode_v1(update)
+                let decoded = crate::protocol::scan::decode_update(update)
                     .map_err(|e| OpsError::Refused(format!("not a valid Yjs v1 update: {e}")))?;
                 if crate::room::update_covered(&t.state_vector, &decoded) {
                     return Err(deleted_room(room, t.deleted_ms, &t.origin));
@@ -107,7 +106,7 @@ pub async fn import_dir(
         };
         let (diff, waiting) = {
             let mut txn = doc.transact_mut();
-            let decoded = Update::decode_v1(update)
+            let decoded = crate::protocol::scan::decode_update(update)
                 .map_err(|e| OpsError::Refused(format!("not a valid Yjs v1 update: {e}")))?;
             txn.apply_update(decoded)
                 .map_err(|e| OpsError::Refused(format!("the update does not apply: {e}")))?;

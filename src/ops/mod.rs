@@ -116,6 +116,10 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpsError + '
 
 /// Checks that `update` is a Yjs v1 update, before anything is written anywhere.
 pub fn validate_update(update: &[u8]) -> Result<(), OpsError> {
+    // Scanned first, like every update the node takes in: no count in a file reserves more
+    // than the file holds.
+    crate::protocol::scan::update_v1(update)
+        .map_err(|e| OpsError::Refused(format!("not a valid Yjs v1 update: {e}")))?;
     let decoded = std::panic::catch_unwind(|| Update::decode_v1(update).map(|_| ()));
     match decoded {
         Ok(Ok(())) => Ok(()),

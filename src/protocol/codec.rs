@@ -84,6 +84,25 @@ impl Reader {
 
     /// Reads a lib0 `varUint8Array` as a zero-copy slice of the frame.
     pub fn read_var_bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let range = self.var_bytes_range()?;
+        Ok(self.buf.slice(range))
+    }
+
+    /// Skips a lib0 `varUint8Array`, checking its length; returns its bytes.
+    pub fn skip_var_bytes(&mut self) -> Result<&[u8], DecodeError> {
+        let range = self.var_bytes_range()?;
+        Ok(&self.buf[range])
+    }
+
+    /// Skips a lib0 `varString`, checking its length and that it is UTF-8.
+    pub fn skip_var_string(&mut self) -> Result<(), DecodeError> {
+        let offset = self.pos;
+        std::str::from_utf8(self.skip_var_bytes()?)
+            .map(|_| ())
+            .map_err(|_| DecodeError::InvalidUtf8 { offset })
+    }
+
+    fn var_bytes_range(&mut self) -> Result<std::ops::Range<usize>, DecodeError> {
         let offset = self.pos;
         let len = self.read_var_uint()?;
         let remaining = (self.buf.len() - self.pos) as u64;
@@ -94,10 +113,9 @@ impl Reader {
                 remaining,
             });
         }
-        let len = len as usize;
-        let out = self.buf.slice(self.pos..self.pos + len);
-        self.pos += len;
-        Ok(out)
+        let start = self.pos;
+        self.pos += len as usize;
+        Ok(start..self.pos)
     }
 
     /// Reads a lib0 `varString` (a `varUint8Array` holding UTF-8).
@@ -105,6 +123,13 @@ impl Reader {
         let offset = self.pos;
         let bytes = self.read_var_bytes()?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { offset })
+    }
+
+    /// Skips every byte equal to `byte` from here on (a run of one-byte messages).
+    pub fn skip_run(&mut self, byte: u8) {
+        while self.buf.get(self.pos) == Some(&byte) {
+            self.pos += 1;
+        }
     }
 
     /// Skips everything that is left.

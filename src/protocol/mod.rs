@@ -7,8 +7,15 @@
 //! buffer that the room shares between all receivers. docs/protocol.md describes the same
 //! format with examples; the unit tests check it byte for byte against frames produced by the
 //! JavaScript y-protocols library (`tests/fixtures/y-protocols-frames.json`).
+//!
+//! Decoding is bounded by the input: no count or length read from a frame allocates more
+//! than the frame holds. [`messages`] walks a frame one message at a time, so a frame of a
+//! million one-byte messages costs no more memory than one; [`check_frame`] validates a
+//! whole frame's framing without keeping anything. The payloads a frame carries (state
+//! vectors, updates, awareness updates) pass [`scan`] before yrs decodes them.
 
 pub mod codec;
+pub mod scan;
 
 use bytes::{Bytes, BytesMut};
 
@@ -276,20 +283,105 @@ fn skip_rest(reader: &mut Reader) {
     reader.skip_to_end();
 }
 
-/// Decodes every message in one frame.
+/// Decodes every message in one frame into a `Vec`.
 ///
 /// y-websocket v3 clients send one message per frame; newer clients and yrs may concatenate
-/// several, so all are read. The first error aborts the frame.
+/// several, so all are read. The first error aborts the frame. The `Vec` grows with the
+/// messages the frame really holds (at least one byte each), so it is bounded by the frame,
+/// but at some 50 bytes per message: code that handles untrusted frames uses
+/// [`check_frame`] and [`messages`] instead, which keep one message at a time.
 pub fn decode_frame(frame: Bytes) -> Result<Vec<Message>, DecodeError> {
+    messages(frame).collect()
+}
+
+/// The messages of one frame, decoded one at a time as the iterator advances. It yields an
+/// error for an empty frame or a malformed message, and ends after the first error. A run of
+/// consecutive QueryAwareness messages (type 3, no body) yields one: they ask one question.
+pub fn messages(frame: Bytes) -> Messages {
+    Messages {
+        empty: frame.is_empty(),
+        reader: Reader::new(frame),
+        done: false,
+    }
+}
+
+/// Checks the framing of a whole frame (every type, sub-type, length and string) without
+/// building any message; returns the number of messages [`messages`] will yield, or the
+/// error it will end with. O(frame) time, O(1) memory.
+pub fn check_frame(frame: &Bytes) -> Result<usize, DecodeError> {
     if frame.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let mut reader = Reader::new(frame);
-    let mut out = Vec::with_capacity(1);
+    let mut reader = Reader::new(frame.clone());
+    let mut n = 0;
     while reader.has_remaining() {
-        out.push(decode_message(&mut reader)?);
+        check_message(&mut reader)?;
+        n += 1;
     }
-    Ok(out)
+    Ok(n)
+}
+
+/// [`decode_message`] without building the message: the same reads, in the same order.
+fn check_message(reader: &mut Reader) -> Result<(), DecodeError> {
+    match reader.read_var_uint()? {
+        MSG_SYNC => {
+            let sub = reader.read_var_uint()?;
+            reader.skip_var_bytes()?;
+            if !matches!(sub, SYNC_STEP1 | SYNC_STEP2 | SYNC_UPDATE) {
+                return Err(DecodeError::UnknownSyncType(sub));
+            }
+        }
+        MSG_AWARENESS | MSG_SYNC_STATUS => {
+            reader.skip_var_bytes()?;
+        }
+        MSG_AUTH => {
+            if reader.read_var_uint()? == AUTH_PERMISSION_DENIED {
+                reader.skip_var_string()?;
+            } else {
+                skip_rest(reader);
+            }
+        }
+        MSG_QUERY_AWARENESS => reader.skip_run(MSG_QUERY_AWARENESS as u8),
+        MSG_COMMAND => {
+            reader.read_var_uint()?;
+            reader.skip_var_string()?;
+        }
+        _ => skip_rest(reader),
+    }
+    Ok(())
+}
+
+/// Iterator over the messages of one frame; see [`messages`].
+#[derive(Debug, Clone)]
+pub struct Messages {
+    reader: Reader,
+    empty: bool,
+    done: bool,
+}
+
+impl Iterator for Messages {
+    type Item = Result<Message, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.empty {
+            self.done = true;
+            return Some(Err(DecodeError::Empty));
+        }
+        if !self.reader.has_remaining() {
+            self.done = true;
+            return None;
+        }
+        let msg = decode_message(&mut self.reader);
+        if let Ok(Message::QueryAwareness) = msg {
+            // A run of QueryAwareness messages asks one question: it decodes as one message.
+            self.reader.skip_run(MSG_QUERY_AWARENESS as u8);
+        }
+        self.done = msg.is_err();
+        Some(msg)
+    }
 }
 
 #[cfg(test)]

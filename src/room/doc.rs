@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use yrs::sync::awareness::{Awareness, AwarenessUpdate};
-use yrs::updates::decoder::Decode;
+use yrs::sync::awareness::Awareness;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use super::fanout::{broadcast, full_awareness_frame, too_slow, SessionEntry};
 use super::hooks::Outlets;
@@ -23,7 +22,7 @@ use super::{
     doc_to_json, lock, AwarenessChange, ClientId, CloseReason, CommandDelivery, Gate, Grant, Hooks,
     Joined, Kick, Quotas, SessionId, SessionKind, Tombstones,
 };
-use crate::protocol;
+use crate::protocol::{self, scan};
 use crate::store::{CommitTicket, Store};
 
 /// Errors from room operations. None of them affect other sessions or rooms.
@@ -320,12 +319,17 @@ impl Room {
     /// Answers a SyncStep1: the SyncStep2 frame holding what `state_vector` lacks (possibly an
     /// empty update, which the stock client still needs to consider itself synced).
     pub fn sync_step2_for(&self, state_vector: &[u8]) -> Result<Bytes, RoomError> {
-        let sv = StateVector::decode_v1(state_vector)
+        let sv = scan::decode_state_vector(state_vector)
             .map_err(|e| RoomError::InvalidStateVector(e.to_string()))?;
+        Ok(self.sync_step2_for_state_vector(&sv))
+    }
+
+    /// [`Room::sync_step2_for`] with the state vector decoded already.
+    pub fn sync_step2_for_state_vector(&self, sv: &StateVector) -> Bytes {
         let st = lock(&self.state);
-        let update = st.awareness.doc().transact().encode_state_as_update_v1(&sv);
+        let update = st.awareness.doc().transact().encode_state_as_update_v1(sv);
         drop(st);
-        Ok(protocol::encode_sync_step2(&update))
+        protocol::encode_sync_step2(&update)
     }
 
     /// Applies an update from session `from` (or from the node itself when `None`). If it
@@ -338,7 +342,7 @@ impl Room {
         from: Option<SessionId>,
     ) -> Result<Applied, RoomError> {
         let decoded =
-            Update::decode_v1(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
+            scan::decode_update(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
         let st = lock(&self.state);
         if st.closed {
             return Err(RoomError::Closed);
@@ -438,7 +442,9 @@ impl Room {
         frame: &Bytes,
         from: SessionId,
     ) -> Result<AwarenessChange, RoomError> {
-        let update = AwarenessUpdate::decode_v1(payload)
+        // Scanned first: counts bounded by the payload, every state valid JSON (a state that
+        // is not would break every client it reached, so none of the update is applied).
+        let update = scan::decode_awareness(payload)
             .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
         let mut st = lock(&self.state);
         // The session's own client id, from its first awareness message, whether or not
@@ -601,7 +607,7 @@ impl Room {
     /// session's harmless echo of known state from an edit it may not make.
     pub fn covers_update(&self, update: &[u8]) -> Result<bool, RoomError> {
         let decoded =
-            Update::decode_v1(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
+            scan::decode_update(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
         let st = lock(&self.state);
         let txn = st.awareness.doc().transact();
         let sv = txn.state_vector();

@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use super::doc::RoomState;
 use super::{lock, Room, RoomError};
+use crate::protocol::scan;
 use crate::store::{CommitTicket, Store, StoreError};
 
 impl Room {
@@ -40,7 +40,9 @@ impl Room {
                 let doc = st.awareness.doc();
                 let mut txn = doc.transact_mut();
                 for blob in stored.snapshot.iter().chain(stored.updates.iter()) {
-                    let update = Update::decode_v1(blob).map_err(|e| {
+                    // Stored updates may come from elsewhere (an import, another node's S3
+                    // snapshot): scanned like any other input.
+                    let update = scan::decode_update(blob).map_err(|e| {
                         RoomError::Load(format!("stored update does not decode: {e}"))
                     })?;
                     txn.apply_update(update)

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use yrs::StateVector;
 
 use super::fanout::too_slow;
 use super::{
     Applied, ClientId, CloseReason, Grant, Kick, OpenError, Room, RoomError, RoomRegistry,
     SessionId, SessionKind,
 };
-use crate::protocol::{self, Message, SyncMessage};
+use crate::protocol::{self, scan, Message, SyncMessage};
 use crate::queue::{self, TrySendError};
 use crate::store::{CommitTicket, Store};
 
@@ -198,16 +199,21 @@ impl Session {
         mut command_result: impl FnMut(&str),
     ) -> Result<(), CloseReason> {
         let id = self.id;
-        let msgs = protocol::decode_frame(frame.clone()).map_err(CloseReason::malformed)?;
-        let single = msgs.len() == 1;
-        for msg in msgs {
-            match msg {
+        // The framing of the whole frame is checked before any of it is acted on, without
+        // keeping its messages: a frame of millions of one-byte messages costs no more
+        // memory than one message.
+        let count = protocol::check_frame(&frame).map_err(CloseReason::malformed)?;
+        let single = count == 1;
+        let mut once = OncePerFrame::default();
+        for msg in protocol::messages(frame.clone()) {
+            match msg.map_err(CloseReason::malformed)? {
                 Message::Sync(SyncMessage::Step1(sv)) => {
-                    let answer = self
-                        .room
-                        .sync_step2_for(&sv)
-                        .map_err(CloseReason::malformed)?;
-                    send_reply(&self.reply, answer)?;
+                    let sv = scan::decode_state_vector(&sv).map_err(|e| {
+                        CloseReason::malformed(RoomError::InvalidStateVector(e.to_string()))
+                    })?;
+                    if let Some(first) = once.step1(sv) {
+                        send_reply(&self.reply, self.room.sync_step2_for_state_vector(first))?;
+                    }
                 }
                 Message::Sync(SyncMessage::Step2(update))
                 | Message::Sync(SyncMessage::Update(update)) => {
@@ -232,7 +238,12 @@ impl Session {
                         self.awareness.remove(&c);
                     }
                 }
-                Message::QueryAwareness => send_reply(&self.reply, self.room.awareness_frame())?,
+                Message::QueryAwareness => {
+                    if !once.queried {
+                        once.queried = true;
+                        send_reply(&self.reply, self.room.awareness_frame())?;
+                    }
+                }
                 Message::SyncStatus(payload) => {
                     let echo = if single {
                         frame.clone()
@@ -262,6 +273,9 @@ impl Session {
                     );
                 }
             }
+        }
+        if let Some(sv) = once.pending.take() {
+            send_reply(&self.reply, self.room.sync_step2_for_state_vector(&sv))?;
         }
         Ok(())
     }
@@ -312,6 +326,57 @@ impl Drop for Session {
         self.room.leave(self.id, &self.awareness);
         self.room.emit_session(self.id, false, None);
     }
+}
+
+/// What one frame has been answered already, so that the work a frame causes is bounded by
+/// its size whatever it repeats: QueryAwareness is answered once per frame (awareness that
+/// changes later reaches the session through the room's fan-out anyway), and SyncStep1 once,
+/// plus at most one more answer at the end of the frame for later state vectors that lack
+/// something the first did not (only a client that lost state between its own messages
+/// sends one).
+#[derive(Default)]
+struct OncePerFrame {
+    /// The state vector the frame's first SyncStep1 was answered for.
+    answered: Option<StateVector>,
+    /// The per-client minimum of later state vectors not covering `answered`.
+    pending: Option<StateVector>,
+    /// QueryAwareness answered.
+    queried: bool,
+}
+
+impl OncePerFrame {
+    /// Records a SyncStep1's state vector; returns it when it is the frame's first, to be
+    /// answered now.
+    fn step1(&mut self, sv: StateVector) -> Option<&StateVector> {
+        let Some(answered) = &self.answered else {
+            return Some(self.answered.insert(sv));
+        };
+        // Everything the room had beyond `answered` went out with the first answer, and
+        // every later change reaches the session through fan-out.
+        if answered
+            .iter()
+            .all(|(client, clock)| sv.get(client) >= *clock)
+        {
+            return None;
+        }
+        self.pending = Some(match self.pending.take() {
+            None => sv,
+            Some(pending) => min_state_vector(&pending, &sv),
+        });
+        None
+    }
+}
+
+/// The per-client minimum of two state vectors (a client missing from either counts as 0).
+fn min_state_vector(a: &StateVector, b: &StateVector) -> StateVector {
+    let mut out = StateVector::default();
+    for (client, clock) in a.iter() {
+        let m = (*clock).min(b.get(client));
+        if m > 0 {
+            out.set_max(*client, m);
+        }
+    }
+    out
 }
 
 fn not_allowed(room: &str) -> CloseReason {

@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use yrs::updates::decoder::Decode;
-use yrs::{StateVector, Update};
+use yrs::Update;
 
+use crate::protocol::scan;
 use crate::store::Tombstone;
 
 /// What a tombstone says about an update for its room.
@@ -128,8 +128,8 @@ impl Tombstones {
 /// random client id that neither `tombstone` nor `update` knows. The result passes the
 /// [`Gate`] as [`Gate::Resurrect`] wherever a tombstone at most as new as `tombstone` stands.
 pub fn with_undelete_marker(update: &[u8], tombstone: &Tombstone) -> Result<Vec<u8>, String> {
-    let decoded = Update::decode_v1(update).map_err(|e| e.to_string())?;
-    let deleted = StateVector::decode_v1(&tombstone.state_vector).unwrap_or_default();
+    let decoded = scan::decode_update(update).map_err(|e| e.to_string())?;
+    let deleted = scan::decode_state_vector(&tombstone.state_vector).unwrap_or_default();
     let known = decoded.state_vector();
     let client = loop {
         // Yjs client ids are 32-bit; 0 is avoided only to keep the marker obviously synthetic.
@@ -164,7 +164,7 @@ fn undelete_marker(client: u64) -> Vec<u8> {
 /// Whether every insertion of `update` (deleted or not) lies within the encoded state vector
 /// `deleted`. Deletions alone never count: deleting content of a deleted room loses nothing.
 pub fn update_covered(deleted: &[u8], update: &Update) -> bool {
-    let sv = StateVector::decode_v1(deleted).unwrap_or_default();
+    let sv = scan::decode_state_vector(deleted).unwrap_or_default();
     update
         .insertions(true)
         .iter()
@@ -174,8 +174,9 @@ pub fn update_covered(deleted: &[u8], update: &Update) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yrs::updates::decoder::Decode;
     use yrs::updates::encoder::Encode;
-    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+    use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
 
     fn tomb(room: &str, sv: Vec<u8>, at: u64) -> Tombstone {
         Tombstone {

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::json;
-use yrs::updates::decoder::Decode;
 
 use super::AppState;
 use crate::metrics::NodeStatus;
@@ -308,8 +307,9 @@ pub(crate) async fn post_room(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    // Validate before creating the room, so garbage never creates one.
-    if let Err(e) = yrs::Update::decode_v1(&body) {
+    // Validate before creating the room, so garbage never creates one. The scan bounds every
+    // count in the body by the body's size before yrs reserves anything for it.
+    if let Err(e) = crate::protocol::scan::decode_update(&body) {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("body is not a valid Yjs v1 update: {e}"),

@@ -50,6 +50,20 @@ const BATCH: usize = 64;
 /// Bytes taken from the queue per flush (the first frame always): what a writer holds while
 /// its socket drains, on top of what its queue holds.
 const BATCH_BYTES: usize = 1024 * 1024;
+
+/// Frames at least this large are handled inside `block_in_place`: a frame of millions of
+/// small messages takes long enough to walk (O(size), but seconds for 64 MiB in a debug
+/// build) that the worker's other tasks, other clients among them, must move to another
+/// thread meanwhile.
+const LARGE_FRAME: usize = 256 * 1024;
+
+/// Whether `block_in_place` may be used here (not on a current-thread runtime, as in tests
+/// that embed a node).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// How long a closing session waits for its writer to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -316,8 +330,14 @@ async fn read_loop(
                     )));
                     return;
                 }
-                let handled =
-                    session.handle_frame(frame, |json| app.commands.client_result(id, json));
+                let large = frame.len() >= LARGE_FRAME;
+                let handle =
+                    || session.handle_frame(frame, |json| app.commands.client_result(id, json));
+                let handled = if large && multi_threaded() {
+                    tokio::task::block_in_place(handle)
+                } else {
+                    handle()
+                };
                 if let Err(reason) = handled {
                     // The session raised its kick already.
                     if matches!(reason, CloseReason::QuotaExceeded(_)) {

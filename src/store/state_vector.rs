@@ -2,27 +2,31 @@
 //! order, so equal state vectors have equal bytes and equal digests), merging, coverage, and
 //! the hex SHA-256 digest stored with every room.
 //!
+//! State vectors reach these functions from peers (tombstones, commands) as well as from the
+//! store, so they are decoded through [`crate::protocol::scan`], which bounds every count by
+//! the bytes present.
+//!
 //! Pure functions with no store state: the writer, tombstones ([`super::Tombstone`]), the room
 //! layer, the command center and the mesh all use them, so they live apart from any backend.
 
 use sha2::{Digest, Sha256};
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::StateVector;
+
+use crate::protocol::scan::decode_state_vector;
 
 /// The per-client maximum of two encoded state vectors, encoded canonically (sorted by
 /// client). Bytes that do not decode count as empty.
 pub fn merge_state_vectors(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut sv = StateVector::decode_v1(a).unwrap_or_default();
-    sv.merge(StateVector::decode_v1(b).unwrap_or_default());
+    let mut sv = decode_state_vector(a).unwrap_or_default();
+    sv.merge(decode_state_vector(b).unwrap_or_default());
     canonical_state_vector("", &sv.encode_v1())
 }
 
 /// Whether state vector `outer` includes every clock of `inner` (both encoded v1). `inner`
 /// bytes that do not decode are not covered.
 pub fn state_vector_covers(outer: &[u8], inner: &[u8]) -> bool {
-    let outer = StateVector::decode_v1(outer).unwrap_or_default();
-    match StateVector::decode_v1(inner) {
+    let outer = decode_state_vector(outer).unwrap_or_default();
+    match decode_state_vector(inner) {
         Ok(inner) => inner.iter().all(|(c, clock)| outer.get(c) >= *clock),
         Err(_) => false,
     }
@@ -32,7 +36,7 @@ pub fn state_vector_covers(outer: &[u8], inner: &[u8]) -> bool {
 /// give equal bytes (yrs encodes them in hash-map order). Bytes that do not decode are kept
 /// as they are (and logged): the digest then still changes with them.
 pub(crate) fn canonical_state_vector(room: &str, raw: &[u8]) -> Vec<u8> {
-    let sv = match StateVector::decode_v1(raw) {
+    let sv = match decode_state_vector(raw) {
         Ok(sv) => sv,
         Err(e) => {
             tracing::warn!(room, error = %e, "append carried an undecodable state vector");

@@ -13,6 +13,7 @@
 mod common;
 
 mod auth;
+mod bombs;
 mod cli;
 mod commands;
 mod delete;
@@ -21,6 +22,7 @@ mod discovery_mdns;
 mod durability;
 mod faults;
 mod limits;
+mod flood;
 mod mesh;
 mod node;
 mod ops;

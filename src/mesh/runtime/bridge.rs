@@ -245,10 +245,13 @@ pub(crate) async fn on_room_frame(
     if let Err(e) = validate_room_name(room_name) {
         return Err(format!("peer sent a bad room name: {e}"));
     }
-    let msgs = protocol::decode_frame(message)
+    // Framing checked whole first, then one message at a time: memory does not grow with
+    // the number of messages in the frame.
+    protocol::check_frame(&message)
         .map_err(|e| format!("malformed message for room {room_name:?}: {e}"))?;
     let registry = mesh.registry();
-    for msg in msgs {
+    for msg in protocol::messages(message) {
+        let msg = msg.map_err(|e| format!("malformed message for room {room_name:?}: {e}"))?;
         if !matches!(msg, Message::Sync(_) | Message::Awareness(_)) {
             continue;
         }
@@ -428,18 +431,18 @@ async fn plain_room_link(
                 break "connection closed".to_string();
             };
             last_seen = Instant::now();
-            let msgs = match protocol::decode_frame(frame.clone()) {
-                Ok(m) => m,
-                Err(e) => break format!("malformed message from {url}: {e}"),
-            };
+            if let Err(e) = protocol::check_frame(&frame) {
+                break format!("malformed message from {url}: {e}");
+            }
             counters.received().add(
-                match msgs.first() {
-                    Some(Message::Awareness(_)) => TrafficKind::Awareness,
-                    Some(Message::Sync(_)) => TrafficKind::Sync,
+                match protocol::messages(frame.clone()).next() {
+                    Some(Ok(Message::Awareness(_))) => TrafficKind::Awareness,
+                    Some(Ok(Message::Sync(_))) => TrafficKind::Sync,
                     _ => TrafficKind::Other,
                 },
                 frame.len(),
             );
+            let msgs = protocol::messages(frame.clone()).flatten();
             let mut failed = None;
             for msg in msgs {
                 match msg {

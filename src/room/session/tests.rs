@@ -224,3 +224,129 @@ fn a_malformed_frame_closes_with_4400() {
     assert_eq!(s.kick().reason().unwrap().cause, reason);
     assert!(!s.kick().reason().unwrap().flush_first);
 }
+
+#[test]
+fn repeated_questions_in_one_frame_are_answered_once() {
+    let room = Arc::new(Room::new("r", false, 16));
+    room.apply_update(&text_update(7, "hi"), None).unwrap();
+    let full_sv = room.state_vector();
+    let (mut s, mut out) = Session::join(
+        room.clone(),
+        1,
+        Grant::all_write(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    drain(&mut out);
+    let frame = |parts: &[Bytes]| Bytes::from(parts.concat());
+    let empty_step1 = protocol::encode_sync_step1(&[0]);
+    let query = protocol::encode_query_awareness();
+    let status = protocol::encode_sync_status(b"end");
+    // Three SyncStep1s, a run of QueryAwareness and one more after a SyncStep1: one answer
+    // to each question.
+    s.handle_frame(
+        frame(&[
+            empty_step1.clone(),
+            query.clone(),
+            query.clone(),
+            empty_step1.clone(),
+            protocol::encode_sync_step1(&full_sv),
+            query.clone(),
+            status.clone(),
+        ]),
+        no_results,
+    )
+    .unwrap();
+    let msgs = drain(&mut out);
+    let step2s: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Sync(SyncMessage::Step2(u)) => Some(u.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(step2s.len(), 1, "{msgs:?}");
+    assert!(yrs::Update::decode_v1(&step2s[0]).is_ok());
+    let queries = msgs
+        .iter()
+        .filter(|m| matches!(m, Message::Awareness(_)))
+        .count();
+    assert_eq!(queries, 1, "{msgs:?}");
+    assert!(
+        matches!(msgs.last(), Some(Message::SyncStatus(_))),
+        "{msgs:?}"
+    );
+    // A later SyncStep1 that lacks what the first had gets one more answer, at the end of
+    // the frame, holding what it lacks.
+    s.handle_frame(
+        frame(&[
+            protocol::encode_sync_step1(&full_sv),
+            empty_step1.clone(),
+            empty_step1,
+        ]),
+        no_results,
+    )
+    .unwrap();
+    let msgs = drain(&mut out);
+    let doc = Doc::new();
+    let mut answers = 0;
+    for m in &msgs {
+        if let Message::Sync(SyncMessage::Step2(u)) = m {
+            answers += 1;
+            doc.transact_mut()
+                .apply_update(yrs::Update::decode_v1(u).unwrap())
+                .unwrap();
+        }
+    }
+    assert_eq!(answers, 2, "{msgs:?}");
+    assert_eq!(
+        doc.get_or_insert_text("t").get_string(&doc.transact()),
+        "hi"
+    );
+}
+
+#[test]
+fn an_awareness_state_that_is_not_json_closes_with_4400_and_goes_nowhere() {
+    let room = Arc::new(Room::new("r", false, 16));
+    let (mut a, mut a_out) = Session::join(
+        room.clone(),
+        1,
+        Grant::all_write(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    let (_b, mut b_out) = Session::join(
+        room.clone(),
+        2,
+        Grant::all_write(),
+        SessionOptions::default(),
+    )
+    .unwrap();
+    drain(&mut a_out);
+    drain(&mut b_out);
+    // One valid entry and one that is not JSON: the whole update is refused.
+    let mut clients = std::collections::HashMap::new();
+    for (id, json) in [(42, r#"{"user":"a"}"#), (43, "{not json")] {
+        clients.insert(
+            yrs::ClientID::new(id),
+            yrs::sync::awareness::AwarenessUpdateEntry {
+                clock: 1,
+                json: json.into(),
+            },
+        );
+    }
+    let aw = yrs::sync::awareness::AwarenessUpdate { clients }.encode_v1();
+    let reason = a
+        .handle_frame(protocol::encode_awareness(&aw), no_results)
+        .unwrap_err();
+    assert_eq!(reason.code(), crate::room::CLOSE_MALFORMED);
+    assert!(reason.to_string().contains("not valid JSON"), "{reason}");
+    assert!(a.awareness_clients().is_empty());
+    assert!(drain(&mut b_out).is_empty(), "nothing was relayed");
+    assert!(drain(&mut a_out).is_empty(), "nothing was echoed");
+    assert_eq!(
+        &room.awareness_frame()[..],
+        &[1, 1, 0],
+        "nothing was stored"
+    );
+}

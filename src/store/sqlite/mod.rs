@@ -20,8 +20,6 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{oneshot, watch};
-use yrs::updates::decoder::Decode;
-use yrs::Update;
 
 use self::shared::{from_sql_int, locked, read, to_sql_int, Shared};
 use self::writer::{Append, Request};
@@ -582,7 +580,11 @@ fn check_decodes(
         detail,
     };
     let decode = |what: &dyn Fn() -> String, blob: &[u8]| -> Result<(), StoreError> {
-        match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(blob))) {
+        // Scanned first: a count claiming more than the blob holds, or values nested deep
+        // enough to overflow yrs's recursive decoder (an abort, not a panic), are refused.
+        match catch_unwind(AssertUnwindSafe(|| {
+            crate::protocol::scan::decode_update(blob)
+        })) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(corrupt(format!("{} does not decode: {e}", what()))),
             Err(_) => Err(corrupt(format!("{} made the Yjs decoder panic", what()))),

@@ -14,8 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use super::shared::{from_sql_int, now_ms, to_sql_int, Shared};
 use crate::store::{
@@ -717,8 +716,8 @@ pub(crate) fn fold(
                     (true, i) => format!("log update #{i}"),
                     (false, i) => format!("log update #{}", i + 1),
                 };
-                let update =
-                    Update::decode_v1(blob).map_err(|e| format!("{what} does not decode: {e}"))?;
+                let update = crate::protocol::scan::decode_update(blob)
+                    .map_err(|e| format!("{what} does not decode: {e}"))?;
                 txn.apply_update(update)
                     .map_err(|e| format!("{what} does not apply: {e}"))?;
             }

@@ -353,7 +353,8 @@ export function awarenessFrame (entries) {
   for (const e of entries) {
     encoding.writeVarUint(inner, e.client)
     encoding.writeVarUint(inner, e.clock)
-    encoding.writeVarString(inner, JSON.stringify(e.state))
+    // `json` gives the state's text verbatim (to send text that is not JSON).
+    encoding.writeVarString(inner, e.json !== undefined ? e.json : JSON.stringify(e.state))
   }
   const enc = encoding.createEncoder()
   encoding.writeVarUint(enc, MSG_AWARENESS)

@@ -152,3 +152,38 @@ it('QueryAwareness is answered with all awareness states', { timeout: 30000 }, a
   assert.deepEqual(entries.find((e) => e.client === b.doc.clientID).state, { user: { name: 'qb' } })
   assert.equal(s.closed, null)
 })
+
+it('an awareness state that is not JSON is refused with 4400 and reaches no stock client', { timeout: 30000 }, async (track) => {
+  const room = 'aw-not-json'
+  const a = track(connect(node.wsUrl, room))
+  await waitSynced(a.provider)
+  a.awareness.setLocalState({ user: { name: 'stock' } })
+  const bad = 771003
+  const good = 771004
+  const s = track(rawSocket(`${node.wsUrl}/${room}`))
+  await s.waitOpen()
+  s.send(syncStep1Frame())
+  await s.waitMessage((m) => frameKind(m)[0] === 0 && frameKind(m)[1] === 1, 5000, 0, 'SyncStep2')
+  // A valid entry and one whose state is not JSON, in one update: all of it is refused. The
+  // stock client runs JSON.parse on every state it receives and would throw on this one.
+  s.send(awarenessFrame([
+    { client: good, clock: 1, state: { user: { name: 'fine' } } },
+    { client: bad, clock: 1, json: '{not json' }
+  ]))
+  const closed = await s.waitClose()
+  assert.equal(closed.code, 4400, `closed with ${JSON.stringify(closed)}`)
+  assert.match(closed.reason, /JSON/)
+
+  // The stock client in the room keeps working: it edits, and a late joiner syncs with it and
+  // sees its awareness but nothing of the refused update.
+  a.doc.getText('t').insert(0, 'still here')
+  const late = track(connect(node.wsUrl, room))
+  await waitSynced(late.provider)
+  await waitFor(() => late.doc.getText('t').toString() === 'still here', 5000, 'the late joiner to get the edit')
+  await waitFor(() => stateOf(late, a.doc.clientID)?.user?.name === 'stock', 5000, 'the late joiner to see the stock client')
+  assert.equal(stateOf(late, bad), undefined)
+  assert.equal(stateOf(late, good), undefined)
+  assert.equal(stateOf(a, bad), undefined)
+  assert.equal(stateOf(a, good), undefined)
+  assert.ok(a.provider.wsconnected, 'the stock client stays connected')
+})

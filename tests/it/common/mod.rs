@@ -3,6 +3,7 @@
 //! (`ymesh::net::Client`).
 
 pub mod netns;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;
