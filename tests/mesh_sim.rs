@@ -698,7 +698,8 @@ impl Sim {
                 let Some((conn, side)) = self.conn_of(i, link) else {
                     return;
                 };
-                self.send_verdict(conn, side, verdict.clone());
+                // Verdicts are handshake messages: they travel before the link is up.
+                self.send(conn, side, Msg::Verdict(verdict.clone()));
                 match verdict {
                     Verdict::Welcome(_) => {
                         let c = self.conns.get_mut(&conn).expect("conn");
@@ -949,29 +950,6 @@ impl Sim {
                 self.send(conn, side, Msg::Control(Control::Ack { rooms }));
             }
         }
-    }
-
-    /// Sends this end's verdict to the other end (verdicts are control messages of the
-    /// handshake, allowed before the link is up).
-    fn send_verdict(&mut self, conn: Conn, side: usize, verdict: Verdict) {
-        let delay = self.delay();
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if !c.open {
-            return;
-        }
-        let to = 1 - side;
-        let at = (self.now + delay).max(c.last[to]);
-        c.last[to] = at;
-        self.at(
-            at,
-            Ev::Deliver {
-                conn,
-                side: to,
-                msg: Msg::Verdict(verdict),
-            },
-        );
     }
 
     /// Both ends welcomed each other: this end's link is up, if its node admitted the peer.

@@ -33,7 +33,7 @@ const MAX_KEY_FILE_BYTES: u64 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The key file (or the data directory) could not be read.
-    #[error("cannot read node key {}: {source}", path.display())]
+    #[error("cannot read node key {}: {}", path.display(), io_problem(source))]
     Read {
         /// The file or directory.
         path: PathBuf,
@@ -41,7 +41,7 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// The key file or data directory could not be written.
-    #[error("cannot create node key {}: {source}", path.display())]
+    #[error("cannot create node key {}: {}", path.display(), io_problem(source))]
     Write {
         /// The file or directory.
         path: PathBuf,
@@ -60,6 +60,25 @@ pub enum IdentityError {
         /// What failed to decode.
         reason: String,
     },
+}
+
+/// An I/O error on the key file as a sentence for the operator (the error itself last).
+fn io_problem(e: &io::Error) -> String {
+    use io::ErrorKind;
+    let what = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "this user may not read or write it; give the node's user access to the data \
+             directory and its node.key (mode 600)"
+        }
+        ErrorKind::IsADirectory => "it is a directory, not a key file; move it away",
+        ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
+            "a part of its path is a file, not a directory; choose another --data-dir"
+        }
+        ErrorKind::ReadOnlyFilesystem => "the data directory is on a read-only file system",
+        ErrorKind::StorageFull => "the disk is full",
+        _ => return e.to_string(),
+    };
+    format!("{what} ({e})")
 }
 
 /// Why a peer's public key or signature was rejected.
@@ -472,6 +491,16 @@ mod tests {
         fs::create_dir(dir.0.join(KEY_FILE_NAME)).unwrap();
         let err = NodeIdentity::load_or_create(&dir.0).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    /// An I/O failure reads as a sentence, not a bare errno.
+    #[test]
+    fn a_data_directory_that_is_a_file_is_explained() {
+        let dir = TempDir::new("file");
+        let file = dir.0.join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let err = NodeIdentity::load_or_create(&file).unwrap_err().to_string();
+        assert!(err.contains("a part of its path is a file"), "{err}");
     }
 
     #[test]

@@ -163,18 +163,9 @@ impl<H: Clone> MeshCore<H> {
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
-        let links: Vec<LinkId> = self
-            .gate
-            .pending
-            .iter()
-            .filter(|(_, p)| p.node == node)
-            .map(|(l, _)| *l)
-            .collect();
-        for link in links {
-            if let Some(p) = self.gate.pending.remove(&link) {
-                if let Some(slot) = self.peers.get_mut(&p.peer) {
-                    slot.set_state(LinkState::Connecting, None, now_ms);
-                }
+        for (link, p) in self.take_pending(node) {
+            if let Some(slot) = self.peers.get_mut(&p.peer) {
+                slot.set_state(LinkState::Connecting, None, now_ms);
             }
             tracing::info!(peer = node, by = ?by, "pending peer admitted");
             out.push(Action::Verdict {
@@ -188,15 +179,7 @@ impl<H: Clone> MeshCore<H> {
     pub(super) fn deny(&mut self, node: &str, out: &mut Vec<Action<H>>) {
         self.gate.approvals.deny(node);
         let reason = format!("node {node} was denied by this node's operator");
-        let links: Vec<LinkId> = self
-            .gate
-            .pending
-            .iter()
-            .filter(|(_, p)| p.node == node)
-            .map(|(l, _)| *l)
-            .collect();
-        for link in links {
-            self.gate.pending.remove(&link);
+        for (link, _) in self.take_pending(node) {
             out.push(Action::Verdict {
                 link,
                 verdict: Verdict::Refuse(reason.clone()),
@@ -212,6 +195,21 @@ impl<H: Clone> MeshCore<H> {
             }
         }
         tracing::info!(peer = node, "peer denied");
+    }
+
+    /// Removes and returns the pending links of `node`.
+    fn take_pending(&mut self, node: &str) -> Vec<(LinkId, PendingLink)> {
+        let links: Vec<LinkId> = self
+            .gate
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node == node)
+            .map(|(l, _)| *l)
+            .collect();
+        links
+            .into_iter()
+            .filter_map(|l| self.gate.pending.remove(&l).map(|p| (l, p)))
+            .collect()
     }
 
     /// Forgets link `link` as pending (it was established, or it ended).
