@@ -102,6 +102,15 @@ impl<H: Clone> MeshCore<H> {
         }
     }
 
+    /// Room `room` was deleted here: it leaves the node's rooms and every peer's row (a
+    /// deletion is not a change a peer lacks; the tombstone travels on its own).
+    pub fn forget_room(&mut self, room: &str) {
+        self.local_rooms.remove(room);
+        for p in self.peers.values_mut() {
+            p.rooms.remove(room);
+        }
+    }
+
     /// Whether any link could take a change (a cheap check before encoding one): false when
     /// no link is up, or the only one is `origin`.
     pub fn has_targets(&self, origin: Option<LinkId>) -> bool {

@@ -253,9 +253,31 @@ impl Mesh {
         &self.boot_id
     }
 
-    /// Dials the configured peers.
+    /// Dials the configured peers, and tells the core which rooms this node holds (so each
+    /// peer's row lists them before any link carried them).
     pub fn start(self: &Arc<Self>) {
         self.run(Event::Start);
+        let me = self.clone();
+        self.spawn(async move {
+            let mut rooms: Vec<String> = match me.registry.store() {
+                Some(store) => match store.list().await {
+                    Ok(list) => list.into_iter().map(|m| m.name).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list stored rooms for peer status");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            rooms.extend(
+                me.registry
+                    .rooms()
+                    .into_iter()
+                    .filter(|r| r.has_content())
+                    .map(|r| r.name().to_string()),
+            );
+            me.run(Event::LocalRooms { rooms });
+        });
     }
 
     /// Consumes discovery events: a peer found enters the peer table and is dialed like a
@@ -528,7 +550,9 @@ impl Mesh {
         let frame = wire::encode_control(&Control::Tombstones {
             rooms: vec![bridge::tombstone_entry(tombstone)],
         });
-        let core = lock(&self.core);
+        let mut core = lock(&self.core);
+        // A deleted room is no room of this node's any more: peers' rows stop listing it.
+        core.forget_room(&tombstone.room);
         for (link, _) in core.links_for(Some(&tombstone.room), except) {
             if let Some(h) = core.mesh_link(link, None) {
                 h.offer(frame.clone(), TrafficKind::Control);
