@@ -271,6 +271,7 @@ impl Node {
                 },
                 approvals,
                 approvals_path,
+                write_timeout: config.limits.write_timeout,
             },
             registry.clone(),
             session_ids.clone(),
@@ -576,7 +577,11 @@ async fn mesh_upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                let io = accept_axum(socket, app.mesh.identity().clone());
+                let io = accept_axum(
+                    socket,
+                    app.mesh.identity().clone(),
+                    app.config.limits.write_timeout,
+                );
                 app.mesh.accept(io, peer);
             })
         })

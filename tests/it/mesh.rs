@@ -1,6 +1,7 @@
 //! Server-to-server replication between real nodes on loopback (mDNS is not involved).
 //! `preauth`: strangers on `/_mesh` (the pre-authentication budget, the handshake deadline).
 //! `approval`: who may link (secret, approval, denial, pending peers get nothing).
+//! `slow_peer`: a peer that stops reading is cut off at the write deadline.
 //! `status`: what `/peers` says about a peer that is down and comes back.
 //! `channel`: attacks on the secure channel (relay, reflection, replay, tampering, offline
 //! guessing of the mesh secret).
@@ -8,6 +9,7 @@
 mod approval;
 mod channel;
 mod preauth;
+mod slow_peer;
 mod status;
 
 use std::path::Path;

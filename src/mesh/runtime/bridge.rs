@@ -371,7 +371,14 @@ async fn plain_room_link(
         Err(e) => return format!("cannot open room {room_name:?}: {e}"),
     };
     // The token travels in the URL (`room_url`), as stock y-websocket clients send it.
-    let mut io = match transport::ws::dial(&url, None, transport::ws::Security::Plain).await {
+    let mut io = match transport::ws::dial(
+        &url,
+        None,
+        transport::ws::Security::Plain,
+        mesh.settings().write_timeout,
+    )
+    .await
+    {
         Ok(io) => io,
         Err(e) => return e,
     };

@@ -83,6 +83,9 @@ pub struct MeshSettings {
     pub preauth: PreAuthLimits,
     /// Approvals and denials as loaded at start.
     pub approvals: Approvals,
+    /// How long a write to a link may stay blocked (the peer does not read) before the link
+    /// ends (`limits.write_timeout_s`); the peer redials and resyncs.
+    pub write_timeout: Duration,
     /// Where approvals persist (`DATA_DIR/approvals.json`); `None` keeps them in memory
     /// (`--memory`).
     pub approvals_path: Option<std::path::PathBuf>,

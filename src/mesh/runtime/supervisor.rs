@@ -35,7 +35,15 @@ pub(crate) async fn dial(
         identity: mesh.identity().clone(),
         expect,
     };
-    match transport::ws::dial(&url, mesh.token_for(peer).as_deref(), security).await {
+    let write_timeout = mesh.settings().write_timeout;
+    match transport::ws::dial(
+        &url,
+        mesh.token_for(peer).as_deref(),
+        security,
+        write_timeout,
+    )
+    .await
+    {
         Ok(io) => {
             mesh.run(Event::DialOpened { peer, attempt });
             let link = mesh.next_id();

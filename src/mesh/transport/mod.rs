@@ -113,7 +113,7 @@ pub const LINK_QUEUE: usize = 4096;
 pub const LINK_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long one write to a link may stay blocked (the peer does not read) before the link
-/// ends; the peer redials and resyncs.
+/// ends, unless the node sets `limits.write_timeout_s`; the peer redials and resyncs.
 pub const LINK_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest sealed message: a frame of [`MAX_FRAME_LEN`] plus each record's length and tag.

@@ -17,8 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ChannelInfo, LinkIo, SecureError, Securing, LINK_QUEUE, LINK_QUEUE_BYTES, LINK_WRITE_TIMEOUT,
-    MAX_SEALED_LEN,
+    ChannelInfo, LinkIo, SecureError, Securing, LINK_QUEUE, LINK_QUEUE_BYTES, MAX_SEALED_LEN,
 };
 use crate::mesh::identity::NodeIdentity;
 use crate::mesh::proto::channel::{Channel, ChannelError, ChannelHandshake, Opener, Sealer, Step};
@@ -46,7 +45,13 @@ pub enum Security {
 /// Dials `url` (a peer's `/_mesh`, or a room on a plain server), sending `token` (the
 /// peer's client token, if one is configured for it) as `Authorization: Bearer`, and wraps
 /// the socket into frame channels, secured as `security` says.
-pub async fn dial(url: &str, token: Option<&str>, security: Security) -> Result<LinkIo, String> {
+/// A write the peer does not take within `write_timeout` ends the link.
+pub async fn dial(
+    url: &str,
+    token: Option<&str>,
+    security: Security,
+    write_timeout: Duration,
+) -> Result<LinkIo, String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
     use tokio_tungstenite::tungstenite::Message as TMessage;
@@ -103,12 +108,17 @@ pub async fn dial(url: &str, token: Option<&str>, security: Security) -> Result<
             _ => Incoming::Other,
         },
         security,
+        write_timeout,
     ))
 }
 
 /// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels,
 /// after the secure channel as responder for `identity`.
-pub fn accept_axum(socket: axum::extract::ws::WebSocket, identity: Arc<NodeIdentity>) -> LinkIo {
+pub fn accept_axum(
+    socket: axum::extract::ws::WebSocket,
+    identity: Arc<NodeIdentity>,
+    write_timeout: Duration,
+) -> LinkIo {
     use axum::extract::ws::Message as AMessage;
     pump(
         socket,
@@ -127,6 +137,7 @@ pub fn accept_axum(socket: axum::extract::ws::WebSocket, identity: Arc<NodeIdent
             _ => Incoming::Other,
         },
         Security::Accept { identity },
+        write_timeout,
     )
 }
 
@@ -148,6 +159,8 @@ struct Ends<M> {
     binary: fn(Bytes) -> M,
     close_msg: fn(u16, String) -> M,
     classify: fn(M) -> Incoming,
+    /// How long one write may stay blocked before the link ends.
+    write_timeout: Duration,
 }
 
 /// Splits a WebSocket (either library's) into a writer and a reader task that exchange whole
@@ -161,6 +174,7 @@ fn pump<W, M, E>(
     close_msg: fn(u16, String) -> M,
     classify: fn(M) -> Incoming,
     security: Security,
+    write_timeout: Duration,
 ) -> LinkIo
 where
     W: futures_util::Sink<M> + futures_util::Stream<Item = Result<M, E>> + Send + Unpin + 'static,
@@ -181,6 +195,7 @@ where
         binary,
         close_msg,
         classify,
+        write_timeout,
     };
     let securing = match security {
         Security::Plain => {
@@ -355,6 +370,7 @@ where
         binary,
         close_msg,
         classify,
+        write_timeout,
     } = ends;
     let (mut sealer, mut opener) = match channel {
         Some((s, o)) => (Some(s), Some(o)),
@@ -374,13 +390,19 @@ where
                             Some(Ok(sealed)) => sealed,
                             Some(Err(_)) => break,
                         };
-                        match tokio::time::timeout(LINK_WRITE_TIMEOUT, sink.send(binary(f))).await {
+                        match tokio::time::timeout(write_timeout, sink.send(binary(f))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break,
                             Err(_) => {
                                 // The peer does not read: end the link (no close frame could
-                                // get through); it redials and resyncs.
-                                tracing::warn!("link write blocked too long; closing the link");
+                                // get through, so the code only names the reason here); it
+                                // redials and resyncs.
+                                let reason = format!(
+                                    "the peer did not read for {} s",
+                                    write_timeout.as_secs_f64()
+                                );
+                                tracing::warn!(reason, "link write blocked too long; closing the link");
+                                let _ = frame.set((4429, reason));
                                 c1.cancel();
                                 return;
                             }

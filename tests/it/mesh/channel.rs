@@ -327,7 +327,8 @@ async fn a_stranger_cannot_test_the_secret_offline_and_gets_no_room() {
         expect: None,
     };
     let url = format!("ws://{}/_mesh", a.local_addr());
-    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security)
+    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
+    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
         .await
         .expect("dial");
     let securing = io.securing.take().expect("a secured link");

@@ -1,0 +1,103 @@
+//! A peer that stops reading its link: the node ends the link at the write deadline
+//! (`limits.write_timeout_s`) instead of holding its frames, keeps serving, and the peer's
+//! traffic stays within the link's byte budget meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ymesh::mesh::proto::approval::{AdmittedBy, Verdict};
+use ymesh::mesh::proto::handshake::{self, Binding, Handshake, Outcome};
+use ymesh::mesh::transport::ws::Security;
+use ymesh::mesh::wire::{self, Frame, MAX_FRAME_LEN};
+use ymesh::mesh::NodeIdentity;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_at_the_write_deadline() {
+    let mut cfg = test_config();
+    cfg.limits.write_timeout = Duration::from_secs(2);
+    let a = start(cfg).await;
+    let addr = a.local_addr();
+
+    // X links (the mesh is open in tests), then never reads again.
+    let x = Arc::new(NodeIdentity::ephemeral());
+    let url = format!("ws://{addr}/_mesh");
+    let security = Security::Dial {
+        identity: x.clone(),
+        expect: None,
+    };
+    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
+    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
+        .await
+        .expect("dial");
+    let securing = io.securing.take().expect("a secured link");
+    let info = tokio::time::timeout(WAIT, securing.done)
+        .await
+        .expect("channel in time")
+        .unwrap()
+        .expect("channel up");
+    let binding = Binding {
+        remote: info.remote,
+        hash: info.hash,
+        role: info.role,
+    };
+    let mut hs = Handshake::new(x.node_id(), "boot", None, binding, None);
+    let mut actions = hs.start();
+    loop {
+        let mut done = false;
+        for act in std::mem::take(&mut actions) {
+            match act {
+                handshake::Action::Send(c) => io.tx.send(wire::encode_control(&c)).await.unwrap(),
+                handshake::Action::Authenticated(_) => {
+                    actions.extend(hs.verdict(Verdict::Welcome(AdmittedBy::Configured)))
+                }
+                handshake::Action::Finish(Outcome::Established(_)) => done = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        if done {
+            break;
+        }
+        if !actions.is_empty() {
+            continue;
+        }
+        let frame = tokio::time::timeout(WAIT, io.rx.recv())
+            .await
+            .expect("the node answers")
+            .expect("open");
+        if let Ok(Frame::Control(c)) = wire::decode_frame(frame, MAX_FRAME_LEN) {
+            actions = hs.on_message(c);
+        }
+    }
+    let xid = x.node_id().to_string();
+    let mesh = a.mesh().clone();
+    wait_until("X linked", || mesh.connected_peers().contains(&xid)).await;
+
+    // 330 updates of 256 KiB flow towards X, which reads nothing: its receive channel
+    // (256 frames) and the socket buffers fill, and the node's write blocks. The rest waits in
+    // the link's queue, far below its 64 MiB bound, so only the write deadline can end the
+    // link, 2 s after the write blocked.
+    let chunk = "x".repeat(256 * 1024);
+    for i in 0..330u64 {
+        let update = {
+            use yrs::{Text, Transact, WriteTxn};
+            let doc = yrs::Doc::with_client_id(1000 + i);
+            let mut t = doc.transact_mut();
+            t.get_or_insert_text("t").insert(&mut t, 0, &chunk);
+            t.encode_update_v1()
+        };
+        let (status, _) = http_body(addr, "POST", "/rooms/flood", &update).await;
+        assert_eq!(status, 200);
+    }
+    let m = mesh.clone();
+    wait_until("the node ended X's link", || {
+        !m.connected_peers().contains(&xid)
+    })
+    .await;
+    // The node keeps serving.
+    let (status, _) = get_json(addr, "/healthz").await;
+    assert_eq!(status, 200);
+    drop(io);
+    a.shutdown().await;
+}
