@@ -250,6 +250,9 @@ pub(crate) async fn on_room_frame(
     protocol::check_frame(&message)
         .map_err(|e| format!("malformed message for room {room_name:?}: {e}"))?;
     let registry = mesh.registry();
+    // One SyncStep1 answered per frame: each answer may be the whole room, so a frame of
+    // many SyncStep1s must not cost one answer each (ymesh sends one per frame).
+    let mut answered_step1 = false;
     for msg in protocol::messages(message) {
         let msg = msg.map_err(|e| format!("malformed message for room {room_name:?}: {e}"))?;
         if !matches!(msg, Message::Sync(_) | Message::Awareness(_)) {
@@ -264,7 +267,9 @@ pub(crate) async fn on_room_frame(
             }
         };
         match msg {
+            Message::Sync(SyncMessage::Step1(_)) if answered_step1 => {}
             Message::Sync(SyncMessage::Step1(sv)) => {
+                answered_step1 = true;
                 let reply = room
                     .sync_step2_for(&sv)
                     .map_err(|e| format!("bad state vector for {room_name:?}: {e}"))?;
