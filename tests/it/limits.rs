@@ -229,7 +229,8 @@ async fn unread_large_documents_are_bounded_and_dropped_by_the_write_deadline() 
             .insert(&mut t, 0, &"x".repeat(50 * MIB));
         t.encode_update_v1()
     };
-    let (status, _) = http_body(addr, "POST", "/rooms/big", &update).await;
+    let (status, _) =
+        http_body_within(addr, "POST", "/rooms/big", &update, Duration::from_secs(90)).await;
     assert_eq!(status, 200);
     drop(update);
     let before = node.peak();
@@ -646,7 +647,14 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
             .insert(&mut t, 0, &"s".repeat(size));
         t.encode_update_v1()
     };
-    let (status, _) = http_body(addr, "POST", "/rooms/slowread", &update).await;
+    let (status, _) = http_body_within(
+        addr,
+        "POST",
+        "/rooms/slowread",
+        &update,
+        Duration::from_secs(90),
+    )
+    .await;
     assert_eq!(status, 200);
     // About 4 MB/s: the frame takes longer than the deadline to go out, with progress throughout.
     let started = Instant::now();

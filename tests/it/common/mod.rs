@@ -375,9 +375,22 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<u8>) 
 
 /// One HTTP request with a body (`application/octet-stream`); returns (status, body).
 pub async fn http_body(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    http_body_within(addr, method, path, body, WAIT).await
+}
+
+/// [`http_body`] bounded by `limit` instead of `WAIT`: for bodies of tens of MiB, which a
+/// debug build on a loaded 2-core machine can take longer than `WAIT` to apply.
+pub async fn http_body_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    limit: Duration,
+) -> (u16, Vec<u8>) {
     let method = ymesh::net::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let req = ymesh::net::Request::new(method, path).bytes(body.to_vec());
     let resp = client(addr)
+        .with_timeout(limit)
         .send(req)
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));
