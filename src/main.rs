@@ -81,9 +81,18 @@ struct PeerArgs {
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
-    /// The user id the token names.
+    /// The user id the token names (a signed user token; with --room, the token's `sub`).
     #[arg(long, value_name = "ID")]
-    user: String,
+    user: Option<String>,
+    /// A room-scoped token (HS256 JWT) for this room, or a prefix ending in `*`.
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+    /// With --room: the token may read, not write.
+    #[arg(long, requires = "room")]
+    read_only: bool,
+    /// With --room: how long the token lives, e.g. 90s, 30m, 1h, 7d (default 1h, at most 30d).
+    #[arg(long, value_name = "DURATION", requires = "room")]
+    ttl: Option<String>,
     /// The node's shared secret [default: shared_secret of the config file].
     #[arg(
         long,
@@ -607,13 +616,61 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         }
     };
     anyhow::ensure!(!secret.is_empty(), "the shared secret must not be empty");
-    anyhow::ensure!(
-        !args.user.is_empty() && args.user.len() <= ymesh::auth::client::MAX_USER_ID,
-        "the user id must be 1 to {} bytes",
-        ymesh::auth::client::MAX_USER_ID
-    );
-    println!("{}", ymesh::auth::sign_user(&secret, &args.user));
+    if let Some(user) = &args.user {
+        anyhow::ensure!(
+            !user.is_empty() && user.len() <= ymesh::auth::client::MAX_USER_ID,
+            "the user id must be 1 to {} bytes",
+            ymesh::auth::client::MAX_USER_ID
+        );
+    }
+    if let Some(room) = &args.room {
+        use ymesh::auth::scoped::{self, Scope};
+        let ttl = match &args.ttl {
+            Some(t) => parse_duration(t)?,
+            None => 3600,
+        };
+        let scope = if args.read_only {
+            Scope::Read
+        } else {
+            Scope::Write
+        };
+        let now = scoped::now_s();
+        let token = scoped::mint(&secret, room, scope, ttl, args.user.as_deref(), now)?;
+        eprintln!(
+            "room-scoped {} token for {room:?}, expires in {ttl} s",
+            if args.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        );
+        println!("{token}");
+        return Ok(());
+    }
+    let user = args
+        .user
+        .context("give --user ID (a signed user token) or --room ROOM (a room-scoped token)")?;
+    println!("{}", ymesh::auth::sign_user(&secret, &user));
     Ok(())
+}
+
+/// `90s`, `30m`, `1h`, `7d` or a number of seconds.
+fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (e.g. 90s, 30m, 1h, 7d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => anyhow::bail!("unknown unit {other:?} in {text:?}: use s, m, h or d"),
+    };
+    Ok(n.saturating_mul(unit))
 }
 
 /// The error and its causes on one line, leaving out a cause whose text an earlier message

@@ -27,9 +27,12 @@ pub const MAX_USER_ID: usize = 256;
 /// Who a request is, once its credential was checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The user id of a signed user token; `None` for the static token, the admin token or
-    /// an open node.
+    /// The user id of a signed user token or a scoped token's `sub`; `None` for the static
+    /// token, the admin token or an open node.
     pub user: Option<String>,
+    /// For a room-scoped token: its claims (which rooms, read or write). `None`: every
+    /// room, read and write.
+    pub scoped: Option<super::scoped::Claims>,
 }
 
 /// Why a credential was refused. The text is what the client is told (4401 or HTTP 401).
@@ -43,6 +46,9 @@ pub enum AuthError {
     /// A credential was presented and is not valid.
     #[error("invalid token")]
     Invalid,
+    /// A room-scoped token past its expiry.
+    #[error("token expired")]
+    Expired,
 }
 
 /// The node's client authentication settings.
@@ -113,9 +119,20 @@ impl ClientAuth {
             return Ok(Identity::default());
         }
         if let Some(secret) = &self.shared_secret {
+            if super::scoped::looks_like_jwt(given) {
+                return match super::scoped::verify(secret, given, super::scoped::now_s()) {
+                    Ok(claims) => Ok(Identity {
+                        user: claims.sub.clone(),
+                        scoped: Some(claims),
+                    }),
+                    Err(super::scoped::ScopedError::Expired) => Err(AuthError::Expired),
+                    Err(super::scoped::ScopedError::Invalid) => Err(AuthError::Invalid),
+                };
+            }
             if let Some(user) = verify_user(secret, given) {
                 return Ok(Identity {
                     user: Some(user.to_string()),
+                    scoped: None,
                 });
             }
         }
@@ -201,7 +218,8 @@ mod tests {
         assert_eq!(
             auth.check(Some(&alice)),
             Ok(Identity {
-                user: Some("alice".into())
+                user: Some("alice".into()),
+                scoped: None,
             })
         );
         // Another user's signature, a forged one, one under another secret, upper case.

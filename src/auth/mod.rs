@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`origin`] | which browser origins may talk to the node (its own origin, loopback origins, `tauri://localhost`, `allowed_origins`), and which `Host` names a loopback-bound node answers (DNS rebinding) |
 //! | [`client`] | client credentials: the static token and signed user tokens, compared in constant time; the authenticated identity |
+//! | [`scoped`] | room-scoped tokens: HS256 JWTs under the shared secret (`room`, `exp`, `scope`), minted and verified |
 //! | [`admin`] | the admin rule on top: bearer admin token, or loopback only when none is configured |
 //!
 //! The order is fixed: host, then origin (in every mode, open mode included), then the
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod client;
 pub mod origin;
+pub mod scoped;
 
 pub use admin::{
     admin_decision, bearer, constant_time_eq, is_loopback, AdminDecision, CONFIGURE_ADMIN_TOKEN,

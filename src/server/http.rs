@@ -59,7 +59,13 @@ pub(crate) async fn root(State(app): State<Arc<AppState>>) -> Response {
 
 /// `GET /peers`: every configured peer and inbound link: node id, address, state, since
 /// when, and messages and bytes each way per kind.
-pub(crate) async fn list_peers(State(app): State<Arc<AppState>>) -> Response {
+pub(crate) async fn list_peers(
+    State(app): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::auth::Identity>>,
+) -> Response {
+    if let Err(refused) = unscoped_only(identity.as_deref()) {
+        return refused.into_response();
+    }
     data(app.mesh.peers_json())
 }
 
@@ -100,6 +106,66 @@ fn peer_decision(app: &Arc<AppState>, node: &str, approve: bool) -> Response {
     }
 }
 
+/// Body of `POST /tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenRequest {
+    /// The room, or a prefix ending in `*`.
+    room: String,
+    /// `read` or `write` (default `write`).
+    #[serde(default = "default_scope")]
+    scope: crate::auth::scoped::Scope,
+    /// Lifetime in seconds (default one hour, at most 30 days).
+    #[serde(default = "default_ttl")]
+    ttl_s: u64,
+    /// The user id the token names, if any.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+fn default_scope() -> crate::auth::scoped::Scope {
+    crate::auth::scoped::Scope::Write
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+/// `POST /tokens` (admin): mints a room-scoped token for an application server, signed with
+/// the node's shared secret: `{"data": {"token": "...", "exp": unix seconds}}`.
+pub(crate) async fn mint_token(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, format!("bad token request: {e}"))
+                .into_response()
+        }
+    };
+    let Some(secret) = app.config.shared_secret.as_deref() else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "this node has no shared secret (--shared-secret, SYNC_SHARED_SECRET): room-scoped \
+             tokens are signed with it",
+        )
+        .into_response();
+    };
+    let now = crate::auth::scoped::now_s();
+    match crate::auth::scoped::mint(
+        secret,
+        &req.room,
+        req.scope,
+        req.ttl_s,
+        req.user.as_deref(),
+        now,
+    ) {
+        Ok(token) => data(json!({ "token": token, "exp": now + req.ttl_s })),
+        Err(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 pub(crate) async fn healthz() -> Response {
     data(json!({ "status": "ok" }))
 }
@@ -116,8 +182,12 @@ pub(crate) struct ListQuery {
 /// with its stored size (logical bytes of snapshot and log) and last-modified time.
 pub(crate) async fn list_rooms(
     State(app): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::auth::Identity>>,
     Query(query): Query<ListQuery>,
 ) -> Response {
+    if let Err(refused) = unscoped_only(identity.as_deref()) {
+        return refused.into_response();
+    }
     let loaded = app.registry.list();
     let with_schema = |mut row: serde_json::Value| {
         if let Some(v) = row["name"]
@@ -264,12 +334,52 @@ fn budgeted(app: &AppState, content_type: &'static str, body: Bytes) -> Response
 /// `GET /rooms/{room}` when `/rooms/{room}` is not a WebSocket route.
 pub(crate) async fn get_room(
     State(app): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::auth::Identity>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
     Query(query): Query<DocumentQuery>,
 ) -> Response {
     match room_param(&params) {
-        Ok(room) => room_document(&app, &room, &query).await,
+        Ok(room) => match scope_check(identity.as_deref(), &room, false) {
+            Ok(()) => room_document(&app, &room, &query).await,
+            Err(refused) => refused.into_response(),
+        },
         Err(e) => e.into_response(),
+    }
+}
+
+/// What a room-scoped token allows on the HTTP document API: its rooms only (403 with the
+/// reason otherwise), and no writes with `scope: read`. Other credentials allow everything.
+pub(crate) fn scope_check(
+    identity: Option<&crate::auth::Identity>,
+    room: &str,
+    write: bool,
+) -> Result<(), ApiError> {
+    let Some(claims) = identity.and_then(|i| i.scoped.as_ref()) else {
+        return Ok(());
+    };
+    if !claims.covers(room) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this token is for room {:?}, not {room:?}", claims.room),
+        ));
+    }
+    if write && claims.scope != crate::auth::scoped::Scope::Write {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token is read-only: it may not change the room",
+        ));
+    }
+    Ok(())
+}
+
+/// Routes that show more than one room's names or the mesh refuse room-scoped tokens.
+pub(crate) fn unscoped_only(identity: Option<&crate::auth::Identity>) -> Result<(), ApiError> {
+    match identity.and_then(|i| i.scoped.as_ref()) {
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a room-scoped token may use only its rooms",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -299,6 +409,7 @@ pub(crate) struct PostQuery {
 /// every peer the change reaches.
 pub(crate) async fn post_room(
     State(app): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::auth::Identity>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
     Query(query): Query<PostQuery>,
     body: Bytes,
@@ -307,6 +418,9 @@ pub(crate) async fn post_room(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if let Err(refused) = scope_check(identity.as_deref(), &room, true) {
+        return refused.into_response();
+    }
     // Validate before creating the room, so garbage never creates one. The scan bounds every
     // count in the body by the body's size before yrs reserves anything for it.
     if let Err(e) = crate::protocol::scan::decode_update(&body) {

@@ -508,6 +508,13 @@ fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route(
+            "/tokens",
+            axum::routing::post(axum::handler::Handler::layer(
+                http::mint_token,
+                admin.clone(),
+            )),
+        )
+        .route(
             "/peers/{node}/deny",
             axum::routing::post(axum::handler::Handler::layer(http::deny_peer, admin)),
         );

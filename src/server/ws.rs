@@ -88,10 +88,14 @@ pub(crate) async fn room_route(
             room,
             peer,
             &query,
-            identity.map(|i| i.0.user).unwrap_or_default(),
+            identity.map(|i| i.0).unwrap_or_default(),
             progress.map(|p| p.0),
         ),
         Err(_) => {
+            let identity = identity.map(|i| i.0);
+            if let Err(refused) = super::http::scope_check(identity.as_ref(), &room, false) {
+                return refused.into_response();
+            }
             let doc_query = DocumentQuery {
                 format: query.get("format").cloned(),
             };
@@ -121,7 +125,7 @@ pub(crate) async fn sync_route(
             room,
             peer,
             &query,
-            identity.map(|i| i.0.user).unwrap_or_default(),
+            identity.map(|i| i.0).unwrap_or_default(),
             progress.map(|p| p.0),
         ),
         Err(e) => ApiError::new(
@@ -138,7 +142,7 @@ fn accept(
     room: String,
     peer: SocketAddr,
     query: &HashMap<String, String>,
-    user: Option<String>,
+    identity: Identity,
     progress: Option<WriteProgress>,
 ) -> Response {
     let options = SessionOptions {
@@ -181,7 +185,7 @@ fn accept(
                 close_now(socket, &reason).await;
                 return;
             };
-            run_session(app, socket, room, peer, options, user, progress).await;
+            run_session(app, socket, room, peer, options, identity, progress).await;
             drop(per_address);
             drop(slot);
         })
@@ -215,19 +219,31 @@ fn millis_since(app: &AppState) -> u64 {
     app.started.elapsed().as_millis() as u64
 }
 
+/// The session grant of an authenticated client: every room, read and write (or any client
+/// of an open node), unless a room-scoped token limits it to its rooms and scope.
+pub(crate) fn grant_of(identity: Identity) -> Grant {
+    let Some(claims) = identity.scoped else {
+        return Grant::all_write().with_user(identity.user);
+    };
+    let rooms = match claims.room.strip_suffix('*') {
+        Some(prefix) => crate::room::RoomScope::Prefix(prefix.to_string()),
+        None => crate::room::RoomScope::Exact(claims.room.clone()),
+    };
+    let write = claims.scope == crate::auth::scoped::Scope::Write;
+    Grant::new(rooms, write).with_user(identity.user)
+}
+
 async fn run_session(
     app: Arc<AppState>,
     socket: WebSocket,
     room_name: String,
     peer: SocketAddr,
     options: SessionOptions,
-    user: Option<String>,
+    identity: Identity,
     progress: Option<WriteProgress>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    // An authenticated client (or any client of an open node) may read and write every
-    // room; room-scoped and read-only grants come from scoped tokens.
-    let grant = Grant::all_write().with_user(user);
+    let grant = grant_of(identity);
     let (mut session, outbound) = match Session::open(&app.registry, &room_name, id, grant, options)
         .await
     {

@@ -26,4 +26,5 @@ mod limits;
 mod mesh;
 mod node;
 mod ops;
+mod scoped;
 mod surface;
