@@ -77,7 +77,8 @@ pub enum CloseReason {
     /// 4403: storing the update would pass a storage quota; nothing was applied.
     #[error("{0}")]
     QuotaExceeded(String),
-    /// 4403: a read-only session sent an edit; nothing was applied.
+    /// A read-only session sent an edit; nothing was applied. Its text is the reason of the
+    /// AUTH permission-denied answer (the session stays open); as a close it would be 4403.
     #[error("read-only: this connection may not edit the room")]
     ReadOnly,
     /// 4408: timed out (no answer to ping, no credentials in time).

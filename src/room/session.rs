@@ -52,6 +52,9 @@ pub struct Session {
     /// Awareness client ids this client introduced and has not removed.
     awareness: HashSet<ClientId>,
     acks: Acks,
+    /// A read-only client was told (AUTH permission denied) that its edits are refused;
+    /// told once per connection.
+    denied: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -132,6 +135,7 @@ impl Session {
             kick: joined.kick,
             awareness: HashSet::new(),
             acks,
+            denied: false,
         };
         Ok((session, joined.outbound))
     }
@@ -306,15 +310,20 @@ impl Session {
     /// An update or SyncStep2 from a session without write: never applied. One that holds
     /// only what the room already has (a read-only client's SyncStep2 after it synced) is
     /// harmless and passes; an edit is refused: AUTH denied, then close 4403.
+    /// A read-only client's edit: not applied. An edit that brings something new is answered
+    /// with the y-protocols AUTH permission-denied message, once per connection; the
+    /// connection stays open (the client keeps receiving the document and live updates).
     fn refuse_edit(&mut self, update: &[u8]) -> Result<(), CloseReason> {
         match self.room.covers_update(update) {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let reason = CloseReason::ReadOnly;
-                let _ = self
-                    .reply
-                    .try_send(protocol::encode_auth_denied(&reason.to_string()));
-                Err(reason)
+                if !std::mem::replace(&mut self.denied, true) {
+                    send_reply(
+                        &self.reply,
+                        protocol::encode_auth_denied(&CloseReason::ReadOnly.to_string()),
+                    )?;
+                }
+                Ok(())
             }
             Err(e) => Err(CloseReason::malformed(e)),
         }

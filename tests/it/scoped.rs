@@ -172,3 +172,34 @@ async fn post_tokens_and_the_cli_mint_room_tokens() {
     assert!(claims.exp >= scoped::now_s() + 7100, "{claims:?}");
     node.shutdown().await;
 }
+
+/// A read-only client gets the document and live updates; its edit is not applied, it is
+/// told once (AUTH permission denied) and stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_client_is_denied_its_edits_and_stays_connected() {
+    let node = start(node_config()).await;
+    let addr = node.local_addr();
+    let writer = token("notes", Scope::Write, 3600);
+    let mut w = SyncClient::connect(addr, &format!("notes?token={writer}")).await;
+    w.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "A"))
+        .await;
+    let reader = token("notes", Scope::Read, 3600);
+    let mut r = SyncClient::connect(addr, &format!("notes?token={reader}")).await;
+    r.pump_until("the document", |d| text_of(d, "t") == "A")
+        .await;
+    r.edit(|t| t.get_or_insert_text("t").insert(t, 0, "not allowed"))
+        .await;
+    let denied = r
+        .raw
+        .recv_until(|m| matches!(m, ymesh::protocol::Message::AuthDenied(_)))
+        .await;
+    assert!(format!("{denied:?}").contains("read-only"), "{denied:?}");
+    // Still connected: the writer's next edit arrives, the refused one never applied.
+    w.edit_acked(|t| t.get_or_insert_text("t").insert(t, 1, "B"))
+        .await;
+    r.pump_until("the writer's edit", |d| text_of(d, "t").contains('B'))
+        .await;
+    let (_, doc) = get_json(addr, &format!("/rooms/notes?format=json&token={writer}")).await;
+    assert_eq!(doc["data"]["t"], "AB", "{doc}");
+    node.shutdown().await;
+}
