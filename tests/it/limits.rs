@@ -658,7 +658,9 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
     assert_eq!(status, 200);
     // About 4 MB/s: the frame takes longer than the deadline to go out, with progress throughout.
     let started = Instant::now();
-    let total = tokio::task::spawn_blocking(move || {
+    // The socket comes back out of the reader, so it stays open until the session is
+    // checked (dropped inside, the node could see the close before the check).
+    let (total, s) = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; 128 * 1024];
         let mut total = 0;
         while total < size {
@@ -671,7 +673,7 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
                 break;
             }
         }
-        total
+        (total, s)
     })
     .await
     .unwrap();
@@ -685,5 +687,6 @@ async fn a_slow_reader_of_a_large_frame_is_not_cut_off_by_the_write_deadline() {
         started.elapsed()
     );
     assert_eq!(rooms.get("slowread").map(|r| r.session_count()), Some(1));
+    drop(s);
     node.shutdown().await;
 }
