@@ -165,3 +165,26 @@ async fn new_devices_wait_for_approval_on_the_side_that_did_not_dial() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Approving and denying are admin actions: with an admin token configured, a caller
+/// without it (or with a client credential only) is refused and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_routes_refuse_a_caller_without_the_admin_token() {
+    let mut cfg = closed_mesh(test_config());
+    cfg.admin_token = Some("admin-token-for-approvals".into());
+    let node = start(cfg).await;
+    let addr = node.local_addr();
+    let stranger = ymesh::mesh::NodeIdentity::ephemeral();
+    let id = stranger.node_id().to_string();
+    for verb in ["approve", "deny"] {
+        let (status, body) = http(addr, "POST", &format!("/peers/{id}/{verb}")).await;
+        assert_eq!(status, 401, "{verb}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(node.mesh().approvals(), ymesh::mesh::Approvals::default());
+    let req = ymesh::net::Request::post(&format!("/peers/{id}/approve"))
+        .header("authorization", "Bearer admin-token-for-approvals");
+    let resp = client(addr).send(req).await.expect("an answer");
+    assert_eq!(resp.status, 200);
+    assert!(node.mesh().approvals().approved.contains(&id));
+    node.shutdown().await;
+}
