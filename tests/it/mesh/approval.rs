@@ -181,7 +181,7 @@ async fn approval_routes_refuse_a_caller_without_the_admin_token() {
         assert_eq!(status, 401, "{verb}: {}", String::from_utf8_lossy(&body));
     }
     assert_eq!(node.mesh().approvals(), ymesh::mesh::Approvals::default());
-    let req = ymesh::net::Request::post(&format!("/peers/{id}/approve"))
+    let req = ymesh::net::Request::post(format!("/peers/{id}/approve"))
         .header("authorization", "Bearer admin-token-for-approvals");
     let resp = client(addr).send(req).await.expect("an answer");
     assert_eq!(resp.status, 200);
