@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use super::port::{Inbound, InboxReceiver, MeshLinks, RoomScope};
 use super::{
     encode_command, Command, CommandIssuer, CommandKind, CommandLog, CommandRecord, CommandResult,
-    ResponderKind, ResultStatus, DEFAULT_LOG_CAPACITY,
+    RecordOutcome, ResponderKind, ResultStatus, DEFAULT_LOG_CAPACITY,
 };
 use crate::room::{DeleteError, RoomRegistry, SessionId};
 use crate::store::Store;
@@ -84,6 +84,8 @@ pub struct CommandCenter {
     state: Mutex<State>,
     /// Tasks acting on commands; [`CommandCenter::stop`] waits for them.
     tasks: tokio_util::task::TaskTracker,
+    /// The node's metrics, once attached: commands issued, delivered, results by status.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for CommandCenter {
@@ -125,7 +127,23 @@ impl CommandCenter {
                 schema: BTreeMap::new(),
             }),
             tasks: tokio_util::task::TaskTracker::new(),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts commands in `metrics` from now on (once; a second call is ignored).
+    pub fn attach_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The last `n` commands issued here, newest first, as `GET /commands/{id}` shows each.
+    pub fn recent(&self, n: usize) -> Vec<Value> {
+        let mut st = lock(&self.state);
+        st.log.tick(now_ms().saturating_sub(RESULT_GRACE_MS));
+        let mut out: Vec<Value> = st.log.iter().map(CommandRecord::to_json).collect();
+        out.reverse();
+        out.truncate(n);
+        out
     }
 
     /// Takes commands and results that arrive over links until `inbox` closes or `stop` is
@@ -241,6 +259,9 @@ impl CommandCenter {
         // clients it delivered to (expected when it arrives).
         record.seal();
         lock(&self.state).log.insert(record);
+        if let Some(m) = self.metrics.get() {
+            m.command_issued();
+        }
         tracing::info!(
             id = command.id,
             kind = command.kind.as_str(),
@@ -320,7 +341,16 @@ impl CommandCenter {
                             record.expect(key, ResponderKind::Client);
                         }
                     }
-                    record.record(result);
+                    let status = result.status.as_str();
+                    let outcome = record.record(result);
+                    if matches!(
+                        outcome,
+                        RecordOutcome::Recorded | RecordOutcome::ReplacedTimeout
+                    ) {
+                        if let Some(m) = self.metrics.get() {
+                            m.command_result(status);
+                        }
+                    }
                 }
             }
             Some(link) => {
@@ -439,6 +469,9 @@ impl CommandCenter {
                 }
                 keys.push(key);
             }
+        }
+        if let Some(m) = self.metrics.get() {
+            m.commands_delivered(keys.len() as u64);
         }
         if issued_here {
             if let Some(record) = st.log.get_mut(&command.id) {

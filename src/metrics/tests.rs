@@ -220,3 +220,149 @@ fn counting_from_many_threads_loses_nothing() {
     );
     assert_eq!((s.counts().commits, s.counts().max_batch), (4000, 1));
 }
+
+#[test]
+fn frames_are_classified_by_their_first_bytes() {
+    let cases: [(&[u8], MessageType); 10] = [
+        (&[0, 0, 1, 0], MessageType::SyncStep1),
+        (&[0, 1, 2, 0, 0], MessageType::SyncStep2),
+        (&[0, 2, 2, 0, 0], MessageType::SyncUpdate),
+        (&[1, 5], MessageType::Awareness),
+        (&[2, 0], MessageType::Auth),
+        (&[3], MessageType::QueryAwareness),
+        (&[102, 1, 7], MessageType::SyncStatus),
+        (&[103, 0], MessageType::Command),
+        (&[0], MessageType::Other),
+        (&[], MessageType::Other),
+    ];
+    for (frame, want) in cases {
+        assert_eq!(MessageType::of(frame), want, "{frame:?}");
+    }
+    let m = Metrics::new();
+    m.client_received(&[0, 2, 2, 0, 0]);
+    m.client_received(&[0, 2, 2, 0, 0]);
+    m.client_sent(&[1, 5]);
+    assert_eq!(m.client_messages(MessageType::SyncUpdate), (2, 0));
+    assert_eq!(m.client_messages(MessageType::Awareness), (0, 1));
+}
+
+/// A node with one peer, for the exposition tests.
+struct OnePeer;
+
+impl StatusSource for OnePeer {
+    fn view(&self) -> NodeView {
+        NodeView {
+            uptime_s: 5,
+            rooms_loaded: 3,
+            rooms_stored: Some(4),
+            store_bytes: Some(1000),
+            peers: vec![PeerView {
+                node_id: Some("12D3KooWPeer".into()),
+                address: "ws://127.0.0.1:1".into(),
+                state: "connected",
+                rooms_synced: 2,
+                rooms_pending: 1,
+                oldest_pending_s: Some(9),
+                links_established: 2,
+                ..PeerView::default()
+            }],
+        }
+    }
+}
+
+/// Every metric family of a fully populated registry, by exposed name (`_total` for counters).
+fn exposed() -> (String, Vec<String>) {
+    let m = Metrics::new();
+    let store = Arc::new(StoreCounters::default());
+    store.committed(3);
+    store.commit_took(std::time::Duration::from_millis(2), Some(3));
+    m.attach_store(store);
+    let source: Arc<dyn StatusSource> = Arc::new(OnePeer);
+    m.attach_source(Arc::downgrade(&source));
+    let slot = m.open_connection_on("/rooms/{room}");
+    m.command_result("ok");
+    let text = m.encode();
+    drop(slot);
+    let mut names = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            names.push(match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            });
+        }
+    }
+    (text, names)
+}
+
+#[test]
+fn the_exposition_reads_the_source_and_ends_with_eof() {
+    let (text, names) = exposed();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for line in [
+        r#"ymesh_peer_up{peer="12D3KooWPeer"} 1"#,
+        r#"ymesh_peer_state{peer="12D3KooWPeer",state="connected"} 1"#,
+        r#"ymesh_peer_state{peer="12D3KooWPeer",state="backing_off"} 0"#,
+        r#"ymesh_peer_rooms{peer="12D3KooWPeer",status="synced"} 2"#,
+        r#"ymesh_peer_rooms{peer="12D3KooWPeer",status="pending"} 1"#,
+        r#"ymesh_peer_oldest_pending_seconds{peer="12D3KooWPeer"} 9"#,
+        r#"ymesh_peer_links_established_total{peer="12D3KooWPeer"} 2"#,
+        r#"ymesh_connections{kind="peer"} 1"#,
+        "ymesh_rooms_loaded 3",
+        "ymesh_rooms_stored 4",
+        "ymesh_store_commits_total 1",
+        "ymesh_store_commit_batch_size_count 1",
+        r#"ymesh_client_connections{route="/rooms/{room}"} 1"#,
+        r#"ymesh_command_results_total{status="ok"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a metric family exposed twice");
+}
+
+#[test]
+fn operations_doc_lists_every_metric_and_the_dashboard_uses_only_real_ones() {
+    let (_, names) = exposed();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/operations.md")).expect("docs/operations.md");
+    for name in &names {
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "docs/operations.md has no row for {name}"
+        );
+    }
+    let dashboard =
+        std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).expect("the dashboard");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut used: Vec<&str> = Vec::new();
+    let mut rest = dashboard.as_str();
+    while let Some(i) = rest.find("ymesh_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        used.push(&tail[..end]);
+        rest = &tail[end..];
+    }
+    assert!(!used.is_empty());
+    for u in used {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| u.strip_suffix(s))
+            .unwrap_or(u);
+        assert!(
+            names.iter().any(|n| n == u || n == base),
+            "the dashboard uses {u}, which the node does not expose"
+        );
+    }
+}

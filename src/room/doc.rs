@@ -312,6 +312,11 @@ impl Room {
         }
     }
 
+    /// The node's change counters, when the room belongs to a node's registry.
+    pub(crate) fn counters(&self) -> Option<&crate::metrics::RoomCounters> {
+        self.outlets.counters()
+    }
+
     fn emit_awareness(&self, update: &Bytes, origin: Option<SessionId>) {
         self.outlets.awareness(&self.name, update, origin);
     }

@@ -163,11 +163,14 @@ pub trait Replicator: Send + Sync {
 }
 
 /// Where a registry and its rooms send their events: the embedding program's hooks, then the
-/// replicator once one is set. Cloned into every room (two reference counts).
+/// replicator once one is set, and the change counters. Cloned into every room (three reference
+/// counts).
 #[derive(Clone)]
 pub(crate) struct Outlets {
     hooks: Arc<Hooks>,
     replicator: Arc<OnceLock<Weak<dyn Replicator>>>,
+    /// The node's change counters, once set ([`Outlets::set_counters`]).
+    counters: Arc<OnceLock<crate::metrics::RoomCounters>>,
 }
 
 impl Outlets {
@@ -177,12 +180,24 @@ impl Outlets {
         Outlets {
             hooks,
             replicator: Arc::default(),
+            counters: Arc::default(),
         }
+    }
+
+    /// Sets the counters of document and awareness changes, once; returns whether this call
+    /// set them.
+    pub(crate) fn set_counters(&self, counters: crate::metrics::RoomCounters) -> bool {
+        self.counters.set(counters).is_ok()
     }
 
     /// Sets the replicator, once; returns whether this call set it.
     pub(crate) fn set_replicator(&self, replicator: Weak<dyn Replicator>) -> bool {
         self.replicator.set(replicator).is_ok()
+    }
+
+    /// The change counters, once set.
+    pub(crate) fn counters(&self) -> Option<&crate::metrics::RoomCounters> {
+        self.counters.get()
     }
 
     fn replicator(&self) -> Option<Arc<dyn Replicator>> {
@@ -224,6 +239,9 @@ impl Outlets {
     }
 
     pub(crate) fn changed(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        if let Some(c) = self.counters.get() {
+            c.update_applied();
+        }
         if !self.hooks.is_empty() {
             self.hooks.emit(RoomEvent::Changed {
                 room,
@@ -235,6 +253,9 @@ impl Outlets {
     }
 
     pub(crate) fn awareness(&self, room: &str, update: &Bytes, origin: Option<SessionId>) {
+        if let Some(c) = self.counters.get() {
+            c.awareness_applied();
+        }
         if !self.hooks.is_empty() {
             self.hooks.emit(RoomEvent::Awareness {
                 room,

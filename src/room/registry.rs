@@ -171,6 +171,12 @@ impl RoomRegistry {
         self.outlets.set_replicator(replicator)
     }
 
+    /// Counts every document and awareness change of this registry's rooms in `counters`
+    /// (once; a second call is ignored and returns false).
+    pub fn set_counters(&self, counters: crate::metrics::RoomCounters) -> bool {
+        self.outlets.set_counters(counters)
+    }
+
     /// A new room of this registry (not yet registered).
     fn new_room(&self, name: &str, pinned: bool) -> Room {
         Room::create(

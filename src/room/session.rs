@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -119,12 +120,13 @@ impl Session {
         options: SessionOptions,
     ) -> Result<(Session, queue::Receiver), RoomError> {
         let joined = room.join_as(id, SessionKind::Client, &grant, options.commands)?;
-        let acks = Acks::new(
+        let mut acks = Acks::new(
             room.store().cloned(),
             room.name().to_string(),
             joined.reply.clone(),
             joined.kick.clone(),
         );
+        acks.counters = room.counters().cloned();
         room.emit_session(id, true, grant.user());
         let session = Session {
             id,
@@ -412,7 +414,9 @@ struct Acks {
     last_ticket: Option<CommitTicket>,
     /// An update of this session could not be stored: withhold every later echo.
     failed: Arc<AtomicBool>,
-    waiting: Option<mpsc::Sender<(Option<CommitTicket>, Bytes)>>,
+    waiting: Option<mpsc::Sender<(Option<CommitTicket>, Bytes, Instant)>>,
+    /// Where the time from a 102 to its echo is recorded (a node's rooms).
+    counters: Option<crate::metrics::RoomCounters>,
 }
 
 /// Echoes that may wait for the disk at once, per session.
@@ -433,6 +437,7 @@ impl Acks {
             last_ticket: None,
             failed: Arc::new(AtomicBool::new(false)),
             waiting: None,
+            counters: None,
         }
     }
 
@@ -457,8 +462,12 @@ impl Acks {
             tracing::warn!("withholding sync-status echo: an earlier update was not saved");
             return Ok(());
         }
+        let received = Instant::now();
         let Some(store) = self.store.clone() else {
             // No store (--memory): applied is as saved as it gets.
+            if let Some(c) = &self.counters {
+                c.ack_echoed(received.elapsed());
+            }
             return send_reply(&self.reply, echo);
         };
         let durable_now = store.room_failure(&self.room).is_none()
@@ -470,6 +479,9 @@ impl Acks {
                 ),
             };
         if durable_now && self.waiting.is_none() {
+            if let Some(c) = &self.counters {
+                c.ack_echoed(received.elapsed());
+            }
             return send_reply(&self.reply, echo);
         }
         let tx = self.waiting.get_or_insert_with(|| {
@@ -481,12 +493,14 @@ impl Acks {
                 self.reply.clone(),
                 self.kick.clone(),
                 self.failed.clone(),
+                self.counters.clone(),
             ));
             tx
         });
-        tx.try_send((self.last_ticket, echo)).map_err(|_| {
-            CloseReason::TooSlow("too many sync-status messages waiting for the disk".into())
-        })
+        tx.try_send((self.last_ticket, echo, received))
+            .map_err(|_| {
+                CloseReason::TooSlow("too many sync-status messages waiting for the disk".into())
+            })
     }
 }
 
@@ -497,13 +511,14 @@ impl Acks {
 async fn ack_worker(
     store: Arc<dyn Store>,
     room: String,
-    mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes)>,
+    mut rx: mpsc::Receiver<(Option<CommitTicket>, Bytes, Instant)>,
     reply: queue::Sender,
     kick: Arc<Kick>,
     failed: Arc<AtomicBool>,
+    counters: Option<crate::metrics::RoomCounters>,
 ) {
     let mut health = store.health();
-    while let Some((ticket, echo)) = rx.recv().await {
+    while let Some((ticket, echo, received)) = rx.recv().await {
         if failed.load(Ordering::Relaxed) {
             continue;
         }
@@ -529,6 +544,9 @@ async fn ack_worker(
             if health.changed().await.is_err() {
                 return;
             }
+        }
+        if let Some(c) = &counters {
+            c.ack_echoed(received.elapsed());
         }
         if let Err(reason) = send_reply(&reply, echo) {
             kick.close(reason);

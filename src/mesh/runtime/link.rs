@@ -115,7 +115,10 @@ pub(crate) async fn run(
             });
             None
         }
-        Ok((node, tag)) => Some(serve(&mut link, peer, node, tag).await),
+        Ok((node, tag)) => {
+            link.counters.linked();
+            Some(serve(&mut link, peer, node, tag).await)
+        }
     };
     if let Some(reason) = end {
         mesh.run(Event::LinkClosed { link: id, reason });

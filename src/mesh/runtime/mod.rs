@@ -583,6 +583,16 @@ impl Mesh {
         )
     }
 
+    /// The rows of `GET /peers`, typed, each with its peer's traffic counters (for the
+    /// metrics and the status page).
+    pub fn peer_rows(&self) -> Vec<(super::proto::PeerRow, Arc<LinkTraffic>)> {
+        let rows = lock(&self.core).rows();
+        let mut traffic = lock(&self.traffic);
+        rows.into_iter()
+            .map(|(key, row)| (row, traffic.entry(key).or_default().clone()))
+            .collect()
+    }
+
     /// Traffic counters of the peer with `node_id` (for tests and metrics).
     pub fn counters_of(&self, node_id: &str) -> Option<Arc<LinkTraffic>> {
         let key = lock(&self.core)

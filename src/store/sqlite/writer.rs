@@ -206,7 +206,13 @@ impl Writer {
     fn process(&mut self, appends: Vec<Append>, others: Vec<Request>) {
         if let (Some(first), Some(last)) = (appends.first(), appends.last()) {
             let (first, last) = (first.ticket, last.ticket);
-            match self.commit(&appends) {
+            let started = Instant::now();
+            let committed = self.commit(&appends);
+            self.shared.stats.commit_took(
+                started.elapsed(),
+                committed.is_ok().then_some(appends.len() as u64),
+            );
+            match committed {
                 Ok(touched) => {
                     let repaired: Vec<&str> = appends
                         .iter()
