@@ -34,8 +34,11 @@
 //!   frames, the expiring seen-set, the aggregation of results on the issuing node, the
 //!   node's command center, and the port through which it reaches the mesh.
 //! - [`metrics`]: the node's counters in one home (connections, refusals, store writer,
-//!   per-peer traffic) and the typed snapshots that `GET /`, `GET /peers` and
-//!   `ymesh status` read; a leaf every layer may use.
+//!   per-peer traffic, client traffic per message type, refusals, limits, latencies), the
+//!   typed snapshots that `GET /`, `GET /peers` and `ymesh status` read, and the Prometheus
+//!   exposition of `GET /metrics`; a leaf every layer may use.
+//! - [`ui`]: the live status page at `GET /ui` (assets embedded in the binary), the node's
+//!   view that `GET /metrics` and the page's charts read, and the sampler behind the charts.
 //! - [`client`]: a Rust client for one room: syncs a `yrs::Doc` over y-websocket and, when
 //!   opted in with `commands=1`, answers maintenance commands with registered handlers.
 //!
@@ -101,5 +104,6 @@ pub mod queue;
 pub mod room;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 pub use server::{Node, ServerError};

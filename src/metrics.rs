@@ -246,6 +246,28 @@ impl Metrics {
         pair.bytes.inc_by(frame.len() as u64);
     }
 
+    /// Counts a batch of client frames sent in one write: tallied locally first, so a
+    /// writer adds to each shared counter once per batch and type rather than per frame
+    /// (writers of many sessions run on many threads at once).
+    pub fn client_sent_batch<B: AsRef<[u8]>>(&self, frames: &[B]) {
+        if let [one] = frames {
+            return self.client_sent(one.as_ref());
+        }
+        let mut tally = [(0u64, 0u64); MessageType::ALL.len()];
+        for f in frames {
+            let f = f.as_ref();
+            let t = &mut tally[MessageType::of(f) as usize];
+            t.0 += 1;
+            t.1 += f.len() as u64;
+        }
+        for (pair, (messages, bytes)) in self.handles.client[1].iter().zip(tally) {
+            if messages > 0 {
+                pair.messages.inc_by(messages);
+                pair.bytes.inc_by(bytes);
+            }
+        }
+    }
+
     /// Client frames of `kind` so far, `(received, sent)`.
     pub fn client_messages(&self, kind: MessageType) -> (u64, u64) {
         let i = kind as usize;

@@ -244,6 +244,14 @@ fn frames_are_classified_by_their_first_bytes() {
     m.client_sent(&[1, 5]);
     assert_eq!(m.client_messages(MessageType::SyncUpdate), (2, 0));
     assert_eq!(m.client_messages(MessageType::Awareness), (0, 1));
+    let batch: Vec<Vec<u8>> = vec![vec![0, 2, 2, 0, 0], vec![1, 5], vec![0, 2, 2, 0, 0]];
+    m.client_sent_batch(&batch);
+    m.client_sent_batch(&batch[..1]);
+    assert_eq!(m.client_messages(MessageType::SyncUpdate), (2, 3));
+    assert_eq!(m.client_messages(MessageType::Awareness), (0, 2));
+    assert!(m
+        .encode()
+        .contains("ymesh_client_bytes_total{direction=\"out\",type=\"sync_update\"} 15"));
 }
 
 /// A node with one peer, for the exposition tests.

@@ -7,7 +7,8 @@
 //!    `allowed_hosts` names; others get 403.
 //! 2. **Origin**, in every mode: a request with an `Origin` the node does not allow gets 403;
 //!    `/_mesh` refuses any `Origin` (nodes never send one).
-//! 3. **Credential**, when a client mode is on: every route but `GET /healthz` needs the
+//! 3. **Credential**, when a client mode is on: every route but `GET /healthz` and the static
+//!    status page (`GET /ui`, `/ui/assets/*`: no data; its feed `/ui/state` needs one) needs the
 //!    static token or a signed user token, as `?token=` or `Authorization: Bearer`; `/_mesh`
 //!    too while the mesh is open to any node (`mesh_open`; otherwise peers are admitted by
 //!    the mesh handshake: secret, allow list or approval). Refused: HTTP 401.
@@ -15,7 +16,8 @@
 //! A refused WebSocket upgrade is accepted and then closed (4403, 4401) with the reason,
 //! before any sync message: browsers cannot read an HTTP status of a failed upgrade, but
 //! they see the close code. The authenticated [`Identity`] travels on as a request
-//! extension. No credential is ever logged or echoed.
+//! extension. No credential is ever logged or echoed. Each refusal is counted by reason
+//! (`ymesh_refused_total`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use super::http::ApiError;
 use super::AppState;
 use crate::auth::origin::{HostPolicy, OriginPolicy};
 use crate::auth::{bearer, AuthError, ClientAuth, Identity};
+use crate::metrics::Refusal;
 use crate::room::CloseReason;
 
 /// What the access layer needs, built once at start.
@@ -60,6 +63,7 @@ pub(crate) async fn access_layer(
     let headers = req.headers();
     let host = header_str(headers, header::HOST);
     if !rules.hosts.allows(host) {
+        app.metrics.refused(Refusal::Host);
         tracing::warn!(%peer, host = host.unwrap_or(""), path, "request refused: Host not allowed");
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -71,6 +75,7 @@ pub(crate) async fn access_layer(
     let mut refusal = None;
     if let Some(origin) = header_str(headers, header::ORIGIN) {
         if path == MESH {
+            app.metrics.refused(Refusal::Origin);
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "/_mesh takes connections from ymesh nodes, not from web pages",
@@ -78,6 +83,7 @@ pub(crate) async fn access_layer(
             .into_response();
         }
         if !rules.origins.allows(origin, host, "http") {
+            app.metrics.refused(Refusal::Origin);
             tracing::warn!(%peer, origin, path, "request refused: origin not allowed");
             refusal = Some(CloseReason::Forbidden(format!(
                 "origin {origin} is not allowed; list it in allowed_origins in mesh.toml"
@@ -87,9 +93,11 @@ pub(crate) async fn access_layer(
     // A CORS preflight carries no credential; the request it announces will.
     let preflight = req.method() == Method::OPTIONS
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    // Exempt: health checks and the static status page (it holds no data; its feed does).
+    let public = req.method() == Method::GET && (path == HEALTHZ || crate::ui::is_public(&path));
     let needs_credential = rules.clients.is_on()
         && !preflight
-        && !(path == HEALTHZ && req.method() == Method::GET)
+        && !public
         && (path != MESH || rules.mesh_needs_credential);
     let mut identity = Identity::default();
     if refusal.is_none() && needs_credential {
@@ -97,6 +105,7 @@ pub(crate) async fn access_layer(
         match rules.clients.check(credential.as_deref()) {
             Ok(id) => identity = id,
             Err(e) => {
+                app.metrics.refused(Refusal::Auth);
                 tracing::warn!(%peer, path, reason = %e, "request refused: not authenticated");
                 refusal = Some(CloseReason::Unauthorized(e.to_string()));
             }

@@ -188,6 +188,17 @@ pub(crate) async fn list_rooms(
     if let Err(refused) = unscoped_only(identity.as_deref()) {
         return refused.into_response();
     }
+    match room_rows(&app, query.all).await {
+        Ok(rows) => data(rows),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The rows of `GET /rooms` (`all`: with the stored rooms); also the status page's rooms.
+pub(crate) async fn room_rows(
+    app: &AppState,
+    all: bool,
+) -> Result<Vec<serde_json::Value>, ApiError> {
     let loaded = app.registry.list();
     let with_schema = |mut row: serde_json::Value| {
         if let Some(v) = row["name"]
@@ -198,25 +209,16 @@ pub(crate) async fn list_rooms(
         }
         row
     };
-    if !query.all {
-        return data(
-            loaded
-                .iter()
-                .map(|r| with_schema(json!(r)))
-                .collect::<Vec<_>>(),
-        );
+    if !all {
+        return Ok(loaded.iter().map(|r| with_schema(json!(r))).collect());
     }
     let stored = match app.registry.store() {
-        Some(store) => match store.list().await {
-            Ok(list) => list,
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot list stored rooms: {e}"),
-                )
-                .into_response()
-            }
-        },
+        Some(store) => store.list().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot list stored rooms: {e}"),
+            )
+        })?,
         None => Vec::new(),
     };
     let mut rows: std::collections::BTreeMap<String, serde_json::Value> = loaded
@@ -240,7 +242,7 @@ pub(crate) async fn list_rooms(
         row["bytes"] = json!(m.bytes);
         row["updated_at_ms"] = json!(m.updated_at_ms);
     }
-    data(rows.into_values().map(with_schema).collect::<Vec<_>>())
+    Ok(rows.into_values().map(with_schema).collect())
 }
 
 pub(crate) async fn not_found() -> ApiError {

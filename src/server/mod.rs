@@ -16,6 +16,7 @@ mod http;
 mod limits;
 mod listen;
 mod run;
+mod status;
 mod ws;
 
 pub use run::{load_config, raise_fd_limit, serve_until_signal, shutdown_signal, ServeError};
@@ -290,6 +291,8 @@ impl Node {
         );
         commands.load().await?;
         commands.run_inbox(inbox_rx, shutdown.child_token());
+        commands.attach_metrics(metrics.clone());
+        registry.set_counters(metrics.room_counters());
         let access = access::AccessRules {
             clients: crate::auth::ClientAuth::new(
                 config.token.clone(),
@@ -338,6 +341,18 @@ impl Node {
             addresses: limits::AddressCounts::default(),
             responses,
         });
+        let source: Arc<dyn crate::metrics::StatusSource> = Arc::new(crate::ui::NodeSource::new(
+            &mesh,
+            registry.clone(),
+            state.started,
+        ));
+        state.metrics.attach_source(Arc::downgrade(&source));
+        tokio::spawn(crate::ui::sampler_worker(
+            state.metrics.clone(),
+            registry.store().cloned(),
+            source,
+            state.shutdown.clone(),
+        ));
         mesh.start();
         let (discovery, sources) =
             start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
@@ -452,7 +467,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/peers", get(http::list_peers))
         .route("/_mesh", get(mesh_upgrade))
-        .route("/rooms", get(http::list_rooms));
+        .route("/rooms", get(http::list_rooms))
+        .route("/metrics", get(status::metrics))
+        .route("/ui", get(status::page))
+        .route("/ui/state", get(status::state))
+        .route("/ui/assets/{file}", get(status::asset));
     // Admin routes: the admin rule runs before the handler (see `crate::auth`). Layered on
     // the handler, so a WebSocket route template on the same path keeps its own GET.
     let admin = axum::middleware::from_fn_with_state(state.clone(), http::require_admin);

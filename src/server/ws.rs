@@ -36,6 +36,7 @@ use super::limits::RateLimit;
 use super::listen::WriteProgress;
 use super::AppState;
 use crate::auth::Identity;
+use crate::metrics::{Limit, Refusal};
 use crate::queue;
 use crate::room::{CloseReason, Grant, Kick, Session, SessionOptions};
 
@@ -85,7 +86,7 @@ pub(crate) async fn room_route(
         Ok(ws) => accept(
             app,
             ws,
-            room,
+            (room, super::DOCUMENT_ROUTE),
             peer,
             &query,
             identity.map(|i| i.0).unwrap_or_default(),
@@ -108,7 +109,7 @@ pub(crate) async fn room_route(
 pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    identity: Option<axum::Extension<Identity>>,
+    Admitted { identity, route }: Admitted,
     progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
@@ -122,10 +123,10 @@ pub(crate) async fn sync_route(
         Ok(ws) => accept(
             app,
             ws,
-            room,
+            (room, &route),
             peer,
             &query,
-            identity.map(|i| i.0).unwrap_or_default(),
+            identity,
             progress.map(|p| p.0),
         ),
         Err(e) => ApiError::new(
@@ -136,10 +137,39 @@ pub(crate) async fn sync_route(
     }
 }
 
+/// What the access layer and the router left on an upgrade request: the authenticated
+/// identity and the route template that matched (`/sync/{room}`; for the per-route counts).
+pub(crate) struct Admitted {
+    identity: Identity,
+    route: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admitted {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Admitted {
+            identity: parts
+                .extensions
+                .get::<Identity>()
+                .cloned()
+                .unwrap_or_default(),
+            route: parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+        })
+    }
+}
+
 fn accept(
     app: Arc<AppState>,
     ws: WebSocketUpgrade,
-    room: String,
+    (room, route): (String, &str),
     peer: SocketAddr,
     query: &HashMap<String, String>,
     identity: Identity,
@@ -162,7 +192,7 @@ fn accept(
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
     // Counted until the session ends, however it ends.
-    let slot = app.metrics.open_connection();
+    let slot = app.metrics.open_connection_on(route);
     let over = slot.before() >= limits.max_connections;
     // This address's share (`limits.max_connections_per_address`), held as long.
     let per_address = app.addresses.connection(peer.ip(), &app.config.limits);
@@ -171,6 +201,8 @@ fn accept(
         tracker.track_future(async move {
             if over {
                 tracing::warn!(%peer, room, "connection refused: node at connection limit");
+                app.metrics.refused(Refusal::Limit);
+                app.metrics.limit_hit(Limit::Connections);
                 let reason =
                     CloseReason::AtCapacity("node at capacity: too many connections".into());
                 close_now(socket, &reason).await;
@@ -178,6 +210,8 @@ fn accept(
             }
             let Some(per_address) = per_address else {
                 tracing::warn!(%peer, room, "connection refused: too many connections from this address");
+                app.metrics.refused(Refusal::Limit);
+                app.metrics.limit_hit(Limit::ConnectionsPerAddress);
                 let reason = CloseReason::TooSlow(format!(
                     "too many connections from this address (limit {})",
                     app.config.limits.max_connections_per_address
@@ -190,6 +224,22 @@ fn accept(
             drop(slot);
         })
     })
+}
+
+/// The limit behind a close the node made, for `ymesh_limit_hits_total` (storage quotas
+/// are counted where they refuse).
+fn limit_of(close: &crate::room::Close) -> Option<Limit> {
+    if close.by_peer() {
+        return None;
+    }
+    match &close.cause {
+        CloseReason::TooBig { .. } => Some(Limit::MessageSize),
+        CloseReason::AtCapacity(_) => Some(Limit::Rooms),
+        CloseReason::TimedOut(_) => Some(Limit::Timeout),
+        CloseReason::TooSlow(r) if r.starts_with("too many messages") => Some(Limit::MessageRate),
+        CloseReason::TooSlow(_) => Some(Limit::OutboundQueue),
+        _ => None,
+    }
 }
 
 pub(crate) async fn close_now(mut socket: WebSocket, reason: &CloseReason) {
@@ -250,6 +300,9 @@ async fn run_session(
         Ok(s) => s,
         Err(reason) => {
             tracing::warn!(room = room_name, %peer, code = reason.code(), reason = %reason, "connection refused");
+            if reason.code() == crate::room::CLOSE_AT_CAPACITY {
+                app.metrics.limit_hit(Limit::Rooms);
+            }
             close_now(socket, &reason).await;
             return;
         }
@@ -274,6 +327,9 @@ async fn run_session(
     if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
         // The close frame could not be written (the client does not read): drop the socket.
         abort.abort();
+    }
+    if let Some(limit) = kick.reason().and_then(limit_of) {
+        app.metrics.limit_hit(limit);
     }
     if let Some(r) = kick.reason() {
         tracing::info!(
@@ -339,6 +395,7 @@ async fn read_loop(
         last_seen.store(millis_since(app), Ordering::Relaxed);
         match msg {
             WsMessage::Binary(frame) => {
+                app.metrics.client_received(&frame);
                 if !rate.allow(tokio::time::Instant::now()) {
                     kick.close(CloseReason::TooSlow(format!(
                         "too many messages: more than {} per second",
@@ -448,6 +505,7 @@ async fn writer_worker(
                 // and shutdown meanwhile (the queue behind us fills and kicks with 4429),
                 // and give up once no byte went out for the write deadline (4429 too). A
                 // slow reader of a large frame keeps making progress and is not cut off.
+                app.metrics.client_sent_batch(&batch);
                 let write = async {
                     for frame in batch.drain(..) {
                         sink.feed(WsMessage::Binary(frame)).await?;
