@@ -24,6 +24,7 @@ mod faults;
 mod flood;
 mod limits;
 mod mesh;
+mod metrics;
 mod node;
 mod ops;
 mod scoped;
