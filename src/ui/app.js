@@ -116,7 +116,7 @@ function lineChart(container, points, label) {
     const t0 = points[0].x, t1 = points[points.length - 1].x, span = Math.max(1, t1 - t0);
     const xy = points.map((p) => [
       P + (W - 2 * P) * (p.x - t0) / span,
-      H - P - (H - 2 * P) * p.y / max,
+      H - P - (H - 2 * P - 14) * p.y / max,
     ]);
     const line = xy.map(([x, y]) => x.toFixed(1) + ',' + y.toFixed(1)).join(' ');
     s.append(svg('polygon', { points: `${xy[0][0]},${H - P} ${line} ${xy[xy.length - 1][0]},${H - P}`, fill: '#3b6fd822' }));
@@ -147,7 +147,8 @@ function renderCharts(data) {
   const peers = new Set();
   for (const s of samples) for (const p of Object.keys(s.peers || {})) peers.add(rowOf(p));
   const names = [...peers].sort();
-  const W = 360, ROW = 18, LABEL = 110;
+  // Drawn at the container's own pixel width, so labels keep their size on any screen.
+  const W = Math.max(240, $('chart-links').clientWidth || 600), ROW = 18, LABEL = 110;
   const s = svg('svg', { viewBox: `0 0 ${W} ${Math.max(1, names.length) * ROW + 4}`, class: 'links', role: 'img', 'aria-label': 'peer link states' });
   if (!names.length) {
     const t = svg('text', { x: 4, y: 13, 'font-size': 12, fill: '#6b7280' });
