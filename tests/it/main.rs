@@ -28,3 +28,4 @@ mod node;
 mod ops;
 mod scoped;
 mod surface;
+mod tls;

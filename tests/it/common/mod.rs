@@ -439,7 +439,11 @@ pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child
             let status = child.wait();
             panic!("no ready line in time; the node exited with {status:?}");
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let ready = line
+            .split("listening on http://")
+            .nth(1)
+            .or_else(|| line.split("listening on https://").nth(1));
+        if let Some(rest) = ready {
             let addr: String = rest
                 .chars()
                 .take_while(|c| !c.is_whitespace() && *c != '"')
