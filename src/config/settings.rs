@@ -143,7 +143,7 @@ pub const SETTINGS: &[SettingDoc] = &[
 /// The settings reference as Markdown (the generated part of docs/configuration.md).
 pub fn reference_markdown() -> String {
     let mut out = String::from(
-        "| key | flag | env | default | status | meaning |\n|---|---|---|---|---|---|\n",
+        "| key | flag | env | default | status | on reload | meaning |\n|---|---|---|---|---|---|---|\n",
     );
     for s in SETTINGS {
         let code = |v: Option<&str>| v.map_or("—".to_string(), |v| format!("`{v}`"));
@@ -156,13 +156,19 @@ pub fn reference_markdown() -> String {
             Available => "available".to_string(),
             Planned(what) => format!("planned: {what}"),
         };
+        let reload = if super::reload::LIVE.contains(&s.key) {
+            "applied"
+        } else {
+            "restart"
+        };
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
             s.key,
             code(s.flag),
             code(s.env),
             default,
             status,
+            reload,
             s.description
         ));
     }

@@ -151,14 +151,15 @@ impl ServerTls {
         })
     }
 
-    /// Re-reads the certificate and key (the paths may have changed). On an error the
-    /// certificate in use stays. Open connections keep the one they were made with.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    /// Re-reads the certificate and key (the paths may have changed); true when the
+    /// certificate chain differs from the one served until now. On an error the certificate
+    /// in use stays. Open connections keep the one they were made with.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<bool, TlsError> {
         let fresh = read_certified_key(cert, key)?;
-        if let Ok(mut slot) = self.slot.0.write() {
-            *slot = fresh;
-        }
-        Ok(())
+        let mut slot = self.slot.0.write().unwrap_or_else(|p| p.into_inner());
+        let changed = slot.cert != fresh.cert;
+        *slot = fresh;
+        Ok(changed)
     }
 
     /// Runs the server side of a handshake on accepted connections.

@@ -175,8 +175,8 @@ pub(crate) fn apply(app: &AppState, fresh: Config) -> Result<ReloadReport, Reloa
     } = Reloaded::between(&running.config, fresh);
     // Files first: an unreadable one refuses the whole reload.
     if let (Some(tls), Some(files)) = (&app.tls, &config.tls) {
-        tls.reload(&files.cert, &files.key)?;
-        if !applied.contains(&"tls_cert") {
+        let renewed = tls.reload(&files.cert, &files.key)?;
+        if renewed && !applied.contains(&"tls_cert") {
             applied.push("tls_cert");
         }
     }

@@ -255,6 +255,23 @@ impl RawClient {
     }
 }
 
+/// Opens a WebSocket to `path` with extra request headers.
+pub async fn ws_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect in time")
+        .expect("the upgrade is accepted");
+    RawClient { ws }
+}
+
 /// A client that keeps a yrs document in sync with a room, like a y-websocket provider.
 pub struct SyncClient {
     pub raw: RawClient,
