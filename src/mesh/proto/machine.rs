@@ -353,6 +353,19 @@ impl<H: Clone> MeshCore<H> {
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
+        // Welcomed under the rules of that moment; a reload since may have changed them.
+        if self.gate.secrets.contains_key(&link)
+            && !matches!(
+                self.verdict_again(link, peer, &node),
+                super::approval::Verdict::Welcome(_)
+            )
+        {
+            out.push(Action::Reject {
+                link,
+                reason: "no longer admitted after a configuration change".into(),
+            });
+            return;
+        }
         let Some(slot) = self.peers.get_mut(&peer) else {
             out.push(Action::Reject {
                 link,

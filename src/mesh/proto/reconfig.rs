@@ -13,7 +13,9 @@
 //!   node is no longer admitted is closed (it redials and waits as pending, or is let in by
 //!   what it proves then); a pending link the new rules admit is welcomed. A link admitted
 //!   by the mesh secret counts as not having proven it when the secret changed: it must
-//!   redial and prove the new one.
+//!   redial and prove the new one. A link welcomed before the reload whose handshake ends
+//!   after it is judged again when it comes up (`on_handshaken`), so no link slips between
+//!   the verdict and the link.
 
 use super::approval::{self, AdmissionPolicy, SecretCheck, Verdict};
 use super::backoff::Backoff;
@@ -130,7 +132,9 @@ impl<H: Clone> MeshCore<H> {
         }
     }
 
-    fn verdict_again(&self, link: LinkId, peer: PeerKey, node: &str) -> Verdict {
+    /// The verdict on authenticated link `link` to `node` under the rules in force now, with
+    /// what its handshake proved.
+    pub(super) fn verdict_again(&self, link: LinkId, peer: PeerKey, node: &str) -> Verdict {
         let secret = self
             .gate
             .secrets
