@@ -1510,48 +1510,41 @@ fn mesh_sim() {
     }
 }
 
+/// Runs seeds 0..1000 of `scenario`; the first failure names the test and the seed.
+fn run_seeds(test: &str, scenario: Scenario) {
+    let seeds = 1000;
+    for seed in 0..seeds {
+        if let Err(e) = run_scenario(seed, scenario) {
+            panic!(
+                "{test} seed {seed}: {e}\n\
+                 (the scenario is {scenario:?}; replay by running it alone with MESH_SIM_TRACE=1)"
+            );
+        }
+    }
+    println!("mesh_sim: {test}: {seeds} seeds");
+}
+
 /// The case that motivated the simulator: a configured peer on one side, mDNS on the other.
 /// Before the fix, a link dialed to a discovered peer counted as inbound in the tie-break,
 /// so the two nodes could each keep a different link.
 #[test]
 fn configured_meets_discovered() {
-    let seeds = 1000;
-    for seed in 0..seeds {
-        if let Err(e) = run_scenario(seed, Scenario::ConfiguredMeetsDiscovered) {
-            panic!("configured_meets_discovered seed {seed}: {e}");
-        }
-    }
-    println!("mesh_sim: configured_meets_discovered: {seeds} seeds");
+    run_seeds(
+        "configured_meets_discovered",
+        Scenario::ConfiguredMeetsDiscovered,
+    );
 }
 
 /// Device approval: no open node; pending links wait for a person and carry nothing; once
 /// every pair is approved the mesh converges as before.
 #[test]
 fn pending_until_approved() {
-    let seeds = 1000;
-    for seed in 0..seeds {
-        if let Err(e) = run_scenario(seed, Scenario::Approval) {
-            panic!(
-                "pending_until_approved seed {seed}: {e}\n\
-                 (the scenario is Approval; replay by running it alone with MESH_SIM_TRACE=1)"
-            );
-        }
-    }
-    println!("mesh_sim: pending_until_approved: {seeds} seeds");
+    run_seeds("pending_until_approved", Scenario::Approval);
 }
 
 /// Reloads: allow lists change while the mesh runs; a peer taken off loses its link at once,
 /// waits as pending, and links again when it is put back; the mesh converges as before.
 #[test]
 fn allow_list_reloads() {
-    let seeds = 1000;
-    for seed in 0..seeds {
-        if let Err(e) = run_scenario(seed, Scenario::Reload) {
-            panic!(
-                "allow_list_reloads seed {seed}: {e}\n\
-                 (the scenario is Reload; replay by running it alone with MESH_SIM_TRACE=1)"
-            );
-        }
-    }
-    println!("mesh_sim: allow_list_reloads: {seeds} seeds");
+    run_seeds("allow_list_reloads", Scenario::Reload);
 }
