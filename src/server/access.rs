@@ -46,6 +46,11 @@ pub(crate) struct AccessRules {
     pub(crate) mesh_needs_credential: bool,
 }
 
+/// The credential a request presented (`None`: none), kept by a WebSocket session so that a
+/// reload can judge it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Presented(pub(crate) Option<Arc<str>>);
+
 /// The route exempt from credentials (load balancers, probes).
 const HEALTHZ: &str = "/healthz";
 /// The node-to-node control channel.
@@ -58,7 +63,8 @@ pub(crate) async fn access_layer(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let rules = &app.access;
+    let live = app.live();
+    let rules = &live.access;
     let path = req.uri().path().to_string();
     let headers = req.headers();
     let host = header_str(headers, header::HOST);
@@ -82,7 +88,7 @@ pub(crate) async fn access_layer(
             )
             .into_response();
         }
-        if !rules.origins.allows(origin, host, "http") {
+        if !rules.origins.allows(origin, host, app.scheme()) {
             app.metrics.refused(Refusal::Origin);
             tracing::warn!(%peer, origin, path, "request refused: origin not allowed");
             refusal = Some(CloseReason::Forbidden(format!(
@@ -100,8 +106,8 @@ pub(crate) async fn access_layer(
         && !public
         && (path != MESH || rules.mesh_needs_credential);
     let mut identity = Identity::default();
+    let credential = credential(headers, req.uri().query());
     if refusal.is_none() && needs_credential {
-        let credential = credential(headers, req.uri().query());
         match rules.clients.check(credential.as_deref()) {
             Ok(id) => identity = id,
             Err(e) => {
@@ -122,6 +128,8 @@ pub(crate) async fn access_layer(
         tracing::debug!(%peer, user, path, "authenticated");
     }
     req.extensions_mut().insert(identity);
+    req.extensions_mut()
+        .insert(Presented(credential.map(Arc::from)));
     next.run(req).await
 }
 

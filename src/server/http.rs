@@ -144,7 +144,8 @@ pub(crate) async fn mint_token(
                 .into_response()
         }
     };
-    let Some(secret) = app.config.shared_secret.as_deref() else {
+    let live = app.live();
+    let Some(secret) = live.config.shared_secret.as_deref() else {
         return ApiError::new(
             StatusCode::CONFLICT,
             "this node has no shared secret (--shared-secret, SYNC_SHARED_SECRET): room-scoped \
@@ -511,7 +512,11 @@ pub(crate) async fn require_admin(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match admin_decision(app.config.admin_token.as_deref(), authorization, peer) {
+    match admin_decision(
+        app.live().config.admin_token.as_deref(),
+        authorization,
+        peer,
+    ) {
         AdminDecision::Allow => next.run(req).await,
         AdminDecision::Unauthorized(message) => {
             let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();

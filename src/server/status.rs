@@ -95,7 +95,7 @@ pub(crate) async fn state(
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": app.started.elapsed().as_secs(),
             "addresses": listen.into_iter().collect::<Vec<_>>(),
-            "stored": !app.config.memory,
+            "stored": !app.live().config.memory,
             "rooms": app.registry.len(),
             "connections": app.metrics.connections(),
             "updates_applied": app.metrics.updates_applied(),

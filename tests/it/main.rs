@@ -27,5 +27,8 @@ mod mesh;
 mod metrics;
 mod node;
 mod ops;
+mod proxy;
+mod reload;
 mod scoped;
 mod surface;
+mod tls;

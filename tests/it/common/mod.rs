@@ -255,6 +255,23 @@ impl RawClient {
     }
 }
 
+/// Opens a WebSocket to `path` with extra request headers.
+pub async fn ws_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect in time")
+        .expect("the upgrade is accepted");
+    RawClient { ws }
+}
+
 /// A client that keeps a yrs document in sync with a room, like a y-websocket provider.
 pub struct SyncClient {
     pub raw: RawClient,
@@ -439,7 +456,11 @@ pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child
             let status = child.wait();
             panic!("no ready line in time; the node exited with {status:?}");
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let ready = line
+            .split("listening on http://")
+            .nth(1)
+            .or_else(|| line.split("listening on https://").nth(1));
+        if let Some(rest) = ready {
             let addr: String = rest
                 .chars()
                 .take_while(|c| !c.is_whitespace() && *c != '"')
