@@ -396,3 +396,64 @@ async fn the_feed_keeps_samples_for_the_charts() {
     wait_until("the node idles", || node.metrics().connections() == 0).await;
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_command_is_counted_issued_delivered_and_answered() {
+    let node = start(test_config()).await;
+    let addr = node.local_addr();
+    // A client that opts in to commands, in the room the command is for.
+    let path = "/rooms/cmd-room?commands=1";
+    let _c = SyncClient::connect_with(addr, path, yrs::Doc::new()).await;
+    let body = serde_json::json!({ "kind": "compact", "deadline_s": 5 });
+    let (status, answer) = crate::common::http_body(
+        addr,
+        "POST",
+        "/rooms/cmd-room/commands",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    scrape_until(addr, "ymesh_commands_issued_total", |v| v == 1.0).await;
+    // Delivered to the one opted-in session (the node acts on a command off the request).
+    scrape_until(addr, "ymesh_commands_delivered_total", |v| v == 1.0).await;
+    // The node answers for itself: one result, whatever its status.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(addr).await;
+        let results: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("ymesh_command_results_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if results >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no result counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_foreign_host_name_is_counted_as_refused() {
+    let node = start(test_config()).await;
+    let addr = node.local_addr();
+    let resp = client(addr)
+        .send(Request::get("/metrics").header("host", "rebound.example:3913"))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        resp.status, 403,
+        "DNS rebinding: a loopback node answers loopback names"
+    );
+    let text = scrape(addr).await;
+    assert_eq!(
+        value(&text, r#"ymesh_refused_total{reason="host"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    node.shutdown().await;
+}
