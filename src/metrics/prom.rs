@@ -301,7 +301,7 @@ impl Handles {
         let command_results: Family<OneLabel, Counter> = Family::default();
         registry.register(
             "ymesh_command_results",
-            "Results of commands issued on this node, by status (ok, error, refused, unsupported, timeout)",
+            "Results of commands issued on this node as they arrive, by status (ok, error, refused, unsupported)",
             command_results.clone(),
         );
         let client_open: Family<OneLabel, Gauge> = Family::default();
@@ -454,7 +454,7 @@ impl prometheus_client::collector::Collector for Scrape {
                 gauge1(
                     &mut enc,
                     "ymesh_rooms_stored",
-                    "Rooms in the store (as of the last sample, at most a few seconds old)",
+                    "Rooms in the store (counted every 30 s)",
                     stored as i64,
                 )?;
             }
