@@ -75,7 +75,7 @@ pub(crate) async fn approve_peer(
     State(app): State<Arc<AppState>>,
     axum::extract::Path(node): axum::extract::Path<String>,
 ) -> Response {
-    peer_decision(&app, &node, true)
+    peer_decision(app, node, true).await
 }
 
 /// `POST /peers/{node}/deny` (admin): refuses node `node` from now on (persisted), whatever
@@ -84,15 +84,28 @@ pub(crate) async fn deny_peer(
     State(app): State<Arc<AppState>>,
     axum::extract::Path(node): axum::extract::Path<String>,
 ) -> Response {
-    peer_decision(&app, &node, false)
+    peer_decision(app, node, false).await
 }
 
-fn peer_decision(app: &Arc<AppState>, node: &str, approve: bool) -> Response {
+/// Records the decision (approvals.json is written and synced off the async workers).
+async fn peer_decision(app: Arc<AppState>, node: String, approve: bool) -> Response {
     use crate::mesh::runtime::approvals::ApprovalsError;
-    let result = if approve {
-        app.mesh.approve(node)
-    } else {
-        app.mesh.deny(node)
+    let mesh = app.mesh.clone();
+    let id = node.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if approve {
+            mesh.approve(&id)
+        } else {
+            mesh.deny(&id)
+        }
+    })
+    .await;
+    let Ok(result) = result else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the decision was not recorded",
+        )
+        .into_response();
     };
     match result {
         Ok(()) => data(json!({

@@ -304,6 +304,7 @@ async fn run_session(
     progress: Option<WriteProgress>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
+    let expires = client.identity.scoped.as_ref().map(|c| c.exp);
     let grant = grant_of(client.identity);
     let (mut session, outbound) = match Session::open(&app.registry, &room_name, id, grant, options)
         .await
@@ -324,6 +325,18 @@ async fn run_session(
     let _registered = app
         .credentials
         .register(id, client.credential, kick.clone());
+    // A room-scoped token holds until its `exp`, connected or not: then the session ends
+    // (4401) and the application reconnects with a fresh token.
+    let _expiry = expires.map(|exp| {
+        let kick = kick.clone();
+        let left = Duration::from_secs(exp.saturating_sub(crate::auth::scoped::now_s()));
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            kick.close(CloseReason::Unauthorized(
+                "token expired: reconnect with a new token".into(),
+            ));
+        }))
+    });
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(AtomicU64::new(millis_since(&app)));
     let writer = tokio::spawn(writer_worker(

@@ -395,8 +395,9 @@ pub async fn http_body(addr: SocketAddr, method: &str, path: &str, body: &[u8]) 
     http_body_within(addr, method, path, body, WAIT).await
 }
 
-/// [`http_body`] bounded by `limit` instead of `WAIT`: for bodies of tens of MiB, which a
-/// debug build on a loaded 2-core machine can take longer than `WAIT` to apply.
+/// [`http_body`] bounded by `limit` instead of `WAIT` (the whole exchange, and the silence
+/// before the answer): for bodies of tens of MiB, which a debug build on a loaded 2-core
+/// machine can take longer than `WAIT` to apply.
 pub async fn http_body_within(
     addr: SocketAddr,
     method: &str,
@@ -406,8 +407,10 @@ pub async fn http_body_within(
 ) -> (u16, Vec<u8>) {
     let method = ymesh::net::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let req = ymesh::net::Request::new(method, path).bytes(body.to_vec());
+    // The node answers once the body is applied: the whole bound may pass in silence.
     let resp = client(addr)
         .with_timeout(limit)
+        .with_idle_timeout(limit)
         .send(req)
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));
