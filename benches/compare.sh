@@ -26,6 +26,7 @@ WORK=$ROOT/target/bench-compare
 TOOLS=$ROOT/target/bench-tools
 REF_DIR=$ROOT/benches/reference
 YSWEET_BIN=$TOOLS/y-sweet/bin/y-sweet
+ARGS="$*"
 QUICK=0
 APPEND=0
 ONLY=""
@@ -64,13 +65,14 @@ if [ -n "${NO_BUILD:-}" ]; then
   LOAD=${LOAD_BIN:-$(newest "$ROOT/target/release/deps/load-*")}
   DURABLE=${DURABLE_BIN:-$(newest "$ROOT/target/release/deps/durable-*")}
 else
-  log "building ymesh (release) and the load generator"
-  (cd "$ROOT" && cargo build --release --locked --bin ymesh)
+  log "building ymesh (release), the load generator and the durable bench"
+  # One build for all three, so the library is compiled once with one feature set.
+  built=$(cd "$ROOT" && cargo build --release --locked --bin ymesh --bench load --bench durable \
+    --message-format=json-render-diagnostics)
+  exe() { echo "$built" | grep "\"name\":\"$1\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
   YMESH=$ROOT/target/release/ymesh
-  LOAD=$(cd "$ROOT" && cargo bench --locked --bench load --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-  DURABLE=$(cd "$ROOT" && cargo bench --locked --bench durable --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  LOAD=$(exe load)
+  DURABLE=$(exe durable)
 fi
 [ -x "$LOAD" ] || { echo "compare.sh: load generator not built" >&2; exit 1; }
 
@@ -274,5 +276,5 @@ fi
 
 YMESH_VERSION=${YMESH_LABEL:-"ymesh $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src || echo "+changes")"}
 node "$ROOT/benches/report.mjs" "$RESULTS" "$ROOT/docs/benchmarks.md" "$ROOT/docs/benchmarks-compare.svg" \
-  "{\"ymesh\":\"$YMESH_VERSION\",\"ysweet_note\":\"$YSWEET_NOTE\",\"quick\":$QUICK,\"command\":\"benches/compare.sh${ONLY:+ --only $ONLY}\"}"
+  "{\"ymesh\":\"$YMESH_VERSION\",\"ysweet_note\":\"$YSWEET_NOTE\",\"quick\":$QUICK,\"command\":\"${NO_BUILD:+NO_BUILD=1 }${YMESH_BIN:+YMESH_BIN=$YMESH_BIN }benches/compare.sh${ARGS:+ $ARGS}\"}"
 log "done: docs/benchmarks.md, docs/benchmarks-compare.svg ($RESULTS)"

@@ -184,7 +184,7 @@ fs.writeFileSync(mdPath, next)
 
 // Chart: two panels of grouped bars.
 const W = 900; const H = 380
-const panel = (x0, width, title, groups, unit) => {
+const panel = (x0, width, title, groups, unit, log = false) => {
   const svg = []
   const max = Math.max(1e-9, ...groups.flatMap((g) => g.bars.map((b) => b.v || 0)))
   const top = 50; const bottom = H - 60; const h = bottom - top
@@ -199,7 +199,8 @@ const panel = (x0, width, title, groups, unit) => {
         svg.push(`<text x="${x + bw / 2}" y="${bottom - 4}" text-anchor="middle" font-size="9" fill="#999">n/a</text>`)
         return
       }
-      const bh = (b.v / max) * h
+      // Log scale from 0.1 (CPU: values span 0.5 to 1,000 µs), else linear.
+      const bh = log ? (Math.max(0, Math.log10(b.v / 0.1)) / Math.log10(max / 0.1)) * h : (b.v / max) * h
       svg.push(`<rect x="${x.toFixed(1)}" y="${(bottom - bh).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[b.s]}"><title>${NAMES[b.s]}: ${b.v.toFixed(2)} ${unit}</title></rect>`)
       svg.push(`<text x="${(x + bw / 2 - 1).toFixed(1)}" y="${(bottom - bh - 3).toFixed(1)}" text-anchor="middle" font-size="9">${b.v >= 100 ? b.v.toFixed(0) : b.v.toFixed(1)}</text>`)
     })
@@ -216,7 +217,7 @@ const memGroups = [
 const legend = present.map((s, i) => `<rect x="${20 + i * 200}" y="${H - 28}" width="12" height="12" fill="${COLORS[s]}"/><text x="${36 + i * 200}" y="${H - 18}" font-size="12">${NAMES[s]}</text>`).join('\n')
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-${panel(20, 520, 'Server CPU per delivered update (lower is better)', cpuGroups, 'µs')}
+${panel(20, 520, 'Server CPU per delivered update (log scale, lower is better)', cpuGroups, 'µs', true)}
 ${panel(580, 300, 'Idle memory (lower is better)', memGroups, 'kB')}
 ${legend}
 <text x="${W - 10}" y="${H - 4}" text-anchor="end" font-size="9" fill="#777">benches/compare.sh, ${date}</text>
