@@ -651,17 +651,30 @@ struct Writer {
     flow: Arc<RoomFlow>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn writer_task(
-    mut sink: SplitSink<Ws, WsMessage>,
-    w: Writer,
+/// When a writer sends: the schedule shared by every writer of a run.
+#[derive(Clone, Copy)]
+struct Pace {
     total_writers: usize,
+    /// Aggregate updates per second; 0 = flat out within `window`.
     rate: f64,
     window: u64,
     t0: Instant,
     deadline: Instant,
+}
+
+async fn writer_task(
+    mut sink: SplitSink<Ws, WsMessage>,
+    w: Writer,
+    pace: Pace,
     shared: Arc<Shared>,
 ) -> (SplitSink<Ws, WsMessage>, Result<(), String>) {
+    let Pace {
+        total_writers,
+        rate,
+        window,
+        t0,
+        deadline,
+    } = pace;
     let u = shared.updates;
     for (k, f) in w.frames.into_iter().enumerate() {
         if Instant::now() >= deadline {
@@ -698,7 +711,7 @@ fn encode_updates(
     let mut cursor = 0u32;
     (0..count)
         .map(|k| {
-            if paragraph > 0 && k % paragraph == 0 {
+            if paragraph > 0 && k.is_multiple_of(paragraph) {
                 cursor = 0; // a new paragraph at the top of the text
             }
             let s = format!("{}{pad}", marker(index, k as u32));
@@ -757,7 +770,7 @@ fn monitor(
                 p.fetch_max(rss, Ordering::Relaxed);
             }
             n += 1;
-            if n % 20 == 0 {
+            if n.is_multiple_of(20) {
                 let d = shared.delivered.load(Ordering::Relaxed);
                 let rate = (d - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), d);
@@ -922,16 +935,14 @@ async fn traffic(o: Opts) -> Result<serde_json::Value, String> {
     let t0 = Instant::now();
     let t0_us = now_us(shared.base);
     for (sink, w) in plans {
-        writers.push(tokio::spawn(writer_task(
-            sink,
-            w,
+        let pace = Pace {
             total_writers,
-            o.rate,
-            o.window,
+            rate: o.rate,
+            window: o.window,
             t0,
             deadline,
-            shared.clone(),
-        )));
+        };
+        writers.push(tokio::spawn(writer_task(sink, w, pace, shared.clone())));
     }
     let mut errors = Vec::new();
     for w in writers {
