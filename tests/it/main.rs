@@ -26,5 +26,8 @@ mod limits;
 mod mesh;
 mod node;
 mod ops;
+mod proxy;
+mod reload;
 mod scoped;
 mod surface;
+mod tls;

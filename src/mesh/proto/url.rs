@@ -1,4 +1,5 @@
-//! Peer URLs: the control-channel URL of a peer (`ws://host:port/_mesh`), the y-websocket
+//! Peer URLs: the control-channel URL of a peer (`ws://host:port/_mesh`, or `wss://` for a
+//! peer that serves TLS), the y-websocket
 //! URL of a room on a plain server, and the `host:port` that tells a discovered address from a
 //! configured one. Pure string work.
 
@@ -48,12 +49,8 @@ pub fn mesh_url(url: &str) -> Result<String, PeerUrlError> {
         .ok_or_else(|| err("needs a scheme, e.g. ws://host:3913"))?;
     let scheme = match scheme {
         "ws" | "http" => "ws",
-        "wss" | "https" => {
-            return Err(err(
-                "TLS peers (wss://, https://) are not supported by this version yet",
-            ))
-        }
-        _ => return Err(err("the scheme must be ws:// or http://")),
+        "wss" | "https" => "wss",
+        _ => return Err(err("the scheme must be ws://, wss://, http:// or https://")),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() {
@@ -118,7 +115,12 @@ mod tests {
             mesh_url("http://10.0.0.2:4000/").unwrap(),
             "ws://10.0.0.2:4000/_mesh"
         );
-        assert!(mesh_url("wss://x:1").unwrap_err().reason.contains("TLS"));
+        assert_eq!(mesh_url("wss://x:1/rooms/{id}").unwrap(), "wss://x:1/_mesh");
+        assert_eq!(
+            mesh_url("https://x.example").unwrap(),
+            "wss://x.example/_mesh"
+        );
+        assert!(mesh_url("ftp://x:1").unwrap_err().reason.contains("wss://"));
         assert!(mesh_url("desktop:3913").is_err());
         assert!(mesh_url("ftp://x").is_err());
         assert!(mesh_url("ws:///rooms").is_err());
