@@ -270,6 +270,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// How peers are found besides configuration: mDNS and the tailnet.
     pub discovery: Discovery,
+    /// The libp2p transport (docs/p2p.md).
+    pub p2p: crate::mesh::transport::P2pSettings,
 }
 
 /// Shown in place of a secret in debug output.
@@ -329,6 +331,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             discovery: Discovery::default(),
+            p2p: crate::mesh::transport::P2pSettings::default(),
         }
     }
 }

@@ -67,6 +67,9 @@ pub enum ServerError {
     /// The mesh approvals file could not be read.
     #[error("mesh approvals: {0}")]
     Approvals(String),
+    /// The mesh could not start (its libp2p transport).
+    #[error("mesh: {0}")]
+    Mesh(String),
 }
 
 // Not `#[from]`: that would also make the store error the `source`, and `{:#}` chains would
@@ -272,6 +275,7 @@ impl Node {
                 approvals,
                 approvals_path,
                 write_timeout: config.limits.write_timeout,
+                p2p: config.p2p.clone(),
             },
             registry.clone(),
             session_ids.clone(),
@@ -338,7 +342,7 @@ impl Node {
             addresses: limits::AddressCounts::default(),
             responses,
         });
-        mesh.start();
+        mesh.start().map_err(|e| ServerError::Mesh(e.to_string()))?;
         let (discovery, sources) =
             start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
         let _ = state.discovery.set(sources);
