@@ -26,5 +26,6 @@ mod limits;
 mod mesh;
 mod node;
 mod ops;
+mod p2p_relay;
 mod scoped;
 mod surface;
