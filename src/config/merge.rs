@@ -72,48 +72,20 @@ fn resolve_p2p(
         key: key.into(),
         message,
     };
-    type Check = fn(&str) -> Result<(), crate::mesh::PeerUrlError>;
-    let lists: [(
-        &str,
-        &Option<Vec<toml::Spanned<String>>>,
-        &Vec<String>,
-        Check,
-    ); 2] = [
-        (
-            "p2p_listen",
-            &file.p2p_listen,
-            &over.p2p_listen,
-            P2pSettings::check_listen,
-        ),
-        (
-            "p2p_relay",
-            &file.p2p_relay,
-            &over.p2p_relay,
-            P2pSettings::check_relay,
-        ),
-    ];
-    for (key, from_file, from_flags, check) in lists {
-        let mut out = Vec::new();
-        for (i, v) in from_file.iter().flatten().enumerate() {
-            let at = format!("{key}[{i}]");
-            if !cfg!(feature = "p2p") {
-                return Err(file.invalid(v.span(), &at, missing));
-            }
-            check(v.get_ref()).map_err(|e| file.invalid(v.span(), &at, e.reason))?;
-            out.push(v.get_ref().clone());
-        }
-        for v in from_flags {
-            if !cfg!(feature = "p2p") {
-                return Err(flag_err(key, missing.into()));
-            }
-            check(v).map_err(|e| flag_err(key, e.to_string()))?;
-            out.push(v.clone());
-        }
-        match key {
-            "p2p_listen" => p.listen = out,
-            _ => p.relays = out,
-        }
-    }
+    p.listen = p2p_list(
+        file,
+        "p2p_listen",
+        &file.p2p_listen,
+        &over.p2p_listen,
+        P2pSettings::check_listen,
+    )?;
+    p.relays = p2p_list(
+        file,
+        "p2p_relay",
+        &file.p2p_relay,
+        &over.p2p_relay,
+        P2pSettings::check_relay,
+    )?;
     if let Some(v) = &file.p2p_relay_server {
         if *v.get_ref() && !cfg!(feature = "p2p") {
             return Err(file.invalid(v.span(), "p2p_relay_server", missing));
@@ -136,6 +108,39 @@ fn resolve_p2p(
         .p2p_relay_circuit_duration_s
         .unwrap_or(l.circuit_duration_s);
     Ok(())
+}
+
+/// One list of libp2p addresses: the file's, then the flags', each checked by `check`.
+fn p2p_list(
+    file: &FileConfig,
+    key: &str,
+    from_file: &Option<Vec<toml::Spanned<String>>>,
+    from_flags: &[String],
+    check: fn(&str) -> Result<(), crate::mesh::PeerUrlError>,
+) -> Result<Vec<String>, ConfigError> {
+    let missing = crate::mesh::proto::url::P2P_MISSING;
+    let flag_err = |message: String| ConfigError::Invalid {
+        location: given_by(key),
+        key: key.into(),
+        message,
+    };
+    let mut out = Vec::new();
+    for (i, v) in from_file.iter().flatten().enumerate() {
+        let at = format!("{key}[{i}]");
+        if !cfg!(feature = "p2p") {
+            return Err(file.invalid(v.span(), &at, missing));
+        }
+        check(v.get_ref()).map_err(|e| file.invalid(v.span(), &at, e.reason))?;
+        out.push(v.get_ref().clone());
+    }
+    for v in from_flags {
+        if !cfg!(feature = "p2p") {
+            return Err(flag_err(missing.into()));
+        }
+        check(v).map_err(|e| flag_err(e.to_string()))?;
+        out.push(v.clone());
+    }
+    Ok(out)
 }
 
 /// The discovery keys of the file (docs/discovery.md).

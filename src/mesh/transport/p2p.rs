@@ -118,6 +118,19 @@ struct Conn {
 /// Live connections per peer, kept by the swarm task.
 type Table = Arc<Mutex<HashMap<PeerId, Vec<Conn>>>>;
 
+/// The live links per peer: whether each rides a relayed connection, and its close switch.
+/// A stream does not notice that its connection closed (a read waits for ever), so when a
+/// peer's last connection of a kind closes, the swarm task closes the links of that kind.
+type Links = Arc<Mutex<HashMap<PeerId, Vec<(bool, CancellationToken)>>>>;
+
+/// Registers a link to `peer` so that the end of its connection ends it.
+fn register(links: &Links, peer: PeerId, relayed: bool, io: &LinkIo) {
+    let mut links = lock(links);
+    let list = links.entry(peer).or_default();
+    list.retain(|(_, c)| !c.is_cancelled());
+    list.push((relayed, io.close.clone()));
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -152,6 +165,7 @@ pub struct P2p {
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
     table: Table,
+    links: Links,
     /// Where the node listens, with `/p2p/<node id>` (circuit addresses included).
     listening: Arc<Mutex<Vec<Multiaddr>>>,
     write_timeout: Duration,
@@ -238,6 +252,7 @@ impl P2p {
             commands,
             control,
             table: Table::default(),
+            links: Links::default(),
             listening: Arc::default(),
             write_timeout,
         };
@@ -250,6 +265,7 @@ impl P2p {
             relay_retry: Vec::new(),
             pending: HashMap::new(),
             table: p2p.table.clone(),
+            links: p2p.links.clone(),
             listening: p2p.listening.clone(),
             inbound: inbound_tx,
             write_timeout,
@@ -312,6 +328,7 @@ impl P2p {
             Role::Initiator,
             self.write_timeout,
         );
+        register(&self.links, peer, relayed, &io);
         Ok((io, relayed))
     }
 }
@@ -374,12 +391,16 @@ struct SwarmTask {
     /// Reservations to try again (after a relay refused or went away).
     relay_retry: Vec<(tokio::time::Instant, String)>,
     /// Connects waiting for a connection to a peer.
-    pending: HashMap<PeerId, Vec<(Option<ConnectionId>, oneshot::Sender<Result<(), String>>)>>,
+    pending: HashMap<PeerId, Vec<Waiting>>,
     table: Table,
+    links: Links,
     listening: Arc<Mutex<Vec<Multiaddr>>>,
     inbound: mpsc::Sender<InboundStream>,
     write_timeout: Duration,
 }
+
+/// A connect waiting for a connection: the dial it started (if any) and its answer.
+type Waiting = (Option<ConnectionId>, oneshot::Sender<Result<(), String>>);
 
 /// How long a lost relay reservation waits before it is asked for again.
 const RELAY_RETRY: Duration = Duration::from_secs(5);
@@ -493,6 +514,7 @@ impl SwarmTask {
             Role::Responder,
             self.write_timeout,
         );
+        register(&self.links, peer, relayed, &io);
         let inbound = InboundStream {
             io,
             relayed,
@@ -580,13 +602,38 @@ impl SwarmTask {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             } => {
-                let mut table = lock(&self.table);
-                if let Some(conns) = table.get_mut(&peer_id) {
-                    conns.retain(|c| c.id != connection_id);
-                    if conns.is_empty() {
+                let kind = endpoint.is_relayed();
+                let kind_left = {
+                    let mut table = lock(&self.table);
+                    let left = match table.get_mut(&peer_id) {
+                        Some(conns) => {
+                            conns.retain(|c| c.id != connection_id);
+                            conns.iter().any(|c| c.relayed == kind)
+                        }
+                        None => false,
+                    };
+                    if table.get(&peer_id).is_some_and(|c| c.is_empty()) {
                         table.remove(&peer_id);
+                    }
+                    left
+                };
+                // The links that rode this kind of connection to the peer end now (the peer
+                // redials over what is left, e.g. the direct connection hole punching made).
+                if !kind_left {
+                    let mut links = lock(&self.links);
+                    if let Some(list) = links.get_mut(&peer_id) {
+                        list.retain(|(relayed, close)| {
+                            if *relayed == kind {
+                                close.cancel();
+                            }
+                            *relayed != kind && !close.is_cancelled()
+                        });
+                        if list.is_empty() {
+                            links.remove(&peer_id);
+                        }
                     }
                 }
             }

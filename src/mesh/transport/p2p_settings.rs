@@ -17,7 +17,7 @@ pub const DEFAULT_RELAY_CIRCUIT_DURATION_S: u64 = 3600;
 pub const DEFAULT_RELAY_MAX_RESERVATIONS: usize = 128;
 
 /// What the node does with libp2p.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct P2pSettings {
     /// Multiaddrs to listen on (`--p2p-listen`, `p2p_listen`), e.g. `/ip4/0.0.0.0/tcp/4001`.
     pub listen: Vec<String>,
@@ -51,17 +51,6 @@ impl Default for RelayLimits {
             max_circuits: DEFAULT_RELAY_MAX_CIRCUITS,
             circuit_bytes: DEFAULT_RELAY_CIRCUIT_BYTES,
             circuit_duration_s: DEFAULT_RELAY_CIRCUIT_DURATION_S,
-        }
-    }
-}
-
-impl Default for P2pSettings {
-    fn default() -> Self {
-        P2pSettings {
-            listen: Vec::new(),
-            relays: Vec::new(),
-            relay_server: false,
-            relay_limits: RelayLimits::default(),
         }
     }
 }
@@ -151,13 +140,13 @@ mod tests {
             relay_server: true,
             ..P2pSettings::default()
         };
-        match on.check_build() {
-            Ok(()) => assert!(cfg!(feature = "p2p")),
-            Err((key, msg)) => {
-                assert!(!cfg!(feature = "p2p"));
-                assert_eq!(key, "p2p_relay_server");
-                assert!(msg.contains("without the `p2p` cargo feature"), "{msg}");
-            }
+        let result = on.check_build();
+        if cfg!(feature = "p2p") {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            let (key, msg) = result.unwrap_err();
+            assert_eq!(key, "p2p_relay_server");
+            assert!(msg.contains("without the `p2p` cargo feature"), "{msg}");
         }
     }
 }
