@@ -5,9 +5,12 @@
 
 use std::path::Path;
 
+#[cfg(feature = "p2p")]
 use crate::common::*;
 use ymesh::config::{FileConfig, Overrides};
+#[cfg(feature = "p2p")]
 use ymesh::mesh::PeerConfig;
+#[cfg(feature = "p2p")]
 use yrs::{Text, WriteTxn};
 
 /// A test config listening for libp2p on a free loopback port.
@@ -32,6 +35,7 @@ async fn p2p_address(node: &ymesh::Node) -> String {
     addr
 }
 
+#[cfg(feature = "p2p")]
 fn row_of<'a>(peers: &'a serde_json::Value, node: &str) -> Option<&'a serde_json::Value> {
     peers["data"]
         .as_array()?
