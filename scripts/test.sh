@@ -4,7 +4,7 @@
 # JavaScript interop suite
 # (stock yjs / y-websocket clients against the real binary). Installs what the tests need
 # (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv,
-# iproute2 and Chromium via apt when missing and running as root).
+# iproute2, openssl and Chromium via apt when missing and running as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -55,11 +55,21 @@ need_chromium() {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 
+# The TLS tests make throwaway certificates with openssl (tests/fixtures/gen-cert.sh).
+need_openssl() {
+  if command -v openssl >/dev/null || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    return
+  fi
+  echo "== installing openssl (apt)"
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+}
+
 echo "== building"
 cargo build --all-targets --locked
 
 echo "== Rust tests"
 need_ip
+need_openssl
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --locked --no-fail-fast
   cargo test --locked --doc

@@ -376,27 +376,15 @@ struct ServeArgs {
     /// Be a libp2p circuit relay v2 server.
     #[arg(long)]
     p2p_relay_server: bool,
-    /// TLS certificate chain, PEM (planned: TLS).
+    /// TLS certificate chain, PEM: serve https:// and wss:// (needs --tls-key).
     #[arg(long, value_name = "PATH")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key, PEM (planned: TLS).
+    /// TLS private key, PEM, of --tls-cert.
     #[arg(long, value_name = "PATH")]
     tls_key: Option<PathBuf>,
-}
-
-impl ServeArgs {
-    /// Flags given for settings this version cannot act on yet.
-    fn planned(&self) -> Vec<(String, &'static str)> {
-        let mut out = Vec::new();
-        let mut check = |given: bool, flag: &str, key: &'static str| {
-            if given {
-                out.push((flag.to_string(), key));
-            }
-        };
-        check(self.tls_cert.is_some(), "--tls-cert", "tls_cert");
-        check(self.tls_key.is_some(), "--tls-key", "tls_key");
-        out
-    }
+    /// CA certificate (PEM) trusted besides the system's when dialing wss:// peers.
+    #[arg(long, env = "YMESH_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -436,7 +424,9 @@ fn overrides(args: &ServeArgs) -> Overrides {
         p2p_listen: args.p2p_listen.clone(),
         p2p_relay: args.p2p_relay.clone(),
         p2p_relay_server: args.p2p_relay_server,
-        planned: args.planned(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_ca: args.tls_ca.clone(),
     }
 }
 
@@ -449,7 +439,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     init_logging(config.log_format, "info");
-    ymesh::server::serve_until_signal(config).await?;
+    // A reload re-reads the same file; the flags and environment given now keep winning.
+    let path = args.config.clone();
+    let over = overrides(&args);
+    let source: ymesh::server::ConfigSource =
+        Box::new(move || ymesh::server::load_config(path.as_deref(), &over));
+    ymesh::server::serve_until_signal(config, Some(source)).await?;
     Ok(())
 }
 
@@ -717,6 +712,12 @@ fn main() -> std::process::ExitCode {
             other => {
                 // Tools print their results; logs only for warnings unless RUST_LOG says more.
                 init_logging(LogFormat::Text, "warn");
+                // `https://` nodes with a certificate from a private CA.
+                if let Some(ca) = std::env::var_os("YMESH_TLS_CA").filter(|v| !v.is_empty()) {
+                    if let Err(e) = ymesh::net::tls::trust_ca_file(std::path::Path::new(&ca)) {
+                        return Err(anyhow::anyhow!("YMESH_TLS_CA: {e}"));
+                    }
+                }
                 match other {
                     Command::Serve(_) => unreachable!("handled above"),
                     Command::Export(args) => export(args).await,

@@ -18,6 +18,11 @@
 //! a random time), and holds any other as `pending`. The run checks that no link came up
 //! at a node that had not admitted its peer, and that a pending link carried nothing.
 //!
+//! Reloads are modelled as well (the `Reload` scenario): instead of a person's approval, a
+//! node's allow list grows and shrinks by configuration reloads (`Event::Reconfigure`) at
+//! random times, a peer losing its place and getting it back during the chaos. The run also
+//! checks that no link stays up at a node once a reload stopped admitting its peer.
+//!
 //! `MESH_SIM_SEEDS=N` sets how many seeds run (default 3000); `MESH_SIM_SEED=S` replays one
 //! seed (a failure prints the command).
 
@@ -126,6 +131,12 @@ enum Ev {
         node: usize,
         other: usize,
     },
+    /// A reload puts `other` on `node`'s allow list (`true`) or takes it off.
+    Allow {
+        node: usize,
+        other: usize,
+        allowed: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +204,8 @@ struct Node {
     /// Nodes this one admits without being open: those it was configured to dial, and those
     /// a person approved so far (the simulator's own record, independent of the core's).
     trusts: BTreeSet<usize>,
+    /// The allow list of its configuration (node ids).
+    allow: BTreeSet<String>,
 }
 
 struct Sim {
@@ -231,14 +244,21 @@ fn core_config(
     seed: u64,
     open: bool,
     approvals: Approvals,
+    allow: &BTreeSet<String>,
 ) -> CoreConfig {
     let mut cfg = CoreConfig::new(id, peers, seed);
-    cfg.admission = AdmissionPolicy {
-        open,
-        ..AdmissionPolicy::default()
-    };
+    cfg.admission = policy(open, allow);
     cfg.approvals = approvals;
     cfg
+}
+
+/// The admission policy of an open or closed node with `allow`.
+fn policy(open: bool, allow: &BTreeSet<String>) -> AdmissionPolicy {
+    AdmissionPolicy {
+        open,
+        allow: allow.clone(),
+        has_secret: false,
+    }
 }
 
 const ROOMS: usize = 3;
@@ -253,12 +273,12 @@ impl Sim {
     fn new(seed: u64, scenario: Scenario) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let n = match scenario {
-            Scenario::Random | Scenario::Approval => 2 + rng.below(3) as usize,
+            Scenario::Random | Scenario::Approval | Scenario::Reload => 2 + rng.below(3) as usize,
             Scenario::ConfiguredMeetsDiscovered => 2,
         };
         let open: Vec<bool> = (0..n)
             .map(|_| match scenario {
-                Scenario::Approval => false,
+                Scenario::Approval | Scenario::Reload => false,
                 _ => rng.chance(50),
             })
             .collect();
@@ -302,7 +322,7 @@ impl Sim {
                     ..PeerConfig::default()
                 };
                 let shape = match scenario {
-                    Scenario::Random | Scenario::Approval => rng.below(5),
+                    Scenario::Random | Scenario::Approval | Scenario::Reload => rng.below(5),
                     Scenario::ConfiguredMeetsDiscovered => 4,
                 };
                 match shape {
@@ -345,7 +365,7 @@ impl Sim {
                 if open[x] || trusts[x].contains(&y) {
                     continue;
                 }
-                if rng.chance(30) {
+                if !matches!(scenario, Scenario::Reload) && rng.chance(30) {
                     approvals[x].approve(&ids[y]);
                     trusts[x].insert(y);
                 } else {
@@ -364,11 +384,13 @@ impl Sim {
                         rng.next(),
                         open[i],
                         approvals[i].clone(),
+                        &BTreeSet::new(),
                     ),
                     0,
                 ),
                 open: open[i],
                 trusts: trusts[i].clone(),
+                allow: BTreeSet::new(),
                 boot: 0,
                 alive: true,
                 rooms: BTreeMap::new(),
@@ -399,10 +421,46 @@ impl Sim {
             disagreements: Vec::new(),
             admission_violations: Vec::new(),
         };
-        // A person approves the rest at random times, some only after the network healed.
+        // A person approves the rest at random times, some only after the network healed; or
+        // reloads put them on the allow list, and some are taken off and put back meanwhile.
         for (node, other) in later {
             let at = sim.rng.below(CHAOS_MS + 20_000);
-            sim.at(at, Ev::Approve { node, other });
+            if !matches!(scenario, Scenario::Reload) {
+                sim.at(at, Ev::Approve { node, other });
+                continue;
+            }
+            if sim.rng.chance(50) {
+                let first = sim.rng.below(CHAOS_MS / 2);
+                let off = first + 1 + sim.rng.below(CHAOS_MS / 2);
+                for (t, allowed) in [(first, true), (off, false)] {
+                    sim.at(
+                        t,
+                        Ev::Allow {
+                            node,
+                            other,
+                            allowed,
+                        },
+                    );
+                }
+                let back = off + 1 + sim.rng.below(20_000);
+                sim.at(
+                    back,
+                    Ev::Allow {
+                        node,
+                        other,
+                        allowed: true,
+                    },
+                );
+            } else {
+                sim.at(
+                    at,
+                    Ev::Allow {
+                        node,
+                        other,
+                        allowed: true,
+                    },
+                );
+            }
         }
         for i in 0..n {
             sim.core(i, Event::Start);
@@ -983,6 +1041,60 @@ impl Sim {
         }
     }
 
+    /// A reload of `node`'s configuration with `other` on its allow list or off it.
+    fn reload_allow(&mut self, node: usize, other: usize, allowed: bool) {
+        let id = self.nodes[other].id.clone();
+        let n = &mut self.nodes[node];
+        if allowed {
+            n.allow.insert(id);
+            n.trusts.insert(other);
+        } else {
+            n.allow.remove(&id);
+            n.trusts.remove(&other);
+        }
+        let peers = n.core.configured().to_vec();
+        let admission = policy(n.open, &n.allow);
+        if !n.alive {
+            // Down: the file changed meanwhile; the node starts with it.
+            let approvals = n.core.approvals().clone();
+            let seed = self.rng.next();
+            let n = &mut self.nodes[node];
+            n.core = MeshCore::new(
+                core_config(&n.id, peers, seed, n.open, approvals, &n.allow),
+                self.now,
+            );
+            return;
+        }
+        self.core(
+            node,
+            Event::Reconfigure {
+                peers,
+                admission,
+                secret_changed: false,
+            },
+        );
+        // A peer no longer admitted has no link up here any more.
+        if !self.nodes[node].trusts.contains(&other) {
+            let boot = self.nodes[node].boot;
+            for (conn, c) in &self.conns {
+                for side in 0..2 {
+                    let (end, far) = (&c.ends[side], &c.ends[1 - side]);
+                    if end.node == node
+                        && end.boot == boot
+                        && far.node == other
+                        && end.up
+                        && !end.done
+                    {
+                        self.admission_violations.push(format!(
+                            "node {node} kept link {conn} to node {other} up after a reload \
+                             took it off the allow list"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
     /// Both ends welcomed each other: this end's link is up, if its node admitted the peer.
     fn handshaken(&mut self, conn: Conn, side: usize) {
         let end = self.conns[&conn].ends[side].clone();
@@ -991,11 +1103,6 @@ impl Sim {
         }
         let other = self.conns[&conn].ends[1 - side].node;
         let i = end.node;
-        if !self.nodes[i].open && !self.nodes[i].trusts.contains(&other) {
-            self.admission_violations.push(format!(
-                "node {i} brought up a link to node {other}, which it never admitted"
-            ));
-        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.ends[side].up = true;
         }
@@ -1011,7 +1118,17 @@ impl Sim {
                 road: Road::default(),
             },
         );
-        // A rejected link was closed by `act`; an admitted one stays up.
+        // A rejected link was closed by `act`; an admitted one stays up, and must be one
+        // this node admits now (a reload may have changed that since its verdict).
+        let stayed_up = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.open && !c.ends[side].done);
+        if stayed_up && !self.nodes[i].open && !self.nodes[i].trusts.contains(&other) {
+            self.admission_violations.push(format!(
+                "node {i} brought up a link to node {other}, which it does not admit"
+            ));
+        }
     }
 
     fn take_ops(&mut self, i: usize, link: LinkId, room: String, ops: Doc, step2: bool) {
@@ -1139,8 +1256,10 @@ impl Sim {
                 n.boot += 1;
                 // Approvals persist across a restart.
                 let approvals = n.core.approvals().clone();
-                n.core =
-                    MeshCore::new(core_config(&n.id, peers, seed, n.open, approvals), self.now);
+                n.core = MeshCore::new(
+                    core_config(&n.id, peers, seed, n.open, approvals, &n.allow),
+                    self.now,
+                );
                 n.issuer = CommandIssuer::new(n.id.clone(), n.boot.to_string());
                 self.after(down, Ev::Boot { node });
             }
@@ -1184,11 +1303,16 @@ impl Sim {
                     approvals.approve(&id);
                     let peers = n.core.configured().to_vec();
                     n.core = MeshCore::new(
-                        core_config(&n.id, peers, self.rng.next(), n.open, approvals),
+                        core_config(&n.id, peers, self.rng.next(), n.open, approvals, &n.allow),
                         self.now,
                     );
                 }
             }
+            Ev::Allow {
+                node,
+                other,
+                allowed,
+            } => self.reload_allow(node, other, allowed),
             Ev::DropSome => {
                 let open: Vec<Conn> = self
                     .conns
@@ -1361,6 +1485,9 @@ enum Scenario {
     /// As `Random`, but no node is open: every pair links only once both sides admitted the
     /// other (configured, approved at start, or approved by a person during the run).
     Approval,
+    /// As `Approval`, with reloads of the allow list in place of approvals, some of which
+    /// take a peer off again for a while.
+    Reload,
 }
 
 fn run_seed(seed: u64) -> Result<(), String> {
@@ -1415,32 +1542,41 @@ fn mesh_sim() {
     }
 }
 
+/// Runs seeds 0..1000 of `scenario`; the first failure names the test and the seed.
+fn run_seeds(test: &str, scenario: Scenario) {
+    let seeds = 1000;
+    for seed in 0..seeds {
+        if let Err(e) = run_scenario(seed, scenario) {
+            panic!(
+                "{test} seed {seed}: {e}\n\
+                 (the scenario is {scenario:?}; replay by running it alone with MESH_SIM_TRACE=1)"
+            );
+        }
+    }
+    println!("mesh_sim: {test}: {seeds} seeds");
+}
+
 /// The case that motivated the simulator: a configured peer on one side, mDNS on the other.
 /// Before the fix, a link dialed to a discovered peer counted as inbound in the tie-break,
 /// so the two nodes could each keep a different link.
 #[test]
 fn configured_meets_discovered() {
-    let seeds = 1000;
-    for seed in 0..seeds {
-        if let Err(e) = run_scenario(seed, Scenario::ConfiguredMeetsDiscovered) {
-            panic!("configured_meets_discovered seed {seed}: {e}");
-        }
-    }
-    println!("mesh_sim: configured_meets_discovered: {seeds} seeds");
+    run_seeds(
+        "configured_meets_discovered",
+        Scenario::ConfiguredMeetsDiscovered,
+    );
 }
 
 /// Device approval: no open node; pending links wait for a person and carry nothing; once
 /// every pair is approved the mesh converges as before.
 #[test]
 fn pending_until_approved() {
-    let seeds = 1000;
-    for seed in 0..seeds {
-        if let Err(e) = run_scenario(seed, Scenario::Approval) {
-            panic!(
-                "pending_until_approved seed {seed}: {e}\n\
-                 (the scenario is Approval; replay by running it alone with MESH_SIM_TRACE=1)"
-            );
-        }
-    }
-    println!("mesh_sim: pending_until_approved: {seeds} seeds");
+    run_seeds("pending_until_approved", Scenario::Approval);
+}
+
+/// Reloads: allow lists change while the mesh runs; a peer taken off loses its link at once,
+/// waits as pending, and links again when it is put back; the mesh converges as before.
+#[test]
+fn allow_list_reloads() {
+    run_seeds("allow_list_reloads", Scenario::Reload);
 }

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod client;
 pub mod origin;
+pub mod proxy;
 pub mod scoped;
 
 pub use admin::{

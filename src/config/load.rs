@@ -197,9 +197,13 @@ pub struct FileConfig {
     /// Seconds between polls of tailscaled.
     pub tailnet_interval_s: Option<Spanned<u64>>,
     /// TLS certificate chain (PEM).
-    pub tls_cert: Option<Spanned<toml::Value>>,
+    pub tls_cert: Option<Spanned<String>>,
     /// TLS private key (PEM).
-    pub tls_key: Option<Spanned<toml::Value>>,
+    pub tls_key: Option<Spanned<String>>,
+    /// CA file trusted when dialing TLS peers (PEM).
+    pub tls_ca: Option<Spanned<String>>,
+    /// Reverse proxies whose forwarding headers are believed (addresses or CIDRs).
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// libp2p listen multiaddrs (docs/p2p.md).
     pub p2p_listen: Option<Vec<Spanned<String>>>,
     /// Be a libp2p circuit relay v2 server.
@@ -330,12 +334,6 @@ impl FileConfig {
             }
             None => "config".to_string(),
         }
-    }
-
-    /// The settings this version parses but cannot act on yet, with their values (the keys
-    /// of the [`Status::Planned`](super::Status::Planned) rows of the settings table).
-    pub(super) fn planned_settings(&self) -> [(&'static str, &Option<Spanned<toml::Value>>); 2] {
-        [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)]
     }
 
     /// An [`ConfigError::Invalid`] for the value at `span`.

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::load::{positive, validate_route, ConfigError, FileConfig};
-use super::schema::{quota, tombstone_retention, Config, Discovery, LogFormat};
-use super::settings::{given_by, planned_message};
+use super::schema::{quota, tombstone_retention, Config, Discovery, LogFormat, TlsFiles};
+use super::settings::given_by;
 use crate::room::validate_room_name;
 
 /// Values given on the command line or in the environment; `None` means "not given".
@@ -53,9 +53,12 @@ pub struct Overrides {
     pub p2p_relay: Vec<String>,
     /// `--p2p-relay-server` (only `true` overrides).
     pub p2p_relay_server: bool,
-    /// Settings given on the command line or in the environment that this version cannot
-    /// act on yet: (flag or env name, key).
-    pub planned: Vec<(String, &'static str)>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-ca` / `YMESH_TLS_CA`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The libp2p keys (docs/p2p.md): each address checked; in a build without the `p2p`
@@ -222,18 +225,7 @@ impl Config {
         if let Some(f) = file.log_format {
             cfg.log_format = f;
         }
-        for (key, value) in file.planned_settings() {
-            if let Some(v) = value {
-                return Err(file.invalid(v.span(), key, planned_message(key)));
-            }
-        }
-        if let Some((flag, key)) = over.planned.first() {
-            return Err(ConfigError::Invalid {
-                location: flag.clone(),
-                key: (*key).to_string(),
-                message: planned_message(key),
-            });
-        }
+        resolve_tls(file, over, &mut cfg)?;
         if let Some(routes) = &file.routes {
             if routes.get_ref().is_empty() {
                 return Err(file.invalid(routes.span(), "routes", "needs at least one route"));
@@ -496,6 +488,61 @@ impl Config {
         }
         Ok(cfg)
     }
+}
+
+/// `tls_cert`, `tls_key` (both or neither), `tls_ca` and `trusted_proxies`. The files are
+/// read when the node starts (and on reload), not here.
+fn resolve_tls(file: &FileConfig, over: &Overrides, cfg: &mut Config) -> Result<(), ConfigError> {
+    let path = |given: &Option<PathBuf>, in_file: &Option<toml::Spanned<String>>, key: &str| {
+        if let Some(p) = given {
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    location: given_by(key),
+                    key: key.into(),
+                    message: "must not be empty".into(),
+                });
+            }
+            return Ok(Some((p.clone(), None)));
+        }
+        match in_file {
+            Some(v) if v.get_ref().is_empty() => {
+                Err(file.invalid(v.span(), key, "must not be empty"))
+            }
+            Some(v) => Ok(Some((PathBuf::from(v.get_ref()), Some(v.span())))),
+            None => Ok(None),
+        }
+    };
+    let cert = path(&over.tls_cert, &file.tls_cert, "tls_cert")?;
+    let key = path(&over.tls_key, &file.tls_key, "tls_key")?;
+    cfg.tls = match (cert, key) {
+        (Some((cert, _)), Some((key, _))) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some((_, span)), None) | (None, Some((_, span))) => {
+            let (set, missing) = if file.tls_cert.is_some() || over.tls_cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            let location = match span {
+                Some(span) => file.location(span),
+                None => given_by(set),
+            };
+            return Err(ConfigError::Invalid {
+                location,
+                key: set.into(),
+                message: format!("needs {missing} too (TLS takes a certificate and its key)"),
+            });
+        }
+    };
+    cfg.tls_ca = path(&over.tls_ca, &file.tls_ca, "tls_ca")?.map(|(p, _)| p);
+    for (i, v) in file.trusted_proxies.iter().flatten().enumerate() {
+        let net = v
+            .get_ref()
+            .parse()
+            .map_err(|e: String| file.invalid(v.span(), &format!("trusted_proxies[{i}]"), e))?;
+        cfg.trusted_proxies.push(net);
+    }
+    Ok(())
 }
 
 /// A secret setting (token, secret): the flag or environment value over the file's, neither

@@ -11,6 +11,8 @@
 //!   key), and the checks on single values ([`validate_route`]);
 //! - `settings`: the [`SETTINGS`] table that docs/configuration.md and mesh.toml are checked
 //!   against, and that names flags and environment variables in errors;
+//! - `reload`: what a reload of a running node applies and which changed settings need a
+//!   restart ([`Reloaded`]);
 //! - `schema`: the resolved [`Config`] that the node runs with, and the built-in defaults,
 //!   each written once.
 //!
@@ -19,6 +21,7 @@
 
 mod load;
 mod merge;
+mod reload;
 mod schema;
 mod settings;
 
@@ -29,8 +32,9 @@ pub use load::{
     validate_route, ConfigError, FileConfig, LimitsSection, PeerSection, RoomsSection, StoreSection,
 };
 pub use merge::Overrides;
+pub use reload::{Reloaded, LIVE};
 pub use schema::{
-    Config, Discovery, Limits, LogFormat, StoreTuning, DEFAULT_DATA_DIR, DEFAULT_HOST,
+    Config, Discovery, Limits, LogFormat, StoreTuning, TlsFiles, DEFAULT_DATA_DIR, DEFAULT_HOST,
     DEFAULT_PORT, DEFAULT_ROUTES,
 };
 pub use settings::{reference_markdown, SettingDoc, Status, SETTINGS};

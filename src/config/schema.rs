@@ -272,6 +272,23 @@ pub struct Config {
     pub discovery: Discovery,
     /// The libp2p transport (docs/p2p.md).
     pub p2p: crate::mesh::transport::P2pSettings,
+    /// The listener's certificate chain and key: set, the node serves `https://` and
+    /// `wss://` only.
+    pub tls: Option<TlsFiles>,
+    /// A CA certificate file (PEM) trusted besides the system's when this node dials
+    /// `wss://` peers and `https://` nodes.
+    pub tls_ca: Option<PathBuf>,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the client.
+    pub trusted_proxies: Vec<crate::auth::proxy::IpNet>,
+}
+
+/// The PEM files of the listener's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// Shown in place of a secret in debug output.
@@ -303,6 +320,9 @@ impl std::fmt::Debug for Config {
             )
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -332,6 +352,9 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             discovery: Discovery::default(),
             p2p: crate::mesh::transport::P2pSettings::default(),
+            tls: None,
+            tls_ca: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! docs/configuration.md's generated table ([`reference_markdown`]) and of mesh.toml's list of
 //! keys and defaults (both checked by tests), of the names the merge uses when it reports a
 //! value given by flag or environment ([`given_by`]), and of the feature a planned setting
-//! waits for.
+//! waits for (none at present).
 //!
 //! The defaults the config layer owns are the constants of [`super::schema`], shown here as
 //! their TOML text; the others are literals that a test checks against the built-in
@@ -70,19 +70,6 @@ const fn setting(
 
 use Status::{Available, Planned};
 
-/// Why a planned setting is refused, naming the feature it waits for.
-pub(super) fn planned_message(key: &str) -> String {
-    let feature = SETTINGS
-        .iter()
-        .find(|s| s.key == key)
-        .and_then(|s| match s.status {
-            Status::Planned(what) => Some(what),
-            Status::Available => None,
-        })
-        .unwrap_or("a later release");
-    format!("not supported by this version of ymesh yet (comes with {feature}); remove it")
-}
-
 /// Where a value given on the command line or in the environment came from, for error
 /// messages: the setting's flag and environment variable, as in `--host / HOST`.
 pub(super) fn given_by(key: &str) -> String {
@@ -129,8 +116,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     setting("p2p_relay_max_circuits", None, None, "64", "Relay server: relayed connections at once.", Available),
     setting("p2p_relay_circuit_bytes", None, None, "1073741824", "Relay server: bytes one relayed connection may carry per direction; past it the connection ends (the peers redial and resync).", Available),
     setting("p2p_relay_circuit_duration_s", None, None, "3600", "Relay server: seconds one relayed connection may last; then it ends (the peers redial and resync, or have gone direct).", Available),
-    setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM).", Planned("TLS")),
-    setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM).", Planned("TLS")),
+    setting("tls_cert", Some("--tls-cert"), None, "", "TLS certificate chain (PEM, leaf first). With `tls_key` the node serves `https://` and `wss://` on its port (rustls; TLS 1.2 and 1.3), and no plain HTTP. Both files are re-read on reload (SIGHUP, `POST /reload`), so a renewed certificate takes effect without a restart.", Available),
+    setting("tls_key", Some("--tls-key"), None, "", "TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_cert`.", Available),
+    setting("tls_ca", Some("--tls-ca"), Some("YMESH_TLS_CA"), "", "CA certificate file (PEM) trusted besides the system's trust store when this node dials `wss://` peers (and when `ymesh status --node https://...` and the other client commands connect). For peers with certificates from a private CA.", Available),
+    setting("trusted_proxies", None, None, "[]", "Reverse proxies (addresses or CIDR ranges, `[\"127.0.0.1\", \"10.0.0.0/8\"]`) whose `X-Forwarded-For` (else `Forwarded`) header names the client: per-address limits, the loopback rule of admin routes and the logs then use the client's address. From any other peer the headers are ignored (docs/security.md).", Available),
     setting("store.compact_log_count", None, None, DEFAULT_COMPACT_LOG_COUNT_TOML, "Fold a room's update log into a snapshot once it holds this many updates and is at least half the snapshot's size (also done when an idle room is evicted).", Available),
     setting("store.compact_log_bytes", None, None, DEFAULT_COMPACT_LOG_BYTES_TOML, "Fold a room's update log into a snapshot once it holds this many bytes.", Available),
     setting("store.room_quota_bytes", None, None, DEFAULT_ROOM_QUOTA_BYTES_TOML, "Most logical bytes (snapshot + log) one room may store; `0` = no limit. An update that would pass it is refused: AUTH permission-denied with the reason, then close 4403 (HTTP 403). Existing data is untouched.", Available),
@@ -161,7 +150,7 @@ pub const SETTINGS: &[SettingDoc] = &[
 /// The settings reference as Markdown (the generated part of docs/configuration.md).
 pub fn reference_markdown() -> String {
     let mut out = String::from(
-        "| key | flag | env | default | status | meaning |\n|---|---|---|---|---|---|\n",
+        "| key | flag | env | default | status | on reload | meaning |\n|---|---|---|---|---|---|---|\n",
     );
     for s in SETTINGS {
         let code = |v: Option<&str>| v.map_or("—".to_string(), |v| format!("`{v}`"));
@@ -174,13 +163,19 @@ pub fn reference_markdown() -> String {
             Available => "available".to_string(),
             Planned(what) => format!("planned: {what}"),
         };
+        let reload = if super::reload::LIVE.contains(&s.key) {
+            "applied"
+        } else {
+            "restart"
+        };
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
             s.key,
             code(s.flag),
             code(s.env),
             default,
             status,
+            reload,
             s.description
         ));
     }

@@ -141,28 +141,54 @@ fn mesh_toml_lists_every_setting_at_its_default() {
 }
 
 #[test]
-fn planned_settings_are_refused_with_the_feature_named() {
-    let msg = parse("\ntls_cert = \"abc\"\n").unwrap_err().to_string();
-    assert!(msg.contains("mesh.toml:2:12"), "{msg}");
-    assert!(msg.contains("TLS"), "{msg}");
-    // Client authentication is no longer planned.
-    let cfg = parse("token = \"abc\"\nshared_secret = \"s\"\n").unwrap();
-    assert_eq!(cfg.token.as_deref(), Some("abc"));
-    assert_eq!(cfg.shared_secret.as_deref(), Some("s"));
-    let msg = parse("\nallowed_origins = [\"evil\"]\n")
+fn tls_and_proxy_settings_resolve_and_bad_values_name_the_key_and_line() {
+    let cfg = parse("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_ca = \"ca.pem\"\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n").unwrap();
+    let tls = cfg.tls.unwrap();
+    assert_eq!(
+        (tls.cert.to_str(), tls.key.to_str()),
+        (Some("c.pem"), Some("k.pem"))
+    );
+    assert_eq!(cfg.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert_eq!(cfg.trusted_proxies.len(), 2);
+    assert!(parse("").unwrap().tls.is_none());
+    let msg = parse("\ntls_cert = \"c.pem\"\n").unwrap_err().to_string();
+    assert!(
+        msg.contains("mesh.toml:2:12") && msg.contains("tls_key"),
+        "{msg}"
+    );
+    let msg = parse("tls_key = \"\"\n").unwrap_err().to_string();
+    assert!(msg.contains("tls_key") && msg.contains("empty"), "{msg}");
+    let msg = parse("\ntrusted_proxies = [\"10.0.0.0/40\"]\n")
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("allowed_origins[0]") && msg.contains("mesh.toml:2"),
+        msg.contains("trusted_proxies[0]") && msg.contains("mesh.toml:2"),
         "{msg}"
     );
-    let file = FileConfig::default();
+    // A key given by flag without its certificate names the flag.
     let over = Overrides {
-        planned: vec![("--tls-cert".into(), "tls_cert")],
+        tls_key: Some("k.pem".into()),
         ..Default::default()
     };
-    let msg = Config::resolve(&file, &over).unwrap_err().to_string();
-    assert!(msg.contains("--tls-cert") && msg.contains("TLS"), "{msg}");
+    let msg = Config::resolve(&FileConfig::default(), &over)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("--tls-key") && msg.contains("tls_cert"),
+        "{msg}"
+    );
+    // Flags win over the file.
+    let file = FileConfig::parse(
+        Path::new("mesh.toml"),
+        "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+    )
+    .unwrap();
+    let over = Overrides {
+        tls_cert: Some("flag.pem".into()),
+        ..Default::default()
+    };
+    let cfg = Config::resolve(&file, &over).unwrap();
+    assert_eq!(cfg.tls.unwrap().cert.to_str(), Some("flag.pem"));
 }
 
 #[test]
@@ -253,10 +279,15 @@ fn peers_parse_with_node_ids_and_share_policies() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("peers[0].share"), "{msg}");
-    let msg = parse("[[peers]]\nurl = \"wss://x:1\"\n")
+    let cfg = parse("[[peers]]\nurl = \"wss://x:1\"\n").unwrap();
+    assert_eq!(cfg.peers[0].url, "wss://x:1");
+    let msg = parse("[[peers]]\nurl = \"ftp://x:1\"\n")
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("peers[0].url") && msg.contains("TLS"), "{msg}");
+    assert!(
+        msg.contains("peers[0].url") && msg.contains("wss://"),
+        "{msg}"
+    );
     let msg = parse("[[peers]]\nurl = \"ws://x:1\"\nnode_id = \"nope\"\n")
         .unwrap_err()
         .to_string();
@@ -449,19 +480,6 @@ fn settings_table_defaults_are_the_built_in_defaults() {
         parse(&on).unwrap().discovery.tailnet,
         Some(crate::mesh::discovery::TailnetConfig::default())
     );
-}
-
-/// The settings the file parser holds as planned are exactly the table's planned rows.
-#[test]
-fn planned_file_settings_are_the_planned_rows() {
-    let file = FileConfig::default();
-    let parsed: Vec<&str> = file.planned_settings().iter().map(|(k, _)| *k).collect();
-    let table: Vec<&str> = SETTINGS
-        .iter()
-        .filter(|s| matches!(s.status, Status::Planned(_)))
-        .map(|s| s.key)
-        .collect();
-    assert_eq!(parsed, table);
 }
 
 /// Errors about a value given by flag or environment name both, as the table lists them.

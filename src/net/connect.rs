@@ -1,9 +1,10 @@
-//! The connectors of [`super::Client`]: TCP, and (on Unix) a Unix socket.
+//! The connectors of [`super::Client`]: TCP, TLS over TCP (`https://`, [`super::tls`]), and
+//! (on Unix) a Unix socket.
 //!
 //! A client talks to one endpoint, so its connector ignores the request URI and connects to
 //! the endpoint it was made for: `host:port` over TCP, or a socket path (tailscaled's
 //! LocalAPI). The URI still names the origin, which hyper sends as `Host` and uses as the
-//! key of its connection pool. Each connect is bounded by the client's connect timeout, and
+//! key of its connection pool. Each connect (the TLS handshake included) is bounded by the client's connect timeout, and
 //! a failure is a [`ConnectFailed`] that [`super::Client`] recognises in hyper's error chain
 //! to tell "cannot connect" and "timed out" apart from everything that happens later.
 
@@ -30,6 +31,8 @@ pub(crate) enum Endpoint {
         host: Arc<str>,
         /// Port.
         port: u16,
+        /// Run TLS over the connection, verifying the certificate for `host`.
+        tls: bool,
     },
     /// A Unix domain socket.
     #[cfg(unix)]
@@ -78,10 +81,14 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let connect = async {
                 match endpoint {
-                    Endpoint::Tcp { host, port } => {
+                    Endpoint::Tcp { host, port, tls } => {
                         let stream = TcpStream::connect((&*host, port)).await?;
                         // Requests are small and answered at once: do not hold them back.
                         stream.set_nodelay(true)?;
+                        if tls {
+                            let secured = super::tls::connect(stream, &host).await?;
+                            return Ok(Stream::Tls(Box::new(secured)));
+                        }
                         Ok::<_, std::io::Error>(Stream::Tcp(stream))
                     }
                     #[cfg(unix)]
@@ -99,11 +106,13 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// An open connection: TCP or Unix socket.
+/// An open connection: TCP, TLS over TCP, or Unix socket.
 #[derive(Debug)]
 pub(crate) enum Stream {
     /// TCP.
     Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<super::tls::ClientStream>),
     /// Unix domain socket.
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
@@ -123,6 +132,7 @@ impl AsyncRead for Stream {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -137,6 +147,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -149,6 +160,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
@@ -157,6 +169,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
             #[cfg(unix)]
             Stream::Unix(s) => s.is_write_vectored(),
         }
@@ -165,6 +178,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
@@ -173,6 +187,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }

@@ -7,11 +7,12 @@
 //! answers mean stay with the callers.
 //!
 //! Under it is hyper-util's connection-pooling client over hyper 1 (already built for the
-//! server side through axum), HTTP/1.1 only, plain `http://` only (a node's API has no TLS),
-//! so the dependency tree gains a few small crates, not another HTTP stack. It imports
-//! nothing else from this crate.
+//! server side through axum), HTTP/1.1 only, `http://` or `https://` ([`tls`]: rustls, the
+//! system's trust store plus configured CA files), so the dependency tree gains a few small
+//! crates, not another HTTP stack. It imports nothing else from this crate; [`tls`] also
+//! serves the listener and the mesh's `wss://` dials.
 //!
-//! A [`Client`] talks to **one endpoint**: a base URL `http://HOST[:PORT][/PREFIX]` over
+//! A [`Client`] talks to **one endpoint**: a base URL `http[s]://HOST[:PORT][/PREFIX]` over
 //! TCP, or (Unix only) a socket path with the `Host` to send ([`Client::unix`]). Requests
 //! name a path under it. Every request is bounded:
 //!
@@ -42,6 +43,7 @@
 
 mod connect;
 mod error;
+pub mod tls;
 mod url;
 
 #[cfg(unix)]
@@ -144,7 +146,8 @@ fn pool(endpoint: &Endpoint, connect_timeout: Duration) -> Pooled<Connector, Ful
 }
 
 impl Client {
-    /// A client of `base_url` (`http://HOST[:PORT][/PREFIX]`; port 80 when none is given).
+    /// A client of `base_url` (`http[s]://HOST[:PORT][/PREFIX]`; port 80, or 443 for
+    /// `https`, when none is given).
     /// `bearer`, when set, is sent as `Authorization: Bearer <token>` with every request.
     pub fn new(base_url: &str, bearer: Option<String>) -> Result<Client, NetError> {
         let base = url::BaseUrl::parse(base_url).map_err(|reason| NetError::InvalidRequest {
@@ -154,6 +157,7 @@ impl Client {
         let endpoint = Endpoint::Tcp {
             host: Arc::from(base.host.as_str()),
             port: base.port,
+            tls: base.tls,
         };
         let origin = Origin {
             authority: base.authority,

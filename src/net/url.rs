@@ -1,4 +1,4 @@
-//! Base URLs of the client: `http://HOST[:PORT][/PREFIX]`, parsed once, without I/O.
+//! Base URLs of the client: `http[s]://HOST[:PORT][/PREFIX]`, parsed once, without I/O.
 
 /// Where a [`super::Client`] sends its requests: one HTTP origin and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,8 +7,10 @@ pub(crate) struct BaseUrl {
     pub url: String,
     /// The host to connect to, IPv6 addresses without brackets.
     pub host: String,
-    /// The port to connect to (80 when the URL names none).
+    /// The port to connect to (80, or 443 for `https`, when the URL names none).
     pub port: u16,
+    /// `https`: the connection runs TLS, verified for `host`.
+    pub tls: bool,
     /// `host[:port]` as written in the URL (the `Host` header).
     pub authority: String,
     /// The path prefix put before every request path, without a trailing `/` (often empty).
@@ -18,12 +20,12 @@ pub(crate) struct BaseUrl {
 impl BaseUrl {
     /// Parses `url`; the error says what is wrong with it.
     pub fn parse(url: &str) -> Result<BaseUrl, &'static str> {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err("https is not supported by this client; use the node's http:// address");
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true)
         } else {
-            return Err("expected http://HOST:PORT, e.g. http://127.0.0.1:3913");
+            return Err("expected http[s]://HOST:PORT, e.g. http://127.0.0.1:3913");
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -51,12 +53,14 @@ impl BaseUrl {
         }
         let port = match port {
             Some(p) => p.parse().map_err(|_| "the port is not a number")?,
+            None if tls => 443,
             None => 80,
         };
         Ok(BaseUrl {
             url: url.trim_end_matches('/').to_string(),
             host,
             port,
+            tls,
             authority: authority.to_string(),
             base_path: path.trim_end_matches('/').to_string(),
         })

@@ -32,7 +32,7 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client of the node at `url` (`http://HOST[:PORT][/prefix]`); `admin_token` is sent
+    /// A client of the node at `url` (`http[s]://HOST[:PORT][/prefix]`); `admin_token` is sent
     /// as `Authorization: Bearer` (admin routes need it when the node has one).
     pub fn new(url: &str, admin_token: Option<String>) -> Result<NodeClient, OpsError> {
         let http = Client::new(url, admin_token).map_err(|e| match e {
@@ -130,8 +130,8 @@ mod tests {
         let c = NodeClient::new("http://[::1]:4000/ymesh/", None).unwrap();
         assert_eq!(c.url(), "http://[::1]:4000/ymesh");
         assert_eq!(c.http.url("/rooms/a"), "http://[::1]:4000/ymesh/rooms/a");
+        assert!(NodeClient::new("https://node.example", None).is_ok());
         for bad in [
-            "https://x:1",
             "ws://x:1",
             "127.0.0.1:3913",
             "http://:1",

@@ -43,6 +43,11 @@ pub(crate) struct AccessRules {
     pub(crate) mesh_needs_credential: bool,
 }
 
+/// The credential a request presented (`None`: none), kept by a WebSocket session so that a
+/// reload can judge it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Presented(pub(crate) Option<Arc<str>>);
+
 /// The route exempt from credentials (load balancers, probes).
 const HEALTHZ: &str = "/healthz";
 /// The node-to-node control channel.
@@ -55,7 +60,8 @@ pub(crate) async fn access_layer(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let rules = &app.access;
+    let live = app.live();
+    let rules = &live.access;
     let path = req.uri().path().to_string();
     let headers = req.headers();
     let host = header_str(headers, header::HOST);
@@ -77,7 +83,7 @@ pub(crate) async fn access_layer(
             )
             .into_response();
         }
-        if !rules.origins.allows(origin, host, "http") {
+        if !rules.origins.allows(origin, host, app.scheme()) {
             tracing::warn!(%peer, origin, path, "request refused: origin not allowed");
             refusal = Some(CloseReason::Forbidden(format!(
                 "origin {origin} is not allowed; list it in allowed_origins in mesh.toml"
@@ -92,8 +98,8 @@ pub(crate) async fn access_layer(
         && !(path == HEALTHZ && req.method() == Method::GET)
         && (path != MESH || rules.mesh_needs_credential);
     let mut identity = Identity::default();
+    let credential = credential(headers, req.uri().query());
     if refusal.is_none() && needs_credential {
-        let credential = credential(headers, req.uri().query());
         match rules.clients.check(credential.as_deref()) {
             Ok(id) => identity = id,
             Err(e) => {
@@ -113,6 +119,8 @@ pub(crate) async fn access_layer(
         tracing::debug!(%peer, user, path, "authenticated");
     }
     req.extensions_mut().insert(identity);
+    req.extensions_mut()
+        .insert(Presented(credential.map(Arc::from)));
     next.run(req).await
 }
 

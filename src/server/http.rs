@@ -75,7 +75,7 @@ pub(crate) async fn approve_peer(
     State(app): State<Arc<AppState>>,
     axum::extract::Path(node): axum::extract::Path<String>,
 ) -> Response {
-    peer_decision(&app, &node, true)
+    peer_decision(app, node, true).await
 }
 
 /// `POST /peers/{node}/deny` (admin): refuses node `node` from now on (persisted), whatever
@@ -84,15 +84,28 @@ pub(crate) async fn deny_peer(
     State(app): State<Arc<AppState>>,
     axum::extract::Path(node): axum::extract::Path<String>,
 ) -> Response {
-    peer_decision(&app, &node, false)
+    peer_decision(app, node, false).await
 }
 
-fn peer_decision(app: &Arc<AppState>, node: &str, approve: bool) -> Response {
+/// Records the decision (approvals.json is written and synced off the async workers).
+async fn peer_decision(app: Arc<AppState>, node: String, approve: bool) -> Response {
     use crate::mesh::runtime::approvals::ApprovalsError;
-    let result = if approve {
-        app.mesh.approve(node)
-    } else {
-        app.mesh.deny(node)
+    let mesh = app.mesh.clone();
+    let id = node.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if approve {
+            mesh.approve(&id)
+        } else {
+            mesh.deny(&id)
+        }
+    })
+    .await;
+    let Ok(result) = result else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the decision was not recorded",
+        )
+        .into_response();
     };
     match result {
         Ok(()) => data(json!({
@@ -144,7 +157,8 @@ pub(crate) async fn mint_token(
                 .into_response()
         }
     };
-    let Some(secret) = app.config.shared_secret.as_deref() else {
+    let live = app.live();
+    let Some(secret) = live.config.shared_secret.as_deref() else {
         return ApiError::new(
             StatusCode::CONFLICT,
             "this node has no shared secret (--shared-secret, SYNC_SHARED_SECRET): room-scoped \
@@ -509,7 +523,11 @@ pub(crate) async fn require_admin(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match admin_decision(app.config.admin_token.as_deref(), authorization, peer) {
+    match admin_decision(
+        app.live().config.admin_token.as_deref(),
+        authorization,
+        peer,
+    ) {
         AdminDecision::Allow => next.run(req).await,
         AdminDecision::Unauthorized(message) => {
             let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();

@@ -16,11 +16,19 @@
 //! The request body has its own deadline (`limits.http_body_timeout_s`, [`body_deadline`]):
 //! a body not received in time fails the request with 408.
 //!
+//! With TLS configured (`tls_cert`, `tls_key`), each connection first completes a rustls
+//! handshake, within the header deadline; a plain HTTP request there is answered 400 in
+//! plain text. Behind a trusted proxy (`trusted_proxies`) each request's client address is
+//! taken from its forwarding header ([`crate::auth::proxy`]) before the router sees it.
+//! Limits are read from the node's live config at each accept, so a reload changes them
+//! for the connections that follow.
+//!
 //! The loop stops accepting on shutdown, asks each connection to finish its request and
 //! close, and returns once they have.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +42,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,8 +62,6 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
-    let limits = &app.config.limits;
-    let write_limit = limits.write_timeout + WRITE_GRACE;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -69,6 +75,9 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // The limits in force now (a reload changes them for the connections after it).
+        let live = app.live();
+        let limits = &live.config.limits;
         let Some(half_open) = app.addresses.half_open(peer.ip(), limits) else {
             tracing::debug!(%peer, "connection dropped: too many half-open connections from this address");
             drop(tcp);
@@ -79,46 +88,121 @@ pub(crate) async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let progress = WriteProgress::default();
-        let io = TokioIo::new(DeadlineIo::new(tcp, write_limit).with_progress(progress.clone()));
+        let header_timeout = limits.header_timeout;
+        let io = DeadlineIo::new(tcp, limits.write_timeout + WRITE_GRACE)
+            .with_progress(progress.clone());
         // Given back when the first request's headers are in (or the connection ends).
         let half_open = Arc::new(Mutex::new(Some(half_open)));
         let router = router.clone();
+        let app_of_request = app.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 if let Ok(mut slot) = half_open.lock() {
                     slot.take();
                 }
                 let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
+                // Behind a trusted proxy, the client is who its forwarding header names;
+                // everything after this (limits, the admin rule, logs) sees that address.
+                let client = app_of_request
+                    .live()
+                    .proxies
+                    .client_addr(peer.ip(), req.headers());
+                let client = if client == peer.ip() {
+                    peer
+                } else {
+                    SocketAddr::new(client, 0)
+                };
+                req.extensions_mut().insert(ConnectInfo(client));
                 req.extensions_mut().insert(progress.clone());
                 let mut router = router.clone();
                 tower_service::Service::call(&mut router, req)
             });
-        let header_timeout = limits.header_timeout;
         let shutdown = shutdown.clone();
+        let tls = app.tls.clone();
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended");
-                    }
-                    return;
+            let Some(tls) = tls else {
+                return serve_connection(TokioIo::new(io), service, header_timeout, shutdown, peer)
+                    .await;
+            };
+            // The handshake counts against the header deadline, like a slow request line.
+            let handshake = async {
+                if !speaks_tls(io.get_ref()).await {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "plain HTTP on a TLS port",
+                    ));
                 }
-                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended");
+                tls.acceptor().accept(io).await
+            };
+            match tokio::time::timeout(header_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(
+                        TokioIo::new(stream),
+                        service,
+                        header_timeout,
+                        shutdown,
+                        peer,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Whether the first byte a client sends opens a TLS handshake (a record of type 22). A
+/// plain HTTP request on the TLS port is answered 400 in plain text, saying to use https,
+/// rather than left with a broken handshake.
+async fn speaks_tls(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if first[0] == 0x16 => true,
+        Ok(1) => {
+            let answer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 46\r\n\r\nthis node speaks TLS: use https:// or wss://\r\n";
+            let _ = tcp.try_write(answer.as_bytes());
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends or the node shuts down.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
 }
 
 /// A connection whose writes fail once one has stayed blocked for `limit`: the other side
@@ -161,6 +245,11 @@ impl WriteProgress {
 }
 
 impl<T> DeadlineIo<T> {
+    /// The wrapped connection.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// `inner` with a write deadline of `limit`.
     pub(crate) fn new(inner: T, limit: Duration) -> Self {
         DeadlineIo {
@@ -283,7 +372,7 @@ pub(crate) async fn body_deadline(
     if req.body().is_end_stream() {
         return next.run(req).await;
     }
-    let limit = app.config.limits.body_timeout;
+    let limit = app.live().config.limits.body_timeout;
     let deadline = tokio::time::Instant::now() + limit;
     let late = Arc::new(AtomicBool::new(false));
     let flag = late.clone();

@@ -15,9 +15,11 @@ mod access;
 mod http;
 mod limits;
 mod listen;
+mod reload;
 mod run;
 mod ws;
 
+pub use reload::{ConfigSource, ReloadError, ReloadReport};
 pub use run::{load_config, raise_fd_limit, serve_until_signal, shutdown_signal, ServeError};
 
 use std::net::SocketAddr;
@@ -70,6 +72,9 @@ pub enum ServerError {
     /// The mesh could not start (its libp2p transport).
     #[error("mesh: {0}")]
     Mesh(String),
+    /// The TLS certificate, key or CA file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 // Not `#[from]`: that would also make the store error the `source`, and `{:#}` chains would
@@ -82,9 +87,16 @@ impl From<StoreError> for ServerError {
 
 /// State shared by every handler and session of one node.
 pub(crate) struct AppState {
-    pub(crate) config: Config,
-    /// Who may connect: host, origin and credential rules ([`access`]).
-    pub(crate) access: access::AccessRules,
+    /// The settings in force ([`reload`]); read through [`AppState::live`].
+    live: std::sync::RwLock<Arc<reload::Live>>,
+    /// The listener's TLS, when `tls_cert` / `tls_key` are set.
+    pub(crate) tls: Option<crate::net::tls::ServerTls>,
+    /// Each client session's credential, judged again on reload.
+    pub(crate) credentials: reload::ClientCredentials,
+    /// How to re-read the config on reload.
+    config_source: std::sync::Mutex<Option<ConfigSource>>,
+    /// Held by the reload in progress.
+    reloading: tokio::sync::Mutex<()>,
     pub(crate) registry: Arc<RoomRegistry>,
     pub(crate) started: Instant,
     /// Ids for client sessions and peer links alike (one space, so an update's origin is
@@ -104,6 +116,23 @@ pub(crate) struct AppState {
     pub(crate) addresses: limits::AddressCounts,
     /// Bytes of document responses being sent (`limits.http_response_bytes`).
     pub(crate) responses: Arc<crate::queue::ByteBudget>,
+}
+
+impl AppState {
+    /// The settings in force now (a cheap clone of an `Arc`; take it once per request or
+    /// session, not per message).
+    pub(crate) fn live(&self) -> Arc<reload::Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `https` when the node serves TLS, else `http`: the scheme of its own origin.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// A running node. Dropping it does not stop the node; call [`Node::shutdown`].
@@ -153,6 +182,15 @@ impl Node {
                     .map_err(|source| ServerError::Bind { addr: bind, source })?
             }
         };
+        // Certificates next, for the same reason: a bad file is refused before anything is
+        // written.
+        let tls = match &config.tls {
+            Some(files) => Some(crate::net::tls::ServerTls::load(&files.cert, &files.key)?),
+            None => None,
+        };
+        if let Some(ca) = &config.tls_ca {
+            crate::net::tls::trust_ca_file(ca)?;
+        }
         let metrics = Metrics::new();
         let store: Option<Arc<dyn Store>> = if config.memory {
             tracing::warn!(
@@ -182,7 +220,16 @@ impl Node {
             }
             None => NodeIdentity::ephemeral(),
         };
-        Self::start_inner(config, hooks, store, metrics, Arc::new(identity), listener).await
+        Self::start_inner(
+            config,
+            hooks,
+            store,
+            metrics,
+            Arc::new(identity),
+            listener,
+            tls,
+        )
+        .await
     }
 
     async fn start_inner(
@@ -192,6 +239,7 @@ impl Node {
         metrics: Arc<Metrics>,
         identity: Arc<NodeIdentity>,
         listener: TcpListener,
+        tls: Option<crate::net::tls::ServerTls>,
     ) -> Result<Node, ServerError> {
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: format!("{}:{}", config.host, config.port),
@@ -266,7 +314,10 @@ impl Node {
             MeshSettings {
                 peers: config.peers.clone(),
                 admission,
-                listen: Some(format!("http://{addr}")),
+                listen: Some(format!(
+                    "{}://{addr}",
+                    if tls.is_some() { "https" } else { "http" }
+                )),
                 handshake_timeout: config.limits.mesh_handshake_timeout,
                 preauth: crate::mesh::proto::preauth::PreAuthLimits {
                     total: config.limits.mesh_preauth_total,
@@ -294,16 +345,9 @@ impl Node {
         );
         commands.load().await?;
         commands.run_inbox(inbox_rx, shutdown.child_token());
-        let access = access::AccessRules {
-            clients: crate::auth::ClientAuth::new(
-                config.token.clone(),
-                config.shared_secret.clone(),
-                config.admin_token.clone(),
-            ),
-            origins: crate::auth::origin::OriginPolicy::new(config.allowed_origins.clone()),
-            hosts: crate::auth::origin::HostPolicy::new(&config.host, config.allowed_hosts.clone()),
-            mesh_needs_credential: config.mesh_open,
-        };
+        let live = reload::Live::new(config);
+        let access = &live.access;
+        let config = &live.config;
         for (what, value) in [
             ("the mesh secret (--mesh-secret)", &config.mesh_secret),
             ("the client token (--token)", &config.token),
@@ -327,9 +371,14 @@ impl Node {
             );
         }
         let responses = crate::queue::ByteBudget::new(config.limits.response_bytes);
+        let discovery_config = config.clone();
+        let tombstone_retention = config.tombstone_retention;
         let state = Arc::new(AppState {
-            access,
-            config,
+            live: std::sync::RwLock::new(Arc::new(live)),
+            tls,
+            credentials: reload::ClientCredentials::default(),
+            config_source: std::sync::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
             registry: registry.clone(),
             started: Instant::now(),
             next_session: session_ids,
@@ -344,21 +393,21 @@ impl Node {
         });
         mesh.start().map_err(|e| ServerError::Mesh(e.to_string()))?;
         let (discovery, sources) =
-            start_discovery(&state.config, &identity, addr, &mesh, &state.shutdown);
+            start_discovery(&discovery_config, &identity, addr, &mesh, &state.shutdown);
         let _ = state.discovery.set(sources);
         let app = router(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(listen::serve(listener, app, state.clone(), token));
         let sweeper = tokio::spawn(sweeper_worker(
             registry.clone(),
-            state.config.tombstone_retention,
+            tombstone_retention,
             state.shutdown.clone(),
         ));
         if let Some(store) = registry.store().cloned() {
             tokio::spawn(repair_worker(registry, store, state.shutdown.clone()));
         }
         tracing::info!(node_id = identity.node_id(), "node identity");
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {}://{addr}", state.scheme());
         Ok(Node {
             addr,
             state,
@@ -415,6 +464,30 @@ impl Node {
         self.state.registry.store()
     }
 
+    /// Sets how [`Node::reload`] re-reads the configuration (`ymesh serve` passes the config
+    /// file and the flags and environment it started with).
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *self
+            .state
+            .config_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Re-reads the configuration and applies what can change while running (SIGHUP and
+    /// `POST /reload` do this): tokens, secrets, origins, hosts, proxies, peers, limits and
+    /// certificates. Settings that need a restart are reported, not applied; a config that
+    /// does not load is refused and the running one stays.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        reload::reload(&self.state).await
+    }
+
+    /// Applies `config` as a reload would (for a node embedded in a program that resolves
+    /// its own configuration).
+    pub fn reload_with(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        reload::apply(&self.state, config)
+    }
+
     /// Stops accepting, closes every WebSocket with 1001 and waits up to a few seconds for
     /// the sessions to finish.
     pub async fn shutdown(self) {
@@ -450,7 +523,8 @@ const DOCUMENT_ROUTE: &str = "/rooms/{room}";
 const COMPACT_ROUTE: &str = "/rooms/{room}/compact";
 
 fn router(state: Arc<AppState>) -> Router {
-    let limit = state.config.limits.max_message_bytes;
+    let live = state.live();
+    let limit = live.config.limits.max_message_bytes;
     let mut router = Router::new()
         .route("/", get(http::root))
         .route("/healthz", get(http::healthz))
@@ -460,7 +534,7 @@ fn router(state: Arc<AppState>) -> Router {
     // Admin routes: the admin rule runs before the handler (see `crate::auth`). Layered on
     // the handler, so a WebSocket route template on the same path keeps its own GET.
     let admin = axum::middleware::from_fn_with_state(state.clone(), http::require_admin);
-    let ws_on_documents = state.config.routes.iter().any(|r| r == DOCUMENT_ROUTE);
+    let ws_on_documents = live.config.routes.iter().any(|r| r == DOCUMENT_ROUTE);
     router = router.route(
         DOCUMENT_ROUTE,
         if ws_on_documents {
@@ -519,16 +593,20 @@ fn router(state: Arc<AppState>) -> Router {
             )),
         )
         .route(
+            "/reload",
+            axum::routing::post(axum::handler::Handler::layer(reload_route, admin.clone())),
+        )
+        .route(
             "/peers/{node}/deny",
             axum::routing::post(axum::handler::Handler::layer(http::deny_peer, admin)),
         );
-    for template in &state.config.routes {
+    for template in &live.config.routes {
         if template != DOCUMENT_ROUTE {
             router = router.route(template, get(ws::sync_route));
         }
     }
     let access = axum::middleware::from_fn_with_state(state.clone(), access::access_layer);
-    let cors = cors_layer(state.access.origins.clone());
+    let cors = cors_layer(state.clone());
     let body_deadline = axum::middleware::from_fn_with_state(state.clone(), listen::body_deadline);
     router
         .fallback(http::not_found)
@@ -541,7 +619,8 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 /// CORS for the HTTP API, preflight included: the same origins the access layer allows.
-fn cors_layer(origins: crate::auth::origin::OriginPolicy) -> tower_http::cors::CorsLayer {
+/// CORS answers for the allowed origins, as the live config has them.
+fn cors_layer(app: Arc<AppState>) -> tower_http::cors::CorsLayer {
     use axum::http::{header, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     CorsLayer::new()
@@ -552,11 +631,29 @@ fn cors_layer(origins: crate::auth::origin::OriginPolicy) -> tower_http::cors::C
                 .and_then(|h| h.to_str().ok());
             origin
                 .to_str()
-                .is_ok_and(|o| origins.allows(o, host, "http"))
+                .is_ok_and(|o| app.live().access.origins.allows(o, host, app.scheme()))
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
+}
+
+/// `POST /reload` (admin): re-reads the config; answers what was applied and what needs a
+/// restart, or 400 with the reason (file and line) when the config does not load.
+async fn reload_route(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    match reload::reload(&app).await {
+        Ok(report) => axum::Json(serde_json::json!({ "data": report })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused");
+            let status = match e {
+                ReloadError::NoSource => axum::http::StatusCode::CONFLICT,
+                _ => axum::http::StatusCode::BAD_REQUEST,
+            };
+            http::ApiError::new(status, e.to_string()).into_response()
+        }
+    }
 }
 
 /// Most established (admitted) inbound `/_mesh` links at once. Sockets still in their
@@ -591,7 +688,7 @@ async fn mesh_upgrade(
                 let io = accept_axum(
                     socket,
                     app.mesh.identity().clone(),
-                    app.config.limits.write_timeout,
+                    app.live().config.limits.write_timeout,
                 );
                 app.mesh.accept(io, peer);
             })

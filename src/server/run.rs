@@ -1,5 +1,6 @@
 //! A node as the `ymesh serve` process: which config file to read, the open-file limit,
-//! the signal handlers, and the node's life from start to the first SIGINT or SIGTERM.
+//! the signal handlers, and the node's life from start to the first SIGINT or SIGTERM, with
+//! a config reload at each SIGHUP.
 //!
 //! This is the part of `serve` that is not argument parsing or logging set-up (those stay
 //! in the binary): the binary resolves a [`Config`], then hands it to
@@ -17,7 +18,7 @@ pub enum ServeError {
     /// A signal handler could not be installed.
     #[error("installing {signal} handler")]
     Signal {
-        /// `SIGTERM` or `SIGINT`.
+        /// `SIGTERM`, `SIGINT` or `SIGHUP`.
         signal: &'static str,
         /// The error.
         #[source]
@@ -36,14 +37,56 @@ pub fn load_config(path: Option<&Path>, over: &Overrides) -> Result<Config, Conf
 
 /// Runs a node on `config` until SIGINT or SIGTERM (Ctrl-C off Unix), then shuts it down.
 /// Raises the open-file limit first, and installs the signal handlers before the node
-/// starts, so a signal sent right after the ready line is never fatal.
-pub async fn serve_until_signal(config: Config) -> Result<(), ServeError> {
+/// starts, so a signal sent right after the ready line is never fatal. With a `source`, each
+/// SIGHUP (and `POST /reload`) re-reads the configuration from it (see [`Node::reload`]).
+pub async fn serve_until_signal(
+    config: Config,
+    source: Option<super::ConfigSource>,
+) -> Result<(), ServeError> {
     raise_fd_limit();
     let signal = shutdown_signal()?;
+    let mut hangups = hangup_signal()?;
     let node = Node::start(config).await?;
-    signal.await;
+    if let Some(source) = source {
+        node.set_config_source(source);
+    }
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(()) = hangups.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // The outcome is logged by the reload itself; a refusal keeps the node as it was.
+                if let Err(e) = node.reload().await {
+                    tracing::error!(error = %e, "reload refused");
+                }
+            }
+        }
+    }
     node.shutdown().await;
     Ok(())
+}
+
+/// SIGHUPs as a stream of `()` (never yields off Unix).
+fn hangup_signal() -> Result<tokio::sync::mpsc::Receiver<()>, ServeError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
+            signal: "SIGHUP",
+            source,
+        })?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                // One pending reload is enough: a burst of signals coalesces.
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
 }
 
 /// Raises the open-file limit to the hard limit so many connections fit, and says what it

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
+use super::access::Presented;
 use super::http::{room_document, room_param, ApiError, DocumentQuery};
 use super::limits::RateLimit;
 use super::listen::WriteProgress;
@@ -71,7 +72,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) async fn room_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    identity: Option<axum::Extension<Identity>>,
+    client: Client,
     progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
@@ -82,18 +83,9 @@ pub(crate) async fn room_route(
         Err(e) => return e.into_response(),
     };
     match upgrade {
-        Ok(ws) => accept(
-            app,
-            ws,
-            room,
-            peer,
-            &query,
-            identity.map(|i| i.0).unwrap_or_default(),
-            progress.map(|p| p.0),
-        ),
+        Ok(ws) => accept(app, ws, room, peer, &query, client, progress.map(|p| p.0)),
         Err(_) => {
-            let identity = identity.map(|i| i.0);
-            if let Err(refused) = super::http::scope_check(identity.as_ref(), &room, false) {
+            if let Err(refused) = super::http::scope_check(Some(&client.identity), &room, false) {
                 return refused.into_response();
             }
             let doc_query = DocumentQuery {
@@ -108,7 +100,7 @@ pub(crate) async fn room_route(
 pub(crate) async fn sync_route(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    identity: Option<axum::Extension<Identity>>,
+    client: Client,
     progress: Option<axum::Extension<WriteProgress>>,
     params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     Query(query): Query<HashMap<String, String>>,
@@ -119,20 +111,40 @@ pub(crate) async fn sync_route(
         Err(e) => return e.into_response(),
     };
     match upgrade {
-        Ok(ws) => accept(
-            app,
-            ws,
-            room,
-            peer,
-            &query,
-            identity.map(|i| i.0).unwrap_or_default(),
-            progress.map(|p| p.0),
-        ),
+        Ok(ws) => accept(app, ws, room, peer, &query, client, progress.map(|p| p.0)),
         Err(e) => ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             format!("this route takes a WebSocket upgrade: {e}"),
         )
         .into_response(),
+    }
+}
+
+/// Who a client proved to be, and the credential it did it with (judged again on reload),
+/// as the access layer left them on the request.
+pub(crate) struct Client {
+    identity: Identity,
+    credential: Option<Arc<str>>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client {
+            identity: parts
+                .extensions
+                .get::<Identity>()
+                .cloned()
+                .unwrap_or_default(),
+            credential: parts
+                .extensions
+                .get::<Presented>()
+                .and_then(|p| p.0.clone()),
+        })
     }
 }
 
@@ -142,14 +154,16 @@ fn accept(
     room: String,
     peer: SocketAddr,
     query: &HashMap<String, String>,
-    identity: Identity,
+    client: Client,
     progress: Option<WriteProgress>,
 ) -> Response {
     let options = SessionOptions {
         // Maintenance commands (type 103) go only to clients that ask for them.
         commands: query.get("commands").is_some_and(|v| v == "1"),
     };
-    let limits = &app.config.limits;
+    // The limits in force when the connection opened hold for its whole life.
+    let live = app.live();
+    let limits = &live.config.limits;
     let ws = ws
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -165,7 +179,8 @@ fn accept(
     let slot = app.metrics.open_connection();
     let over = slot.before() >= limits.max_connections;
     // This address's share (`limits.max_connections_per_address`), held as long.
-    let per_address = app.addresses.connection(peer.ip(), &app.config.limits);
+    let per_address = app.addresses.connection(peer.ip(), limits);
+    let per_address_limit = limits.max_connections_per_address;
     let tracker = app.sessions.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
@@ -179,13 +194,12 @@ fn accept(
             let Some(per_address) = per_address else {
                 tracing::warn!(%peer, room, "connection refused: too many connections from this address");
                 let reason = CloseReason::TooSlow(format!(
-                    "too many connections from this address (limit {})",
-                    app.config.limits.max_connections_per_address
+                    "too many connections from this address (limit {per_address_limit})"
                 ));
                 close_now(socket, &reason).await;
                 return;
             };
-            run_session(app, socket, room, peer, options, identity, progress).await;
+            run_session(app, socket, room, peer, options, client, progress).await;
             drop(per_address);
             drop(slot);
         })
@@ -239,11 +253,12 @@ async fn run_session(
     room_name: String,
     peer: SocketAddr,
     options: SessionOptions,
-    identity: Identity,
+    client: Client,
     progress: Option<WriteProgress>,
 ) {
     let id = app.next_session.fetch_add(1, Ordering::Relaxed);
-    let grant = grant_of(identity);
+    let expires = client.identity.scoped.as_ref().map(|c| c.exp);
+    let grant = grant_of(client.identity);
     let (mut session, outbound) = match Session::open(&app.registry, &room_name, id, grant, options)
         .await
     {
@@ -256,6 +271,22 @@ async fn run_session(
     };
     tracing::info!(room = room_name, %peer, session = id, user = session.grant().user(), "connection opened");
     let kick = session.kick().clone();
+    // A reload that makes this credential invalid closes the session (4401).
+    let _registered = app
+        .credentials
+        .register(id, client.credential, kick.clone());
+    // A room-scoped token holds until its `exp`, connected or not: then the session ends
+    // (4401) and the application reconnects with a fresh token.
+    let _expiry = expires.map(|exp| {
+        let kick = kick.clone();
+        let left = Duration::from_secs(exp.saturating_sub(crate::auth::scoped::now_s()));
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            kick.close(CloseReason::Unauthorized(
+                "token expired: reconnect with a new token".into(),
+            ));
+        }))
+    });
     let (sink, stream) = socket.split();
     let last_seen = Arc::new(AtomicU64::new(millis_since(&app)));
     let writer = tokio::spawn(writer_worker(
@@ -299,10 +330,12 @@ async fn read_loop(
     // A client speaks first thing (every y-websocket client sends its SyncStep1 on open):
     // a socket that stays silent is not one, and is closed (4408). The timer lives on the
     // heap until the first message and is freed then, so an idle connection keeps none.
-    let limit = app.config.limits.first_message_timeout;
+    let live = app.live();
+    let limits = &live.config.limits;
+    let limit = limits.first_message_timeout;
     let mut first: Option<std::pin::Pin<Box<tokio::time::Sleep>>> =
         Some(Box::pin(tokio::time::sleep(limit)));
-    let mut rate = RateLimit::new(app.config.limits.message_rate);
+    let mut rate = RateLimit::new(limits.message_rate);
     loop {
         let msg = tokio::select! {
             biased;
@@ -327,7 +360,7 @@ async fn read_loop(
             Some(Err(e)) => {
                 if is_capacity_error(&e) {
                     kick.close(CloseReason::TooBig {
-                        limit: app.config.limits.max_message_bytes,
+                        limit: limits.max_message_bytes,
                     });
                 } else {
                     kick.close(CloseReason::ConnectionLost(format!("read failed: {e}")));
@@ -342,7 +375,7 @@ async fn read_loop(
                 if !rate.allow(tokio::time::Instant::now()) {
                     kick.close(CloseReason::TooSlow(format!(
                         "too many messages: more than {} per second",
-                        app.config.limits.message_rate
+                        limits.message_rate
                     )));
                     return;
                 }
@@ -419,13 +452,18 @@ async fn writer_worker(
     last_seen: Arc<AtomicU64>,
     progress: Option<WriteProgress>,
 ) {
-    let ping_every = app.config.limits.ping_interval;
+    let (ping_every, write_timeout) = {
+        let live = app.live();
+        (
+            live.config.limits.ping_interval,
+            live.config.limits.write_timeout,
+        )
+    };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping_at: Option<u64> = None;
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
     // A client that does not read blocks the write; past this it is closed (4429).
-    let write_timeout = app.config.limits.write_timeout;
     let stuck = || {
         CloseReason::TooSlow(format!(
             "too slow: did not read for {} s",

@@ -15,24 +15,9 @@ use ymesh::net::{Method, Request};
 use ymesh::protocol::{Message, SyncMessage};
 
 use crate::common::{
-    client, dialing, peer, start, test_config, wait_until, Closed, RawClient, SyncClient, WAIT,
+    client, dialing, peer, start, test_config, wait_until, ws_with, Closed, RawClient, SyncClient,
+    WAIT,
 };
-
-/// Opens a WebSocket to `path` with extra request headers.
-async fn ws_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
-    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("connect in time")
-        .expect("the upgrade is accepted");
-    RawClient { ws }
-}
 
 /// The first thing the server sends must be a close with `code`: no sync message before.
 async fn refused_before_sync(raw: &mut RawClient, code: u16) -> Closed {

@@ -27,5 +27,8 @@ mod mesh;
 mod node;
 mod ops;
 mod p2p_relay;
+mod proxy;
+mod reload;
 mod scoped;
 mod surface;
+mod tls;

@@ -1,5 +1,6 @@
 //! Room-scoped tokens (HS256 JWTs under the shared secret): a token opens its rooms only
-//! (4403 elsewhere, with the reason), an expired or forged one is refused (4401), a
+//! (4403 elsewhere, with the reason), an expired or forged one is refused (4401) and a
+//! connected client is closed when its token expires, a
 //! read-only one may read the HTTP document API and not write it, and `POST /tokens` and
 //! `ymesh token --room` mint them.
 
@@ -201,5 +202,27 @@ async fn a_read_only_client_is_denied_its_edits_and_stays_connected() {
         .await;
     let (_, doc) = get_json(addr, &format!("/rooms/notes?format=json&token={writer}")).await;
     assert_eq!(doc["data"]["t"], "AB", "{doc}");
+    node.shutdown().await;
+}
+
+/// A scoped token holds until its `exp` for a connected client too: then the session ends
+/// with 4401 (before, a client connected in time kept the room for as long as it stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_client_is_closed_when_its_token_expires() {
+    let node = start(node_config()).await;
+    let addr = node.local_addr();
+    let short = token("notes", Scope::Write, 2);
+    let mut c = SyncClient::connect(addr, &format!("notes?token={short}")).await;
+    c.edit_acked(|t| t.get_or_insert_text("t").insert(t, 0, "in time"))
+        .await;
+    let closed = c.raw.expect_close().await;
+    assert_eq!(closed.code, 4401, "{closed:?}");
+    assert!(closed.reason.contains("expired"), "{closed:?}");
+    // A long-lived one on the same node stays.
+    let long = token("notes", Scope::Write, 3600);
+    let mut d = SyncClient::connect(addr, &format!("notes?token={long}")).await;
+    d.raw
+        .expect_silence(std::time::Duration::from_secs(3))
+        .await;
     node.shutdown().await;
 }

@@ -125,7 +125,7 @@ pub struct MeshCore<H> {
     markers: HashMap<String, u64>,
     flood: Flood,
     pub(super) next_discovered: u64,
-    started: bool,
+    pub(super) started: bool,
     /// Verdicts, pending links, approvals.
     pub(super) gate: Gate,
     /// The rooms this node holds, as far as the core heard of them (at start, at link-up,
@@ -234,6 +234,11 @@ impl<H: Clone> MeshCore<H> {
             Event::PeerPending { peer, reason, .. } => self.on_peer_pending(peer, reason, now_ms),
             Event::Approve { node_id } => self.approve(&node_id, now_ms, &mut out),
             Event::Deny { node_id } => self.deny(&node_id, &mut out),
+            Event::Reconfigure {
+                peers,
+                admission,
+                secret_changed,
+            } => self.reconfigure(peers, admission, secret_changed, now_ms, &mut out),
             Event::Handshaken {
                 link,
                 peer,
@@ -247,6 +252,7 @@ impl<H: Clone> MeshCore<H> {
             }
             Event::HandshakeFailed { link, peer, end } => {
                 self.unpend(link);
+                self.gate.secrets.remove(&link);
                 self.on_handshake_failed(link, peer, end, now_ms, &mut out)
             }
             Event::LinkOpened {
@@ -358,6 +364,19 @@ impl<H: Clone> MeshCore<H> {
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
+        // Welcomed under the rules of that moment; a reload since may have changed them.
+        if self.gate.secrets.contains_key(&link)
+            && !matches!(
+                self.verdict_again(link, peer, &node),
+                super::approval::Verdict::Welcome(_)
+            )
+        {
+            out.push(Action::Reject {
+                link,
+                reason: "no longer admitted after a configuration change".into(),
+            });
+            return;
+        }
         let Some(slot) = self.peers.get_mut(&peer) else {
             out.push(Action::Reject {
                 link,
@@ -650,6 +669,7 @@ impl<H: Clone> MeshCore<H> {
     }
 
     fn on_closed(&mut self, link: LinkId, reason: String, now_ms: u64, out: &mut Vec<Action<H>>) {
+        self.gate.secrets.remove(&link);
         let Some(l) = self.links.remove(&link) else {
             return;
         };

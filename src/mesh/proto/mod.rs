@@ -40,6 +40,7 @@ pub mod manifest;
 mod peers;
 mod pending;
 pub mod preauth;
+mod reconfig;
 pub mod url;
 mod views;
 
@@ -309,6 +310,16 @@ pub enum Event<H> {
     Approve {
         /// The node.
         node_id: String,
+    },
+    /// The configuration was reloaded: new configured peers and admission rules
+    /// (see `reconfig.rs`).
+    Reconfigure {
+        /// The configured peers, in order.
+        peers: Vec<PeerConfig>,
+        /// Who is admitted without approval.
+        admission: approval::AdmissionPolicy,
+        /// The mesh secret changed: links admitted by the old one must prove the new one.
+        secret_changed: bool,
     },
     /// A person denied a node (`ymesh peer deny`): its links are refused or closed.
     Deny {

@@ -30,6 +30,9 @@ pub(super) struct PendingLink {
 pub(super) struct Gate {
     pub(super) approvals: Approvals,
     pub(super) pending: std::collections::BTreeMap<LinkId, PendingLink>,
+    /// What each authenticated link (pending or up) proved about the mesh secret, so a
+    /// reload can judge it again.
+    pub(super) secrets: std::collections::BTreeMap<LinkId, SecretCheck>,
     announced: BTreeSet<String>,
 }
 
@@ -45,7 +48,7 @@ impl Gate {
 impl<H: Clone> MeshCore<H> {
     /// Whether `node` is a peer this node was told to dial: the link is that row's own
     /// dial, or a configured row knows `node` as its node id.
-    fn is_configured(&self, peer: PeerKey, node: &str) -> bool {
+    pub(super) fn is_configured(&self, peer: PeerKey, node: &str) -> bool {
         if matches!(peer, PeerKey::Configured(_)) {
             return true;
         }
@@ -69,6 +72,7 @@ impl<H: Clone> MeshCore<H> {
         out: &mut Vec<Action<H>>,
     ) {
         let configured = self.is_configured(peer, &node);
+        self.gate.secrets.insert(link, secret);
         if let Some(slot) = self.peers.get_mut(&peer) {
             // Proven by the secure channel, whatever the verdict.
             slot.node_id = Some(node.clone());
@@ -164,15 +168,39 @@ impl<H: Clone> MeshCore<H> {
         out: &mut Vec<Action<H>>,
     ) {
         for (link, p) in self.take_pending(node) {
-            if let Some(slot) = self.peers.get_mut(&p.peer) {
-                slot.set_state(LinkState::Connecting, None, now_ms);
-            }
-            tracing::info!(peer = node, by = ?by, "pending peer admitted");
-            out.push(Action::Verdict {
-                link,
-                verdict: Verdict::Welcome(by),
-            });
+            self.welcome_taken(link, &p, by, now_ms, out);
         }
+    }
+
+    /// Welcomes pending link `link` (if it still waits).
+    pub(super) fn welcome_one(
+        &mut self,
+        link: LinkId,
+        by: AdmittedBy,
+        now_ms: u64,
+        out: &mut Vec<Action<H>>,
+    ) {
+        if let Some(p) = self.gate.pending.remove(&link) {
+            self.welcome_taken(link, &p, by, now_ms, out);
+        }
+    }
+
+    fn welcome_taken(
+        &mut self,
+        link: LinkId,
+        p: &PendingLink,
+        by: AdmittedBy,
+        now_ms: u64,
+        out: &mut Vec<Action<H>>,
+    ) {
+        if let Some(slot) = self.peers.get_mut(&p.peer) {
+            slot.set_state(LinkState::Connecting, None, now_ms);
+        }
+        tracing::info!(peer = p.node, by = ?by, "pending peer admitted");
+        out.push(Action::Verdict {
+            link,
+            verdict: Verdict::Welcome(by),
+        });
     }
 
     /// A person denied `node`: its waiting links are refused and its live links closed.

@@ -1,8 +1,9 @@
-//! Peer URLs: the control-channel URL of a peer (`ws://host:port/_mesh`), the y-websocket
-//! URL of a room on a plain server, the `host:port` that tells a discovered address from a
-//! configured one, and libp2p multiaddrs (`/ip4/…/tcp/…/p2p/<node id>`, through a relay
-//! `…/p2p/<relay id>/p2p-circuit/p2p/<node id>`), checked here without libp2p so that a build
-//! without the `p2p` feature can name them and refuse them. Pure string work.
+//! Peer URLs: the control-channel URL of a peer (`ws://host:port/_mesh`, or `wss://` for a
+//! peer that serves TLS), the y-websocket URL of a room on a plain server, the `host:port`
+//! that tells a discovered address from a configured one, and libp2p multiaddrs
+//! (`/ip4/…/tcp/…/p2p/<node id>`, through a relay `…/p2p/<relay id>/p2p-circuit/p2p/<node id>`),
+//! checked here without libp2p so that a build without the `p2p` feature can name them and
+//! refuse them. Pure string work.
 
 /// The y-websocket URL of `room` on a plain server: `{id}` in the peer URL is replaced by
 /// the percent-encoded room name, or the name is appended as the last path segment.
@@ -50,12 +51,8 @@ pub fn mesh_url(url: &str) -> Result<String, PeerUrlError> {
         .ok_or_else(|| err("needs a scheme, e.g. ws://host:3913"))?;
     let scheme = match scheme {
         "ws" | "http" => "ws",
-        "wss" | "https" => {
-            return Err(err(
-                "TLS peers (wss://, https://) are not supported by this version yet",
-            ))
-        }
-        _ => return Err(err("the scheme must be ws:// or http://")),
+        "wss" | "https" => "wss",
+        _ => return Err(err("the scheme must be ws://, wss://, http:// or https://")),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() {
@@ -246,7 +243,12 @@ mod tests {
             mesh_url("http://10.0.0.2:4000/").unwrap(),
             "ws://10.0.0.2:4000/_mesh"
         );
-        assert!(mesh_url("wss://x:1").unwrap_err().reason.contains("TLS"));
+        assert_eq!(mesh_url("wss://x:1/rooms/{id}").unwrap(), "wss://x:1/_mesh");
+        assert_eq!(
+            mesh_url("https://x.example").unwrap(),
+            "wss://x.example/_mesh"
+        );
+        assert!(mesh_url("ftp://x:1").unwrap_err().reason.contains("wss://"));
         assert!(mesh_url("desktop:3913").is_err());
         assert!(mesh_url("ftp://x").is_err());
         assert!(mesh_url("ws:///rooms").is_err());

@@ -241,7 +241,7 @@ async fn handshake_phase(
         mesh.boot_id(),
         mesh.settings().listen.clone(),
         binding,
-        mesh.settings().admission.secret.as_deref(),
+        mesh.secret().as_deref(),
     );
     let mut actions = hs.start();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);

@@ -69,9 +69,9 @@ pub(crate) type Ours = std::collections::BTreeMap<String, (String, Vec<u8>)>;
 /// Settings of the mesh.
 #[derive(Debug, Clone)]
 pub struct MeshSettings {
-    /// Peers to dial.
+    /// Peers to dial at start ([`Mesh::reconfigure`] changes them later).
     pub peers: Vec<PeerConfig>,
-    /// Who may link.
+    /// Who may link, at start ([`Mesh::reconfigure`] changes it later).
     pub admission: Admission,
     /// This node's own HTTP URL, announced in the hello.
     pub listen: Option<String>,
@@ -190,6 +190,8 @@ pub struct Mesh {
     /// The libp2p transport, once started ([`Mesh::start`]).
     #[cfg(feature = "p2p")]
     p2p: std::sync::OnceLock<super::transport::p2p::P2p>,
+    /// The mesh secret in force (settings' at start; [`Mesh::reconfigure`] replaces it).
+    secret: Mutex<Option<String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -241,6 +243,7 @@ impl Mesh {
             budget: PreAuthBudget::new(settings.preauth),
             kicks: HashMap::new(),
         };
+        let secret = settings.admission.secret.clone();
         Arc::new_cyclic(|me| Mesh {
             me: me.clone(),
             core: Mutex::new(MeshCore::new(cfg, now_ms())),
@@ -257,6 +260,7 @@ impl Mesh {
             approvals_file: Mutex::new(()),
             #[cfg(feature = "p2p")]
             p2p: std::sync::OnceLock::new(),
+            secret: Mutex::new(secret),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -442,7 +446,11 @@ impl Mesh {
                     attempt,
                     index,
                 } => {
-                    let config = self.settings.peers.get(index).cloned().unwrap_or_default();
+                    let config = lock(&self.core)
+                        .configured()
+                        .get(index)
+                        .cloned()
+                        .unwrap_or_default();
                     self.spawn(bridge::run_plain(self.clone(), peer, attempt, config))
                 }
                 Action::Close { handle, reason } => handle.kick.kick(1000, &reason),
@@ -527,7 +535,10 @@ impl Mesh {
     /// probed and dialed.
     pub(crate) fn token_for(&self, key: PeerKey) -> Option<String> {
         match key {
-            PeerKey::Configured(i) => self.settings.peers.get(i).and_then(|p| p.token.clone()),
+            PeerKey::Configured(i) => lock(&self.core)
+                .configured()
+                .get(i)
+                .and_then(|p| p.token.clone()),
             _ => None,
         }
     }
@@ -547,6 +558,29 @@ impl Mesh {
 
     pub(crate) fn settings(&self) -> &MeshSettings {
         &self.settings
+    }
+
+    /// The mesh secret in force.
+    pub(crate) fn secret(&self) -> Option<String> {
+        lock(&self.secret).clone()
+    }
+
+    /// Applies a reloaded configuration: the configured peers and the admission rules
+    /// (see the core's `reconfig.rs`: unchanged peers keep their links, removed ones are
+    /// closed, new ones dialed; links that are no longer admitted are closed, pending ones
+    /// that now are, welcomed).
+    pub fn reconfigure(self: &Arc<Self>, peers: Vec<PeerConfig>, admission: Admission) {
+        let secret_changed = {
+            let mut secret = lock(&self.secret);
+            let changed = *secret != admission.secret;
+            *secret = admission.secret.clone();
+            changed
+        };
+        self.run(Event::Reconfigure {
+            peers,
+            admission: admission.policy(),
+            secret_changed,
+        });
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {

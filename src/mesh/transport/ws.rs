@@ -1,5 +1,6 @@
 //! The WebSocket transport: dialing a peer's `/_mesh` (or a plain y-websocket room URL,
-//! whose frames are bare y-protocols messages) with tokio-tungstenite, and taking an inbound
+//! whose frames are bare y-protocols messages) with tokio-tungstenite, over TCP or, for
+//! `wss://`, over TLS ([`crate::net::tls`]), and taking an inbound
 //! axum upgrade; both become a [`LinkIo`] through one reader and one writer task.
 //!
 //! A mesh connection first runs the secure channel's Noise handshake
@@ -75,8 +76,7 @@ pub async fn dial(
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    // `true`: TCP_NODELAY, so small frames go out at once.
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connect = connect_ws(request, config);
     let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -110,6 +110,50 @@ pub async fn dial(
         security,
         write_timeout,
     ))
+}
+
+/// A byte stream a WebSocket can run over.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A stream under a dialed WebSocket: plain TCP (`ws://`) or TLS over TCP (`wss://`).
+type DialStream = Box<dyn Io>;
+
+/// Opens the WebSocket of `request`: TCP (with TCP_NODELAY, so small frames go out at once),
+/// TLS for `wss://` (verified against the system's roots and the configured CA,
+/// [`crate::net::tls`]), then the upgrade.
+async fn connect_ws(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<DialStream>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::error::{Error as WsError, UrlError};
+    let uri = request.uri();
+    let tls = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => return Err(WsError::Url(UrlError::UnsupportedUrlScheme)),
+    };
+    let host = uri
+        .host()
+        .ok_or(WsError::Url(UrlError::NoHostName))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream: DialStream = if tls {
+        Box::new(crate::net::tls::connect(tcp, &host).await?)
+    } else {
+        Box::new(tcp)
+    };
+    tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await
 }
 
 /// Wraps an accepted axum WebSocket (an inbound `/_mesh` connection) into frame channels,

@@ -73,7 +73,7 @@ process.on('exit', () => {
 
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g
-const READY = /listening on http:\/\/(\[[^\]]+\]|[^\s/:]+):(\d+)/
+const READY = /listening on (https?):\/\/(\[[^\]]+\]|[^\s/:]+):(\d+)/
 const MAX_LOG_LINES = 20000
 
 /**
@@ -118,6 +118,7 @@ export async function startNode ({
 
   const lines = []
   let port = null
+  let scheme = 'http'
   let exited = null // {code, signal}
   const exitWaiters = []
   const onLine = (stream) => {
@@ -132,7 +133,10 @@ export async function startNode ({
         if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES)
         if (port === null) {
           const m = READY.exec(line)
-          if (m) port = Number(m[2])
+          if (m) {
+            scheme = m[1]
+            port = Number(m[3])
+          }
         }
       }
     }
@@ -161,7 +165,7 @@ export async function startNode ({
       if (spawnError) throw spawnError
       if (exited) throw new Error(`ymesh exited early (code ${exited.code}, signal ${exited.signal})`)
       return port !== null
-    }, readyTimeoutMs, 'the "listening on http://HOST:PORT" line')
+    }, readyTimeoutMs, 'the "listening on http[s]://HOST:PORT" line')
   } catch (e) {
     if (!exited) {
       proc.kill('SIGKILL')
@@ -172,11 +176,11 @@ export async function startNode ({
     throw err
   }
 
-  const url = `http://127.0.0.1:${port}`
+  const url = `${scheme}://127.0.0.1:${port}`
   const node = {
     port,
     url,
-    wsUrl: `ws://127.0.0.1:${port}/rooms`,
+    wsUrl: `${scheme === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}/rooms`,
     proc,
     dataDir,
     logs,

@@ -255,6 +255,23 @@ impl RawClient {
     }
 }
 
+/// Opens a WebSocket to `path` with extra request headers.
+pub async fn ws_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect in time")
+        .expect("the upgrade is accepted");
+    RawClient { ws }
+}
+
 /// A client that keeps a yrs document in sync with a room, like a y-websocket provider.
 pub struct SyncClient {
     pub raw: RawClient,
@@ -378,8 +395,9 @@ pub async fn http_body(addr: SocketAddr, method: &str, path: &str, body: &[u8]) 
     http_body_within(addr, method, path, body, WAIT).await
 }
 
-/// [`http_body`] bounded by `limit` instead of `WAIT`: for bodies of tens of MiB, which a
-/// debug build on a loaded 2-core machine can take longer than `WAIT` to apply.
+/// [`http_body`] bounded by `limit` instead of `WAIT` (the whole exchange, and the silence
+/// before the answer): for bodies of tens of MiB, which a debug build on a loaded 2-core
+/// machine can take longer than `WAIT` to apply.
 pub async fn http_body_within(
     addr: SocketAddr,
     method: &str,
@@ -389,8 +407,10 @@ pub async fn http_body_within(
 ) -> (u16, Vec<u8>) {
     let method = ymesh::net::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let req = ymesh::net::Request::new(method, path).bytes(body.to_vec());
+    // The node answers once the body is applied: the whole bound may pass in silence.
     let resp = client(addr)
         .with_timeout(limit)
+        .with_idle_timeout(limit)
         .send(req)
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -439,7 +459,11 @@ pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child
             let status = child.wait();
             panic!("no ready line in time; the node exited with {status:?}");
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        let ready = line
+            .split("listening on http://")
+            .nth(1)
+            .or_else(|| line.split("listening on https://").nth(1));
+        if let Some(rest) = ready {
             let addr: String = rest
                 .chars()
                 .take_while(|c| !c.is_whitespace() && *c != '"')

@@ -50,6 +50,11 @@ impl ProcessNode {
         self.status_kib("VmHWM") / 1024
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
