@@ -150,16 +150,27 @@ impl Room {
         let doc = Doc::new();
         let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
         let slot = captured.clone();
-        doc.observe_update_v1("ymesh-room", move |_txn, event| {
+        // The change is encoded after the transaction's observers ran but before yrs squashes
+        // the new blocks into their neighbours. `observe_update_v1` encodes after the squash:
+        // a keystroke at the end of a typed run is then sliced out of the whole merged run,
+        // walking it from its start, so each update cost O(length of the run) (91% of the
+        // samples in docs/benchmarks.md, finding 5). Before the squash the new block stands
+        // alone. Same condition as yrs's update event: only a transaction that changed
+        // something is captured.
+        doc.observe_after_transaction("ymesh-room", move |txn| {
+            if txn.delete_set().is_empty() && txn.after_state() == txn.before_state() {
+                return;
+            }
+            let update = txn.encode_update_v1();
             let mut slot = lock(&slot);
             match slot.as_mut() {
                 // Several commits inside one critical section: merge them.
                 Some(prev) => {
-                    let merged = yrs::merge_updates_v1([prev.as_slice(), event.update.as_slice()])
-                        .unwrap_or_else(|_| event.update.clone());
+                    let merged = yrs::merge_updates_v1([prev.as_slice(), update.as_slice()])
+                        .unwrap_or(update);
                     *prev = merged;
                 }
-                None => *slot = Some(event.update.clone()),
+                None => *slot = Some(update),
             }
         })
         .expect("a fresh doc has no open transaction");

@@ -337,3 +337,48 @@ async fn the_replicator_hears_changes_awareness_and_deletions_after_the_hooks() 
     early.apply_update(&text_update(8, "z"), None).unwrap();
     assert_eq!(log.lock().unwrap().last().unwrap(), "hook changed early");
 }
+
+/// Keystrokes at the end of a long typed run (one squashed block in the room's document),
+/// some deleted again inside their own transaction, are broadcast as updates that rebuild the
+/// same text when a fresh document applies them in order. The room encodes each change before
+/// yrs squashes and collects the transaction's blocks (docs/benchmarks.md, finding 5).
+#[test]
+fn typed_run_broadcasts_replay_to_the_same_text() {
+    let room = Room::new("r", false, 64);
+    let mut a = room.join(1, SessionKind::Client).unwrap();
+    drain(&mut a.outbound);
+    let writer = Doc::with_client_id(7);
+    let text = writer.get_or_insert_text("t");
+    let replica = Doc::new();
+    for i in 0..2_000u32 {
+        let update = {
+            let mut txn = writer.transact_mut();
+            let len = text.len(&txn);
+            text.insert(&mut txn, len, "ab");
+            if i % 10 == 0 {
+                // Typed and taken back in one transaction: inserted and deleted at once.
+                text.remove_range(&mut txn, len + 1, 1);
+            }
+            txn.encode_update_v1()
+        };
+        let applied = room.apply_update(&update, Some(1)).unwrap();
+        assert!(applied.changed);
+        let mut frames = 0;
+        for m in drain(&mut a.outbound) {
+            if let Message::Sync(SyncMessage::Update(u)) = m {
+                frames += 1;
+                replica
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&u).unwrap())
+                    .unwrap();
+            }
+        }
+        assert_eq!(frames, 1, "one broadcast per change");
+    }
+    let want = text.get_string(&writer.transact());
+    let got = replica
+        .get_or_insert_text("t")
+        .get_string(&replica.transact());
+    assert_eq!(got.len(), 2_000 * 2 - 200);
+    assert_eq!(got, want);
+}

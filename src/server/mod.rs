@@ -767,6 +767,7 @@ fn start_discovery(
     let mut tasks = Vec::new();
     if d.mdns_enabled(addr.ip()) {
         let mut m = MdnsConfig::new(identity.node_id(), addr.port());
+        m.tls = config.tls.is_some();
         m.service_type = d.mdns_service.clone();
         m.interfaces = d.mdns_interfaces.clone();
         m.exclude_interfaces = d.mdns_exclude_interfaces.clone();

@@ -462,7 +462,9 @@ async fn writer_worker(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping_at: Option<u64> = None;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    // Grows to the largest batch this connection has seen: an idle connection never holds
+    // room for 64 frames (2 KiB of `Bytes` handles) it does not use.
+    let mut batch: Vec<Bytes> = Vec::new();
     // A client that does not read blocks the write; past this it is closed (4429).
     let stuck = || {
         CloseReason::TooSlow(format!(

@@ -12,6 +12,7 @@
 //! | TXT `node_id` | the node id |
 //! | TXT `path` | the control channel path, `/_mesh` |
 //! | TXT `version` | the mesh protocol version ([`crate::mesh::MESH_PROTOCOL_VERSION`]) |
+//! | TXT `tls` | `1` when the node serves TLS only (peers dial it at `https://` / `wss://`); absent otherwise |
 //!
 //! Everything that can be decided without the network lives in pure parts that the unit
 //! tests drive directly: TXT parsing ([`parse_txt`]), interface selection
@@ -51,6 +52,8 @@ pub const TXT_NODE_ID: &str = "node_id";
 pub const TXT_PATH: &str = "path";
 /// TXT key holding the mesh protocol version.
 pub const TXT_VERSION: &str = "version";
+/// TXT key present (`1`) when the node serves TLS only.
+pub const TXT_TLS: &str = "tls";
 
 /// Longest DNS label, in bytes (RFC 1035).
 const MAX_LABEL: usize = 63;
@@ -84,6 +87,8 @@ pub struct MdnsConfig {
     /// Mesh protocol version, announced as TXT `version`; peers announcing another one are
     /// ignored.
     pub protocol_version: u32,
+    /// The node serves TLS only (`tls_cert`): announced as TXT `tls=1`.
+    pub tls: bool,
 }
 
 impl MdnsConfig {
@@ -101,6 +106,7 @@ impl MdnsConfig {
             node_id: node_id.into(),
             mesh_path: "/_mesh".to_string(),
             protocol_version: crate::mesh::MESH_PROTOCOL_VERSION,
+            tls: false,
         }
     }
 
@@ -179,13 +185,18 @@ fn short_hash(text: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The TXT records we announce: node id, control channel path, protocol version.
+/// The TXT records we announce: node id, control channel path, protocol version, and
+/// `tls=1` for a node that serves TLS only.
 pub fn txt_records(cfg: &MdnsConfig) -> Vec<(&'static str, String)> {
-    vec![
+    let mut records = vec![
         (TXT_NODE_ID, cfg.node_id.clone()),
         (TXT_PATH, cfg.mesh_path.clone()),
         (TXT_VERSION, cfg.protocol_version.to_string()),
-    ]
+    ];
+    if cfg.tls {
+        records.push((TXT_TLS, "1".to_string()));
+    }
+    records
 }
 
 /// What a peer's TXT records say.
@@ -197,6 +208,8 @@ pub struct PeerTxt {
     pub path: String,
     /// TXT `version`.
     pub version: u32,
+    /// TXT `tls` is `1`: dial it over TLS.
+    pub tls: bool,
 }
 
 /// Parses a peer's TXT records. `node_id` and `version` are required; `path` defaults to
@@ -252,10 +265,12 @@ pub fn parse_txt(txt: &TxtProperties) -> Result<PeerTxt, DiscoveryError> {
             })
         }
     };
+    let tls = value(txt, TXT_TLS)?.is_some_and(|v| v.trim() == "1");
     Ok(PeerTxt {
         node_id: node_id.to_string(),
         path,
         version,
+        tls,
     })
 }
 
@@ -286,23 +301,33 @@ fn address_rank(ip: IpAddr) -> Option<u8> {
 /// Chooses the URL of a peer announcing `addrs` on `port`: IPv4 before IPv6, routable
 /// before link-local before loopback (IPv6 link-local is never used), lowest address on a
 /// tie. A `previous` URL that is still one of the candidates is kept, so a peer whose
-/// address set grows does not move. `None` when no address is usable.
+/// address set grows does not move. `https://` for a peer that serves TLS (`tls`). `None`
+/// when no address is usable.
 pub fn pick_url(
     addrs: impl IntoIterator<Item = IpAddr>,
     port: u16,
     previous: Option<&str>,
+    tls: bool,
 ) -> Option<String> {
+    let url_of = |ip: IpAddr| {
+        let url = http_url(ip, port);
+        if tls {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        }
+    };
     let mut candidates: Vec<(u8, IpAddr)> = addrs
         .into_iter()
         .filter_map(|ip| address_rank(ip).map(|r| (r, ip)))
         .collect();
     candidates.sort();
     if let Some(prev) = previous {
-        if candidates.iter().any(|&(_, ip)| http_url(ip, port) == prev) {
+        if candidates.iter().any(|&(_, ip)| url_of(ip) == prev) {
             return Some(prev.to_string());
         }
     }
-    candidates.first().map(|&(_, ip)| http_url(ip, port))
+    candidates.first().map(|&(_, ip)| url_of(ip))
 }
 
 /// The I/O-free core of the mDNS source: resolved and removed instances in, events out.
@@ -368,7 +393,8 @@ impl Browser {
             return self.on_removed(&key);
         }
         let previous = self.dedup.get(&key).map(|s| s.url.clone());
-        let Some(url) = pick_url(addrs, port, previous.as_deref()).filter(|_| port != 0) else {
+        let Some(url) = pick_url(addrs, port, previous.as_deref(), peer.tls).filter(|_| port != 0)
+        else {
             debug!(instance = fullname, "mDNS peer has no usable address yet");
             return Vec::new();
         };

@@ -127,8 +127,30 @@ fn announced_txt_round_trips_and_holds_no_secrets() {
         PeerTxt {
             node_id: cfg.node_id.clone(),
             path: "/_mesh".into(),
-            version: cfg.protocol_version
+            version: cfg.protocol_version,
+            tls: false,
         }
+    );
+    // A node that serves TLS says so, and is dialed at https:// (wss:// for its /_mesh).
+    let cfg = MdnsConfig {
+        tls: true,
+        ..MdnsConfig::new(id(), 3913)
+    };
+    let parsed = parse_txt(&txt_records(&cfg)[..].into_txt_properties()).unwrap();
+    assert!(parsed.tls);
+    assert_eq!(
+        pick_url(ips(&["192.168.1.20"]), 3913, None, true).as_deref(),
+        Some("https://192.168.1.20:3913")
+    );
+    assert_eq!(
+        pick_url(
+            ips(&["10.0.0.1", "192.168.1.20"]),
+            3913,
+            Some("https://192.168.1.20:3913"),
+            true
+        )
+        .as_deref(),
+        Some("https://192.168.1.20:3913")
     );
 }
 
@@ -212,35 +234,47 @@ fn interface_include_and_exclude() {
 #[test]
 fn urls_prefer_routable_ipv4_and_stay_put() {
     assert_eq!(
-        pick_url(ips(&["fd00::5", "192.168.1.20", "127.0.0.1"]), 3913, None).as_deref(),
+        pick_url(
+            ips(&["fd00::5", "192.168.1.20", "127.0.0.1"]),
+            3913,
+            None,
+            false
+        )
+        .as_deref(),
         Some("http://192.168.1.20:3913")
     );
     assert_eq!(
-        pick_url(ips(&["fe80::1", "fd00::5", "127.0.0.1"]), 3913, None).as_deref(),
+        pick_url(ips(&["fe80::1", "fd00::5", "127.0.0.1"]), 3913, None, false).as_deref(),
         Some("http://[fd00::5]:3913")
     );
     assert_eq!(
-        pick_url(ips(&["169.254.3.3", "fe80::1"]), 1, None).as_deref(),
+        pick_url(ips(&["169.254.3.3", "fe80::1"]), 1, None, false).as_deref(),
         Some("http://169.254.3.3:1")
     );
     assert_eq!(
-        pick_url(ips(&["::1", "127.0.0.1"]), 1, None).as_deref(),
+        pick_url(ips(&["::1", "127.0.0.1"]), 1, None, false).as_deref(),
         Some("http://127.0.0.1:1")
     );
-    assert_eq!(pick_url(ips(&["fe80::1", "0.0.0.0"]), 1, None), None);
+    assert_eq!(pick_url(ips(&["fe80::1", "0.0.0.0"]), 1, None, false), None);
     // Lowest address on a tie, whatever the order.
     assert_eq!(
-        pick_url(ips(&["10.0.0.9", "10.0.0.2"]), 1, None).as_deref(),
+        pick_url(ips(&["10.0.0.9", "10.0.0.2"]), 1, None, false).as_deref(),
         Some("http://10.0.0.2:1")
     );
     // A previous choice that is still announced is kept...
     assert_eq!(
-        pick_url(ips(&["10.0.0.2", "10.0.0.9"]), 1, Some("http://10.0.0.9:1")).as_deref(),
+        pick_url(
+            ips(&["10.0.0.2", "10.0.0.9"]),
+            1,
+            Some("http://10.0.0.9:1"),
+            false
+        )
+        .as_deref(),
         Some("http://10.0.0.9:1")
     );
     // ...and dropped once it is not.
     assert_eq!(
-        pick_url(ips(&["10.0.0.2"]), 1, Some("http://10.0.0.9:1")).as_deref(),
+        pick_url(ips(&["10.0.0.2"]), 1, Some("http://10.0.0.9:1"), false).as_deref(),
         Some("http://10.0.0.2:1")
     );
 }
