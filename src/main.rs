@@ -367,6 +367,15 @@ struct ServeArgs {
     /// Turn mDNS discovery off.
     #[arg(long)]
     no_mdns: bool,
+    /// libp2p listen multiaddr, repeatable: /ip4/0.0.0.0/tcp/4001 (docs/p2p.md).
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+    p2p_listen: Vec<String>,
+    /// Reserve a slot on this libp2p relay, repeatable: /ip4/ADDR/tcp/PORT/p2p/RELAY_ID.
+    #[arg(long = "p2p-relay", value_name = "MULTIADDR")]
+    p2p_relay: Vec<String>,
+    /// Be a libp2p circuit relay v2 server.
+    #[arg(long)]
+    p2p_relay_server: bool,
     /// TLS certificate chain, PEM: serve https:// and wss:// (needs --tls-key).
     #[arg(long, value_name = "PATH")]
     tls_cert: Option<PathBuf>,
@@ -412,6 +421,9 @@ fn overrides(args: &ServeArgs) -> Overrides {
             (_, true) => Some(false),
             _ => None,
         },
+        p2p_listen: args.p2p_listen.clone(),
+        p2p_relay: args.p2p_relay.clone(),
+        p2p_relay_server: args.p2p_relay_server,
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         tls_ca: args.tls_ca.clone(),

@@ -33,7 +33,7 @@ use ymesh::command::{Command, CommandIssuer, CommandKind};
 use ymesh::mesh::proto::approval::{AdmissionPolicy, Approvals, SecretCheck, Verdict};
 use ymesh::mesh::proto::{
     Action, CoreConfig, DiscoverySource, Event, HandshakeEnd, LinkId, MeshCore, PeerConfig,
-    PeerKey, Probe, Timer,
+    PeerKey, Probe, Road, Timer,
 };
 use ymesh::mesh::wire::Control;
 
@@ -282,8 +282,25 @@ impl Sim {
                 _ => rng.chance(50),
             })
             .collect();
-        let ids: Vec<String> = (0..n).map(|_| format!("{:016x}", rng.next())).collect();
+        // Node ids are real ones (libp2p peer ids of seeded keys): a multiaddr names its node.
+        let ids: Vec<String> = (0..n)
+            .map(|_| {
+                let mut key = [0u8; 32];
+                for chunk in key.chunks_mut(8) {
+                    chunk.copy_from_slice(&rng.next().to_le_bytes());
+                }
+                ymesh::mesh::NodeIdentity::from_secret_bytes(key)
+                    .node_id()
+                    .to_string()
+            })
+            .collect();
         let urls: Vec<String> = (0..n).map(|i| format!("ws://node{i}:3913")).collect();
+        // The same nodes over libp2p: a configured peer is sometimes a multiaddr (dialed
+        // without a probe, its node id taken from the address), beside WebSocket peers and
+        // discovery (the same node reachable by both roads: still one link per pair).
+        let p2p_urls: Vec<String> = (0..n)
+            .map(|i| format!("/ip4/10.0.0.{}/tcp/4001/p2p/{}", i + 1, ids[i]))
+            .collect();
         // Topology: a chain keeps the graph connected; other pairs are linked at random.
         let mut configured: Vec<Vec<PeerConfig>> = vec![Vec::new(); n];
         let mut discovered: Vec<(usize, usize)> = Vec::new();
@@ -294,8 +311,13 @@ impl Sim {
                     continue;
                 }
                 pairs.insert((i, j));
+                let p2p = rng.chance(30);
                 let cfg = |k: usize, named: bool| PeerConfig {
-                    url: urls[k].clone(),
+                    url: if p2p {
+                        p2p_urls[k].clone()
+                    } else {
+                        urls[k].clone()
+                    },
                     node_id: named.then(|| ids[k].clone()),
                     ..PeerConfig::default()
                 };
@@ -328,7 +350,11 @@ impl Sim {
         let mut trusts: Vec<BTreeSet<usize>> = (0..n)
             .map(|i| {
                 (0..n)
-                    .filter(|&k| configured[i].iter().any(|p| p.url == urls[k]))
+                    .filter(|&k| {
+                        configured[i]
+                            .iter()
+                            .any(|p| p.url == urls[k] || p.url == p2p_urls[k])
+                    })
                     .collect()
             })
             .collect();
@@ -648,6 +674,10 @@ impl Sim {
     }
 
     fn node_by_url(&self, url: &str) -> Option<usize> {
+        if url.starts_with('/') {
+            let id = url.rsplit("/p2p/").next()?;
+            return self.nodes.iter().position(|n| n.id == id);
+        }
         let host = url.split("://").nth(1)?.split('/').next()?;
         self.nodes
             .iter()
@@ -681,6 +711,7 @@ impl Sim {
                 attempt,
                 url,
                 expect,
+                ..
             } => match self.node_by_url(&url) {
                 Some(t) if self.reachable(i, t) => {
                     let conn = self.next_conn;
@@ -1084,6 +1115,7 @@ impl Sim {
                 node_id,
                 tag: end.tag,
                 handle: conn,
+                road: Road::default(),
             },
         );
         // A rejected link was closed by `act`; an admitted one stays up, and must be one

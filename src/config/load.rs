@@ -204,6 +204,20 @@ pub struct FileConfig {
     pub tls_ca: Option<Spanned<String>>,
     /// Reverse proxies whose forwarding headers are believed (addresses or CIDRs).
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// libp2p listen multiaddrs (docs/p2p.md).
+    pub p2p_listen: Option<Vec<Spanned<String>>>,
+    /// Be a libp2p circuit relay v2 server.
+    pub p2p_relay_server: Option<Spanned<bool>>,
+    /// libp2p relays to reserve a slot on.
+    pub p2p_relay: Option<Vec<Spanned<String>>>,
+    /// Relay server: reservations held at once.
+    pub p2p_relay_max_reservations: Option<usize>,
+    /// Relay server: relayed connections at once.
+    pub p2p_relay_max_circuits: Option<usize>,
+    /// Relay server: bytes per relayed connection and direction.
+    pub p2p_relay_circuit_bytes: Option<u64>,
+    /// Relay server: seconds a relayed connection may last.
+    pub p2p_relay_circuit_duration_s: Option<u64>,
     /// Room behaviour.
     pub rooms: RoomsSection,
     /// Limits.

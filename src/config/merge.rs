@@ -47,12 +47,103 @@ pub struct Overrides {
     pub shared_secret: Option<String>,
     /// `--mdns` (`Some(true)`) / `--no-mdns` (`Some(false)`).
     pub mdns: Option<bool>,
+    /// `--p2p-listen` (added to the file's list).
+    pub p2p_listen: Vec<String>,
+    /// `--p2p-relay` (added to the file's list).
+    pub p2p_relay: Vec<String>,
+    /// `--p2p-relay-server` (only `true` overrides).
+    pub p2p_relay_server: bool,
     /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
     /// `--tls-ca` / `YMESH_TLS_CA`.
     pub tls_ca: Option<PathBuf>,
+}
+
+/// The libp2p keys (docs/p2p.md): each address checked; in a build without the `p2p`
+/// feature any of them is refused, naming the feature.
+fn resolve_p2p(
+    file: &FileConfig,
+    over: &Overrides,
+    p: &mut crate::mesh::transport::P2pSettings,
+) -> Result<(), ConfigError> {
+    use crate::mesh::transport::P2pSettings;
+    let missing = crate::mesh::proto::url::P2P_MISSING;
+    let flag_err = |key: &str, message: String| ConfigError::Invalid {
+        location: given_by(key),
+        key: key.into(),
+        message,
+    };
+    p.listen = p2p_list(
+        file,
+        "p2p_listen",
+        &file.p2p_listen,
+        &over.p2p_listen,
+        P2pSettings::check_listen,
+    )?;
+    p.relays = p2p_list(
+        file,
+        "p2p_relay",
+        &file.p2p_relay,
+        &over.p2p_relay,
+        P2pSettings::check_relay,
+    )?;
+    if let Some(v) = &file.p2p_relay_server {
+        if *v.get_ref() && !cfg!(feature = "p2p") {
+            return Err(file.invalid(v.span(), "p2p_relay_server", missing));
+        }
+        p.relay_server = *v.get_ref();
+    }
+    if over.p2p_relay_server {
+        if !cfg!(feature = "p2p") {
+            return Err(flag_err("p2p_relay_server", missing.into()));
+        }
+        p.relay_server = true;
+    }
+    let l = &mut p.relay_limits;
+    l.max_reservations = file
+        .p2p_relay_max_reservations
+        .unwrap_or(l.max_reservations);
+    l.max_circuits = file.p2p_relay_max_circuits.unwrap_or(l.max_circuits);
+    l.circuit_bytes = file.p2p_relay_circuit_bytes.unwrap_or(l.circuit_bytes);
+    l.circuit_duration_s = file
+        .p2p_relay_circuit_duration_s
+        .unwrap_or(l.circuit_duration_s);
+    Ok(())
+}
+
+/// One list of libp2p addresses: the file's, then the flags', each checked by `check`.
+fn p2p_list(
+    file: &FileConfig,
+    key: &str,
+    from_file: &Option<Vec<toml::Spanned<String>>>,
+    from_flags: &[String],
+    check: fn(&str) -> Result<(), crate::mesh::PeerUrlError>,
+) -> Result<Vec<String>, ConfigError> {
+    let missing = crate::mesh::proto::url::P2P_MISSING;
+    let flag_err = |message: String| ConfigError::Invalid {
+        location: given_by(key),
+        key: key.into(),
+        message,
+    };
+    let mut out = Vec::new();
+    for (i, v) in from_file.iter().flatten().enumerate() {
+        let at = format!("{key}[{i}]");
+        if !cfg!(feature = "p2p") {
+            return Err(file.invalid(v.span(), &at, missing));
+        }
+        check(v.get_ref()).map_err(|e| file.invalid(v.span(), &at, e.reason))?;
+        out.push(v.get_ref().clone());
+    }
+    for v in from_flags {
+        if !cfg!(feature = "p2p") {
+            return Err(flag_err(missing.into()));
+        }
+        check(v).map_err(|e| flag_err(e.to_string()))?;
+        out.push(v.clone());
+    }
+    Ok(out)
 }
 
 /// The discovery keys of the file (docs/discovery.md).
@@ -257,6 +348,7 @@ impl Config {
                 positive(file, v, "limits.mesh_preauth_per_address", 1)? as usize;
         }
         resolve_discovery(file, &mut cfg.discovery)?;
+        resolve_p2p(file, over, &mut cfg.p2p)?;
         if over.mdns.is_some() {
             cfg.discovery.mdns = over.mdns;
         }
@@ -280,7 +372,7 @@ impl Config {
         }
         for (i, p) in file.peers.iter().flatten().enumerate() {
             let key = format!("peers[{i}]");
-            crate::mesh::mesh_url(&p.get_ref().url)
+            crate::mesh::proto::url::check_peer_address(&p.get_ref().url)
                 .map_err(|e| file.invalid(p.span(), &format!("{key}.url"), e.reason))?;
             if let Some(id) = &p.get_ref().node_id {
                 crate::mesh::identity::parse_node_id(id).map_err(|e| {
@@ -315,7 +407,7 @@ impl Config {
             });
         }
         for url in &over.peers {
-            crate::mesh::mesh_url(url).map_err(|e| ConfigError::Invalid {
+            crate::mesh::proto::url::check_peer_address(url).map_err(|e| ConfigError::Invalid {
                 location: given_by("peers"),
                 key: "peers".into(),
                 message: e.to_string(),

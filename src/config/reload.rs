@@ -137,6 +137,19 @@ impl Reloaded {
             "limits.mesh_preauth_per_address",
             limits.mesh_preauth_per_address
         );
+        restart!("p2p_listen", p2p.listen);
+        restart!("p2p_relay", p2p.relays);
+        restart!("p2p_relay_server", p2p.relay_server);
+        restart!(
+            "p2p_relay_max_reservations",
+            p2p.relay_limits.max_reservations
+        );
+        restart!("p2p_relay_max_circuits", p2p.relay_limits.max_circuits);
+        restart!("p2p_relay_circuit_bytes", p2p.relay_limits.circuit_bytes);
+        restart!(
+            "p2p_relay_circuit_duration_s",
+            p2p.relay_limits.circuit_duration_s
+        );
         restart!("mdns", discovery.mdns);
         restart!("mdns_service", discovery.mdns_service);
         restart!("mdns_interfaces", discovery.mdns_interfaces);
@@ -208,6 +221,17 @@ mod tests {
     }
 
     /// Every live key is a setting of the table.
+    #[test]
+    fn p2p_settings_need_a_restart() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.p2p.listen = vec!["/ip4/0.0.0.0/tcp/4001".into()];
+        new.p2p.relay_server = true;
+        let r = Reloaded::between(&running, new);
+        assert_eq!(r.needs_restart, vec!["p2p_listen", "p2p_relay_server"]);
+        assert_eq!(r.config.p2p, running.p2p);
+    }
+
     #[test]
     fn live_keys_are_settings() {
         for key in LIVE {

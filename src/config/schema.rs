@@ -270,6 +270,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// How peers are found besides configuration: mDNS and the tailnet.
     pub discovery: Discovery,
+    /// The libp2p transport (docs/p2p.md).
+    pub p2p: crate::mesh::transport::P2pSettings,
     /// The listener's certificate chain and key: set, the node serves `https://` and
     /// `wss://` only.
     pub tls: Option<TlsFiles>,
@@ -349,6 +351,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             discovery: Discovery::default(),
+            p2p: crate::mesh::transport::P2pSettings::default(),
             tls: None,
             tls_ca: None,
             trusted_proxies: Vec::new(),

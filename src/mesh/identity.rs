@@ -166,6 +166,12 @@ impl NodeIdentity {
         &self.node_id
     }
 
+    /// The key pair, for the libp2p transport (its libp2p identity).
+    #[cfg(feature = "p2p")]
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
     /// The node id as a libp2p [`PeerId`].
     pub fn peer_id(&self) -> PeerId {
         self.keypair.public().to_peer_id()

@@ -70,6 +70,9 @@ pub enum ServerError {
     /// The mesh approvals file could not be read.
     #[error("mesh approvals: {0}")]
     Approvals(String),
+    /// The mesh could not start (its libp2p transport).
+    #[error("mesh: {0}")]
+    Mesh(String),
     /// The TLS certificate, key or CA file cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
@@ -324,6 +327,7 @@ impl Node {
                 approvals,
                 approvals_path,
                 write_timeout: config.limits.write_timeout,
+                p2p: config.p2p.clone(),
             },
             registry.clone(),
             session_ids.clone(),
@@ -402,7 +406,7 @@ impl Node {
             source,
             state.shutdown.clone(),
         ));
-        mesh.start();
+        mesh.start().map_err(|e| ServerError::Mesh(e.to_string()))?;
         let (discovery, sources) =
             start_discovery(&discovery_config, &identity, addr, &mesh, &state.shutdown);
         let _ = state.discovery.set(sources);

@@ -27,6 +27,7 @@ mod mesh;
 mod metrics;
 mod node;
 mod ops;
+mod p2p_relay;
 mod proxy;
 mod reload;
 mod scoped;

@@ -5,9 +5,11 @@
 //! `status`: what `/peers` says about a peer that is down and comes back.
 //! `channel`: attacks on the secure channel (relay, reflection, replay, tampering, offline
 //! guessing of the mesh secret).
+//! `p2p`: links over libp2p (multiaddr peers, admission over the stream's binding).
 
 mod approval;
 mod channel;
+mod p2p;
 mod preauth;
 mod slow_peer;
 mod status;

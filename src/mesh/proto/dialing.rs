@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::machine::MeshCore;
 use super::peers::{LinkState, Origin, PeerSlot};
-use super::{Action, DiscoverySource, HandshakeEnd, LinkId, PeerKey, Probe, Timer};
+use super::{Action, DiscoverySource, HandshakeEnd, LinkId, PeerKey, Probe, Timer, Transport};
 
 impl<H: Clone> MeshCore<H> {
     /// Starts a new attempt on row `key`: probe the peer first.
@@ -21,7 +21,7 @@ impl<H: Clone> MeshCore<H> {
             return;
         }
         if let PeerKey::Configured(i) = key {
-            if let Err(e) = super::url::mesh_url(&self.cfg.peers[i].url) {
+            if let Err(e) = super::url::check_peer_address(&self.cfg.peers[i].url) {
                 tracing::error!(error = %e, "peer not dialed");
                 slot.set_state(
                     LinkState::Refused {
@@ -38,6 +38,17 @@ impl<H: Clone> MeshCore<H> {
         slot.via_other = false;
         slot.started_ms = now_ms;
         slot.set_state(LinkState::Connecting, None, now_ms);
+        // A multiaddr names a libp2p node: there is no `GET /` to probe, it is dialed.
+        if Transport::of_address(&slot.address) == Transport::P2p {
+            out.push(Action::DialMesh {
+                peer: key,
+                attempt: slot.attempt,
+                url: slot.address.clone(),
+                transport: Transport::P2p,
+                expect: slot.node_id.clone(),
+            });
+            return;
+        }
         out.push(Action::Probe {
             peer: key,
             attempt: slot.attempt,
@@ -238,6 +249,7 @@ impl<H: Clone> MeshCore<H> {
                     peer,
                     attempt,
                     url,
+                    transport: Transport::Ws,
                     expect: slot.node_id.clone(),
                 });
             }

@@ -34,7 +34,7 @@ use super::flood::Flood;
 use super::manifest::{PeerManifest, SharePolicy};
 use super::peers::{LinkState, Origin, PeerSlot};
 use super::pending::Gate;
-use super::{Action, Event, LinkId, PeerConfig, PeerKey};
+use super::{Action, Event, LinkId, PeerConfig, PeerKey, Road};
 use crate::mesh::wire::{Control, ManifestEntry};
 
 /// Tuning of a [`MeshCore`]. `CoreConfig::new` gives the production values.
@@ -135,7 +135,16 @@ pub struct MeshCore<H> {
 
 impl<H: Clone> MeshCore<H> {
     /// The core of node `cfg.node_id`; feed [`Event::Start`] to dial the configured peers.
-    pub fn new(cfg: CoreConfig, now_ms: u64) -> Self {
+    pub fn new(mut cfg: CoreConfig, now_ms: u64) -> Self {
+        // A multiaddr names its node: that is the node the peer must prove, and what tells
+        // the same node found by discovery from a stranger.
+        for p in &mut cfg.peers {
+            if p.node_id.is_none() && super::url::is_multiaddr(&p.url) {
+                p.node_id = super::url::parse_multiaddr(&p.url, true)
+                    .ok()
+                    .map(|a| a.node_id);
+            }
+        }
         let mut peers = BTreeMap::new();
         for (i, p) in cfg.peers.iter().enumerate() {
             let mut slot = PeerSlot::new(p.url.clone(), Origin::Config, p.node_id.clone(), now_ms);
@@ -236,9 +245,10 @@ impl<H: Clone> MeshCore<H> {
                 node_id,
                 tag,
                 handle,
+                road,
             } => {
                 self.unpend(link);
-                self.on_handshaken(link, peer, node_id, tag, handle, now_ms, &mut out)
+                self.on_handshaken(link, peer, node_id, tag, handle, road, now_ms, &mut out)
             }
             Event::HandshakeFailed { link, peer, end } => {
                 self.unpend(link);
@@ -350,6 +360,7 @@ impl<H: Clone> MeshCore<H> {
         node: String,
         tag: Vec<u8>,
         handle: H,
+        road: Road,
         now_ms: u64,
         out: &mut Vec<Action<H>>,
     ) {
@@ -439,6 +450,7 @@ impl<H: Clone> MeshCore<H> {
         if let Some(slot) = self.peers.get_mut(&peer) {
             slot.set_state(LinkState::Connected, None, now_ms);
             slot.link_up();
+            slot.road = road;
         }
         // Discovered rows of this node now reach it through this link.
         let rows: Vec<PeerKey> = self
@@ -457,7 +469,12 @@ impl<H: Clone> MeshCore<H> {
             }
             self.reached_via_other(k, now_ms);
         }
-        tracing::info!(peer = node, "peer link up");
+        tracing::info!(
+            peer = node,
+            transport = road.transport.as_str(),
+            relayed = road.relayed,
+            "peer link up"
+        );
         out.push(Action::Admit {
             link,
             node: node.clone(),

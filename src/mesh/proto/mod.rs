@@ -75,6 +75,44 @@ impl PeerKey {
     }
 }
 
+/// Which transport carries a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A WebSocket to the peer's `/_mesh`, secured by the mesh's own Noise channel.
+    #[default]
+    Ws,
+    /// A libp2p stream (`/ymesh/mesh/1`), secured by libp2p's Noise.
+    P2p,
+}
+
+impl Transport {
+    /// The `transport` value of `GET /peers`: `ws` or `p2p`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::P2p => "p2p",
+        }
+    }
+
+    /// The transport that reaches a peer address: `p2p` for a multiaddr, `ws` for a URL.
+    pub fn of_address(address: &str) -> Transport {
+        if url::is_multiaddr(address) {
+            Transport::P2p
+        } else {
+            Transport::Ws
+        }
+    }
+}
+
+/// The road of one link: its transport, and whether it runs through a circuit relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Road {
+    /// The transport.
+    pub transport: Transport,
+    /// Through a relay (a libp2p circuit); always false on a WebSocket.
+    pub relayed: bool,
+}
+
 /// Where a peer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DiscoverySource {
@@ -238,6 +276,8 @@ pub enum Event<H> {
         tag: Vec<u8>,
         /// The shell's handle for sending on and closing the link.
         handle: H,
+        /// The link's transport and whether it is relayed (shown in `GET /peers`).
+        road: Road,
     },
     /// The secure channel proved the peer's node id and the in-channel handshake checked
     /// the mesh secret: the core answers with an [`Action::Verdict`] for the link.
@@ -389,8 +429,10 @@ pub enum Action<H> {
         peer: PeerKey,
         /// Echoed in the answer.
         attempt: u64,
-        /// The `ws://host:port/_mesh` URL.
+        /// The `ws://host:port/_mesh` URL, or for [`Transport::P2p`] the peer's multiaddr.
         url: String,
+        /// Which transport dials it (a multiaddr peer is dialed over libp2p, unprobed).
+        transport: Transport,
         /// The node id the peer must prove.
         expect: Option<String>,
     },

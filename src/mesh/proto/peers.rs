@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::backoff::Backoff;
-use super::DiscoverySource;
+use super::{DiscoverySource, Road, Transport};
 
 /// What a peer link is doing, as `GET /peers` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -176,12 +176,13 @@ pub(crate) struct PeerSlot {
     pub defer: bool,
     /// Discovery lost it: drop the row once no link to it remains.
     pub gone: bool,
+    /// The road of the row's latest link (before any: the one its address names).
+    pub road: Road,
 }
 
 impl PeerSlot {
     pub fn new(address: String, origin: Origin, node_id: Option<String>, now_ms: u64) -> Self {
         PeerSlot {
-            address,
             origin,
             node_id,
             state: LinkState::Connecting,
@@ -196,6 +197,11 @@ impl PeerSlot {
             via_other: false,
             defer: false,
             gone: false,
+            road: Road {
+                transport: Transport::of_address(&address),
+                relayed: super::url::is_multiaddr(&address) && address.contains("/p2p-circuit"),
+            },
+            address,
         }
     }
 
@@ -323,6 +329,8 @@ impl PeerSlot {
             source: self.source(),
             found_by,
             node_id: self.node_id.clone(),
+            transport: self.road.transport.as_str(),
+            relayed: self.road.relayed,
             state: self.state.clone(),
             since_ms: self.since_ms,
             last_error: self.last_error.clone(),
@@ -366,6 +374,11 @@ pub struct PeerRow {
     pub found_by: &'static str,
     /// The peer's node id, once known.
     pub node_id: Option<String>,
+    /// `ws` or `p2p`: the transport of the latest link (before any, the one the address
+    /// names).
+    pub transport: &'static str,
+    /// Whether that link runs through a circuit relay.
+    pub relayed: bool,
     /// What its link is doing.
     #[serde(flatten)]
     pub state: LinkState,

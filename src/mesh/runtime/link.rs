@@ -28,7 +28,7 @@ use crate::mesh::proto::approval::Verdict;
 use crate::mesh::proto::channel::ChannelError;
 use crate::mesh::proto::handshake::{self, Binding, Handshake, Outcome};
 use crate::mesh::proto::manifest::SharePolicy;
-use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey};
+use crate::mesh::proto::{Action, Event, HandshakeEnd, LinkId, PeerKey, Road};
 use crate::mesh::transport::{ChannelInfo, LinkIo, SecureError, Securing};
 use crate::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN};
 use crate::metrics::LinkTraffic;
@@ -85,14 +85,16 @@ impl Link<'_> {
     }
 }
 
-/// Runs link `id` of peer row `peer` from handshake to close. An inbound link holds its
-/// place in the pre-authentication budget (`ticket`) until the peer is authenticated.
+/// Runs link `id` of peer row `peer` from handshake to close, over `road` (its transport).
+/// An inbound link holds its place in the pre-authentication budget (`ticket`) until the
+/// peer is authenticated.
 pub(crate) async fn run(
     mesh: Arc<Mesh>,
     mut io: LinkIo,
     peer: PeerKey,
     id: LinkId,
     mut ticket: Option<PreAuthTicket>,
+    road: Road,
 ) {
     let counters = mesh.traffic_for(peer);
     let mut link = Link {
@@ -117,7 +119,7 @@ pub(crate) async fn run(
         }
         Ok((node, tag)) => {
             link.counters.linked();
-            Some(serve(&mut link, peer, node, tag).await)
+            Some(serve(&mut link, peer, node, tag, road).await)
         }
     };
     if let Some(reason) = end {
@@ -381,7 +383,13 @@ fn refusal_in(rx: &mut mpsc::Receiver<Bytes>) -> Option<String> {
 
 /// An established link: admission by the core, link-up, then frames until it ends. Returns
 /// why it ended (`None`: the core rejected it as a duplicate, before it was up).
-async fn serve(link: &mut Link<'_>, peer: PeerKey, node: String, tag: Vec<u8>) -> String {
+async fn serve(
+    link: &mut Link<'_>,
+    peer: PeerKey,
+    node: String,
+    tag: Vec<u8>,
+    road: Road,
+) -> String {
     let mesh = link.mesh;
     let kick = Arc::new(Kick::default());
     let handle = LinkHandle {
@@ -395,6 +403,7 @@ async fn serve(link: &mut Link<'_>, peer: PeerKey, node: String, tag: Vec<u8>) -
         node_id: node.clone(),
         tag,
         handle,
+        road,
     });
     let mut admitted = None;
     let mut rest = Vec::new();

@@ -51,7 +51,7 @@ use super::identity::{new_boot_id, NodeIdentity};
 use super::proto::approval::{Admission, Approvals};
 use super::proto::manifest::SharePolicy;
 use super::proto::preauth::{address_key, PreAuthBudget, PreAuthLimits};
-use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey};
+use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey, Road};
 use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
 use crate::metrics::{LinkTraffic, TrafficKind};
@@ -89,6 +89,17 @@ pub struct MeshSettings {
     /// Where approvals persist (`DATA_DIR/approvals.json`); `None` keeps them in memory
     /// (`--memory`).
     pub approvals_path: Option<std::path::PathBuf>,
+    /// The libp2p transport: where it listens, the relays it reserves on, whether it is a
+    /// relay (docs/p2p.md). With none of them and no multiaddr peer, no swarm runs.
+    pub p2p: super::transport::P2pSettings,
+}
+
+/// Why the mesh could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The libp2p transport could not start (or is not in this build).
+    #[error("p2p transport: {0}")]
+    P2p(String),
 }
 
 /// Why a socket in its handshake was closed to make room for a newer one.
@@ -176,6 +187,9 @@ pub struct Mesh {
     verdicts: Mutex<HashMap<LinkId, mpsc::Sender<super::proto::approval::Verdict>>>,
     /// Held while an approval is written and applied.
     approvals_file: Mutex<()>,
+    /// The libp2p transport, once started ([`Mesh::start`]).
+    #[cfg(feature = "p2p")]
+    p2p: std::sync::OnceLock<super::transport::p2p::P2p>,
     /// The mesh secret in force (settings' at start; [`Mesh::reconfigure`] replaces it).
     secret: Mutex<Option<String>>,
     shutdown: CancellationToken,
@@ -244,6 +258,8 @@ impl Mesh {
             inbox,
             verdicts: Mutex::new(HashMap::new()),
             approvals_file: Mutex::new(()),
+            #[cfg(feature = "p2p")]
+            p2p: std::sync::OnceLock::new(),
             secret: Mutex::new(secret),
             shutdown,
             tasks: TaskTracker::new(),
@@ -260,9 +276,11 @@ impl Mesh {
         &self.boot_id
     }
 
-    /// Dials the configured peers, and tells the core which rooms this node holds (so each
-    /// peer's row lists them before any link carried them).
-    pub fn start(self: &Arc<Self>) {
+    /// Starts the libp2p transport when it is configured (or a peer is a multiaddr), dials
+    /// the configured peers, and tells the core which rooms this node holds (so each peer's
+    /// row lists them before any link carried them).
+    pub fn start(self: &Arc<Self>) -> Result<(), MeshError> {
+        self.start_p2p()?;
         self.run(Event::Start);
         let me = self.clone();
         self.spawn(async move {
@@ -285,6 +303,69 @@ impl Mesh {
             );
             me.run(Event::LocalRooms { rooms });
         });
+        Ok(())
+    }
+
+    /// Starts the swarm task and takes the mesh streams peers open.
+    #[cfg(feature = "p2p")]
+    fn start_p2p(self: &Arc<Self>) -> Result<(), MeshError> {
+        let multiaddr_peer = self
+            .settings
+            .peers
+            .iter()
+            .any(|p| super::proto::url::is_multiaddr(&p.url));
+        if !self.settings.p2p.is_on() && !multiaddr_peer {
+            return Ok(());
+        }
+        let (p2p, mut inbound) = super::transport::p2p::P2p::start(
+            &self.identity,
+            &self.settings.p2p,
+            self.settings.write_timeout,
+            self.shutdown.clone(),
+        )
+        .map_err(|e| MeshError::P2p(e.to_string()))?;
+        let _ = self.p2p.set(p2p);
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = me.shutdown.cancelled() => return,
+                    s = inbound.recv() => s,
+                };
+                let Some(s) = stream else { return };
+                let road = Road {
+                    transport: super::proto::Transport::P2p,
+                    relayed: s.relayed,
+                };
+                me.accept_link(s.io, s.ip, s.remote, road);
+            }
+        });
+        Ok(())
+    }
+
+    /// A build without the `p2p` feature: the config layer refused every p2p setting.
+    #[cfg(not(feature = "p2p"))]
+    fn start_p2p(self: &Arc<Self>) -> Result<(), MeshError> {
+        if self.settings.p2p.is_on() {
+            return Err(MeshError::P2p(super::proto::url::P2P_MISSING.into()));
+        }
+        Ok(())
+    }
+
+    /// The libp2p transport, if it runs.
+    #[cfg(feature = "p2p")]
+    pub(crate) fn p2p(&self) -> Option<&super::transport::p2p::P2p> {
+        self.p2p.get()
+    }
+
+    /// The libp2p addresses peers reach this node at (`…/p2p/<node id>`, circuit addresses
+    /// once a relay reserved a slot); empty without the libp2p transport.
+    pub fn p2p_addresses(&self) -> Vec<String> {
+        #[cfg(feature = "p2p")]
+        if let Some(p) = self.p2p.get() {
+            return p.addresses();
+        }
+        Vec::new()
     }
 
     /// Consumes discovery events: a peer found enters the peer table and is dialed like a
@@ -350,8 +431,16 @@ impl Mesh {
                     peer,
                     attempt,
                     url,
+                    transport,
                     expect,
-                } => self.spawn(supervisor::dial(self.clone(), peer, attempt, url, expect)),
+                } => self.spawn(supervisor::dial(
+                    self.clone(),
+                    peer,
+                    attempt,
+                    url,
+                    transport,
+                    expect,
+                )),
                 Action::DialPlain {
                     peer,
                     attempt,
@@ -528,12 +617,24 @@ impl Mesh {
     /// Takes an inbound link (a peer dialed `/_mesh` from `remote`). It enters the
     /// pre-authentication budget; a socket that must give way to it is closed with 4408.
     pub fn accept(self: &Arc<Self>, io: super::transport::LinkIo, remote: SocketAddr) {
+        self.accept_link(io, remote.ip(), remote.to_string(), Road::default());
+    }
+
+    /// Takes an inbound link of any transport from `ip` (`remote` for display), travelling
+    /// `road`.
+    fn accept_link(
+        self: &Arc<Self>,
+        io: super::transport::LinkIo,
+        ip: IpAddr,
+        remote: String,
+        road: Road,
+    ) {
         let link = self.next_id();
         let kick = Arc::new(Kick::default());
         let gone = {
             let mut p = lock(&self.preauth);
             let now = self.epoch.elapsed().as_millis() as u64;
-            let victim = p.budget.admit(link, address_key(remote.ip()), now);
+            let victim = p.budget.admit(link, address_key(ip), now);
             p.kicks.insert(link, kick.clone());
             victim.and_then(|v| p.kicks.remove(&v))
         };
@@ -545,10 +646,7 @@ impl Mesh {
             link,
             kick,
         };
-        self.run(Event::InboundOpened {
-            link,
-            remote: remote.to_string(),
-        });
+        self.run(Event::InboundOpened { link, remote });
         let me = self.clone();
         self.spawn(link::run(
             me,
@@ -556,6 +654,7 @@ impl Mesh {
             PeerKey::Inbound(link),
             link,
             Some(ticket),
+            road,
         ));
     }
 

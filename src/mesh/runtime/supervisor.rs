@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Mesh;
-use crate::mesh::proto::{Event, PeerKey, Probe};
+use crate::mesh::proto::{Event, PeerKey, Probe, Road, Transport};
 use crate::mesh::transport;
 
 /// Probes the peer at `url` and reports [`Event::Probed`].
@@ -29,8 +29,12 @@ pub(crate) async fn dial(
     peer: PeerKey,
     attempt: u64,
     url: String,
+    transport: Transport,
     expect: Option<String>,
 ) {
+    if transport == Transport::P2p {
+        return dial_p2p(mesh, peer, attempt, url).await;
+    }
     let security = transport::ws::Security::Dial {
         identity: mesh.identity().clone(),
         expect,
@@ -47,7 +51,7 @@ pub(crate) async fn dial(
         Ok(io) => {
             mesh.run(Event::DialOpened { peer, attempt });
             let link = mesh.next_id();
-            super::link::run(mesh, io, peer, link, None).await;
+            super::link::run(mesh, io, peer, link, None, Road::default()).await;
         }
         Err(error) => mesh.run(Event::DialFailed {
             peer,
@@ -55,6 +59,59 @@ pub(crate) async fn dial(
             error,
         }),
     }
+}
+
+/// Dials a multiaddr peer over libp2p (the multiaddr names the node, and libp2p's Noise
+/// proves it) and runs the link, or reports [`Event::DialFailed`].
+#[cfg(feature = "p2p")]
+async fn dial_p2p(mesh: Arc<Mesh>, peer: PeerKey, attempt: u64, addr: String) {
+    let own = format!("/p2p/{}", mesh.node_id());
+    if addr.ends_with(&own) {
+        // The address leads back to this node: never dialed again.
+        let link = mesh.next_id();
+        mesh.run(Event::DialOpened { peer, attempt });
+        mesh.run(Event::HandshakeFailed {
+            link,
+            peer,
+            end: crate::mesh::proto::HandshakeEnd::IsSelf,
+        });
+        return;
+    }
+    let Some(p2p) = mesh.p2p().cloned() else {
+        mesh.run(Event::DialFailed {
+            peer,
+            attempt,
+            error: "the p2p transport is not running".into(),
+        });
+        return;
+    };
+    match p2p.dial(&addr).await {
+        Ok((io, relayed)) => {
+            mesh.run(Event::DialOpened { peer, attempt });
+            let link = mesh.next_id();
+            let road = Road {
+                transport: Transport::P2p,
+                relayed,
+            };
+            super::link::run(mesh, io, peer, link, None, road).await;
+        }
+        Err(error) => mesh.run(Event::DialFailed {
+            peer,
+            attempt,
+            error,
+        }),
+    }
+}
+
+/// Without the `p2p` feature a multiaddr peer is refused at start; should one reach here,
+/// its row says why.
+#[cfg(not(feature = "p2p"))]
+async fn dial_p2p(mesh: Arc<Mesh>, peer: PeerKey, attempt: u64, _addr: String) {
+    mesh.run(Event::DialFailed {
+        peer,
+        attempt,
+        error: crate::mesh::proto::url::P2P_MISSING.into(),
+    });
 }
 
 /// Whether the peer at `url` is a ymesh node (`GET /` answers `{"data":{"name":"ymesh"}}`).

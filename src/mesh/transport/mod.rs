@@ -1,11 +1,19 @@
 //! How link frames travel: a transport turns a connection into [`LinkIo`], whole frames in
 //! and out over bounded channels, so a link's logic is the same whatever carries the frames.
-//! Today the one transport is a WebSocket ([`ws`]: dialing a peer's `/_mesh`, or an inbound
-//! upgrade), secured by the mesh's own Noise channel ([`crate::mesh::proto::channel`]); a
-//! libp2p stream, secured by libp2p's Noise upgrade, plugs in beside it and hands the mesh
-//! the same [`LinkIo`] with the same [`ChannelInfo`].
+//! Two transports: a WebSocket ([`ws`]: dialing a peer's `/_mesh`, or an inbound upgrade),
+//! secured by the mesh's own Noise channel ([`crate::mesh::proto::channel`]); and with the
+//! `p2p` cargo feature a libp2p stream (`p2p`: `/ymesh/mesh/1` over TCP, Noise and Yamux,
+//! direct or through a circuit relay), secured by libp2p's Noise, which hands the mesh the
+//! same [`LinkIo`] and a [`ChannelInfo`] whose binding comes from both node ids and fresh
+//! values of both ends. [`p2p_settings`] holds the libp2p settings in every build, so a build
+//! without the feature can refuse them by name.
 
+#[cfg(feature = "p2p")]
+pub mod p2p;
+pub mod p2p_settings;
 pub mod ws;
+
+pub use p2p_settings::{P2pSettings, RelayLimits};
 
 use std::sync::{Arc, OnceLock};
 

@@ -28,6 +28,7 @@ fn handshaken(c: &mut Core, link: LinkId, peer: PeerKey, node: &str, tag: u8) ->
             node_id: node.into(),
             tag: vec![tag],
             handle: link,
+            road: crate::mesh::proto::Road::default(),
         },
         10,
     )
@@ -389,4 +390,94 @@ fn room_status_covers_every_room_with_every_peer() {
     // Presence is not a change.
     c.fanout("a", None, 19, false, |_, _, _| {});
     assert_eq!(status(&c, "a"), Some((RoomStatus::Pending, Some(1))));
+}
+
+fn node_id(b: u8) -> String {
+    crate::mesh::NodeIdentity::from_secret_bytes([b; 32])
+        .node_id()
+        .to_string()
+}
+
+#[test]
+fn a_multiaddr_peer_is_dialed_over_libp2p_without_a_probe_and_expects_its_node_id() {
+    let b = node_id(2);
+    let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{b}");
+    let mut a = Core::new(CoreConfig::new(node_id(1), vec![peer(&addr)], 7), 0);
+    let start = a.handle(Event::Start, 0);
+    match &start[..] {
+        [Action::DialMesh {
+            url,
+            transport,
+            expect,
+            ..
+        }] => {
+            assert_eq!(url, &addr);
+            assert_eq!(*transport, crate::mesh::proto::Transport::P2p);
+            assert_eq!(expect.as_deref(), Some(b.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let row = &a.rows()[0].1;
+    assert_eq!((row.transport, row.relayed), ("p2p", false));
+}
+
+#[test]
+fn a_multiaddr_peer_found_again_by_mdns_is_not_dialed_twice() {
+    let (me, b) = (node_id(1), node_id(2));
+    let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{b}");
+    let mut a = Core::new(CoreConfig::new(me, vec![peer(&addr)], 7), 0);
+    let _ = a.handle(Event::Start, 0);
+    let found = a.handle(
+        Event::Discovered {
+            node_id: b.clone(),
+            url: "http://10.0.0.2:3913".into(),
+            source: DiscoverySource::Mdns,
+        },
+        1,
+    );
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(a.rows().len(), 1);
+}
+
+#[test]
+fn a_websocket_link_and_a_p2p_link_to_one_node_keep_one_and_the_row_shows_its_road() {
+    use crate::mesh::proto::{Road, Transport};
+    // "a" < "b": "a" dials "b" over libp2p (relayed), and "b" also dials "a" by WebSocket
+    // (found by mDNS, say). Both ends keep the link "a" dialed, whichever came up first.
+    let mut a = core("a", vec![peer("ws://b:3913")]);
+    let _ = a.handle(
+        Event::InboundOpened {
+            link: 2,
+            remote: "10.0.0.2:5000".into(),
+        },
+        1,
+    );
+    let theirs = handshaken(&mut a, 2, PeerKey::Inbound(2), "b", 1);
+    assert!(admitted(&theirs, 2));
+    let relayed = Road {
+        transport: Transport::P2p,
+        relayed: true,
+    };
+    let ours = a.handle(
+        Event::Handshaken {
+            link: 1,
+            peer: PeerKey::Configured(0),
+            node_id: "b".into(),
+            tag: vec![9],
+            handle: 1,
+            road: relayed,
+        },
+        10,
+    );
+    assert!(admitted(&ours, 1), "{ours:?}");
+    assert!(ours
+        .iter()
+        .any(|x| matches!(x, Action::Close { handle: 2, .. })));
+    let rows = a.rows();
+    let row = &rows
+        .iter()
+        .find(|(k, _)| *k == PeerKey::Configured(0))
+        .unwrap()
+        .1;
+    assert_eq!((row.transport, row.relayed), ("p2p", true));
 }
