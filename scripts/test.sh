@@ -4,7 +4,7 @@
 # JavaScript interop suite
 # (stock yjs / y-websocket clients against the real binary). Installs what the tests need
 # (npm packages from the committed lock file, pinned PyPI packages; Node.js, Python's venv,
-# iproute2, openssl and Chromium via apt when missing and running as root).
+# iproute2, iptables, openssl and Chromium via apt when missing and running as root).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -64,12 +64,22 @@ need_openssl() {
   apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 }
 
+# The hole-punching test builds two NATs out of network namespaces with iptables MASQUERADE.
+need_iptables() {
+  if command -v iptables >/dev/null || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    return
+  fi
+  echo "== installing iptables (apt)"
+  apt-get update -qq && apt-get install -y -qq iptables >/dev/null
+}
+
 echo "== building"
 cargo build --all-targets --locked
 
 echo "== Rust tests"
 need_ip
 need_openssl
+need_iptables
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --locked --no-fail-fast
   cargo test --locked --doc
