@@ -311,7 +311,9 @@ impl Sim {
                     continue;
                 }
                 pairs.insert((i, j));
-                let p2p = rng.chance(30);
+                // A build without the `p2p` feature refuses multiaddr peers: WebSocket only
+                // (the draw still happens, so a seed means the same mesh in both builds).
+                let p2p = rng.chance(30) && cfg!(feature = "p2p");
                 let cfg = |k: usize, named: bool| PeerConfig {
                     url: if p2p {
                         p2p_urls[k].clone()

@@ -398,6 +398,8 @@ fn node_id(b: u8) -> String {
         .to_string()
 }
 
+/// (With the `p2p` feature: a lean build refuses multiaddr peers before the core sees them.)
+#[cfg(feature = "p2p")]
 #[test]
 fn a_multiaddr_peer_is_dialed_over_libp2p_without_a_probe_and_expects_its_node_id() {
     let b = node_id(2);
