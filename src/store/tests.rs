@@ -126,6 +126,55 @@ async fn append_wait_load_round_trip() {
     store.close().await.expect("close");
 }
 
+/// A burst of loads (a thousand clients opening a thousand rooms at once) reuses the pooled
+/// read connections: reads beyond the pool wait for one instead of opening their own (each
+/// connection and blocking thread opened for one read left memory behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_loads_opens_no_more_read_connections_than_the_pool() {
+    let dir = TempDir::new("readburst");
+    let store = Arc::new(
+        SqliteStore::open(
+            dir.path(),
+            StoreOptions {
+                max_idle_readers: 2,
+                ..opts()
+            },
+        )
+        .expect("open"),
+    );
+    // Enough log for each load to take a while, so that the loads overlap.
+    let w = Writer::new(1);
+    let mut last = CommitTicket::NONE;
+    for _ in 0..400 {
+        last = w.append(&*store, "stored", "some typing ");
+    }
+    store.wait_durable(last).await.expect("durable");
+    let loads: Vec<_> = (0..64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let room = if i % 2 == 0 {
+                    "stored".to_owned()
+                } else {
+                    format!("new-{i}")
+                };
+                store.load(&room).await.expect("load").is_some()
+            })
+        })
+        .collect();
+    let mut found = 0;
+    for l in loads {
+        found += usize::from(l.await.expect("join"));
+    }
+    assert_eq!(found, 32);
+    let opened = store.stats().read_connections;
+    assert!(
+        opened <= 2,
+        "{opened} read connections opened for 64 loads with a pool of 2"
+    );
+    store.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_ordered_and_resolve_only_after_commit() {
     let dir = TempDir::new("tickets");

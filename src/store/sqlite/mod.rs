@@ -57,6 +57,9 @@ pub struct StoreStats {
     pub issued_ticket: u64,
     /// The highest ticket the writer has finished with (committed or failed).
     pub durable_ticket: u64,
+    /// Read connections opened since the store was opened (at most `max_idle_readers` are
+    /// kept; reads beyond that many at once wait for one).
+    pub read_connections: u64,
 }
 
 /// The embedded store: one SQLite database in a data directory, one writer thread with group
@@ -200,6 +203,7 @@ impl SqliteStore {
             max_batch: c.max_batch,
             issued_ticket,
             durable_ticket: self.shared.durable_ticket(),
+            read_connections: self.shared.readers_opened(),
         }
     }
 

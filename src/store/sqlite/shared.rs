@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,14 @@ pub(super) struct Shared {
     /// The writer's counters (shared with the node's metrics registry).
     pub(super) stats: Arc<StoreCounters>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per pooled read connection: at most `max_idle_readers` reads run at once.
+    /// Without this bound, a burst of room loads (a thousand clients opening a thousand
+    /// rooms) opened a fresh SQLite connection and took a blocking thread for each read
+    /// beyond the pool, then closed the connection again; the memory those connections and
+    /// threads touched stayed with the process (about 5 kB per room opened in the burst).
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// Read connections opened so far (the first one included).
+    readers_opened: AtomicU64,
     /// Logical stored bytes (snapshot + log) per room as last committed or read, and their
     /// total over all rooms: what storage quotas are checked against.
     pub(super) sizes: Mutex<SizeCache>,
@@ -121,6 +129,8 @@ impl Shared {
             failures: Failures::default(),
             stats: Arc::default(),
             readers: Mutex::new(vec![reader]),
+            readers_opened: AtomicU64::new(1),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(opts.max_idle_readers.max(1))),
             unhealthy: Mutex::new(HashMap::new()),
             tombstoned: Mutex::new(HashSet::new()),
             sizes: Mutex::new(SizeCache {
@@ -147,6 +157,11 @@ impl Shared {
     /// Watches the highest finished ticket.
     pub(super) fn subscribe_durable(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()
+    }
+
+    /// Read connections opened since the store was opened.
+    pub(super) fn readers_opened(&self) -> u64 {
+        self.readers_opened.load(Ordering::Relaxed)
     }
 
     /// After `close`: no new read connections, and the idle ones are closed.
@@ -224,7 +239,11 @@ impl Shared {
         let idle = locked(&self.readers).pop();
         let mut conn = match idle {
             Some(c) => c,
-            None => schema::open_reader(&self.db_path, &self.opts)?,
+            None => {
+                let conn = schema::open_reader(&self.db_path, &self.opts)?;
+                self.readers_opened.fetch_add(1, Ordering::Relaxed);
+                conn
+            }
         };
         let result = f(&mut conn);
         if conn.is_autocommit() && !self.closed.load(Ordering::Acquire) {
@@ -244,14 +263,25 @@ pub(super) struct SizeCache {
     pub(super) total: u64,
 }
 
-/// Runs a read on a blocking thread.
+/// Runs a read on a blocking thread, at most `max_idle_readers` at once (later ones wait
+/// for a permit, so reads reuse the pooled connections instead of opening new ones).
 pub(super) async fn read<T: Send + 'static>(
     shared: Arc<Shared>,
     f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(move || shared.with_reader(f))
+    // Held by the blocking task itself, so a caller that gives up does not free the permit
+    // while its read still runs.
+    let permit = Arc::clone(&shared.read_permits)
+        .acquire_owned()
         .await
-        .map_err(|e| StoreError::Internal(format!("store read task failed: {e}")))?
+        .map_err(|_| StoreError::Closed)?;
+    tokio::task::spawn_blocking(move || {
+        let result = shared.with_reader(f);
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("store read task failed: {e}")))?
 }
 
 /// SQLite integers are `i64`; our counters are `u64` and never near `i64::MAX`.
