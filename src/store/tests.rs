@@ -175,6 +175,94 @@ async fn a_burst_of_loads_opens_no_more_read_connections_than_the_pool() {
     store.close().await.expect("close");
 }
 
+/// A store whose writer holds every batch nobody waits for far longer than any test runs.
+fn holding_opts() -> StoreOptions {
+    StoreOptions {
+        commit_delay: Duration::from_secs(600),
+        ..opts()
+    }
+}
+
+/// Appends nobody waits for are gathered while the writer holds its batch open, and one
+/// `wait_durable` ends the hold at once: all of them in one commit, and the waited-for ticket
+/// is on disk (another connection reads it) when the wait resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_nobody_waits_for_share_one_commit_and_a_waiter_ends_the_hold() {
+    let dir = TempDir::new("hold");
+    let store = SqliteStore::open(dir.path(), holding_opts()).expect("open");
+    let writers: Vec<Writer> = (0..10).map(|i| Writer::new(100 + i)).collect();
+    let mut last = CommitTicket::NONE;
+    for round in 0..10 {
+        for (i, w) in writers.iter().enumerate() {
+            last = w.append(&store, &format!("room-{i}"), &format!("{round} "));
+        }
+    }
+    assert_eq!(store.stats().commits, 0, "nothing waited for yet");
+    tokio::time::timeout(Duration::from_secs(30), store.wait_durable(last))
+        .await
+        .expect("a waiter ends the hold; it does not wait out commit_delay")
+        .expect("durable");
+    let stats = store.stats();
+    assert_eq!((stats.commits, stats.appends), (1, 100), "{stats:?}");
+    let on_disk: i64 = raw(&dir.path().join(DB_FILE_NAME))
+        .query_row("SELECT count(*) FROM updates", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(on_disk, 100);
+    store.close().await.expect("close");
+}
+
+/// While the writer holds a batch, asking whether a ticket is durable without waiting (what
+/// a 102 echo does first) also ends the hold, and a request with a reply is answered
+/// without waiting out the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_or_a_request_ends_the_hold() {
+    use futures_util::FutureExt;
+    let dir = TempDir::new("hold-ask");
+    let store = SqliteStore::open(dir.path(), holding_opts()).expect("open");
+    let w = Writer::new(7);
+    let t = w.append(&store, "a", "x");
+    assert!(
+        store.wait_durable(t).now_or_never().is_none(),
+        "not on disk yet"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.stats().durable_ticket < t.0 {
+        assert!(Instant::now() < deadline, "asking did not end the hold");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t2 = w.append(&store, "a", "y");
+    let compacted = tokio::time::timeout(Duration::from_secs(30), store.compact("a"))
+        .await
+        .expect("a request ends the hold")
+        .expect("compact");
+    assert!(compacted.1 > 0);
+    assert!(
+        store.stats().durable_ticket >= t2.0,
+        "queued before the request"
+    );
+    store.close().await.expect("close");
+}
+
+/// Closing commits what the writer holds, without waiting out the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_commits_a_held_batch() {
+    let dir = TempDir::new("hold-close");
+    let store = SqliteStore::open(dir.path(), holding_opts()).expect("open");
+    let w = Writer::new(9);
+    for s in ["held ", "until ", "close"] {
+        w.append(&store, "r", s);
+    }
+    tokio::time::timeout(Duration::from_secs(30), store.close())
+        .await
+        .expect("close does not wait out commit_delay")
+        .expect("close");
+    drop(store);
+    let store = SqliteStore::open(dir.path(), opts()).expect("reopen");
+    let loaded = store.load("r").await.expect("load").expect("stored");
+    assert_eq!(text_of(&loaded), "held until close");
+    store.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_ordered_and_resolve_only_after_commit() {
     let dir = TempDir::new("tickets");

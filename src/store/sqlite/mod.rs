@@ -1,11 +1,13 @@
 //! [`SqliteStore`]: the embedded [`Store`] on SQLite. See the module docs of [`crate::store`].
 //!
 //! This file is the store handle: opening, the writer's queue and tickets, and the reads.
-//! Below it, one way: [`writer`] (the writer thread), [`shared`] (state the handle and the
+//! Below it, one way: [`writer`] (the writer thread) -> [`batch`] (what one transaction
+//! gathers and how long a small batch is held open), [`shared`] (state the handle and the
 //! writer both hold), [`schema`] (opening and migrating the file) and [`lock`] (the
 //! data-directory lock). The writer and the handle meet only through [`shared::Shared`] and
-//! the [`writer::Request`] queue.
+//! the [`batch::Request`] queue.
 
+mod batch;
 mod lock;
 pub(super) mod schema;
 mod shared;
@@ -21,8 +23,8 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{oneshot, watch};
 
+use self::batch::{Append, Request};
 use self::shared::{from_sql_int, locked, read, to_sql_int, Shared};
-use self::writer::{Append, Request};
 use crate::metrics::StoreCounters;
 use crate::store::{
     BoxFuture, CommitTicket, LoadedRoom, RoomFailure, RoomMeta, Store, StoreError, StoreOptions,
@@ -215,6 +217,7 @@ impl SqliteStore {
     /// Disconnects the queue; the writer commits what is queued, then exits.
     fn stop_queue(&self) {
         drop(locked(&self.queue).take());
+        self.shared.wake_writer();
     }
 }
 
@@ -275,7 +278,10 @@ impl SqliteStore {
             Some(q) => q.tx.clone(),
             None => return Err(self.shared.closed_error()),
         };
-        match tx.try_send(req) {
+        // Someone awaits the reply: a writer holding a batch open commits it now.
+        let sent = tx.try_send(req);
+        self.shared.wake_writer();
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(req)) => {
                 // Queue full: wait for room on a blocking thread, not the runtime's.
@@ -326,6 +332,8 @@ impl Store for SqliteStore {
     }
 
     fn wait_durable(&self, ticket: CommitTicket) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Asking is waiting: a batch held open for more appends is committed now.
+        self.shared.want_flush(ticket.0);
         let mut done = self.shared.subscribe_durable();
         Box::pin(async move {
             if ticket.0 == 0 {

@@ -51,6 +51,13 @@ pub(super) struct Shared {
     /// Rooms with a tombstone (the writer's copy of the `tombstones` table's keys): an
     /// append to one of them removes its tombstone in the same transaction.
     pub(super) tombstoned: Mutex<HashSet<String>>,
+    /// The highest ticket someone waits for (`wait_durable`): the writer commits at once
+    /// rather than holding a batch for `commit_delay` while this is above `durable`.
+    flush_wanted: AtomicU64,
+    /// The writer thread is parked holding a batch open (see [`Shared::park_writer`]).
+    writer_parked: AtomicBool,
+    /// The writer thread, to wake it from a hold.
+    writer_thread: OnceLock<std::thread::Thread>,
     /// Set by `close`: no new reader connections; the directory lock is released.
     closed: AtomicBool,
     /// Why the writer stopped, if it died rather than being closed.
@@ -138,6 +145,9 @@ impl Shared {
                 total: total_bytes,
             }),
             health: watch::channel(0).0,
+            flush_wanted: AtomicU64::new(0),
+            writer_parked: AtomicBool::new(false),
+            writer_thread: OnceLock::new(),
             closed: AtomicBool::new(false),
             dead: OnceLock::new(),
             opts,
@@ -152,6 +162,49 @@ impl Shared {
     /// The highest ticket the writer has finished with (committed or failed).
     pub(super) fn durable_ticket(&self) -> u64 {
         *self.durable.borrow()
+    }
+
+    /// Someone waits for `ticket` to be durable: if the writer holds a batch open (see
+    /// [`Shared::park_writer`]), it commits now.
+    pub(super) fn want_flush(&self, ticket: u64) {
+        if ticket <= self.durable_ticket() {
+            return;
+        }
+        self.flush_wanted.fetch_max(ticket, Ordering::SeqCst);
+        // Paired with `park_writer`: either the writer sees `flush_wanted` before parking,
+        // or this sees `writer_parked` and wakes it.
+        if self.writer_parked.load(Ordering::SeqCst) {
+            self.wake_writer();
+        }
+    }
+
+    /// Whether a ticket someone waits for is not durable yet.
+    pub(super) fn flush_wanted(&self) -> bool {
+        self.flush_wanted.load(Ordering::SeqCst) > self.durable_ticket()
+    }
+
+    /// Wakes the writer from a hold (a request with a reply arrived, or the store closes).
+    pub(super) fn wake_writer(&self) {
+        if let Some(t) = self.writer_thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Called by the writer thread when it starts.
+    pub(super) fn set_writer_thread(&self, thread: std::thread::Thread) {
+        let _ = self.writer_thread.set(thread);
+    }
+
+    /// The writer holds a batch open for up to `timeout`. Appends queued meanwhile do not
+    /// wake it (they wake the writer only while it blocks in `recv` for a batch's first
+    /// request); a waiter ([`Shared::want_flush`]), a request with a reply or closing does.
+    /// With `awaited`, someone waits already and only `batch_window` is being honoured.
+    pub(super) fn park_writer(&self, timeout: std::time::Duration, awaited: bool) {
+        self.writer_parked.store(true, Ordering::SeqCst);
+        if awaited || !self.flush_wanted() {
+            std::thread::park_timeout(timeout);
+        }
+        self.writer_parked.store(false, Ordering::SeqCst);
     }
 
     /// Watches the highest finished ticket.

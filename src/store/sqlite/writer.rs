@@ -1,21 +1,21 @@
 //! The writer thread: the only owner of the write connection. Group commit and compaction.
 //!
-//! It blocks for one request, drains what else is queued into a batch, writes every append
+//! It blocks for one request, drains what else is queued into a batch (holding a small batch
+//! that nobody waits for open a little longer, see [`super::batch`]), writes every append
 //! of the batch in one transaction, commits (one fsync), publishes the batch's last ticket,
 //! then compacts rooms whose log passed a threshold and serves explicit compaction requests.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
+use super::batch::{hold_until, Append, Batch, Request};
 use super::shared::{from_sql_int, now_ms, to_sql_int, Shared};
 use crate::store::{
     canonical_state_vector, digest_hex, merge_state_vectors, StoreError, Tombstone,
@@ -23,60 +23,6 @@ use crate::store::{
 
 /// Free pages above which the writer returns space to the file system after a compaction.
 const VACUUM_FREE_PAGES: i64 = 4096;
-
-/// Where the writer answers a compaction request.
-pub(crate) type CompactReply = oneshot::Sender<Result<(u64, u64), StoreError>>;
-
-/// One request to the writer.
-pub(crate) enum Request {
-    /// Append an update (see [`crate::store::Store::append`]).
-    Append(Append),
-    /// Compact a room and report `(bytes_before, bytes_after)`.
-    Compact { room: String, reply: CompactReply },
-    /// Delete a room and record its tombstone (see [`crate::store::Store::delete_room`]).
-    Delete {
-        tombstone: Tombstone,
-        reply: oneshot::Sender<Result<(Tombstone, bool), StoreError>>,
-    },
-    /// Drop a room's data without a tombstone.
-    Discard {
-        room: String,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Record an applied command id.
-    MarkApplied {
-        id: String,
-        expires_ms: u64,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    /// Set a `meta` row other than `change_seq`.
-    SetMeta {
-        key: String,
-        value: u64,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Record a room's schema version.
-    SetSchema {
-        room: String,
-        version: u64,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Forget tombstones of deletions before `before_ms`.
-    PurgeTombstones {
-        before_ms: u64,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
-}
-
-/// A queued append.
-pub(crate) struct Append {
-    pub(crate) ticket: u64,
-    pub(crate) room: String,
-    pub(crate) update: Bytes,
-    pub(crate) state_vector: Vec<u8>,
-    /// The room's full state after a failed commit; committing it heals the room.
-    pub(crate) repair: bool,
-}
 
 /// Starts the writer thread on `conn`. When every sender is gone it commits what is queued
 /// and exits; if it panics, every outstanding and future ticket fails instead of hanging.
@@ -89,6 +35,7 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("ymesh-store-writer".into())
         .spawn(move || {
+            shared.set_writer_thread(std::thread::current());
             if catch_unwind(AssertUnwindSafe(|| writer.run(rx))).is_err() {
                 tracing::error!("store writer panicked; the store accepts no more writes");
                 shared.writer_died(Arc::new(StoreError::Internal(
@@ -156,50 +103,28 @@ impl Writer {
                 tracing::debug!("store writer: all senders gone, stopping");
                 return;
             };
-            let mut appends = Vec::new();
-            let mut others = Vec::new();
-            let mut items = 0usize;
-            let mut bytes = 0usize;
-            // A deletion ends the batch: appends queued after it must commit after it.
-            let mut ordered = false;
-            let mut push = |req: Request, items: &mut usize, bytes: &mut usize| -> bool {
-                *items += 1;
-                match req {
-                    Request::Append(a) => {
-                        *bytes += a.update.len();
-                        appends.push(a);
-                    }
-                    other => {
-                        let delete =
-                            matches!(other, Request::Delete { .. } | Request::Discard { .. });
-                        others.push(other);
-                        return delete;
-                    }
+            let started = Instant::now();
+            let mut batch = Batch::default();
+            batch.push(first);
+            loop {
+                let disconnected = batch.drain(&rx, &opts);
+                if disconnected || batch.closed(&opts) {
+                    break;
                 }
-                false
-            };
-            ordered |= push(first, &mut items, &mut bytes);
-            let deadline = Instant::now() + opts.batch_window;
-            while items < opts.max_batch_items && bytes < opts.max_batch_bytes && !ordered {
-                match rx.try_recv() {
-                    Ok(req) => ordered |= push(req, &mut items, &mut bytes),
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) => {
-                        // Only a small batch is worth delaying for.
-                        let now = Instant::now();
-                        if now >= deadline || items * 4 >= opts.max_batch_items {
-                            break;
-                        }
-                        match rx.recv_timeout(deadline - now) {
-                            Ok(req) => ordered |= push(req, &mut items, &mut bytes),
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break
-                            }
-                        }
-                    }
+                // Someone waits for this commit (a 102 echo, an HTTP write, `is it on disk
+                // yet?`) or for a reply: hold the batch only for `batch_window`. Nobody
+                // waits: gather for up to `commit_delay`, without being woken per append.
+                let awaited = !batch.others.is_empty() || self.shared.flush_wanted();
+                let Some(until) = hold_until(started, &opts, awaited, batch.items) else {
+                    break;
+                };
+                let now = Instant::now();
+                if now >= until {
+                    break;
                 }
+                self.shared.park_writer(until - now, awaited);
             }
-            self.process(appends, others);
+            self.process(batch.appends, batch.others);
         }
     }
 
@@ -549,10 +474,8 @@ impl Writer {
                 });
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'change_seq'",
-            params![to_sql_int(seq)],
-        )?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'change_seq'")?
+            .execute(params![to_sql_int(seq)])?;
         tx.commit()?;
         self.change_seq = seq;
         if !resurrected.is_empty() {
