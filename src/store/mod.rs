@@ -102,8 +102,11 @@
 //! room's log passes [`StoreOptions::compact_log_count`] or
 //! [`StoreOptions::compact_log_bytes`], and on request ([`Store::compact`]).
 //!
-//! **Reads** (`load`, `list`, `meta`, `changed_since`) run on `spawn_blocking` with a small pool
-//! of read-only connections; WAL lets them run while the writer commits. A read sees every
+//! **Reads** (`load`, `list`, `meta`, `changed_since`) run on a fixed pool of reader threads
+//! ([`StoreOptions::max_idle_readers`], default 2), each with its own read-only connection;
+//! WAL lets them run while the writer commits. (On tokio's blocking pool, a burst of room
+//! loads grew the pool by a thread per overlapping load, each keeping its stack and
+//! allocator arena afterwards: about 4 kB per room opened in the burst.) A read sees every
 //! committed append; an append that is queued but not yet committed may be missing, so the
 //! room layer loads a room *before* it accepts appends for it.
 
@@ -310,7 +313,8 @@ pub struct StoreOptions {
     pub commit_delay: Duration,
     /// How long SQLite retries a locked database before failing (default 5 s).
     pub busy_timeout: Duration,
-    /// Idle read connections kept for reuse (default 4).
+    /// Reader threads, each with its own read connection (default 2); reads beyond that
+    /// many at once wait for one.
     pub max_idle_readers: usize,
 }
 
@@ -325,7 +329,7 @@ impl Default for StoreOptions {
             batch_window: Duration::ZERO,
             commit_delay: Duration::from_millis(20),
             busy_timeout: Duration::from_secs(5),
-            max_idle_readers: 4,
+            max_idle_readers: 2,
         }
     }
 }

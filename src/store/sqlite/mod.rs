@@ -3,12 +3,13 @@
 //! This file is the store handle: opening, the writer's queue and tickets, and the reads.
 //! Below it, one way: [`writer`] (the writer thread) -> [`batch`] (what one transaction
 //! gathers and how long a small batch is held open), [`shared`] (state the handle and the
-//! writer both hold), [`schema`] (opening and migrating the file) and [`lock`] (the
+//! writer both hold) -> [`readers`] (the reader threads), [`schema`] (opening and migrating the file) and [`lock`] (the
 //! data-directory lock). The writer and the handle meet only through [`shared::Shared`] and
 //! the [`batch::Request`] queue.
 
 mod batch;
 mod lock;
+mod readers;
 pub(super) mod schema;
 mod shared;
 mod writer;
@@ -59,8 +60,8 @@ pub struct StoreStats {
     pub issued_ticket: u64,
     /// The highest ticket the writer has finished with (committed or failed).
     pub durable_ticket: u64,
-    /// Read connections opened since the store was opened (at most `max_idle_readers` are
-    /// kept; reads beyond that many at once wait for one).
+    /// Read connections opened since the store was opened (one per reader thread,
+    /// `max_idle_readers` of them; reads beyond that many at once wait in their queue).
     pub read_connections: u64,
 }
 
@@ -168,7 +169,8 @@ impl SqliteStore {
         )?;
         let total_bytes = from_sql_int(total_bytes);
 
-        let shared = Arc::new(Shared::new(db_path.clone(), opts, reader, total_bytes));
+        let readers = readers::ReaderPool::start(db_path.clone(), &opts, reader)?;
+        let shared = Arc::new(Shared::new(db_path.clone(), opts, readers, total_bytes));
         let (tx, rx) = sync_channel(shared.opts.queue_capacity);
         let handle = writer::start(conn, rx, Arc::clone(&shared))?;
         tracing::info!(path = %db_path.display(), "store opened");

@@ -1,7 +1,8 @@
 //! State shared by the store handle ([`super::SqliteStore`]), the writer thread
 //! ([`super::writer`]) and read tasks: the durable-ticket watch, failed ticket ranges, the
-//! writer's counters, stored sizes, room health, the tombstoned-room set and the pool of
-//! read connections; plus the small conversions both sides need.
+//! writer's counters, stored sizes, room health, the tombstoned-room set, the writer's
+//! hold (who waits for a commit, waking the parked writer) and the reader threads
+//! ([`super::readers`]); plus the small conversions both sides need.
 //!
 //! It sits below both the handle and the writer, which both hold an `Arc<Shared>`: neither
 //! imports the other's internals through it. Every lock here is a short std mutex, never
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use super::schema;
+use super::readers::ReaderPool;
 use crate::metrics::StoreCounters;
 use crate::store::{RoomFailure, StoreError, StoreOptions};
 
@@ -32,15 +33,8 @@ pub(super) struct Shared {
     pub(super) failures: Failures,
     /// The writer's counters (shared with the node's metrics registry).
     pub(super) stats: Arc<StoreCounters>,
-    readers: Mutex<Vec<Connection>>,
-    /// One permit per pooled read connection: at most `max_idle_readers` reads run at once.
-    /// Without this bound, a burst of room loads (a thousand clients opening a thousand
-    /// rooms) opened a fresh SQLite connection and took a blocking thread for each read
-    /// beyond the pool, then closed the connection again; the memory those connections and
-    /// threads touched stayed with the process (about 5 kB per room opened in the burst).
-    read_permits: Arc<tokio::sync::Semaphore>,
-    /// Read connections opened so far (the first one included).
-    readers_opened: AtomicU64,
+    /// The reader threads and their connections.
+    pub(super) readers: ReaderPool,
     /// Logical stored bytes (snapshot + log) per room as last committed or read, and their
     /// total over all rooms: what storage quotas are checked against.
     pub(super) sizes: Mutex<SizeCache>,
@@ -122,12 +116,12 @@ impl Failures {
 }
 
 impl Shared {
-    /// The state of a store just opened on `db_path`, with one read connection in the pool
-    /// and `total_bytes` stored over all rooms.
+    /// The state of a store just opened on `db_path`, reading through `readers`, with
+    /// `total_bytes` stored over all rooms.
     pub(super) fn new(
         db_path: PathBuf,
         opts: StoreOptions,
-        reader: Connection,
+        readers: ReaderPool,
         total_bytes: u64,
     ) -> Shared {
         Shared {
@@ -135,9 +129,7 @@ impl Shared {
             durable: watch::channel(0).0,
             failures: Failures::default(),
             stats: Arc::default(),
-            readers: Mutex::new(vec![reader]),
-            readers_opened: AtomicU64::new(1),
-            read_permits: Arc::new(tokio::sync::Semaphore::new(opts.max_idle_readers.max(1))),
+            readers,
             unhealthy: Mutex::new(HashMap::new()),
             tombstoned: Mutex::new(HashSet::new()),
             sizes: Mutex::new(SizeCache {
@@ -214,13 +206,13 @@ impl Shared {
 
     /// Read connections opened since the store was opened.
     pub(super) fn readers_opened(&self) -> u64 {
-        self.readers_opened.load(Ordering::Relaxed)
+        self.readers.opened()
     }
 
     /// After `close`: no new read connections, and the idle ones are closed.
     pub(super) fn close_readers(&self) {
         self.closed.store(true, Ordering::Release);
-        locked(&self.readers).clear();
+        self.readers.close();
     }
 
     /// Marks every ticket up to `ticket` as finished.
@@ -280,33 +272,6 @@ impl Shared {
             None => StoreError::Closed,
         }
     }
-
-    /// Runs `f` with a pooled read connection (opening one if none is idle).
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        let idle = locked(&self.readers).pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => {
-                let conn = schema::open_reader(&self.db_path, &self.opts)?;
-                self.readers_opened.fetch_add(1, Ordering::Relaxed);
-                conn
-            }
-        };
-        let result = f(&mut conn);
-        if conn.is_autocommit() && !self.closed.load(Ordering::Acquire) {
-            let mut pool = locked(&self.readers);
-            if pool.len() < self.opts.max_idle_readers {
-                pool.push(conn);
-            }
-        }
-        result
-    }
 }
 
 /// Stored sizes, kept current by the writer.
@@ -316,25 +281,15 @@ pub(super) struct SizeCache {
     pub(super) total: u64,
 }
 
-/// Runs a read on a blocking thread, at most `max_idle_readers` at once (later ones wait
-/// for a permit, so reads reuse the pooled connections instead of opening new ones).
+/// Runs a read on a reader thread (see [`super::readers`]).
 pub(super) async fn read<T: Send + 'static>(
     shared: Arc<Shared>,
     f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    // Held by the blocking task itself, so a caller that gives up does not free the permit
-    // while its read still runs.
-    let permit = Arc::clone(&shared.read_permits)
-        .acquire_owned()
-        .await
-        .map_err(|_| StoreError::Closed)?;
-    tokio::task::spawn_blocking(move || {
-        let result = shared.with_reader(f);
-        drop(permit);
-        result
-    })
-    .await
-    .map_err(|e| StoreError::Internal(format!("store read task failed: {e}")))?
+    if shared.closed.load(Ordering::Acquire) {
+        return Err(StoreError::Closed);
+    }
+    shared.readers.read(f).await
 }
 
 /// SQLite integers are `i64`; our counters are `u64` and never near `i64::MAX`.
