@@ -432,7 +432,7 @@ impl Room {
         };
         if let Some(store) = &self.store {
             let sv = st.awareness.doc().transact().state_vector().encode_v1();
-            match store.append(&self.name, change.clone(), sv) {
+            match store.append_shared(&self.name, change.clone(), sv) {
                 Ok(ticket) => {
                     self.last_ticket
                         .fetch_max(ticket.0, std::sync::atomic::Ordering::AcqRel);

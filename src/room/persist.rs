@@ -119,7 +119,7 @@ impl Room {
     ) -> Option<Result<CommitTicket, StoreError>> {
         let store = self.store.as_ref()?;
         let sv = st.awareness.doc().transact().state_vector().encode_v1();
-        let r = store.append(&self.name, Bytes::copy_from_slice(update), sv);
+        let r = store.append_shared(&self.name, Bytes::copy_from_slice(update), sv);
         if let Ok(t) = &r {
             self.last_ticket.fetch_max(t.0, Ordering::AcqRel);
         }

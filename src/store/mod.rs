@@ -350,6 +350,17 @@ pub trait Store: Send + Sync + 'static {
         state_vector: Vec<u8>,
     ) -> Result<CommitTicket, StoreError>;
 
+    /// [`Store::append`] with the room's name as the room layer holds it: a store may keep
+    /// the shared name instead of copying it per append.
+    fn append_shared(
+        &self,
+        room: &Arc<str>,
+        update: bytes::Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError> {
+        self.append(room, update, state_vector)
+    }
+
     /// Resolves when every append up to and including `ticket` is committed to disk, or with
     /// the error that prevented it ([`StoreError::CommitFailed`] for the commit holding
     /// `ticket`).

@@ -4,6 +4,7 @@
 //! its own.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,7 +59,8 @@ pub(crate) enum Request {
 /// A queued append.
 pub(crate) struct Append {
     pub(crate) ticket: u64,
-    pub(crate) room: String,
+    /// The room's name, shared with the room (no copy per append).
+    pub(crate) room: Arc<str>,
     pub(crate) update: Bytes,
     pub(crate) state_vector: Vec<u8>,
     /// The room's full state after a failed commit; committing it heals the room.

@@ -240,7 +240,7 @@ impl SqliteStore {
     /// queue order.
     fn enqueue(
         &self,
-        room: &str,
+        room: Arc<str>,
         update: Bytes,
         state_vector: Vec<u8>,
         repair: bool,
@@ -252,7 +252,7 @@ impl SqliteStore {
         let ticket = q.next_ticket;
         q.tx.send(Request::Append(Append {
             ticket,
-            room: room.to_owned(),
+            room,
             update,
             state_vector,
             repair,
@@ -304,7 +304,16 @@ impl Store for SqliteStore {
         update: Bytes,
         state_vector: Vec<u8>,
     ) -> Result<CommitTicket, StoreError> {
-        self.enqueue(room, update, state_vector, false)
+        self.enqueue(Arc::from(room), update, state_vector, false)
+    }
+
+    fn append_shared(
+        &self,
+        room: &Arc<str>,
+        update: Bytes,
+        state_vector: Vec<u8>,
+    ) -> Result<CommitTicket, StoreError> {
+        self.enqueue(Arc::clone(room), update, state_vector, false)
     }
 
     fn repair(
@@ -313,7 +322,7 @@ impl Store for SqliteStore {
         full_state: Bytes,
         state_vector: Vec<u8>,
     ) -> Result<CommitTicket, StoreError> {
-        self.enqueue(room, full_state, state_vector, true)
+        self.enqueue(Arc::from(room), full_state, state_vector, true)
     }
 
     fn room_failure(&self, room: &str) -> Option<RoomFailure> {

@@ -142,7 +142,7 @@ impl Writer {
                     let repaired: Vec<&str> = appends
                         .iter()
                         .filter(|a| a.repair)
-                        .map(|a| a.room.as_str())
+                        .map(|a| &*a.room)
                         .collect();
                     if !repaired.is_empty() {
                         self.shared.mark_repaired(repaired);
@@ -164,7 +164,7 @@ impl Writer {
                     self.shared.stats.commit_failed();
                     let message = e.to_string();
                     self.shared
-                        .mark_failed(appends.iter().map(|a| a.room.as_str()), &message);
+                        .mark_failed(appends.iter().map(|a| &*a.room), &message);
                     self.shared.failures.record(first, last, Arc::new(e));
                     self.shared.publish(last);
                 }
@@ -395,8 +395,8 @@ impl Writer {
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut groups: Vec<(&str, Vec<&Append>)> = Vec::new();
         for a in appends {
-            let i = *index.entry(a.room.as_str()).or_insert_with(|| {
-                groups.push((a.room.as_str(), Vec::new()));
+            let i = *index.entry(&*a.room).or_insert_with(|| {
+                groups.push((&*a.room, Vec::new()));
                 groups.len() - 1
             });
             groups[i].1.push(a);
