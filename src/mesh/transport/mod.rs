@@ -11,6 +11,8 @@
 #[cfg(feature = "p2p")]
 pub mod p2p;
 pub mod p2p_settings;
+#[cfg(feature = "p2p")]
+mod p2p_stream;
 pub mod ws;
 
 pub use p2p_settings::{P2pSettings, RelayLimits};
