@@ -105,6 +105,20 @@ impl LinkIo {
     }
 }
 
+/// A write to a link stayed blocked for `limit`: the peer does not read. Ends the link with
+/// 4429 (only named locally: nothing more gets through to the peer); it redials and resyncs.
+/// Both roads' writers call it.
+fn write_blocked(
+    limit: std::time::Duration,
+    close_frame: &OnceLock<(u16, String)>,
+    close: &CancellationToken,
+) {
+    let reason = format!("the peer did not read for {} s", limit.as_secs_f64());
+    tracing::warn!(reason, "link write blocked too long; closing the link");
+    let _ = close_frame.set((4429, reason));
+    close.cancel();
+}
+
 /// `reason` cut to the 123 bytes a close frame holds, on a character boundary.
 pub fn cut_reason(reason: &str) -> String {
     let mut end = reason.len().min(123);

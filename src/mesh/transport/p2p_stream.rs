@@ -176,13 +176,7 @@ async fn run_stream<S: Stream>(
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break,
                             Err(_) => {
-                                let reason = format!(
-                                    "the peer did not read for {} s",
-                                    write_timeout.as_secs_f64()
-                                );
-                                tracing::warn!(reason, "link write blocked too long; closing the link");
-                                let _ = frame.set((4429, reason));
-                                c1.cancel();
+                                super::write_blocked(write_timeout, &frame, &c1);
                                 return;
                             }
                         }
