@@ -544,9 +544,13 @@ impl Store for SqliteStore {
                 }
                 tracing::info!(path = %self.shared.db_path().display(), "store closed");
             }
-            // Close the readers, then free the directory for the next node, even while
-            // other tasks still hold this (now closed) store.
-            self.shared.close_readers();
+            // Close the readers (their threads finish the reads queued and close their
+            // connections), then free the directory for the next node, even while other
+            // tasks still hold this (now closed) store.
+            let shared = Arc::clone(&self.shared);
+            tokio::task::spawn_blocking(move || shared.close_readers())
+                .await
+                .map_err(|e| StoreError::Internal(format!("store close: {e}")))?;
             locked(&self.lock).take();
             Ok(())
         })

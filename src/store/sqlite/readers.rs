@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -34,6 +35,8 @@ pub(super) struct ReaderPool {
     queue: Mutex<Option<Sender<Job>>>,
     /// Read connections opened so far.
     opened: Arc<AtomicU64>,
+    /// The reader threads, joined by [`ReaderPool::close`].
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ReaderPool {
@@ -48,6 +51,7 @@ impl ReaderPool {
         let rx = Arc::new(Mutex::new(rx));
         let opened = Arc::new(AtomicU64::new(1));
         let mut first = Some(first);
+        let mut threads = Vec::new();
         for i in 0..opts.max_idle_readers.max(1) {
             let reader = Reader {
                 conn: first.take(),
@@ -56,16 +60,18 @@ impl ReaderPool {
                 opened: Arc::clone(&opened),
             };
             let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("ymesh-store-reader-{i}"))
                 .spawn(move || reader.run(&rx))
                 .map_err(|e| {
                     StoreError::Internal(format!("cannot start a store reader thread: {e}"))
                 })?;
+            threads.push(thread);
         }
         Ok(ReaderPool {
             queue: Mutex::new(Some(tx)),
             opened,
+            threads: Mutex::new(threads),
         })
     }
 
@@ -74,9 +80,17 @@ impl ReaderPool {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// No more reads: the threads finish the queued jobs, close their connections and exit.
+    /// No more reads: the threads finish the queued jobs, close their connections and exit;
+    /// this waits for them (blocking: call it off the async runtime), so no connection to
+    /// the database is left open when it returns.
     pub(super) fn close(&self) {
         locked(&self.queue).take();
+        let threads = std::mem::take(&mut *locked(&self.threads));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a store reader thread panicked");
+            }
+        }
     }
 
     /// Runs `f` on a reader thread with its connection.

@@ -209,7 +209,8 @@ impl Shared {
         self.readers.opened()
     }
 
-    /// After `close`: no new read connections, and the idle ones are closed.
+    /// After `close`: no new reads; the reader threads finish the queued ones, close their
+    /// connections and are joined (blocking).
     pub(super) fn close_readers(&self) {
         self.closed.store(true, Ordering::Release);
         self.readers.close();
