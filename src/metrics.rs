@@ -19,7 +19,9 @@
 //! Every counter is a relaxed atomic (histograms take a short uncontended lock per
 //! observation: one per commit, one per 102 echo): counting costs one atomic add, and a
 //! snapshot reads each counter on its own (counters read together are not one consistent
-//! cut, which is fine for monitoring). Snapshots derive `Serialize`; the HTTP layer wraps
+//! cut, which is fine for monitoring). A build made with `--cfg ymesh_uncounted` compiles the
+//! per-message counting functions to nothing ([`COUNTING`]); it exists only to measure what
+//! counting costs (docs/benchmarks.md). Snapshots derive `Serialize`; the HTTP layer wraps
 //! them in its `{"data": ...}` envelope, whose JSON maps sort their keys, so a snapshot
 //! serialises exactly as the hand-built JSON it replaced.
 //!
@@ -52,6 +54,13 @@ use serde::{Deserialize, Serialize};
 
 pub use history::{History, HistoryView, Sample, SAMPLES, SAMPLE_EVERY};
 pub use prom::{Limit, MessageType, Refusal};
+
+/// Whether per-message counting is compiled in: false only in a build made with
+/// `RUSTFLAGS="--cfg ymesh_uncounted"`, which exists to measure what counting costs
+/// (docs/benchmarks.md, "Cost of counting"). The per-message counting functions of this
+/// module return at once when it is false, so the optimiser drops their bodies; nothing
+/// outside this module tests the cfg.
+pub const COUNTING: bool = !cfg!(ymesh_uncounted);
 
 /// The node-wide registry: client connections, refusals, and the store's counters.
 ///
@@ -169,16 +178,25 @@ pub struct RoomCounters {
 impl RoomCounters {
     /// Counts one document change applied.
     pub fn update_applied(&self) {
+        if !COUNTING {
+            return;
+        }
         self.updates.inc();
     }
 
     /// Counts one awareness update that changed presence.
     pub fn awareness_applied(&self) {
+        if !COUNTING {
+            return;
+        }
         self.awareness.inc();
     }
 
     /// Records the time from a client's 102 to its echo.
     pub fn ack_echoed(&self, took: Duration) {
+        if !COUNTING {
+            return;
+        }
         if let Some(h) = &self.acks {
             h.observe(took.as_secs_f64());
         }
@@ -233,6 +251,9 @@ impl Metrics {
     /// Counts a client frame received (by its message type).
     #[inline]
     pub fn client_received(&self, frame: &[u8]) {
+        if !COUNTING {
+            return;
+        }
         let pair = &self.handles.client[0][MessageType::of(frame) as usize];
         pair.messages.inc();
         pair.bytes.inc_by(frame.len() as u64);
@@ -241,6 +262,9 @@ impl Metrics {
     /// Counts a client frame sent (by its message type).
     #[inline]
     pub fn client_sent(&self, frame: &[u8]) {
+        if !COUNTING {
+            return;
+        }
         let pair = &self.handles.client[1][MessageType::of(frame) as usize];
         pair.messages.inc();
         pair.bytes.inc_by(frame.len() as u64);
@@ -250,6 +274,9 @@ impl Metrics {
     /// writer adds to each shared counter once per batch and type rather than per frame
     /// (writers of many sessions run on many threads at once).
     pub fn client_sent_batch<B: AsRef<[u8]>>(&self, frames: &[B]) {
+        if !COUNTING {
+            return;
+        }
         if let [one] = frames {
             return self.client_sent(one.as_ref());
         }
@@ -608,6 +635,9 @@ pub struct DirTraffic {
 impl DirTraffic {
     /// Counts one message of `kind` and `bytes` bytes.
     pub fn add(&self, kind: TrafficKind, bytes: usize) {
+        if !COUNTING {
+            return;
+        }
         let slot = &self.slots[kind.slot()];
         slot[0].fetch_add(1, Ordering::Relaxed);
         slot[1].fetch_add(bytes as u64, Ordering::Relaxed);
