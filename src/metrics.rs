@@ -41,6 +41,7 @@
 //! one or two leading bytes, no decoding.
 
 mod history;
+mod kinds;
 mod prom;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,7 +54,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 pub use history::{History, HistoryView, Sample, SAMPLES, SAMPLE_EVERY};
-pub use prom::{Limit, MessageType, Refusal};
+pub use kinds::{Denial, Limit, MessageType, Refusal, ResultStatus};
 
 /// Whether per-message counting is compiled in: false only in a build made with
 /// `RUSTFLAGS="--cfg ymesh_uncounted"`, which exists to measure what counting costs
@@ -144,6 +145,9 @@ pub struct PeerView {
     pub address: String,
     /// Its link state, one of [`LINK_STATES`].
     pub state: &'static str,
+    /// `ws` or `p2p`: the transport of its latest link, as `GET /peers` shows it (the
+    /// `transport` label).
+    pub transport: &'static str,
     /// Rooms by status, as `GET /peers` gives each room.
     pub rooms_synced: u64,
     /// Rooms the peer lacks changes of, or whose initial exchange runs.
@@ -334,12 +338,39 @@ impl Metrics {
         self.handles.commands_delivered.inc_by(sessions);
     }
 
-    /// Counts one result of a command issued here, by status (`ok`, `error`, ...).
+    /// Counts one result of a command issued here, by status (`ok`, `error`, `refused`,
+    /// `unsupported`; a name that is none of them is not counted).
     pub fn command_result(&self, status: &str) {
-        self.handles
-            .command_results
-            .get_or_create(&[("status", status.to_string())])
-            .inc();
+        if let Some(s) = ResultStatus::parse(status) {
+            self.command_results(s, 1);
+        }
+    }
+
+    /// Counts `n` results of commands issued here with `status` (`timeout`: responders that
+    /// did not answer by a deadline).
+    pub fn command_results(&self, status: ResultStatus, n: u64) {
+        self.handles.command_results[status as usize].inc_by(n);
+    }
+
+    /// Results of commands issued here with `status` so far.
+    pub fn command_results_of(&self, status: ResultStatus) -> u64 {
+        self.handles.command_results[status as usize].get()
+    }
+
+    /// Counts one mesh handshake this node refused, by reason.
+    pub fn handshake_refused(&self, reason: Denial) {
+        self.handles.denials[reason as usize].inc();
+    }
+
+    /// Mesh handshakes refused for `reason` so far.
+    pub fn handshakes_refused(&self, reason: Denial) -> u64 {
+        self.handles.denials[reason as usize].get()
+    }
+
+    /// A handle that counts hits of `limit` (resolved now; for a hot path that must not reach
+    /// the registry, such as a peer link's send queue).
+    pub fn limit_counter(&self, limit: Limit) -> LimitCounter {
+        LimitCounter(Some(self.handles.limits[limit as usize].clone()))
     }
 
     /// The Prometheus text exposition of every metric (`GET /metrics`).
@@ -466,6 +497,20 @@ impl Drop for ConnectionSlot {
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(g) = &self.route {
             g.dec();
+        }
+    }
+}
+
+/// One limit's hit counter, resolved once ([`Metrics::limit_counter`]); the default counts
+/// nowhere (a layer used without a node's metrics).
+#[derive(Debug, Clone, Default)]
+pub struct LimitCounter(Option<Counter>);
+
+impl LimitCounter {
+    /// Counts one hit.
+    pub fn hit(&self) {
+        if let Some(c) = &self.0 {
+            c.inc();
         }
     }
 }
