@@ -152,8 +152,7 @@ impl Handles {
             "Maintenance commands delivered to client sessions of this node (one per session)",
             commands_delivered.clone(),
         );
-        let results_family: Family<[(&'static str, &'static str); 1], Counter> =
-            Family::default();
+        let results_family: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
         let command_results = ResultStatus::ALL
             .iter()
             .map(|r| {
@@ -350,10 +349,7 @@ impl prometheus_client::collector::Collector for Scrape {
             let mut bytes = Vec::new();
             for p in &view.peers {
                 // Every per-peer series carries the peer and its link's transport.
-                let peer = [
-                    ("peer", p.label()),
-                    ("transport", p.transport.to_string()),
-                ];
+                let peer = [("peer", p.label()), ("transport", p.transport.to_string())];
                 let with = |name: &'static str, value: &str| {
                     [peer[0].clone(), peer[1].clone(), (name, value.to_string())]
                 };

@@ -85,7 +85,8 @@ pub(crate) async fn serve(
         let Some(half_open) = app.addresses.half_open(peer.ip(), limits) else {
             tracing::debug!(%peer, "connection dropped: too many half-open connections from this address");
             app.metrics.refused(crate::metrics::Refusal::Limit);
-            app.metrics.limit_hit(crate::metrics::Limit::HalfOpenPerAddress);
+            app.metrics
+                .limit_hit(crate::metrics::Limit::HalfOpenPerAddress);
             drop(tcp);
             continue;
         };

@@ -66,14 +66,8 @@ mod tests {
 
     #[test]
     fn a_wildcard_is_expanded_to_the_interfaces_and_others_are_kept() {
-        let ips = [
-            "127.0.0.1",
-            "192.168.1.20",
-            "::1",
-            "fe80::1",
-            "2001:db8::7",
-        ]
-        .map(|s| s.parse::<IpAddr>().unwrap());
+        let ips = ["127.0.0.1", "192.168.1.20", "::1", "fe80::1", "2001:db8::7"]
+            .map(|s| s.parse::<IpAddr>().unwrap());
         assert_eq!(
             expand("http", "0.0.0.0".parse().unwrap(), 3913, ips.into_iter()),
             ["http://192.168.1.20:3913", "http://127.0.0.1:3913"]
@@ -93,6 +87,9 @@ mod tests {
         );
         // This machine has at least its loopback interface.
         let here = node_addresses("http://0.0.0.0:3913");
-        assert!(here.iter().any(|a| a == "http://127.0.0.1:3913"), "{here:?}");
+        assert!(
+            here.iter().any(|a| a == "http://127.0.0.1:3913"),
+            "{here:?}"
+        );
     }
 }

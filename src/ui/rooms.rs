@@ -45,8 +45,11 @@ impl StoredRooms {
     /// Keeps the count of `rooms` (every stored room) and the most recently updated of them.
     pub fn refresh(&self, mut rooms: Vec<RoomMeta>) {
         let count = rooms.len() as u64;
-        let newest_first =
-            |a: &RoomMeta, b: &RoomMeta| b.updated_at_ms.cmp(&a.updated_at_ms).then(a.name.cmp(&b.name));
+        let newest_first = |a: &RoomMeta, b: &RoomMeta| {
+            b.updated_at_ms
+                .cmp(&a.updated_at_ms)
+                .then(a.name.cmp(&b.name))
+        };
         if rooms.len() > RECENT_KEPT {
             rooms.select_nth_unstable_by(RECENT_KEPT, newest_first);
             rooms.truncate(RECENT_KEPT);

@@ -36,7 +36,6 @@ impl Mesh {
             .map(|m| m.limit_counter(Limit::PeerLinkQueue))
             .unwrap_or_default()
     }
-
 }
 
 #[cfg(test)]

@@ -116,10 +116,18 @@ async fn a_connection_dropped_for_too_many_half_open_ones_is_counted() {
         if dropped {
             break;
         }
-        assert!(Instant::now() < deadline, "the third half-open connection is dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the third half-open connection is dropped"
+        );
     }
-    let text = scrape_until_within(addr, &limit("max_half_open_per_address"), |v| v >= 1.0, WAIT)
-        .await;
+    let text = scrape_until_within(
+        addr,
+        &limit("max_half_open_per_address"),
+        |v| v >= 1.0,
+        WAIT,
+    )
+    .await;
     assert!(
         value(&text, r#"ymesh_refused_total{reason="limit"}"#).is_some_and(|v| v >= 1.0),
         "{text}"
@@ -218,7 +226,13 @@ async fn a_handshake_refused_to_a_denied_node_is_counted_by_reason() {
     // B's operator denies A: the link closes, and A's next dial is refused in the handshake.
     let (status, body) = http(b.local_addr(), "POST", &format!("/peers/{id_a}/deny")).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    scrape_until_within(b.local_addr(), series, |v| v >= 1.0, Duration::from_secs(60)).await;
+    scrape_until_within(
+        b.local_addr(),
+        series,
+        |v| v >= 1.0,
+        Duration::from_secs(60),
+    )
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -228,8 +242,7 @@ async fn a_responder_that_misses_a_command_deadline_is_counted_as_a_timeout() {
     let node = start(test_config()).await;
     let addr = node.local_addr();
     // A client that opts in to commands and never answers them.
-    let _c =
-        SyncClient::connect_with(addr, "/rooms/late-room?commands=1", yrs::Doc::new()).await;
+    let _c = SyncClient::connect_with(addr, "/rooms/late-room?commands=1", yrs::Doc::new()).await;
     let body = serde_json::json!({ "kind": "compact", "deadline_s": 1 });
     let (status, answer) = http_body(
         addr,
