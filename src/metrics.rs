@@ -19,7 +19,9 @@
 //! Every counter is a relaxed atomic (histograms take a short uncontended lock per
 //! observation: one per commit, one per 102 echo): counting costs one atomic add, and a
 //! snapshot reads each counter on its own (counters read together are not one consistent
-//! cut, which is fine for monitoring). Snapshots derive `Serialize`; the HTTP layer wraps
+//! cut, which is fine for monitoring). A build made with `--cfg ymesh_uncounted` compiles the
+//! per-message counting functions to nothing ([`COUNTING`]); it exists only to measure what
+//! counting costs (docs/benchmarks.md). Snapshots derive `Serialize`; the HTTP layer wraps
 //! them in its `{"data": ...}` envelope, whose JSON maps sort their keys, so a snapshot
 //! serialises exactly as the hand-built JSON it replaced.
 //!
@@ -39,7 +41,9 @@
 //! one or two leading bytes, no decoding.
 
 mod history;
+mod kinds;
 mod prom;
+mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -51,7 +55,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 pub use history::{History, HistoryView, Sample, SAMPLES, SAMPLE_EVERY};
-pub use prom::{Limit, MessageType, Refusal};
+pub use kinds::{Denial, Limit, MessageType, Refusal, ResultStatus};
+pub use store::{StoreCounters, StoreCounts};
+
+/// Whether per-message counting is compiled in: false only in a build made with
+/// `RUSTFLAGS="--cfg ymesh_uncounted"`, which exists to measure what counting costs
+/// (docs/benchmarks.md, "Cost of counting"). The per-message counting functions of this
+/// module return at once when it is false, so the optimiser drops their bodies; nothing
+/// outside this module tests the cfg.
+pub const COUNTING: bool = !cfg!(ymesh_uncounted);
 
 /// The node-wide registry: client connections, refusals, and the store's counters.
 ///
@@ -136,6 +148,9 @@ pub struct PeerView {
     pub address: String,
     /// Its link state, one of [`LINK_STATES`].
     pub state: &'static str,
+    /// `ws` or `p2p`: the transport of its latest link, as `GET /peers` shows it (the
+    /// `transport` label).
+    pub transport: &'static str,
     /// Rooms by status, as `GET /peers` gives each room.
     pub rooms_synced: u64,
     /// Rooms the peer lacks changes of, or whose initial exchange runs.
@@ -170,16 +185,25 @@ pub struct RoomCounters {
 impl RoomCounters {
     /// Counts one document change applied.
     pub fn update_applied(&self) {
+        if !COUNTING {
+            return;
+        }
         self.updates.inc();
     }
 
     /// Counts one awareness update that changed presence.
     pub fn awareness_applied(&self) {
+        if !COUNTING {
+            return;
+        }
         self.awareness.inc();
     }
 
     /// Records the time from a client's 102 to its echo.
     pub fn ack_echoed(&self, took: Duration) {
+        if !COUNTING {
+            return;
+        }
         if let Some(h) = &self.acks {
             h.observe(took.as_secs_f64());
         }
@@ -234,6 +258,9 @@ impl Metrics {
     /// Counts a client frame received (by its message type).
     #[inline]
     pub fn client_received(&self, frame: &[u8]) {
+        if !COUNTING {
+            return;
+        }
         let pair = &self.handles.client[0][MessageType::of(frame) as usize];
         pair.messages.inc();
         pair.bytes.inc_by(frame.len() as u64);
@@ -242,6 +269,9 @@ impl Metrics {
     /// Counts a client frame sent (by its message type).
     #[inline]
     pub fn client_sent(&self, frame: &[u8]) {
+        if !COUNTING {
+            return;
+        }
         let pair = &self.handles.client[1][MessageType::of(frame) as usize];
         pair.messages.inc();
         pair.bytes.inc_by(frame.len() as u64);
@@ -251,6 +281,9 @@ impl Metrics {
     /// writer adds to each shared counter once per batch and type rather than per frame
     /// (writers of many sessions run on many threads at once).
     pub fn client_sent_batch<B: AsRef<[u8]>>(&self, frames: &[B]) {
+        if !COUNTING {
+            return;
+        }
         if let [one] = frames {
             return self.client_sent(one.as_ref());
         }
@@ -308,12 +341,39 @@ impl Metrics {
         self.handles.commands_delivered.inc_by(sessions);
     }
 
-    /// Counts one result of a command issued here, by status (`ok`, `error`, ...).
+    /// Counts one result of a command issued here, by status (`ok`, `error`, `refused`,
+    /// `unsupported`; a name that is none of them is not counted).
     pub fn command_result(&self, status: &str) {
-        self.handles
-            .command_results
-            .get_or_create(&[("status", status.to_string())])
-            .inc();
+        if let Some(s) = ResultStatus::parse(status) {
+            self.command_results(s, 1);
+        }
+    }
+
+    /// Counts `n` results of commands issued here with `status` (`timeout`: responders that
+    /// did not answer by a deadline).
+    pub fn command_results(&self, status: ResultStatus, n: u64) {
+        self.handles.command_results[status as usize].inc_by(n);
+    }
+
+    /// Results of commands issued here with `status` so far.
+    pub fn command_results_of(&self, status: ResultStatus) -> u64 {
+        self.handles.command_results[status as usize].get()
+    }
+
+    /// Counts one mesh handshake this node refused, by reason.
+    pub fn handshake_refused(&self, reason: Denial) {
+        self.handles.denials[reason as usize].inc();
+    }
+
+    /// Mesh handshakes refused for `reason` so far.
+    pub fn handshakes_refused(&self, reason: Denial) -> u64 {
+        self.handles.denials[reason as usize].get()
+    }
+
+    /// A handle that counts hits of `limit` (resolved now; for a hot path that must not reach
+    /// the registry, such as a peer link's send queue).
+    pub fn limit_counter(&self, limit: Limit) -> LimitCounter {
+        LimitCounter(Some(self.handles.limits[limit as usize].clone()))
     }
 
     /// The Prometheus text exposition of every metric (`GET /metrics`).
@@ -444,6 +504,20 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// One limit's hit counter, resolved once ([`Metrics::limit_counter`]); the default counts
+/// nowhere (a layer used without a node's metrics).
+#[derive(Debug, Clone, Default)]
+pub struct LimitCounter(Option<Counter>);
+
+impl LimitCounter {
+    /// Counts one hit.
+    pub fn hit(&self) {
+        if let Some(c) = &self.0 {
+            c.inc();
+        }
+    }
+}
+
 /// The node's counters, as `GET /` shows them (beside its identity).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -481,90 +555,6 @@ pub struct NodeStatus {
     pub counters: NodeCounters,
     /// The discovery sources that run (`mdns`, `tailnet`).
     pub discovery: Vec<&'static str>,
-}
-
-/// The store writer's counters. The writer thread bumps them; anyone may read them.
-#[derive(Debug)]
-pub struct StoreCounters {
-    appends: AtomicU64,
-    commits: AtomicU64,
-    failed_commits: AtomicU64,
-    compactions: AtomicU64,
-    max_batch: AtomicU64,
-    /// Seconds per commit (write and fsync), failed ones included.
-    commit_seconds: Histogram,
-    /// Appends per committed batch.
-    batch_sizes: Histogram,
-}
-
-impl Default for StoreCounters {
-    fn default() -> Self {
-        StoreCounters {
-            appends: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
-            failed_commits: AtomicU64::new(0),
-            compactions: AtomicU64::new(0),
-            max_batch: AtomicU64::new(0),
-            commit_seconds: Histogram::new(prom::latency_buckets()),
-            batch_sizes: Histogram::new(prom::batch_buckets()),
-        }
-    }
-}
-
-impl StoreCounters {
-    /// Records how long one commit took (committed or failed), and for a committed one its
-    /// batch size; the writer calls this beside [`StoreCounters::committed`] or
-    /// [`StoreCounters::commit_failed`].
-    pub fn commit_took(&self, took: Duration, appends: Option<u64>) {
-        self.commit_seconds.observe(took.as_secs_f64());
-        if let Some(n) = appends {
-            self.batch_sizes.observe(n as f64);
-        }
-    }
-
-    /// Counts one committed transaction holding `appends` appends.
-    pub fn committed(&self, appends: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.appends.fetch_add(appends, Ordering::Relaxed);
-        self.max_batch.fetch_max(appends, Ordering::Relaxed);
-    }
-
-    /// Counts one batch whose commit failed.
-    pub fn commit_failed(&self) {
-        self.failed_commits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one compaction (automatic or requested).
-    pub fn compacted(&self) {
-        self.compactions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> StoreCounts {
-        StoreCounts {
-            appends: self.appends.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-            failed_commits: self.failed_commits.load(Ordering::Relaxed),
-            compactions: self.compactions.load(Ordering::Relaxed),
-            max_batch: self.max_batch.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A snapshot of [`StoreCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StoreCounts {
-    /// Appends committed.
-    pub appends: u64,
-    /// Transactions that committed appends (one per batch).
-    pub commits: u64,
-    /// Batches whose commit failed.
-    pub failed_commits: u64,
-    /// Compactions done (automatic and requested).
-    pub compactions: u64,
-    /// The largest number of appends committed in one transaction.
-    pub max_batch: u64,
 }
 
 /// What a mesh frame carries, for traffic counts.
@@ -609,6 +599,9 @@ pub struct DirTraffic {
 impl DirTraffic {
     /// Counts one message of `kind` and `bytes` bytes.
     pub fn add(&self, kind: TrafficKind, bytes: usize) {
+        if !COUNTING {
+            return;
+        }
         let slot = &self.slots[kind.slot()];
         slot[0].fetch_add(1, Ordering::Relaxed);
         slot[1].fetch_add(bytes as u64, Ordering::Relaxed);

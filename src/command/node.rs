@@ -139,15 +139,32 @@ impl CommandCenter {
     /// The last `n` commands issued here, newest first, as `GET /commands/{id}` shows each.
     pub fn recent(&self, n: usize) -> Vec<Value> {
         let mut st = lock(&self.state);
-        st.log.tick(now_ms().saturating_sub(RESULT_GRACE_MS));
+        self.expire(&mut st, now_ms());
         let mut out: Vec<Value> = st.log.iter().map(CommandRecord::to_json).collect();
         out.reverse();
         out.truncate(n);
         out
     }
 
+    /// Marks the expected responders that did not answer a command issued here by its
+    /// deadline (and the grace after it) `timeout`, counting them in the metrics.
+    fn expire(&self, st: &mut State, now: u64) {
+        let expired = st.log.tick(now.saturating_sub(RESULT_GRACE_MS));
+        let Some(m) = self.metrics.get() else { return };
+        let timeouts = expired
+            .iter()
+            .filter_map(|id| st.log.get(id))
+            .flat_map(CommandRecord::results)
+            .filter(|r| r.status == ResultStatus::Timeout)
+            .count();
+        if timeouts > 0 {
+            m.command_results(crate::metrics::ResultStatus::Timeout, timeouts as u64);
+        }
+    }
+
     /// Takes commands and results that arrive over links until `inbox` closes or `stop` is
-    /// cancelled.
+    /// cancelled; meanwhile marks missed deadlines every second (so a timeout is counted when
+    /// it happens, not when someone reads the command).
     pub fn run_inbox(
         self: &Arc<Self>,
         mut inbox: InboxReceiver,
@@ -155,9 +172,16 @@ impl CommandCenter {
     ) {
         let me = self.clone();
         tokio::spawn(async move {
+            let mut deadlines = tokio::time::interval(std::time::Duration::from_secs(1));
+            deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let inbound = tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = deadlines.tick() => {
+                        let mut st = lock(&me.state);
+                        me.expire(&mut st, now_ms());
+                        continue;
+                    }
                     m = inbox.recv() => m,
                 };
                 match inbound {
@@ -276,8 +300,7 @@ impl CommandCenter {
     /// The aggregated results of a command issued here (`GET /commands/{id}`).
     pub fn report(&self, id: &str) -> Option<Value> {
         let mut st = lock(&self.state);
-        let now = now_ms();
-        st.log.tick(now.saturating_sub(RESULT_GRACE_MS));
+        self.expire(&mut st, now_ms());
         st.log.get(id).map(CommandRecord::to_json)
     }
 

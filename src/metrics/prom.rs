@@ -6,7 +6,8 @@
 //! - **handles** ([`Handles`]): `prometheus-client` counters, gauges and histograms kept in
 //!   one [`Registry`] for the node's life. Every handle a hot path uses is resolved once,
 //!   when the registry is built (client traffic per message type and direction, refusals
-//!   and limit hits per kind) or when a connection opens (its route's gauge): bumping one is
+//!   and limit hits per kind, mesh handshake refusals per reason, command results per
+//!   status) or when a connection opens (its route's gauge): bumping one is
 //!   an atomic add (a histogram takes a short uncontended lock), never a label lookup;
 //! - **views** ([`Scrape`]): values another layer already keeps (rooms in memory, each
 //!   peer's link state and sync status, per-peer traffic, the store writer's counters), read
@@ -24,158 +25,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::kinds::{Denial, Limit, MessageType, Refusal, ResultStatus};
 use super::{LinkTrafficSnapshot, NodeCounters, NodeView, StoreCounts, TrafficCount};
-
-/// The y-websocket message type of a client frame, for the traffic counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageType {
-    /// SYNC step 1 (type 0, sub-type 0).
-    SyncStep1,
-    /// SYNC step 2 (type 0, sub-type 1).
-    SyncStep2,
-    /// SYNC update (type 0, sub-type 2).
-    SyncUpdate,
-    /// AWARENESS (1).
-    Awareness,
-    /// AUTH (2).
-    Auth,
-    /// QUERY_AWARENESS (3).
-    QueryAwareness,
-    /// SYNC_STATUS (102).
-    SyncStatus,
-    /// COMMAND (103).
-    Command,
-    /// Anything else.
-    Other,
-}
-
-impl MessageType {
-    /// Every type, in slot order.
-    pub const ALL: [MessageType; 9] = [
-        MessageType::SyncStep1,
-        MessageType::SyncStep2,
-        MessageType::SyncUpdate,
-        MessageType::Awareness,
-        MessageType::Auth,
-        MessageType::QueryAwareness,
-        MessageType::SyncStatus,
-        MessageType::Command,
-        MessageType::Other,
-    ];
-
-    /// The type of a frame, from its first one or two bytes (a frame's first message; the
-    /// stock clients send one message per frame). Types below 128 are one byte each.
-    pub fn of(frame: &[u8]) -> MessageType {
-        match frame {
-            [0, 0, ..] => MessageType::SyncStep1,
-            [0, 1, ..] => MessageType::SyncStep2,
-            [0, 2, ..] => MessageType::SyncUpdate,
-            [1, ..] => MessageType::Awareness,
-            [2, ..] => MessageType::Auth,
-            [3, ..] => MessageType::QueryAwareness,
-            [102, ..] => MessageType::SyncStatus,
-            [103, ..] => MessageType::Command,
-            _ => MessageType::Other,
-        }
-    }
-
-    /// The `type` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            MessageType::SyncStep1 => "sync_step1",
-            MessageType::SyncStep2 => "sync_step2",
-            MessageType::SyncUpdate => "sync_update",
-            MessageType::Awareness => "awareness",
-            MessageType::Auth => "auth",
-            MessageType::QueryAwareness => "query_awareness",
-            MessageType::SyncStatus => "sync_status",
-            MessageType::Command => "command",
-            MessageType::Other => "other",
-        }
-    }
-}
-
-/// Why a request or connection was refused before it was served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No valid client credential (HTTP 401, close 4401).
-    Auth,
-    /// An `Origin` the node does not allow (403, 4403).
-    Origin,
-    /// A `Host` a loopback node does not answer (DNS rebinding; 403).
-    Host,
-    /// A connection limit (`limits.max_connections`, per address; close 1013 or 4429).
-    Limit,
-}
-
-impl Refusal {
-    /// Every reason, in slot order.
-    pub const ALL: [Refusal; 4] = [
-        Refusal::Auth,
-        Refusal::Origin,
-        Refusal::Host,
-        Refusal::Limit,
-    ];
-
-    /// The `reason` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::Auth => "auth",
-            Refusal::Origin => "origin",
-            Refusal::Host => "host",
-            Refusal::Limit => "limit",
-        }
-    }
-}
-
-/// A limit that closed a client connection or refused one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// `limits.max_connections` (1013).
-    Connections,
-    /// `limits.max_connections_per_address` (4429).
-    ConnectionsPerAddress,
-    /// `limits.max_rooms`, or a room that could not be opened for capacity (1013).
-    Rooms,
-    /// `limits.max_message_bytes` (1009).
-    MessageSize,
-    /// The session's outbound queue or write deadline (4429).
-    OutboundQueue,
-    /// `limits.message_rate` (4429).
-    MessageRate,
-    /// A storage quota refused an update (4403 or HTTP 403).
-    StorageQuota,
-    /// A deadline: first message, ping answer (4408).
-    Timeout,
-}
-
-impl Limit {
-    /// Every limit, in slot order.
-    pub const ALL: [Limit; 8] = [
-        Limit::Connections,
-        Limit::ConnectionsPerAddress,
-        Limit::Rooms,
-        Limit::MessageSize,
-        Limit::OutboundQueue,
-        Limit::MessageRate,
-        Limit::StorageQuota,
-        Limit::Timeout,
-    ];
-
-    /// The `limit` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::Connections => "max_connections",
-            Limit::ConnectionsPerAddress => "max_connections_per_address",
-            Limit::Rooms => "max_rooms",
-            Limit::MessageSize => "max_message_bytes",
-            Limit::OutboundQueue => "outbound_queue",
-            Limit::MessageRate => "message_rate",
-            Limit::StorageQuota => "storage_quota",
-            Limit::Timeout => "timeout",
-        }
-    }
-}
 
 /// Labels of one client traffic series.
 type TrafficLabels = [(&'static str, &'static str); 2];
@@ -202,7 +53,10 @@ pub(crate) struct Handles {
     pub(crate) ack_seconds: Histogram,
     pub(crate) commands_issued: Counter,
     pub(crate) commands_delivered: Counter,
-    pub(crate) command_results: Family<OneLabel, Counter>,
+    /// Per [`ResultStatus`] slot.
+    pub(crate) command_results: Vec<Counter>,
+    /// Per [`Denial`] slot.
+    pub(crate) denials: Vec<Counter>,
     pub(crate) client_open: Family<OneLabel, Gauge>,
     pub(crate) client_opened: Family<OneLabel, Counter>,
 }
@@ -277,7 +131,7 @@ impl Handles {
             .collect();
         registry.register(
             "ymesh_limit_hits",
-            "Client connections refused or closed by a limit, by limit",
+            "Connections and requests refused or closed by a limit (client, HTTP, peer links), by limit",
             limit_family,
         );
         let ack_seconds = Histogram::new(latency_buckets());
@@ -298,11 +152,29 @@ impl Handles {
             "Maintenance commands delivered to client sessions of this node (one per session)",
             commands_delivered.clone(),
         );
-        let command_results: Family<OneLabel, Counter> = Family::default();
+        let results_family: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
+        let command_results = ResultStatus::ALL
+            .iter()
+            .map(|r| {
+                results_family
+                    .get_or_create(&[("status", r.name())])
+                    .clone()
+            })
+            .collect();
         registry.register(
             "ymesh_command_results",
-            "Results of commands issued on this node as they arrive, by status (ok, error, refused, unsupported)",
-            command_results.clone(),
+            "Results of commands issued on this node, by status (ok, error, refused, unsupported as they arrive; timeout for each responder that did not answer by the deadline)",
+            results_family,
+        );
+        let denial_family: Family<[(&'static str, &'static str); 1], Counter> = Family::default();
+        let denials = Denial::ALL
+            .iter()
+            .map(|d| denial_family.get_or_create(&[("reason", d.name())]).clone())
+            .collect();
+        registry.register(
+            "ymesh_mesh_handshakes_refused",
+            "Mesh handshakes this node refused, by reason (version, node_id_mismatch, invalid_hello, not_admitted, protocol)",
+            denial_family,
         );
         let client_open: Family<OneLabel, Gauge> = Family::default();
         registry.register(
@@ -327,6 +199,7 @@ impl Handles {
             commands_issued,
             commands_delivered,
             command_results,
+            denials,
             client_open,
             client_opened,
         }
@@ -390,10 +263,10 @@ fn counter1(
 }
 
 fn traffic_series(
-    peer: &str,
+    peer: &[(&'static str, String); 2],
     t: &LinkTrafficSnapshot,
     pick: fn(&TrafficCount) -> u64,
-) -> Vec<([(&'static str, String); 3], u64)> {
+) -> Vec<([(&'static str, String); 4], u64)> {
     let mut out = Vec::with_capacity(8);
     for (direction, d) in [("out", &t.sent), ("in", &t.received)] {
         for (kind, c) in [
@@ -404,7 +277,8 @@ fn traffic_series(
         ] {
             out.push((
                 [
-                    ("peer", peer.to_string()),
+                    peer[0].clone(),
+                    peer[1].clone(),
                     ("direction", direction.to_string()),
                     ("type", kind.to_string()),
                 ],
@@ -474,13 +348,14 @@ impl prometheus_client::collector::Collector for Scrape {
             let mut messages = Vec::new();
             let mut bytes = Vec::new();
             for p in &view.peers {
-                let peer = p.label();
-                up.push(([("peer", peer.clone())], i64::from(p.state == "connected")));
+                // Every per-peer series carries the peer and its link's transport.
+                let peer = [("peer", p.label()), ("transport", p.transport.to_string())];
+                let with = |name: &'static str, value: &str| {
+                    [peer[0].clone(), peer[1].clone(), (name, value.to_string())]
+                };
+                up.push((peer.clone(), i64::from(p.state == "connected")));
                 for s in super::LINK_STATES {
-                    state.push((
-                        [("peer", peer.clone()), ("state", s.to_string())],
-                        i64::from(p.state == *s),
-                    ));
+                    state.push((with("state", s), i64::from(p.state == *s)));
                 }
                 for (status, n) in [
                     ("synced", p.rooms_synced),
@@ -488,15 +363,12 @@ impl prometheus_client::collector::Collector for Scrape {
                     ("unknown", p.rooms_unknown),
                     ("not_shared", p.rooms_not_shared),
                 ] {
-                    rooms.push((
-                        [("peer", peer.clone()), ("status", status.to_string())],
-                        n as i64,
-                    ));
+                    rooms.push((with("status", status), n as i64));
                 }
                 if let Some(s) = p.oldest_pending_s {
-                    oldest.push(([("peer", peer.clone())], s as i64));
+                    oldest.push((peer.clone(), s as i64));
                 }
-                links.push(([("peer", peer.clone())], p.links_established));
+                links.push((peer.clone(), p.links_established));
                 messages.extend(traffic_series(&peer, &p.traffic, |c| c.messages));
                 bytes.extend(traffic_series(&peer, &p.traffic, |c| c.bytes));
             }

@@ -268,6 +268,7 @@ impl StatusSource for OnePeer {
                 node_id: Some("12D3KooWPeer".into()),
                 address: "ws://127.0.0.1:1".into(),
                 state: "connected",
+                transport: "p2p",
                 rooms_synced: 2,
                 rooms_pending: 1,
                 oldest_pending_s: Some(9),
@@ -312,13 +313,13 @@ fn the_exposition_reads_the_source_and_ends_with_eof() {
     let (text, names) = exposed();
     assert!(text.ends_with("# EOF\n"), "{text}");
     for line in [
-        r#"ymesh_peer_up{peer="12D3KooWPeer"} 1"#,
-        r#"ymesh_peer_state{peer="12D3KooWPeer",state="connected"} 1"#,
-        r#"ymesh_peer_state{peer="12D3KooWPeer",state="backing_off"} 0"#,
-        r#"ymesh_peer_rooms{peer="12D3KooWPeer",status="synced"} 2"#,
-        r#"ymesh_peer_rooms{peer="12D3KooWPeer",status="pending"} 1"#,
-        r#"ymesh_peer_oldest_pending_seconds{peer="12D3KooWPeer"} 9"#,
-        r#"ymesh_peer_links_established_total{peer="12D3KooWPeer"} 2"#,
+        r#"ymesh_peer_up{peer="12D3KooWPeer",transport="p2p"} 1"#,
+        r#"ymesh_peer_state{peer="12D3KooWPeer",transport="p2p",state="connected"} 1"#,
+        r#"ymesh_peer_state{peer="12D3KooWPeer",transport="p2p",state="backing_off"} 0"#,
+        r#"ymesh_peer_rooms{peer="12D3KooWPeer",transport="p2p",status="synced"} 2"#,
+        r#"ymesh_peer_rooms{peer="12D3KooWPeer",transport="p2p",status="pending"} 1"#,
+        r#"ymesh_peer_oldest_pending_seconds{peer="12D3KooWPeer",transport="p2p"} 9"#,
+        r#"ymesh_peer_links_established_total{peer="12D3KooWPeer",transport="p2p"} 2"#,
         r#"ymesh_connections{kind="peer"} 1"#,
         "ymesh_rooms_loaded 3",
         "ymesh_rooms_stored 4",

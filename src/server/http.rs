@@ -208,7 +208,7 @@ pub(crate) async fn list_rooms(
     }
 }
 
-/// The rows of `GET /rooms` (`all`: with the stored rooms); also the status page's rooms.
+/// The rows of `GET /rooms` (`all`: with the stored rooms).
 pub(crate) async fn room_rows(
     app: &AppState,
     all: bool,
@@ -309,6 +309,8 @@ const RESPONSE_SLICE: usize = 256 * 1024;
 /// by the write deadline.
 fn budgeted(app: &AppState, content_type: &'static str, body: Bytes) -> Response {
     let Some(guard) = app.responses.try_take(body.len()) else {
+        app.metrics.refused(crate::metrics::Refusal::Limit);
+        app.metrics.limit_hit(crate::metrics::Limit::ResponseBytes);
         tracing::warn!(
             bytes = body.len(),
             in_flight = app.responses.used(),

@@ -21,7 +21,11 @@
 //! plain text. Behind a trusted proxy (`trusted_proxies`) each request's client address is
 //! taken from its forwarding header ([`crate::auth::proxy`]) before the router sees it.
 //! Limits are read from the node's live config at each accept, so a reload changes them
-//! for the connections that follow.
+//! for the connections that follow. What they drop is counted in the node's metrics
+//! (`ymesh_limit_hits_total`): a connection dropped at accept for its address's half-open
+//! ones, one that missed the header deadline before its first request (TLS handshake
+//! included; an idle keep-alive connection the deadline closes is not counted), a body that
+//! missed its deadline.
 //!
 //! The loop stops accepting on shutdown, asks each connection to finish its request and
 //! close, and returns once they have.
@@ -80,6 +84,9 @@ pub(crate) async fn serve(
         let limits = &live.config.limits;
         let Some(half_open) = app.addresses.half_open(peer.ip(), limits) else {
             tracing::debug!(%peer, "connection dropped: too many half-open connections from this address");
+            app.metrics.refused(crate::metrics::Refusal::Limit);
+            app.metrics
+                .limit_hit(crate::metrics::Limit::HalfOpenPerAddress);
             drop(tcp);
             continue;
         };
@@ -93,6 +100,7 @@ pub(crate) async fn serve(
             .with_progress(progress.clone());
         // Given back when the first request's headers are in (or the connection ends).
         let half_open = Arc::new(Mutex::new(Some(half_open)));
+        let waiting = half_open.clone();
         let router = router.clone();
         let app_of_request = app.clone();
         let service =
@@ -119,10 +127,11 @@ pub(crate) async fn serve(
             });
         let shutdown = shutdown.clone();
         let tls = app.tls.clone();
+        let late = header_deadline_counter(&app, &waiting);
         connections.spawn(async move {
             let Some(tls) = tls else {
-                return serve_connection(TokioIo::new(io), service, header_timeout, shutdown, peer)
-                    .await;
+                let io = TokioIo::new(io);
+                return serve_connection(io, service, header_timeout, shutdown, peer, late).await;
             };
             // The handshake counts against the header deadline, like a slow request line.
             let handshake = async {
@@ -142,11 +151,15 @@ pub(crate) async fn serve(
                         header_timeout,
                         shutdown,
                         peer,
+                        late,
                     )
                     .await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Err(_) => {
+                    late();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
@@ -170,13 +183,33 @@ async fn speaks_tls(tcp: &TcpStream) -> bool {
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one connection until it ends or the node shuts down.
+/// What counts a connection dropped by the header deadline: only one still waiting for its
+/// first request's headers (`waiting`, its half-open place, still held) counts as a limit
+/// hit; an idle keep-alive connection the deadline closes after a request does not.
+fn header_deadline_counter<T: Send + 'static>(
+    app: &AppState,
+    waiting: &Arc<Mutex<Option<T>>>,
+) -> impl FnOnce() + Send + 'static {
+    let counter = app
+        .metrics
+        .limit_counter(crate::metrics::Limit::HeaderTimeout);
+    let waiting = waiting.clone();
+    move || {
+        if waiting.lock().is_ok_and(|slot| slot.is_some()) {
+            counter.hit();
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends or the node shuts down;
+/// `late` is called when the header deadline drops it.
 async fn serve_connection<I, S>(
     io: I,
     service: S,
     header_timeout: Duration,
     shutdown: CancellationToken,
     peer: SocketAddr,
+    late: impl FnOnce(),
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming> + Send,
@@ -194,6 +227,9 @@ async fn serve_connection<I, S>(
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
+                if e.is_timeout() {
+                    late();
+                }
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
             return;
@@ -396,6 +432,7 @@ pub(crate) async fn body_deadline(
     });
     let response = next.run(req).await;
     if late.load(Ordering::Relaxed) {
+        app.metrics.limit_hit(crate::metrics::Limit::BodyTimeout);
         return ApiError::new(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             format!("request body not received within {} s", limit.as_secs_f64()),

@@ -116,6 +116,8 @@ pub(crate) struct AppState {
     pub(crate) addresses: limits::AddressCounts,
     /// Bytes of document responses being sent (`limits.http_response_bytes`).
     pub(crate) responses: Arc<crate::queue::ByteBudget>,
+    /// The stored rooms as the sampler last counted them (the status feed's totals).
+    pub(crate) stored_rooms: Arc<crate::ui::StoredRooms>,
 }
 
 impl AppState {
@@ -346,6 +348,7 @@ impl Node {
         commands.load().await?;
         commands.run_inbox(inbox_rx, shutdown.child_token());
         commands.attach_metrics(metrics.clone());
+        mesh.attach_metrics(metrics.clone());
         registry.set_counters(metrics.room_counters());
         let live = reload::Live::new(config);
         let access = &live.access;
@@ -392,6 +395,7 @@ impl Node {
             sessions: TaskTracker::new(),
             addresses: limits::AddressCounts::default(),
             responses,
+            stored_rooms: Arc::default(),
         });
         let source: Arc<dyn crate::metrics::StatusSource> = Arc::new(crate::ui::NodeSource::new(
             &mesh,
@@ -402,6 +406,7 @@ impl Node {
         tokio::spawn(crate::ui::sampler_worker(
             state.metrics.clone(),
             registry.store().cloned(),
+            state.stored_rooms.clone(),
             source,
             state.shutdown.clone(),
         ));

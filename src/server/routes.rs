@@ -173,6 +173,8 @@ async fn mesh_upgrade(
     // Admitted links are capped here; unauthenticated sockets are bounded by the mesh's
     // pre-authentication budget (`Mesh::accept`), which never refuses a newcomer.
     if app.mesh.inbound_links() >= MAX_INBOUND_LINKS {
+        app.metrics.refused(crate::metrics::Refusal::Limit);
+        app.metrics.limit_hit(crate::metrics::Limit::InboundLinks);
         return http::ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "node at capacity: too many inbound peer links",

@@ -74,8 +74,9 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// `GET /ui/state`: what the page shows, in one JSON document (docs/operations.md): the node,
-/// the peer rows of `GET /peers`, the rooms of `GET /rooms?all=true`, recent commands, and
-/// the samples of the last minutes.
+/// room totals, the peer rows of `GET /peers`, at most [`crate::ui::ROOMS_SHOWN`] rooms,
+/// recent commands, and the samples of the last minutes. Its cost does not grow with the
+/// rooms on disk: stored rooms come from the sampler's last count.
 pub(crate) async fn state(
     State(app): State<Arc<AppState>>,
     identity: Option<axum::Extension<crate::auth::Identity>>,
@@ -83,24 +84,38 @@ pub(crate) async fn state(
     if let Err(refused) = unscoped_only(identity.as_deref()) {
         return refused.into_response();
     }
-    let rooms = match super::http::room_rows(&app, true).await {
-        Ok(rows) => rows,
-        Err(e) => return e.into_response(),
-    };
-    let listen = app.mesh.settings().listen.clone();
+    let clients = app.metrics.connections();
+    let stored = app.registry.store().map(|_| &*app.stored_rooms);
+    let (totals, mut rooms) = crate::ui::summarize(
+        app.registry.list(),
+        stored,
+        clients as u64,
+        crate::ui::ROOMS_SHOWN,
+    );
+    for row in &mut rooms {
+        row.schema_version = app.commands.schema_version(&row.name);
+    }
+    let addresses = app
+        .mesh
+        .settings()
+        .listen
+        .as_deref()
+        .map(crate::ui::node_addresses)
+        .unwrap_or_default();
     data(json!({
         "now_ms": super::now_ms(),
         "node": {
             "node_id": app.mesh.node_id(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": app.started.elapsed().as_secs(),
-            "addresses": listen.into_iter().collect::<Vec<_>>(),
+            "addresses": addresses,
             "stored": !app.live().config.memory,
             "rooms": app.registry.len(),
-            "connections": app.metrics.connections(),
+            "connections": clients,
             "updates_applied": app.metrics.updates_applied(),
             "discovery": app.discovery.get().cloned().unwrap_or_default(),
         },
+        "totals": totals,
         "peers": app.mesh.peers_json(),
         "rooms": rooms,
         "commands": app.commands.recent(RECENT_COMMANDS),

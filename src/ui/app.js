@@ -101,6 +101,7 @@ function renderNode(data) {
     ['Addresses', (n.addresses || []).join(', ') || '–'],
     ['Store', n.stored ? 'durable (on disk)' : 'memory only (nothing is saved)'],
     ['Rooms in memory', n.rooms],
+    ['Rooms stored', data.totals && data.totals.rooms_stored !== null && data.totals.rooms_stored !== undefined ? data.totals.rooms_stored : '–'],
     ['Client connections', n.connections],
     ['Discovery', (n.discovery || []).join(', ') || 'off'],
   ];
@@ -221,6 +222,10 @@ function renderPeers(data) {
 function renderRooms(data) {
   const rows = data.rooms || [];
   const body = $('room-rows');
+  const omitted = (data.totals && data.totals.rooms_omitted) || 0;
+  const more = $('rooms-more');
+  more.hidden = omitted === 0;
+  more.textContent = omitted === 0 ? '' : omitted + ' more room' + (omitted === 1 ? '' : 's') + ' not shown';
   if (!rows.length) {
     body.replaceChildren(el('tr', {}, el('td', { colspan: 5, class: 'muted', text: 'No rooms yet.' })));
     return;

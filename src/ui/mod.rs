@@ -1,7 +1,10 @@
 //! The live status page at `GET /ui`, and what feeds it and the metrics: the page's assets
 //! (embedded in the binary with `include_str!`, no build step, nothing from a CDN), the
-//! node's [`NodeSource`] (the [`StatusSource`] that `GET /metrics` and the samples read) and
-//! the [`sampler_worker`] that fills the metrics' ring buffer for the page's charts.
+//! node's [`NodeSource`] (the [`StatusSource`] that `GET /metrics` and the samples read),
+//! the [`sampler_worker`] that fills the metrics' ring buffer for the page's charts and
+//! counts the stored rooms, the feed's bounded room list (`rooms.rs`: totals and at most
+//! [`ROOMS_SHOWN`] rows) and the node's addresses (`addresses.rs`: a wildcard listen
+//! address expanded to the machine's interface addresses).
 //!
 //! The page is static: it holds no data and no secret, so it is served without a credential
 //! (`crate::server`'s access layer still checks `Host` and `Origin`). Everything it shows
@@ -14,6 +17,9 @@
 //! mesh's own peer table (`Mesh::peer_rows`, the rows `GET /peers` and `ymesh status` show),
 //! rooms from the registry and the store, counters from [`crate::metrics`].
 
+mod addresses;
+mod rooms;
+
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -24,6 +30,9 @@ use crate::mesh::Mesh;
 use crate::metrics::{Metrics, NodeView, PeerView, StatusSource, SAMPLE_EVERY};
 use crate::room::RoomRegistry;
 use crate::store::Store;
+
+pub use addresses::node_addresses;
+pub use rooms::{summarize, RoomRow, RoomTotals, StoredRooms, ROOMS_SHOWN};
 
 /// The page (`GET /ui`).
 pub const INDEX_HTML: &str = include_str!("index.html");
@@ -85,6 +94,7 @@ impl StatusSource for NodeSource {
                     node_id: row.node_id.clone(),
                     address: row.address.clone(),
                     state: row.state.name(),
+                    transport: row.transport,
                     links_established: traffic.links_established(),
                     traffic: traffic.snapshot(),
                     ..PeerView::default()
@@ -121,11 +131,13 @@ impl StatusSource for NodeSource {
 const COUNT_STORED_EVERY: u64 = 15;
 
 /// Takes a sample of the node every [`SAMPLE_EVERY`] into `metrics`' history, and counts the
-/// stored rooms now and then, until `shutdown`. Holds `source`, which `metrics` reaches
-/// only weakly, for as long as it runs (the node's life).
+/// stored rooms now and then (into `metrics` and `stored`, which the status feed reads),
+/// until `shutdown`. Holds `source`, which `metrics` reaches only weakly, for as long as it
+/// runs (the node's life).
 pub async fn sampler_worker(
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
+    stored: Arc<StoredRooms>,
     source: Arc<dyn StatusSource>,
     shutdown: CancellationToken,
 ) {
@@ -141,7 +153,10 @@ pub async fn sampler_worker(
         if n.is_multiple_of(COUNT_STORED_EVERY) {
             if let Some(store) = &store {
                 match store.list().await {
-                    Ok(rooms) => metrics.set_rooms_stored(rooms.len() as u64),
+                    Ok(rooms) => {
+                        metrics.set_rooms_stored(rooms.len() as u64);
+                        stored.refresh(rooms);
+                    }
                     Err(e) => tracing::debug!(error = %e, "cannot count stored rooms"),
                 }
             }

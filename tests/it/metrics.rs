@@ -1,7 +1,11 @@
 //! `GET /metrics` and the status page's feed `GET /ui/state`: what they count, that they
 //! show the same link states and per-room sync status as `GET /peers`, and that they sit
 //! behind the node's access rules (client token, origins) while the static page does not
-//! need a token.
+//! need a token. `limits`: every refusal and limit hit counted; `feed`: the feed's room
+//! totals and its capped room list.
+
+mod feed;
+mod limits;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,7 +48,17 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 /// Scrapes until `series` satisfies `ok` (or `WAIT` passes); returns the last scrape.
 async fn scrape_until(addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    scrape_until_within(addr, series, ok, WAIT).await
+}
+
+/// Scrapes until `series` satisfies `ok` (or `within` passes); returns the last scrape.
+async fn scrape_until_within(
+    addr: SocketAddr,
+    series: &str,
+    ok: impl Fn(f64) -> bool,
+    within: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let text = scrape(addr).await;
         if value(&text, series).is_some_and(&ok) {
@@ -165,7 +179,9 @@ async fn peer_metrics_and_the_feed_show_what_get_peers_shows() {
     })
     .await;
     let text = scrape(addr).await;
-    let peer_series = |name: &str, extra: &str| format!(r#"{name}{{peer="{b_id}"{extra}}}"#);
+    // Every per-peer series carries the link's transport, as GET /peers shows it.
+    let peer_series =
+        |name: &str, extra: &str| format!(r#"{name}{{peer="{b_id}",transport="ws"{extra}}}"#);
     assert_eq!(
         value(&text, &peer_series("ymesh_peer_up", "")),
         Some(1.0),

@@ -397,6 +397,7 @@ async fn plain_room_link(
             tx: io.tx.clone(),
             kick: kick.clone(),
             counters: counters.clone(),
+            queue_full: mesh.queue_full_counter(),
         },
     });
     // Ends the link in the core however this function returns.

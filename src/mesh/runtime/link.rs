@@ -128,6 +128,19 @@ pub(crate) async fn run(
     io.close.cancel();
 }
 
+/// The metrics' reason for a handshake this node refused.
+fn denial(e: &handshake::HandshakeError) -> crate::metrics::Denial {
+    use crate::metrics::Denial;
+    use handshake::HandshakeError as E;
+    match e {
+        E::VersionMismatch { .. } => Denial::Version,
+        E::NodeIdMismatch { .. } => Denial::NodeIdMismatch,
+        E::InvalidHello(_) => Denial::InvalidHello,
+        E::NotAdmitted(_) => Denial::NotAdmitted,
+        E::Unexpected { .. } => Denial::Protocol,
+    }
+}
+
 /// How a failed secure channel ends the handshake.
 fn secure_end(e: SecureError) -> HandshakeEnd {
     match e {
@@ -205,7 +218,9 @@ async fn channel_phase(
     }
 }
 
+/// The close of a handshake past its deadline (counted as a limit hit).
 fn timed_out(mesh: &Mesh) -> CloseReason {
+    mesh.limit_hit(crate::metrics::Limit::MeshHandshakeTimeout);
     CloseReason::TimedOut(format!(
         "mesh handshake not finished within {} s",
         mesh.settings().handshake_timeout.as_secs_f64()
@@ -289,10 +304,15 @@ async fn handshake_phase(
                 tracing::debug!(peer = info.node_id, boot = info.boot_id, "handshake done");
                 return Ok((info.node_id, info.link_tag));
             }
-            Some(Outcome::Refused(e @ handshake::HandshakeError::VersionMismatch { .. })) => {
-                return Err(HandshakeEnd::Incompatible(e.to_string()))
+            Some(Outcome::Refused(e)) => {
+                mesh.handshake_refused(denial(&e));
+                return Err(match e {
+                    handshake::HandshakeError::VersionMismatch { .. } => {
+                        HandshakeEnd::Incompatible(e.to_string())
+                    }
+                    _ => HandshakeEnd::Refused(e.to_string()),
+                });
             }
-            Some(Outcome::Refused(e)) => return Err(HandshakeEnd::Refused(e.to_string())),
             Some(Outcome::RefusedByPeer(reason)) => {
                 return Err(HandshakeEnd::Refused(format!(
                     "refused by the peer: {reason}"
@@ -396,6 +416,7 @@ async fn serve(
         tx: link.io.tx.clone(),
         kick: kick.clone(),
         counters: link.counters.clone(),
+        queue_full: mesh.queue_full_counter(),
     };
     let actions = mesh.decide(Event::Handshaken {
         link: link.id,

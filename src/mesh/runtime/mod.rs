@@ -9,6 +9,7 @@
 //! | `room_port` | the room layer's [`Replicator`](crate::room::Replicator) port: room changes, presence and deletions enter the bridge here |
 //! | `bridge` | rooms and links: applying room messages from peers, answering SyncStep1s, fan-out of room changes with split horizon, tombstones, plain y-websocket rooms |
 //! | `traffic` | the kind of a frame, for the per-peer traffic counters in [`crate::metrics`] |
+//! | `counted` | the links' refusals and limit hits (pre-authentication give-way, handshake deadline and refusals, full link queues), counted in the node's [`crate::metrics`] |
 //!
 //! # Concurrency
 //!
@@ -30,6 +31,7 @@
 
 pub mod approvals;
 mod bridge;
+mod counted;
 mod link;
 mod room_port;
 mod supervisor;
@@ -54,7 +56,7 @@ use super::proto::preauth::{address_key, PreAuthBudget, PreAuthLimits};
 use super::proto::{Action, CoreConfig, Event, LinkId, MeshCore, PeerConfig, PeerKey, Road};
 use super::wire::{self, Control};
 use crate::command::{self, Command, CommandResult, Inbound, MeshLinks, RoomScope};
-use crate::metrics::{LinkTraffic, TrafficKind};
+use crate::metrics::{Limit, LimitCounter, LinkTraffic, Metrics, TrafficKind};
 use crate::room::{CloseReason, Kick, RoomRegistry, SessionId};
 use crate::store::Tombstone;
 
@@ -143,6 +145,8 @@ pub struct LinkHandle {
     tx: crate::queue::Sender,
     kick: Arc<Kick>,
     counters: Arc<LinkTraffic>,
+    /// Counts the link closed because its queue was full.
+    queue_full: LimitCounter,
 }
 
 impl LinkHandle {
@@ -157,6 +161,7 @@ impl LinkHandle {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!("link queue full; closing the link to resync");
+                self.queue_full.hit();
                 self.kick.kick(4429, "link queue full");
                 false
             }
@@ -192,6 +197,8 @@ pub struct Mesh {
     p2p: std::sync::OnceLock<super::transport::p2p::P2p>,
     /// The mesh secret in force (settings' at start; [`Mesh::reconfigure`] replaces it).
     secret: Mutex<Option<String>>,
+    /// The node's metrics, once attached: refusals and limit hits of links.
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -261,6 +268,7 @@ impl Mesh {
             #[cfg(feature = "p2p")]
             p2p: std::sync::OnceLock::new(),
             secret: Mutex::new(secret),
+            metrics: std::sync::OnceLock::new(),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -639,6 +647,7 @@ impl Mesh {
             victim.and_then(|v| p.kicks.remove(&v))
         };
         if let Some(victim) = gone {
+            self.limit_hit(Limit::MeshPreauth);
             victim.close(CloseReason::TimedOut(GAVE_WAY.into()));
         }
         let ticket = PreAuthTicket {

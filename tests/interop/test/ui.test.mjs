@@ -10,12 +10,22 @@
 // With YMESH_UI_SCREENSHOT=PATH the page is saved there as a PNG (docs/status-page.png is
 // made that way).
 //
+// A third node serves https:// with a certificate the test makes (tests/fixtures/gen-cert.sh,
+// a throwaway CA the browser is told to ignore): the page loads over https, its feed answers
+// and it shows a room.
+//
 // Chromium missing: the test skips with a message, except under CI=true where it fails.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs'
+import https from 'node:https'
+import path from 'node:path'
+import { spawnSync } from 'node:child_process'
 import { chromium } from 'playwright-core'
-import { startNode, connect, waitSynced, waitFor, withCleanup, getJson } from '../lib/node.mjs'
+import {
+  startNode, connect, waitSynced, waitFor, withCleanup, getJson, makeDataDir, removeDataDir,
+  repoRoot, Y
+} from '../lib/node.mjs'
 
 const CHROMIUM = '/usr/bin/chromium'
 const WAIT_MS = 15000
@@ -142,4 +152,73 @@ describe('status page (Chromium)', () => {
       await context.close()
     }
   }))
+})
+
+/** POSTs `body` to `url` over HTTPS, trusting `ca`; resolves the status. */
+function postTrusting (url, body, ca) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method: 'POST', ca, timeout: 10000 }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode))
+    })
+    req.on('timeout', () => req.destroy(new Error(`POST ${url} timed out`)))
+    req.on('error', reject)
+    req.end(Buffer.from(body))
+  })
+}
+
+describe('status page over https (Chromium)', () => {
+  let node = null
+  let browser = null
+  let dir = null
+
+  before(async () => {
+    if (skip) return
+    if (chromiumMissing) {
+      throw new Error(`CI=true and Chromium is missing at ${CHROMIUM}: the browser tests must run`)
+    }
+    dir = makeDataDir()
+    const gen = spawnSync('bash', [path.join(repoRoot, 'tests/fixtures/gen-cert.sh'), dir], { encoding: 'utf8' })
+    assert.equal(gen.status, 0, gen.stderr)
+    try {
+      node = await startNode({
+        args: ['--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')]
+      })
+      browser = await launchChromium()
+    } catch (e) {
+      if (browser) await browser.close().catch(() => {})
+      if (node) await node.stop()
+      throw e
+    }
+  })
+  after(async () => {
+    if (browser) await browser.close().catch(() => {})
+    if (node) await node.stop()
+    if (dir) removeDataDir(dir)
+  })
+
+  test('loads over https and shows a room', { skip, timeout: 60000 }, async () => {
+    assert.ok(node.url.startsWith('https://'), node.url)
+    const doc = new Y.Doc()
+    doc.getText('t').insert(0, 'over tls')
+    const ca = fs.readFileSync(path.join(dir, 'ca.pem'))
+    assert.equal(await postTrusting(`${node.url}/rooms/ui-https`, Y.encodeStateAsUpdate(doc), ca), 200)
+
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 900 } })
+    try {
+      const page = await context.newPage()
+      page.setDefaultTimeout(WAIT_MS)
+      const errors = []
+      page.on('pageerror', (e) => errors.push(e.message))
+      page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()) })
+      const res = await page.goto(`${node.url}/ui`)
+      assert.equal(res.status(), 200)
+      await page.locator('#main').waitFor({ state: 'visible' })
+      await page.locator('#room-rows tr[data-room="ui-https"]').waitFor()
+      assert.match(await page.locator('#node-facts').textContent(), /https:\/\/127\.0\.0\.1:/)
+      assert.deepEqual(errors, [], 'no script errors')
+    } finally {
+      await context.close()
+    }
+  })
 })
