@@ -109,6 +109,7 @@ pub const LINK_STATES: &[&str] = &[
     "incompatible",
     "is_self",
     "pending",
+    "offline",
 ];
 
 /// The node as scrapes and samples see it.

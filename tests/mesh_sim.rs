@@ -1410,6 +1410,26 @@ impl Sim {
                 }
             }
         }
+        // A node that is linked is never also listed as offline (an inbound-only peer whose
+        // earlier link closed gives way to its new link).
+        for (i, nd) in self.nodes.iter().enumerate() {
+            let linked: Vec<String> = nd
+                .core
+                .live_links()
+                .into_iter()
+                .map(|(_, _, n)| n)
+                .collect();
+            for (_, row) in nd.core.rows() {
+                if row.state.name() == "offline"
+                    && row.node_id.as_ref().is_some_and(|id| linked.contains(id))
+                {
+                    return Err(format!(
+                        "node {i} lists {:?} as offline while linked to it",
+                        row.node_id
+                    ));
+                }
+            }
+        }
         // Every room converged.
         for r in 0..ROOMS {
             let name = room_name(r);

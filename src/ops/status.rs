@@ -203,6 +203,9 @@ fn render_sync(peers: &[serde_json::Value]) -> String {
             "connected" => Some(format!("{pending} room(s) still exchanging")),
             "backing_off" => Some(format!("link down ({error}); {}", next_attempt(p))),
             "pending" => Some(format!("waiting for approval: {error}")),
+            "offline" => Some(format!(
+                "offline ({error}); it dialed this node, which waits for it to dial again"
+            )),
             "connecting" | "handshaking" => Some("linking".to_string()),
             other => Some(format!("{other}: {error}")),
         };
@@ -320,6 +323,17 @@ mod tests {
         assert!(
             pending.contains("ymesh peer approve 12D3KooWC"),
             "{pending}"
+        );
+        let offline = render_status(
+            &json!({}),
+            &json!([{"state": "offline", "source": "inbound", "address": "10.0.0.7:5000",
+                     "node_id": "12D3KooWL", "last_error": "connection reset",
+                     "rooms": [{"name": "a", "status": "pending", "synced": false, "unacked": 1}]}]),
+            &json!([]),
+        );
+        assert!(
+            offline.contains("12D3KooWL: not synced: offline (connection reset)"),
+            "{offline}"
         );
         let empty = render_status(&json!({}), &json!([]), &json!([]));
         assert!(empty.contains("none configured or connected") && empty.contains("rooms (0)"));

@@ -256,11 +256,14 @@ function renderCommands(data) {
 
 function renderSummary(data) {
   const peers = data.peers || [];
-  const down = peers.filter((p) => p.state !== 'connected' && p.state !== 'is_self').length;
+  // A device that dialed in and went away (a laptop asleep) is offline, not down.
+  const offline = peers.filter((p) => p.state === 'offline').length;
+  const down = peers.filter((p) => !['connected', 'is_self', 'offline'].includes(p.state)).length;
   const behind = peers.filter((p) => { const g = progressOf(p); return g.synced < g.shared; }).length;
   const s = $('summary');
   if (!peers.length) { s.className = 'chip ok'; s.textContent = 'single node, ' + data.node.rooms + ' rooms'; }
   else if (down) { s.className = 'chip bad'; s.textContent = down + ' of ' + peers.length + ' peers down'; }
+  else if (offline) { s.className = 'chip warn'; s.textContent = offline + ' of ' + peers.length + (peers.length === 1 ? ' peer' : ' peers') + ' offline'; }
   else if (behind) { s.className = 'chip warn'; s.textContent = 'syncing with ' + behind + (behind === 1 ? ' peer' : ' peers'); }
   else { s.className = 'chip ok'; s.textContent = 'Up to Date with ' + peers.length + (peers.length === 1 ? ' peer' : ' peers'); }
 }

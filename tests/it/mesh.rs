@@ -84,7 +84,18 @@ async fn two_nodes_replicate_both_ways_and_converge() {
     assert_eq!(peers["data"][0]["node_id"], a.node_id());
     let (_, root) = get_json(a.local_addr(), "/").await;
     assert_eq!(root["data"]["node_id"], a.node_id());
+    // A stops: B cannot dial it back (A dialed in), but still lists it, offline.
+    let a_id = a.node_id().to_string();
     a.shutdown().await;
+    let peers = poll_json(b.local_addr(), "/peers", "A listed as offline", |v| {
+        v["data"][0]["state"] == "offline"
+    })
+    .await;
+    let rows = peers["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{peers}");
+    assert_eq!(rows[0]["node_id"], a_id.as_str(), "{peers}");
+    assert_eq!(rows[0]["source"], "inbound", "{peers}");
+    assert!(rows[0]["last_error"].is_string(), "{peers}");
     b.shutdown().await;
 }
 

@@ -385,6 +385,7 @@ impl<H: Clone> MeshCore<H> {
             return;
         };
         slot.node_id = Some(node.clone());
+        self.forget_offline(&node, peer);
         if matches!(peer, PeerKey::Configured(_)) {
             self.configured_reached(&node, now_ms, out);
         }
@@ -704,9 +705,7 @@ impl<H: Clone> MeshCore<H> {
             tracing::info!(peer = l.node, reason, "peer link down");
         }
         match l.peer {
-            PeerKey::Inbound(_) => {
-                self.peers.remove(&l.peer);
-            }
+            PeerKey::Inbound(_) => self.inbound_gone(l.peer, &l.node, l.opened, &reason, now_ms),
             key => {
                 let via_other = self.peers.get(&key).is_some_and(|p| p.via_other);
                 if !via_other {

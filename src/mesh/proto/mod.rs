@@ -37,6 +37,7 @@ pub mod flood;
 pub mod handshake;
 pub mod machine;
 pub mod manifest;
+mod offline;
 mod peers;
 mod pending;
 pub mod preauth;

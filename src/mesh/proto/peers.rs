@@ -42,6 +42,10 @@ pub enum LinkState {
     },
     /// The address leads back to this node; it is not dialed again.
     IsSelf,
+    /// The peer dialed this node and its link closed. This node has no address to dial it
+    /// back, so the row waits for the peer to dial again; what changed meanwhile counts as
+    /// missed by it.
+    Offline,
     /// The secure channel is up and the peer proved its node id, but one side holds the
     /// link until a person approves the other (`ymesh peer approve`); it carries no room.
     Pending {
@@ -61,6 +65,7 @@ impl LinkState {
             LinkState::Refused { .. } => "refused",
             LinkState::Incompatible { .. } => "incompatible",
             LinkState::IsSelf => "is_self",
+            LinkState::Offline => "offline",
             LinkState::Pending { .. } => "pending",
         }
     }
@@ -75,6 +80,7 @@ impl LinkState {
         "incompatible",
         "is_self",
         "pending",
+        "offline",
     ];
 }
 

@@ -11,6 +11,8 @@
 #[cfg(feature = "p2p")]
 pub mod p2p;
 pub mod p2p_settings;
+#[cfg(feature = "p2p")]
+mod p2p_stream;
 pub mod ws;
 
 pub use p2p_settings::{P2pSettings, RelayLimits};
@@ -101,6 +103,20 @@ impl LinkIo {
             .get()
             .map(|(code, reason)| format!("closed ({code}): {reason}"))
     }
+}
+
+/// A write to a link stayed blocked for `limit`: the peer does not read. Ends the link with
+/// 4429 (only named locally: nothing more gets through to the peer); it redials and resyncs.
+/// Both roads' writers call it.
+fn write_blocked(
+    limit: std::time::Duration,
+    close_frame: &OnceLock<(u16, String)>,
+    close: &CancellationToken,
+) {
+    let reason = format!("the peer did not read for {} s", limit.as_secs_f64());
+    tracing::warn!(reason, "link write blocked too long; closing the link");
+    let _ = close_frame.set((4429, reason));
+    close.cancel();
 }
 
 /// `reason` cut to the 123 bytes a close frame holds, on a character boundary.

@@ -14,11 +14,9 @@
 //!
 //! # A stream becomes a [`LinkIo`]
 //!
-//! Mesh frames carry their own length (`varUint(len) · payload`, [`crate::mesh::wire`]), so
-//! they travel back to back on the stream; the reader takes one frame at a time, refusing a
-//! declared length over [`MAX_FRAME_LEN`] before it reads it (the link ends, 4400 locally).
-//! The writer writes every queued frame and flushes once the queue is empty; a write the
-//! peer does not take within the write timeout ends the link.
+//! [`super::p2p_stream`] runs each mesh stream: the binding exchange, then frames back to
+//! back (each carries its length), and a close record with the code and reason when the link
+//! ends with one.
 //!
 //! # What proves what
 //!
@@ -44,29 +42,25 @@
 //! streams all run on one kind of connection, and `relayed` in `GET /peers` is exact.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_util::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{dcutr, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::p2p_settings::P2pSettings;
-use super::{ChannelInfo, LinkIo, SecureError, Securing, LINK_QUEUE, LINK_QUEUE_BYTES};
+use super::p2p_stream::link_io;
+use super::LinkIo;
 use crate::mesh::identity::NodeIdentity;
 use crate::mesh::proto::channel::Role;
-use crate::mesh::wire::MAX_FRAME_LEN;
 
 /// The libp2p protocol id of a mesh stream.
 pub const MESH_PROTOCOL: &str = "/ymesh/mesh/1";
@@ -703,266 +697,4 @@ fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
 
 fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// The binding of a stream between `dialer` and `listener` (see the module docs).
-pub fn binding(
-    dialer: &PeerId,
-    listener: &PeerId,
-    dialer_nonce: &[u8; 32],
-    listener_nonce: &[u8; 32],
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(BINDING_DOMAIN);
-    h.update(MESH_PROTOCOL.as_bytes());
-    for id in [dialer, listener] {
-        let bytes = id.to_bytes();
-        h.update([bytes.len() as u8]);
-        h.update(&bytes);
-    }
-    h.update(dialer_nonce);
-    h.update(listener_nonce);
-    h.finalize().into()
-}
-
-/// Turns a mesh stream into a [`LinkIo`]: the binding exchange (its `securing`), then one
-/// writer and one reader task.
-fn link_io(
-    stream: libp2p::Stream,
-    local: PeerId,
-    remote: PeerId,
-    role: Role,
-    write_timeout: Duration,
-) -> LinkIo {
-    let (out_tx, out_rx) = crate::queue::channel(LINK_QUEUE, LINK_QUEUE_BYTES);
-    let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
-    let close = CancellationToken::new();
-    let close_frame: Arc<OnceLock<(u16, String)>> = Arc::default();
-    let peer_close: Arc<OnceLock<(u16, String)>> = Arc::default();
-    let (heard_tx, heard) = oneshot::channel();
-    let (done_tx, done) = oneshot::channel();
-    let ends = Ends {
-        out_rx,
-        in_tx,
-        close: close.clone(),
-        close_frame: close_frame.clone(),
-        write_timeout,
-    };
-    tokio::spawn(run_stream(
-        stream, ends, local, remote, role, heard_tx, done_tx,
-    ));
-    LinkIo {
-        tx: out_tx,
-        rx: in_rx,
-        close,
-        close_frame,
-        peer_close,
-        securing: Some(Securing { heard, done }),
-    }
-}
-
-/// The stream's ends towards the link.
-struct Ends {
-    out_rx: crate::queue::Receiver,
-    in_tx: mpsc::Sender<Bytes>,
-    close: CancellationToken,
-    close_frame: Arc<OnceLock<(u16, String)>>,
-    write_timeout: Duration,
-}
-
-async fn run_stream(
-    stream: libp2p::Stream,
-    ends: Ends,
-    local: PeerId,
-    remote: PeerId,
-    role: Role,
-    heard: oneshot::Sender<()>,
-    done: oneshot::Sender<Result<ChannelInfo, SecureError>>,
-) {
-    let (reader, mut writer) = stream.split();
-    let mut reader = BufReader::with_capacity(16 * 1024, reader);
-    let ours: [u8; 32] = rand::random();
-    let exchange = async {
-        writer.write_all(&ours).await?;
-        writer.flush().await?;
-        let mut theirs = [0u8; 32];
-        reader.read_exact(&mut theirs[..1]).await?;
-        let _ = heard.send(());
-        reader.read_exact(&mut theirs[1..]).await?;
-        Ok::<_, io::Error>(theirs)
-    };
-    let theirs = tokio::select! {
-        _ = ends.close.cancelled() => {
-            let _ = done.send(Err(SecureError::Closed));
-            return;
-        }
-        r = exchange => match r {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = done.send(Err(SecureError::Closed));
-                return;
-            }
-        },
-    };
-    let hash = match role {
-        Role::Initiator => binding(&local, &remote, &ours, &theirs),
-        Role::Responder => binding(&remote, &local, &theirs, &ours),
-    };
-    let info = ChannelInfo {
-        remote: remote.to_string(),
-        hash,
-        role,
-    };
-    if done.send(Ok(info)).is_err() {
-        return;
-    }
-    let Ends {
-        mut out_rx,
-        in_tx,
-        close,
-        close_frame,
-        write_timeout,
-    } = ends;
-    let c1 = close.clone();
-    let frame = close_frame.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                f = out_rx.recv() => match f {
-                    Some(f) => {
-                        let write = async {
-                            writer.write_all(&f).await?;
-                            while let Ok(more) = out_rx.try_recv() {
-                                writer.write_all(&more).await?;
-                            }
-                            writer.flush().await
-                        };
-                        match tokio::time::timeout(write_timeout, write).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break,
-                            Err(_) => {
-                                let reason = format!(
-                                    "the peer did not read for {} s",
-                                    write_timeout.as_secs_f64()
-                                );
-                                tracing::warn!(reason, "link write blocked too long; closing the link");
-                                let _ = frame.set((4429, reason));
-                                c1.cancel();
-                                return;
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                _ = c1.cancelled() => break,
-            }
-        }
-        let _ = writer.close().await;
-    });
-    loop {
-        let next = tokio::select! {
-            _ = close.cancelled() => break,
-            f = read_frame(&mut reader) => f,
-        };
-        match next {
-            Ok(Some(f)) => {
-                if in_tx.send(f).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "p2p mesh stream: bad frame");
-                let _ = close_frame.set((4400, e));
-                break;
-            }
-        }
-    }
-    close.cancel();
-}
-
-/// Reads one whole frame (`varUint(len) · payload`, returned with its length). `Ok(None)`
-/// at a clean end of the stream between frames.
-async fn read_frame<R: futures_util::io::AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Option<Bytes>, String> {
-    let mut header = [0u8; 10];
-    let mut len: u64 = 0;
-    let mut n = 0;
-    loop {
-        let mut b = [0u8; 1];
-        match r.read_exact(&mut b).await {
-            Ok(()) => {}
-            Err(e) if n == 0 && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        }
-        header[n] = b[0];
-        len |= u64::from(b[0] & 0x7f) << (7 * n);
-        n += 1;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-        if n == header.len() {
-            return Err("frame length does not end".into());
-        }
-    }
-    if len > MAX_FRAME_LEN {
-        return Err(format!(
-            "frame of {len} bytes is over the limit of {MAX_FRAME_LEN}"
-        ));
-    }
-    let mut buf = BytesMut::with_capacity(n + len as usize);
-    buf.put_slice(&header[..n]);
-    buf.resize(n + len as usize, 0);
-    r.read_exact(&mut buf[n..])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Some(buf.freeze()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_binding_names_both_nodes_in_their_roles_and_both_nonces() {
-        let a = PeerId::random();
-        let b = PeerId::random();
-        let (x, y) = ([1u8; 32], [2u8; 32]);
-        let base = binding(&a, &b, &x, &y);
-        assert_ne!(base, binding(&b, &a, &x, &y), "roles swapped");
-        assert_ne!(base, binding(&a, &PeerId::random(), &x, &y), "another peer");
-        assert_ne!(base, binding(&a, &b, &y, &x), "nonces swapped");
-        assert_ne!(base, binding(&a, &b, &x, &[3u8; 32]), "another nonce");
-        assert_eq!(base, binding(&a, &b, &x, &y));
-    }
-
-    #[tokio::test]
-    async fn frames_are_read_whole_and_oversized_ones_refused() {
-        let f1 = crate::mesh::wire::encode_control(&crate::mesh::wire::Control::Ping { t: 5 });
-        let f2 = crate::mesh::wire::encode_room("r", &[0, 0, 1, 0]);
-        let mut bytes = f1.to_vec();
-        bytes.extend_from_slice(&f2);
-        let mut r = futures_util::io::Cursor::new(bytes);
-        assert_eq!(read_frame(&mut r).await.unwrap(), Some(f1));
-        assert_eq!(read_frame(&mut r).await.unwrap(), Some(f2));
-        assert_eq!(read_frame(&mut r).await.unwrap(), None);
-        // A declared length over the limit is refused before anything is read or allocated.
-        let mut big = Vec::new();
-        let mut v = MAX_FRAME_LEN + 1;
-        while v >= 0x80 {
-            big.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        big.push(v as u8);
-        let mut r = futures_util::io::Cursor::new(big);
-        assert!(read_frame(&mut r)
-            .await
-            .unwrap_err()
-            .contains("over the limit"));
-        // A stream that ends inside a frame is an error, not a clean end.
-        let mut r = futures_util::io::Cursor::new(vec![5u8, 1, 2]);
-        assert!(read_frame(&mut r).await.is_err());
-    }
 }

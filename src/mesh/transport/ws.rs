@@ -438,16 +438,7 @@ where
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break,
                             Err(_) => {
-                                // The peer does not read: end the link (no close frame could
-                                // get through, so the code only names the reason here); it
-                                // redials and resyncs.
-                                let reason = format!(
-                                    "the peer did not read for {} s",
-                                    write_timeout.as_secs_f64()
-                                );
-                                tracing::warn!(reason, "link write blocked too long; closing the link");
-                                let _ = frame.set((4429, reason));
-                                c1.cancel();
+                                super::write_blocked(write_timeout, &frame, &c1);
                                 return;
                             }
                         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::command::{CommandIssuer, CommandKind};
-use crate::mesh::proto::{DiscoverySource, Probe};
+use crate::mesh::proto::{DiscoverySource, PeerRow, Probe};
 
 type Core = MeshCore<u64>;
 
@@ -482,4 +482,105 @@ fn a_websocket_link_and_a_p2p_link_to_one_node_keep_one_and_the_row_shows_its_ro
         .unwrap()
         .1;
     assert_eq!((row.transport, row.relayed), ("p2p", true));
+}
+
+/// An inbound link from `node` (id `link`), handshaken and opened with room "r".
+fn inbound_up(c: &mut Core, link: LinkId, node: &str, now_ms: u64) {
+    let _ = c.handle(
+        Event::InboundOpened {
+            link,
+            remote: format!("10.0.0.{link}:5000"),
+        },
+        now_ms,
+    );
+    assert!(admitted(
+        &handshaken(c, link, PeerKey::Inbound(link), node, 1),
+        link
+    ));
+    let _ = open(c, link, &[("r", "d")]);
+}
+
+fn close(c: &mut Core, link: LinkId, now_ms: u64) {
+    let _ = c.handle(
+        Event::LinkClosed {
+            link,
+            reason: "connection reset".into(),
+        },
+        now_ms,
+    );
+}
+
+fn row_of<'a>(rows: &'a [(PeerKey, PeerRow)], node: &str) -> Vec<&'a PeerRow> {
+    rows.iter()
+        .map(|(_, r)| r)
+        .filter(|r| r.node_id.as_deref() == Some(node))
+        .collect()
+}
+
+#[test]
+fn a_peer_that_dialed_in_stays_listed_as_offline_when_its_link_closes() {
+    let mut a = core("a", vec![]);
+    inbound_up(&mut a, 1, "laptop", 10);
+    close(&mut a, 1, 20);
+    let rows = a.rows();
+    let laptop = row_of(&rows, "laptop");
+    assert_eq!(laptop.len(), 1, "{rows:?}");
+    assert_eq!(laptop[0].state, LinkState::Offline);
+    assert_eq!(laptop[0].state.name(), "offline");
+    assert_eq!(laptop[0].last_error.as_deref(), Some("connection reset"));
+    assert_eq!(laptop[0].source, "inbound");
+    // A change made while it is away is one it lacks.
+    a.fanout("r", None, 30, true, |_, _, _| {});
+    let rows = a.rows();
+    let room = &row_of(&rows, "laptop")[0].rooms;
+    assert!(room.iter().any(|r| r.name == "r" && !r.synced), "{room:?}");
+    // It dials again: one row, connected, on the new link.
+    inbound_up(&mut a, 2, "laptop", 40);
+    let rows = a.rows();
+    let laptop = row_of(&rows, "laptop");
+    assert_eq!(laptop.len(), 1, "{rows:?}");
+    assert_eq!(laptop[0].state, LinkState::Connected);
+}
+
+#[test]
+fn a_link_closed_before_it_opened_leaves_no_offline_row() {
+    let mut a = core("a", vec![]);
+    let _ = a.handle(
+        Event::InboundOpened {
+            link: 1,
+            remote: "10.0.0.1:5000".into(),
+        },
+        1,
+    );
+    let _ = handshaken(&mut a, 1, PeerKey::Inbound(1), "laptop", 1);
+    close(&mut a, 1, 5);
+    assert!(a.rows().is_empty(), "{:?}", a.rows());
+}
+
+#[test]
+fn a_peer_that_dialed_in_and_is_configured_here_is_not_listed_twice() {
+    // "b" has "a" configured, and "a" dialed first: the configured row shows "a".
+    let mut b = core("b", vec![peer("ws://a:3913")]);
+    inbound_up(&mut b, 1, "a", 1);
+    let _ = handshaken(&mut b, 2, PeerKey::Configured(0), "a", 2);
+    close(&mut b, 1, 20);
+    let rows = b.rows();
+    assert_eq!(row_of(&rows, "a").len(), 1, "{rows:?}");
+    assert!(rows.iter().all(|(k, _)| *k == PeerKey::Configured(0)));
+}
+
+#[test]
+fn offline_rows_are_bounded_the_longest_offline_dropped_first() {
+    let mut a = core("a", vec![]);
+    let n = crate::mesh::proto::offline::OFFLINE_ROWS as u64 + 3;
+    for i in 0..n {
+        inbound_up(&mut a, i + 1, &format!("device{i}"), 10 + i);
+        close(&mut a, i + 1, 100 + i);
+    }
+    let rows = a.rows();
+    assert_eq!(rows.len(), crate::mesh::proto::offline::OFFLINE_ROWS);
+    for i in 0..3 {
+        assert!(row_of(&rows, &format!("device{i}")).is_empty());
+    }
+    assert_eq!(row_of(&rows, &format!("device{}", n - 1)).len(), 1);
 }
