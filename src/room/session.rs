@@ -2,7 +2,7 @@
 //! frame the client sends.
 //!
 //! A session owns everything about a connection that is not socket I/O: the sending side of
-//! its bounded outbound queue (the writer worker in `server::ws` drains the other end), its
+//! its bounded outbound queue (the connection's task in `server::ws` drains the other end), its
 //! [`Kick`], the SYNC_STATUS (102) acknowledgements that wait for the disk, the awareness
 //! client ids it introduced (removed when it leaves), its opt-ins (`commands=1`) and its
 //! [`Grant`]. Joining checks the grant's rooms; an update or SyncStep2 from a session without
