@@ -15,14 +15,19 @@
 //! many queues are one `Bytes` each, counted once per queue: the budget is what one queue
 //! keeps alive that the others may not.
 //!
-//! No lock is held anywhere here; the budget is one atomic counter and a [`Notify`] for
-//! waiting senders.
+//! Memory: a queue holds no storage for frames until one is queued, and gives it back each
+//! time its receiver empties it, so an idle connection's queue is one small shared record
+//! (a tokio `mpsc` channel allocates a block of 32 slots, about 1.1 kB, when it is created).
+//! The frames sit in a `VecDeque` under a mutex held only to push or pop (never across an
+//! `.await`); the byte budget is one atomic counter and a [`Notify`] for waiting senders.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 pub use tokio::sync::mpsc::error::{SendError, TryRecvError, TrySendError};
 
@@ -39,11 +44,16 @@ pub struct ByteBudget {
 impl ByteBudget {
     /// A budget of `limit` bytes (at least 1).
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(ByteBudget {
+        Arc::new(Self::unshared(limit))
+    }
+
+    /// A budget kept inside its owner (a queue's).
+    fn unshared(limit: usize) -> Self {
+        ByteBudget {
             used: AtomicUsize::new(0),
             limit: limit.max(1),
             freed: Notify::new(),
-        })
+        }
     }
 
     /// The limit in bytes.
@@ -122,75 +132,148 @@ impl Drop for BudgetGuard {
     }
 }
 
-/// A queue of at most `frames` frames and (the last frame aside) `bytes` bytes.
+/// A queue of at most `frames` frames and (the last frame aside) `bytes` bytes. It holds no
+/// storage for frames until one is queued, and gives it back whenever the receiver empties
+/// it: an idle connection's queue is one small shared record.
 pub fn channel(frames: usize, bytes: usize) -> (Sender, Receiver) {
-    let (tx, rx) = mpsc::channel(frames.max(1));
-    let budget = ByteBudget::new(bytes);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            frames: VecDeque::new(),
+            waker: None,
+            senders: 1,
+        }),
+        closed: AtomicBool::new(false),
+        budget: ByteBudget::unshared(bytes),
+        capacity: frames.max(1),
+    });
     (
         Sender {
-            tx,
-            budget: budget.clone(),
+            shared: shared.clone(),
         },
-        Receiver { rx, budget },
+        Receiver { shared },
     )
 }
 
+/// What both ends of a [`channel`] share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// The receiver is gone (also set under `state`; read without the lock).
+    closed: AtomicBool,
+    /// Bytes queued, against the byte limit; its `freed` wakes senders waiting for room
+    /// and for the receiver to go.
+    budget: ByteBudget,
+    /// Most frames queued at once.
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Queued frames; no storage while empty (see [`Receiver::take`]).
+    frames: VecDeque<Bytes>,
+    /// The receiver waiting for a frame.
+    waker: Option<Waker>,
+    /// Live [`Sender`]s: at 0 the receiver sees the end once the queue is empty.
+    senders: usize,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned lock still holds a valid queue.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The sending side of a [`channel`]; cloned freely.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sender {
-    tx: mpsc::Sender<Bytes>,
-    budget: Arc<ByteBudget>,
+    shared: Arc<Shared>,
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.state().senders += 1;
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.shared.state();
+            st.senders -= 1;
+            if st.senders == 0 {
+                st.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 impl Sender {
     /// Queues `frame` now, or says why not: [`TrySendError::Full`] when the queue holds its
     /// limit of frames or bytes, [`TrySendError::Closed`] when the receiver is gone.
     pub fn try_send(&self, frame: Bytes) -> Result<(), TrySendError<Bytes>> {
-        if self.tx.is_closed() {
+        let shared = &*self.shared;
+        if shared.closed.load(Ordering::Acquire) {
             return Err(TrySendError::Closed(frame));
         }
         let n = frame.len();
-        if !self.budget.reserve(n) {
+        if !shared.budget.reserve(n) {
             return Err(TrySendError::Full(frame));
         }
-        self.tx
-            .try_send(frame)
-            .inspect_err(|_| self.budget.release(n))
+        let waker = {
+            let mut st = shared.state();
+            if shared.closed.load(Ordering::Acquire) {
+                drop(st);
+                shared.budget.release(n);
+                return Err(TrySendError::Closed(frame));
+            }
+            if st.frames.len() >= shared.capacity {
+                drop(st);
+                shared.budget.release(n);
+                return Err(TrySendError::Full(frame));
+            }
+            st.frames.push_back(frame);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Queues `frame`, waiting while the queue is full (in frames or bytes). Fails only when
     /// the receiver is gone.
-    pub async fn send(&self, frame: Bytes) -> Result<(), SendError<Bytes>> {
-        let n = frame.len();
+    pub async fn send(&self, mut frame: Bytes) -> Result<(), SendError<Bytes>> {
         loop {
-            if self.tx.is_closed() {
-                return Err(SendError(frame));
-            }
-            let freed = self.budget.freed.notified();
+            // Registered before trying, so a frame taken out in between is not missed.
+            let freed = self.shared.budget.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.budget.reserve(n) {
-                break;
+            match self.try_send(frame) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(f)) => return Err(SendError(f)),
+                Err(TrySendError::Full(f)) => frame = f,
             }
-            tokio::select! {
-                _ = freed => {}
-                _ = self.tx.closed() => {}
-            }
+            freed.await;
         }
-        self.tx
-            .send(frame)
-            .await
-            .inspect_err(|_| self.budget.release(n))
     }
 
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.budget.used()
+        self.shared.budget.used()
     }
 
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.shared.closed.load(Ordering::Acquire)
     }
 }
 
@@ -198,51 +281,139 @@ impl Sender {
 /// budget: what a writer holds while writing is its own (bounded) batch.
 #[derive(Debug)]
 pub struct Receiver {
-    rx: mpsc::Receiver<Bytes>,
-    budget: Arc<ByteBudget>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let frames = {
+            let mut st = self.shared.state();
+            self.shared.closed.store(true, Ordering::Release);
+            std::mem::take(&mut st.frames)
+        };
+        let n = frames.iter().map(Bytes::len).sum();
+        drop(frames);
+        // Wakes senders waiting for room: they see the queue closed.
+        self.shared.budget.release(n);
+    }
 }
 
 impl Receiver {
+    /// Takes up to `frames` frames and `bytes` bytes (the first frame always) into `buf`,
+    /// or registers `cx` to be woken by the next frame. `Ready(0)` once every sender is gone
+    /// and the queue is empty.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<Bytes>,
+        frames: usize,
+        bytes: usize,
+    ) -> Poll<usize> {
+        let mut st = self.shared.state();
+        if st.frames.is_empty() {
+            if st.senders == 0 {
+                return Poll::Ready(0);
+            }
+            match &st.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => st.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        let n = self.take(&mut st, buf, frames.max(1), bytes);
+        Poll::Ready(n)
+    }
+
+    /// Moves frames from the queue into `buf` (at least one when there is one), gives their
+    /// bytes back, and frees the queue's storage once it is empty.
+    fn take(&self, st: &mut State, buf: &mut Vec<Bytes>, frames: usize, bytes: usize) -> usize {
+        let mut taken = 0;
+        let mut total = 0usize;
+        while taken < frames && (taken == 0 || total < bytes) {
+            let Some(f) = st.frames.pop_front() else {
+                break;
+            };
+            total += f.len();
+            buf.push(f);
+            taken += 1;
+        }
+        if st.frames.is_empty() {
+            // An idle connection holds no room for frames it is not waiting to write.
+            st.frames = VecDeque::new();
+        }
+        if taken > 0 {
+            self.shared.budget.release(total);
+        }
+        taken
+    }
+
+    /// The next frame, or registers `cx` to be woken by one; `Ready(None)` once every sender
+    /// is gone and the queue is empty.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut st = self.shared.state();
+        if let Some(f) = self.pop(&mut st) {
+            return Poll::Ready(Some(f));
+        }
+        if st.senders == 0 {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn pop(&self, st: &mut State) -> Option<Bytes> {
+        let f = st.frames.pop_front()?;
+        if st.frames.is_empty() {
+            st.frames = VecDeque::new();
+        }
+        self.shared.budget.release(f.len());
+        Some(f)
+    }
+
     /// The next frame; `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let frame = self.rx.recv().await?;
-        self.budget.release(frame.len());
-        Some(frame)
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next frame if one is queued.
     pub fn try_recv(&mut self) -> Result<Bytes, TryRecvError> {
-        let frame = self.rx.try_recv()?;
-        self.budget.release(frame.len());
-        Ok(frame)
+        let mut st = self.shared.state();
+        match self.pop(&mut st) {
+            Some(f) => Ok(f),
+            None if st.senders == 0 => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
     }
 
     /// Waits for a frame, then takes what else is queued into `buf` up to `frames` frames and
     /// `bytes` bytes (the first frame always). Returns how many were taken; 0 once the queue
     /// is closed and empty.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, frames: usize, bytes: usize) -> usize {
-        let Some(first) = self.recv().await else {
-            return 0;
-        };
-        let mut total = first.len();
-        buf.push(first);
-        let mut taken = 1;
-        while taken < frames && total < bytes {
-            match self.try_recv() {
-                Ok(f) => {
-                    total += f.len();
-                    buf.push(f);
-                    taken += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        taken
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, buf, frames, bytes)).await
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.shared.state().frames.len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Bytes queued now.
     pub fn queued_bytes(&self) -> usize {
-        self.budget.used()
+        self.shared.budget.used()
+    }
+
+    /// Frame slots allocated now (0 while the queue is empty).
+    #[cfg(test)]
+    fn storage(&self) -> usize {
+        self.shared.state().frames.capacity()
     }
 }
 
@@ -334,6 +505,66 @@ mod tests {
         buf.clear();
         assert_eq!(rx.recv_many(&mut buf, 64, 1000).await, 7);
         assert_eq!(rx.recv_many(&mut buf, 64, 1000).await, 0);
+    }
+
+    #[test]
+    fn a_queue_holds_storage_only_while_frames_wait() {
+        let (tx, mut rx) = channel(64, 1000);
+        assert_eq!(rx.storage(), 0, "a new queue allocates nothing for frames");
+        tx.try_send(frame(1)).unwrap();
+        tx.try_send(frame(1)).unwrap();
+        assert!(rx.storage() >= 2);
+        rx.try_recv().unwrap();
+        assert!(rx.storage() >= 1, "kept while a frame still waits");
+        rx.try_recv().unwrap();
+        assert_eq!(rx.storage(), 0, "given back once empty");
+        for _ in 0..3 {
+            tx.try_send(frame(1)).unwrap();
+        }
+        let mut buf = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut buf, 2, 100), Poll::Ready(2));
+        assert!(rx.storage() >= 1);
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut buf, 2, 100), Poll::Ready(1));
+        assert_eq!(rx.storage(), 0);
+        assert!(rx.poll_recv_many(&mut cx, &mut buf, 2, 100).is_pending());
+        assert_eq!(rx.len(), 0);
+        assert_eq!(rx.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_frame_and_by_the_last_sender_leaving() {
+        let (tx, mut rx) = channel(4, 100);
+        let tx2 = tx.clone();
+        let got = tokio::spawn(async move {
+            let first = rx.recv().await.map(|f| f.len());
+            let end = rx.recv().await;
+            (first, end.is_none())
+        });
+        tokio::task::yield_now().await;
+        tx.try_send(frame(7)).unwrap();
+        drop(tx);
+        tokio::task::yield_now().await;
+        // One sender is left: the receiver still waits.
+        assert!(!got.is_finished());
+        drop(tx2);
+        assert_eq!(got.await.unwrap(), (Some(7), true));
+    }
+
+    #[test]
+    fn try_recv_tells_empty_from_disconnected_and_a_dropped_receiver_frees_its_frames() {
+        let (tx, mut rx) = channel(4, 100);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        tx.try_send(frame(3)).unwrap();
+        drop(tx);
+        assert_eq!(rx.try_recv().unwrap().len(), 3);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
+
+        let (tx, rx) = channel(4, 100);
+        tx.try_send(frame(30)).unwrap();
+        drop(rx);
+        assert_eq!(tx.queued_bytes(), 0);
+        assert!(tx.is_closed());
     }
 
     #[tokio::test]

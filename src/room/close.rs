@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// WebSocket close code: normal closure (e.g. a duplicate peer link; the other is kept).
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -201,10 +201,14 @@ impl Close {
 }
 
 /// A one-shot "close this connection" signal that any task may raise; the first reason wins.
+///
+/// One per connection, so it is kept small: the reason (boxed, allocated only once raised)
+/// and a [`Notify`] for the tasks waiting on it (a `CancellationToken` would add a
+/// separately allocated tree node).
 #[derive(Debug, Default)]
 pub struct Kick {
-    token: CancellationToken,
-    close: OnceLock<Close>,
+    close: OnceLock<Box<Close>>,
+    raised: Notify,
 }
 
 impl Kick {
@@ -230,24 +234,33 @@ impl Kick {
             cause,
             flush_first,
         };
-        if self.close.set(close).is_ok() {
-            self.token.cancel();
+        if self.close.set(Box::new(close)).is_ok() {
+            self.raised.notify_waiters();
         }
     }
 
     /// Whether a close was requested.
     pub fn is_kicked(&self) -> bool {
-        self.token.is_cancelled()
+        self.close.get().is_some()
     }
 
     /// The close, once kicked.
     pub fn reason(&self) -> Option<&Close> {
-        self.close.get()
+        self.close.get().map(|c| &**c)
     }
 
     /// Resolves once a close was requested.
     pub async fn kicked(&self) {
-        self.token.cancelled().await
+        loop {
+            // Registered before looking, so a raise in between is not missed.
+            let raised = self.raised.notified();
+            tokio::pin!(raised);
+            raised.as_mut().enable();
+            if self.is_kicked() {
+                return;
+            }
+            raised.await;
+        }
     }
 }
 
@@ -334,5 +347,28 @@ mod tests {
         let flushed = Kick::default();
         flushed.close_after_flush(CloseReason::ReadOnly);
         assert!(flushed.reason().unwrap().flush_first);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_kicked_and_later_waiters_return_at_once() {
+        let kick = std::sync::Arc::new(Kick::default());
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let kick = kick.clone();
+                tokio::spawn(async move { kick.kicked().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        kick.close(CloseReason::ShuttingDown);
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was not woken")
+                .unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(5), kick.kicked())
+            .await
+            .expect("kicked() waits after the kick");
     }
 }

@@ -27,8 +27,8 @@
 //!
 //! Dependencies point down: `room` uses `protocol` and `store`, and reaches the mesh only
 //! through [`Replicator`], which the mesh implements. Everything here is free of socket I/O;
-//! the WebSocket shell (reader loop, writer worker, pings, close frames) lives in
-//! `server::ws` and drives a [`Session`].
+//! the WebSocket shell (one task per connection: reads, writes, pings, close frames) lives
+//! in `server::ws` and drives a [`Session`].
 
 mod close;
 mod doc;

@@ -2,7 +2,7 @@
 //! frame the client sends.
 //!
 //! A session owns everything about a connection that is not socket I/O: the sending side of
-//! its bounded outbound queue (the writer worker in `server::ws` drains the other end), its
+//! its bounded outbound queue (the connection's task in `server::ws` drains the other end), its
 //! [`Kick`], the SYNC_STATUS (102) acknowledgements that wait for the disk, the awareness
 //! client ids it introduced (removed when it leaves), its opt-ins (`commands=1`) and its
 //! [`Grant`]. Joining checks the grant's rooms; an update or SyncStep2 from a session without
@@ -122,7 +122,6 @@ impl Session {
         let joined = room.join_as(id, SessionKind::Client, &grant, options.commands)?;
         let mut acks = Acks::new(
             room.store().cloned(),
-            room.name().to_string(),
             joined.reply.clone(),
             joined.kick.clone(),
         );
@@ -259,7 +258,8 @@ impl Session {
                     // Wait for the room's newest ticket, not only this session's: an update
                     // that changed nothing here because the same content just came from
                     // another connection is saved by that connection's (pending) commit.
-                    self.acks.sync_status(echo, self.room.last_ticket())?;
+                    self.acks
+                        .sync_status(self.room.name(), echo, self.room.last_ticket())?;
                 }
                 Message::AuthDenied(_) | Message::AuthOther(_) => {
                     tracing::debug!(session = id, "ignoring auth message from client");
@@ -405,15 +405,19 @@ fn send_reply(reply: &queue::Sender, frame: Bytes) -> Result<(), CloseReason> {
 /// "Saved means durable": the SYNC_STATUS (102) echo for a client goes out only after every
 /// update that client sent before it is committed to disk. Echoes keep their order: once one
 /// has to wait, later ones queue behind it in a small per-session task.
+///
+/// An idle session's share is only what it must hold: no copy of the room's name and no
+/// shared flag until an echo has to wait (the ack worker gets both when it starts).
 struct Acks {
     store: Option<Arc<dyn Store>>,
-    room: String,
     reply: queue::Sender,
     kick: Arc<Kick>,
     /// Ticket of the last update this session sent that changed the room.
     last_ticket: Option<CommitTicket>,
     /// An update of this session could not be stored: withhold every later echo.
-    failed: Arc<AtomicBool>,
+    failed: bool,
+    /// `failed`, shared with the ack worker once it runs (it may find a failure too).
+    shared_failed: Option<Arc<AtomicBool>>,
     waiting: Option<mpsc::Sender<(Option<CommitTicket>, Bytes, Instant)>>,
     /// Where the time from a 102 to its echo is recorded (a node's rooms).
     counters: Option<crate::metrics::RoomCounters>,
@@ -423,42 +427,50 @@ struct Acks {
 const PENDING_ACKS: usize = 256;
 
 impl Acks {
-    fn new(
-        store: Option<Arc<dyn Store>>,
-        room: String,
-        reply: queue::Sender,
-        kick: Arc<Kick>,
-    ) -> Self {
+    fn new(store: Option<Arc<dyn Store>>, reply: queue::Sender, kick: Arc<Kick>) -> Self {
         Acks {
             store,
-            room,
             reply,
             kick,
             last_ticket: None,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed: false,
+            shared_failed: None,
             waiting: None,
             counters: None,
         }
     }
 
+    fn failed(&self) -> bool {
+        self.failed
+            || self
+                .shared_failed
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
     fn record(&mut self, applied: &Applied) {
         if applied.store_failed {
-            self.failed.store(true, Ordering::Relaxed);
+            self.failed = true;
+            if let Some(f) = &self.shared_failed {
+                f.store(true, Ordering::Relaxed);
+            }
         }
         if let Some(t) = applied.ticket {
             self.last_ticket = Some(t);
         }
     }
 
+    /// A 102 from the client, in room `room`.
     fn sync_status(
         &mut self,
+        room: &str,
         echo: Bytes,
         room_ticket: Option<CommitTicket>,
     ) -> Result<(), CloseReason> {
         if let Some(t) = room_ticket {
             self.last_ticket = Some(self.last_ticket.map_or(t, |own| own.max(t)));
         }
-        if self.failed.load(Ordering::Relaxed) {
+        if self.failed() {
             tracing::warn!("withholding sync-status echo: an earlier update was not saved");
             return Ok(());
         }
@@ -470,7 +482,7 @@ impl Acks {
             }
             return send_reply(&self.reply, echo);
         };
-        let durable_now = store.room_failure(&self.room).is_none()
+        let durable_now = store.room_failure(room).is_none()
             && match self.last_ticket {
                 None => true,
                 Some(t) => matches!(
@@ -484,15 +496,19 @@ impl Acks {
             }
             return send_reply(&self.reply, echo);
         }
+        let failed = self
+            .shared_failed
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(self.failed)))
+            .clone();
         let tx = self.waiting.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PENDING_ACKS);
             tokio::spawn(ack_worker(
                 store,
-                self.room.clone(),
+                room.to_string(),
                 rx,
                 self.reply.clone(),
                 self.kick.clone(),
-                self.failed.clone(),
+                failed,
                 self.counters.clone(),
             ));
             tx
