@@ -326,19 +326,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
             let decoded = match self.decoder.direct(READ_CHUNK) {
                 Some((buf, max)) => {
-                    let spare = &mut buf.spare_capacity_mut()[..max];
-                    let mut rb = ReadBuf::uninit(spare);
-                    match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                    // Into the frame's own storage, at most the rest of the frame.
+                    let mut limited = bytes::BufMut::limit(buf, max);
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited) {
                         Poll::Pending => return Read::Pending,
                         Poll::Ready(Err(e)) => return self.read_failed(kick, &e),
-                        Poll::Ready(Ok(())) => {
-                            let n = rb.filled().len();
-                            if n == 0 {
-                                return self.read_failed(kick, &"end of stream inside a frame");
-                            }
-                            // SAFETY: `poll_read` initialised the first `n` spare bytes.
-                            unsafe { buf.set_len(buf.len() + n) };
+                        Poll::Ready(Ok(0)) => {
+                            return self.read_failed(kick, &"end of stream inside a frame");
                         }
+                        Poll::Ready(Ok(_)) => {}
                     }
                     self.decode(&[], session, kick, env)
                 }

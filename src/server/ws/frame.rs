@@ -669,4 +669,93 @@ mod tests {
         encode(Outgoing::Close(None), &mut out);
         assert_eq!(out, vec![0x88, 0]);
     }
+
+    /// Property tests: whatever bytes a client sends, split however the reads fall, the
+    /// decoder never panics and decodes the same messages (or the same error) as from one
+    /// read, and holds nothing once every frame it was given is whole.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Messages (and the error, if any) from `chunks` fed one after another.
+        fn run(d: &mut Decoder, chunks: &[&[u8]]) -> (Vec<Incoming>, Option<FrameError>) {
+            let mut got = Vec::new();
+            for c in chunks {
+                if let Err(e) = d.decode(c, |m| {
+                    got.push(m);
+                    true
+                }) {
+                    return (got, Some(e));
+                }
+            }
+            (got, None)
+        }
+
+        /// Client frames of every opcode (valid or not), fragments and control frames.
+        fn frame() -> impl Strategy<Value = Vec<u8>> {
+            (
+                any::<bool>(),
+                prop_oneof![
+                    Just(CONTINUATION),
+                    Just(TEXT),
+                    Just(BINARY),
+                    Just(CLOSE),
+                    Just(PING),
+                    Just(PONG),
+                    0u8..16
+                ],
+                prop::collection::vec(any::<u8>(), 0..400),
+            )
+                .prop_map(|(fin, op, payload)| client(fin, op, &payload))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            #[test]
+            fn any_split_decodes_as_one_read(
+                frames in prop::collection::vec(frame(), 0..8),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                let mut bytes: Vec<u8> = frames.concat();
+                if !bytes.is_empty() {
+                    for (i, x) in &flips {
+                        let at = i.index(bytes.len());
+                        bytes[at] ^= x;
+                    }
+                }
+                let whole = run(&mut Decoder::new(1024, 2048), &[&bytes]);
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                points.dedup();
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut prev = 0;
+                for p in points {
+                    chunks.push(&bytes[prev..p]);
+                    prev = p;
+                }
+                chunks.push(&bytes[prev..]);
+                let mut d = Decoder::new(1024, 2048);
+                let split = run(&mut d, &chunks);
+                prop_assert_eq!(&whole, &split);
+                // Unmutated frames: everything given was whole, so nothing is held but a
+                // fragmented message still open.
+                if flips.is_empty() && split.1.is_none() && d.message.is_none() {
+                    prop_assert_eq!(d.held(), 0);
+                }
+            }
+
+            #[test]
+            fn random_bytes_never_panic_and_never_hold_more_than_a_frame(
+                bytes in prop::collection::vec(any::<u8>(), 0..2048),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut d = Decoder::new(1024, 2048);
+                let at = cut.index(bytes.len() + 1);
+                let _ = run(&mut d, &[&bytes[..at], &bytes[at..]]);
+                prop_assert!(d.held() <= 14 + 1024 + 2048 + bytes.len());
+            }
+        }
+    }
 }
