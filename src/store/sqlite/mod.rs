@@ -232,6 +232,10 @@ impl Drop for SqliteStore {
                 tracing::error!("store writer thread panicked");
             }
         }
+        // The reader threads close their connections before the directory lock goes (the
+        // last connection to close checkpoints the WAL into the file: a node opening the
+        // directory next must not see that half done).
+        self.shared.close_readers();
     }
 }
 
