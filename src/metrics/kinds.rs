@@ -146,11 +146,14 @@ pub enum Limit {
     MeshHandshakeTimeout,
     /// A peer link whose send queue was full: closed to resync (4429).
     PeerLinkQueue,
+    /// A peer link whose peer took no bytes for `limits.write_timeout_s`: closed to resync
+    /// (4429).
+    PeerWriteTimeout,
 }
 
 impl Limit {
     /// Every limit, in slot order.
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 17] = [
         Limit::Connections,
         Limit::ConnectionsPerAddress,
         Limit::Rooms,
@@ -167,6 +170,7 @@ impl Limit {
         Limit::MeshPreauth,
         Limit::MeshHandshakeTimeout,
         Limit::PeerLinkQueue,
+        Limit::PeerWriteTimeout,
     ];
 
     /// The `limit` label.
@@ -188,6 +192,7 @@ impl Limit {
             Limit::MeshPreauth => "mesh_preauth",
             Limit::MeshHandshakeTimeout => "mesh_handshake_timeout",
             Limit::PeerLinkQueue => "peer_link_queue",
+            Limit::PeerWriteTimeout => "peer_write_timeout",
         }
     }
 }

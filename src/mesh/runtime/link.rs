@@ -125,6 +125,9 @@ pub(crate) async fn run(
     if let Some(reason) = end {
         mesh.run(Event::LinkClosed { link: id, reason });
     }
+    if io.write_blocked() {
+        mesh.limit_hit(crate::metrics::Limit::PeerWriteTimeout);
+    }
     io.close.cancel();
 }
 

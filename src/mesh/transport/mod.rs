@@ -93,6 +93,14 @@ impl LinkIo {
         self.close.cancel();
     }
 
+    /// Whether the transport ended the link because a write stayed blocked past the write
+    /// deadline (the peer did not read; 4429).
+    pub fn write_blocked(&self) -> bool {
+        self.close_frame
+            .get()
+            .is_some_and(|(code, reason)| *code == 4429 && reason.starts_with(WRITE_BLOCKED))
+    }
+
     /// Why the connection ended, as far as the transport knows: the peer's close reason, or
     /// the reason this side closed with (a record that failed to open, say).
     pub fn end_reason(&self) -> Option<String> {
@@ -105,6 +113,9 @@ impl LinkIo {
     }
 }
 
+/// How the close reason of a link whose peer did not read begins ([`LinkIo::write_blocked`]).
+const WRITE_BLOCKED: &str = "the peer did not read for";
+
 /// A write to a link stayed blocked for `limit`: the peer does not read. Ends the link with
 /// 4429 (only named locally: nothing more gets through to the peer); it redials and resyncs.
 /// Both roads' writers call it.
@@ -113,7 +124,7 @@ fn write_blocked(
     close_frame: &OnceLock<(u16, String)>,
     close: &CancellationToken,
 ) {
-    let reason = format!("the peer did not read for {} s", limit.as_secs_f64());
+    let reason = format!("{WRITE_BLOCKED} {} s", limit.as_secs_f64());
     tracing::warn!(reason, "link write blocked too long; closing the link");
     let _ = close_frame.set((4429, reason));
     close.cancel();

@@ -383,6 +383,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_that_does_not_read_ends_the_link_as_write_blocked() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (x, mut y) = tokio::io::duplex(1024);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut io = link_io(
+            x.compat(),
+            a,
+            b,
+            Role::Initiator,
+            Duration::from_millis(100),
+        );
+        // The other end answers the binding exchange, then reads nothing more.
+        let mut nonce = [0u8; 32];
+        y.read_exact(&mut nonce).await.unwrap();
+        y.write_all(&[7u8; 32]).await.unwrap();
+        let done = io.securing.take().unwrap().done;
+        done.await.unwrap().unwrap();
+        assert!(!io.write_blocked());
+        let big = crate::mesh::wire::encode_room("r", &vec![1u8; 64 * 1024]);
+        io.tx.send(big).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), io.close.cancelled())
+            .await
+            .expect("the blocked write ends the link");
+        assert!(io.write_blocked(), "{:?}", io.end_reason());
+        assert!(io
+            .end_reason()
+            .is_some_and(|r| r.contains("(4429): the peer did not read for 0.1 s")));
+    }
+
+    #[tokio::test]
     async fn a_close_record_after_the_frames_carries_the_code_and_reason() {
         let f1 = crate::mesh::wire::encode_control(&crate::mesh::wire::Control::Ping { t: 5 });
         let mut bytes = f1.to_vec();
