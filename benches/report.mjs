@@ -49,9 +49,10 @@ out.push(`Run ${date}${meta.quick ? ' with `--quick` (counts divided by 10: a sm
 out.push('')
 out.push('Command: `' + (meta.command || 'benches/compare.sh') + '`. Every server is started fresh for each workload; the load generator ' +
   '(`benches/load.rs`, its own process) reads the server\'s CPU time and RSS from `/proc/PID`. ' +
-  '**Contention:** other builders shared the 2 cores during this run; `other%` is the CPU the rest of the machine ' +
-  '(neither the server nor the generator) used during each measurement, as a share of both cores. Wall-clock figures ' +
-  '(deliveries/s, latency) move with it; CPU seconds per delivery much less.')
+  '**Contention:** `other%` is the CPU the rest of the machine (neither the server nor the generator) used during ' +
+  'each measurement, as a share of both cores: near 0% the machine was quiet. Wall-clock figures (deliveries/s, ' +
+  'latency) move with it; CPU seconds per delivery much less. With `--append`, rows of servers this command did not ' +
+  'run keep the figures (and the `other%`) of the run that measured them.')
 out.push('')
 out.push('### Traffic: flat out, 100-byte Y.Text inserts typed in runs of 64 (w1run: one run), every client a writer (lat10k: 1 writer per room at a set rate)')
 out.push('')
