@@ -22,9 +22,9 @@
 //! Varints are read with yrs's own arithmetic (wrapping shifts, `u32` fields wrapping at 32
 //! bits) so the scan and yrs always agree on where each value ends and on every count.
 //! A scan is O(n) in time and O(1) in memory (the nesting stack is bounded by
-//! [`MAX_ANY_DEPTH`]). The `decode_*` functions scan, then let yrs decode.
+//! [`MAX_ANY_DEPTH`]). The `decode_*` functions scan, then let yrs decode (awareness updates,
+//! which the node keeps itself, are decoded here).
 
-use yrs::sync::awareness::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
@@ -487,20 +487,49 @@ fn delete_set(c: &mut Cursor<'_>) -> Result<()> {
     Ok(())
 }
 
+/// One entry of an awareness update, borrowed from the payload it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwarenessEntry<'a> {
+    /// The Yjs client id.
+    pub client: u64,
+    /// The client's awareness clock: a state replaces another only with a higher clock.
+    pub clock: u32,
+    /// The state as JSON text; `null` means the client is gone.
+    pub state: &'a str,
+}
+
+impl AwarenessEntry<'_> {
+    /// Whether the entry says the client is gone (its state is the JSON `null`).
+    pub fn is_removal(&self) -> bool {
+        self.state == "null"
+    }
+}
+
 /// Scans an awareness update: `varUint(n) · n × (varUint client · varUint clock ·
 /// varString(JSON state))`, each state valid JSON (`null` means "gone").
 pub fn awareness_update(bytes: &[u8]) -> Result<()> {
+    awareness_entries(bytes, |_| ())
+}
+
+/// Walks an awareness update's entries in wire order, checking each as
+/// [`awareness_update`] does, and hands each to `f`.
+fn awareness_entries<'a>(bytes: &'a [u8], mut f: impl FnMut(AwarenessEntry<'a>)) -> Result<()> {
     let mut c = Cursor::new(bytes);
     let n = c.count_u64(3)?;
     for _ in 0..n {
         let client = c.client()?;
-        c.var_u32()?;
+        let clock = c.var_u32()?;
         let state = c.string()?;
         // IgnoredAny checks the syntax without building the value.
         serde_json::from_str::<serde::de::IgnoredAny>(state).map_err(|e| ScanError::NotJson {
             client,
             reason: e.to_string(),
         })?;
+        f(AwarenessEntry {
+            client,
+            clock,
+            state,
+        });
     }
     // Like yrs, the scan ignores bytes after the last entry.
     Ok(())
@@ -518,10 +547,13 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update> {
     Update::decode_v1(bytes).map_err(|e| ScanError::Yrs(e.to_string()))
 }
 
-/// Scans, then decodes an awareness update.
-pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate> {
-    awareness_update(bytes)?;
-    AwarenessUpdate::decode_v1(bytes).map_err(|e| ScanError::Yrs(e.to_string()))
+/// Scans and decodes an awareness update into its entries, in wire order, borrowed from
+/// `bytes` (nothing of yrs is involved: the node keeps awareness itself, see
+/// `room::awareness`). Nothing is returned unless every entry passes.
+pub fn decode_awareness(bytes: &[u8]) -> Result<Vec<AwarenessEntry<'_>>> {
+    let mut entries = Vec::new();
+    awareness_entries(bytes, |e| entries.push(e))?;
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! code means one thing wherever it is sent. Where the text varies (which limit, which
 //! error), the variant carries it as its detail.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -202,13 +203,15 @@ impl Close {
 
 /// A one-shot "close this connection" signal that any task may raise; the first reason wins.
 ///
-/// One per connection, so it is kept small: the reason (boxed, allocated only once raised)
-/// and a [`Notify`] for the tasks waiting on it (a `CancellationToken` would add a
-/// separately allocated tree node).
+/// One per connection, so it is kept small: the reason (boxed, allocated only once raised),
+/// a [`Notify`] for the tasks waiting on it (a `CancellationToken` would add a separately
+/// allocated tree node), and the waker of the one task that drives the connection
+/// ([`Kick::poll_kicked`]), which so needs no future of its own to wait on it.
 #[derive(Debug, Default)]
 pub struct Kick {
     close: OnceLock<Box<Close>>,
     raised: Notify,
+    driver: Mutex<Option<Waker>>,
 }
 
 impl Kick {
@@ -236,6 +239,10 @@ impl Kick {
         };
         if self.close.set(Box::new(close)).is_ok() {
             self.raised.notify_waiters();
+            let driver = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(waker) = driver {
+                waker.wake();
+            }
         }
     }
 
@@ -247,6 +254,28 @@ impl Kick {
     /// The close, once kicked.
     pub fn reason(&self) -> Option<&Close> {
         self.close.get().map(|c| &**c)
+    }
+
+    /// Ready once a close was requested; otherwise the task of `cx` is woken when one is.
+    /// For the one task that drives the connection (a second caller takes the first's
+    /// place); other tasks await [`Kick::kicked`].
+    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_kicked() {
+            return Poll::Ready(());
+        }
+        {
+            let mut driver = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+            match &*driver {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *driver = Some(cx.waker().clone()),
+            }
+        }
+        // Looked at again after registering: a raise in between took the old waker or none.
+        if self.is_kicked() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves once a close was requested.
@@ -370,5 +399,30 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), kick.kicked())
             .await
             .expect("kicked() waits after the kick");
+    }
+
+    #[test]
+    fn the_driver_is_woken_by_a_kick_and_then_ready() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let kick = Kick::default();
+        assert!(kick.poll_kicked(&mut cx).is_pending());
+        assert!(kick.poll_kicked(&mut cx).is_pending(), "registered once");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        kick.close(CloseReason::ShuttingDown);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the driver was woken");
+        assert!(kick.poll_kicked(&mut cx).is_ready());
+        // A second close neither wins nor wakes again.
+        kick.close(CloseReason::Normal(String::new()));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 }

@@ -1,6 +1,6 @@
 //! [`Room`]: one Yjs document with its awareness and the table of sessions connected to it.
 //!
-//! The document lives inside an [`Awareness`] behind one short `std` mutex that is never held
+//! The document and its [`AwarenessTable`] live behind one short `std` mutex that is never held
 //! across an `.await`. Applying an update, capturing the change the document's observer saw,
 //! encoding it once, queueing that one `Bytes` to every session and appending it to the store
 //! happen inside one critical section, so every session and the store's log see changes in
@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use yrs::sync::awareness::Awareness;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
-use super::fanout::{broadcast, full_awareness_frame, too_slow, SessionEntry};
+use super::awareness::AwarenessTable;
+use super::fanout::{broadcast, too_slow, SessionEntry};
 use super::hooks::Outlets;
 use super::{
     doc_to_json, lock, AwarenessChange, ClientId, CloseReason, CommandDelivery, Gate, Grant, Hooks,
@@ -70,7 +70,8 @@ pub struct Applied {
 
 /// Everything behind the room lock.
 pub(super) struct RoomState {
-    pub(super) awareness: Awareness,
+    pub(super) doc: Doc,
+    pub(super) awareness: AwarenessTable,
     sessions: Vec<SessionEntry>,
     closed: bool,
     /// When the last session left (None while sessions are connected).
@@ -186,7 +187,8 @@ impl Room {
             store,
             tombstones: None,
             state: Mutex::new(RoomState {
-                awareness: Awareness::new(doc),
+                doc,
+                awareness: AwarenessTable::default(),
                 sessions: Vec::new(),
                 closed: false,
                 idle_since: Some(Instant::now()),
@@ -228,7 +230,7 @@ impl Room {
     /// to peers) only once it has content.
     pub fn has_content(&self) -> bool {
         let st = lock(&self.state);
-        let txn = st.awareness.doc().transact();
+        let txn = st.doc.transact();
         !txn.state_vector().is_empty() || txn.has_missing_updates()
     }
 
@@ -262,10 +264,14 @@ impl Room {
             return Err(RoomError::Closed);
         }
         let (tx, rx) = crate::queue::channel(self.queue_capacity, self.queue_bytes);
-        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        let sv = st.doc.transact().state_vector().encode_v1();
         // The channel is new and has room for at least 4 frames.
         let _ = tx.try_send(protocol::encode_sync_step1(&sv));
-        if let Some(frame) = full_awareness_frame(&st.awareness) {
+        if let Some(frame) = st
+            .awareness
+            .encode_present()
+            .map(|u| protocol::encode_awareness(&u))
+        {
             let _ = tx.try_send(frame);
         }
         let kick = Arc::new(Kick::default());
@@ -289,7 +295,11 @@ impl Room {
 
     /// Removes a session and the awareness states it introduced, broadcasting their removal to
     /// the sessions that remain.
-    pub fn leave(&self, id: SessionId, awareness_clients: &HashSet<ClientId>) {
+    pub fn leave<'a>(
+        &self,
+        id: SessionId,
+        awareness_clients: impl IntoIterator<Item = &'a ClientId>,
+    ) {
         let mut st = lock(&self.state);
         st.sessions.retain(|s| s.id != id);
         let removal = remove_awareness_locked(&mut st, awareness_clients);
@@ -343,7 +353,7 @@ impl Room {
     /// [`Room::sync_step2_for`] with the state vector decoded already.
     pub fn sync_step2_for_state_vector(&self, sv: &StateVector) -> Bytes {
         let st = lock(&self.state);
-        let update = st.awareness.doc().transact().encode_state_as_update_v1(sv);
+        let update = st.doc.transact().encode_state_as_update_v1(sv);
         drop(st);
         protocol::encode_sync_step2(&update)
     }
@@ -383,13 +393,13 @@ impl Room {
             .check(
                 self.store.as_deref(),
                 &self.name,
-                st.awareness.doc(),
+                &st.doc,
                 &decoded,
                 update.len(),
             )
             .map_err(RoomError::QuotaExceeded)?;
         let waiting = {
-            let mut txn = st.awareness.doc().transact_mut();
+            let mut txn = st.doc.transact_mut();
             txn.apply_update(decoded)
                 .map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
             txn.has_missing_updates()
@@ -431,7 +441,7 @@ impl Room {
             ..Applied::default()
         };
         if let Some(store) = &self.store {
-            let sv = st.awareness.doc().transact().state_vector().encode_v1();
+            let sv = st.doc.transact().state_vector().encode_v1();
             match store.append_shared(&self.name, change.clone(), sv) {
                 Ok(ticket) => {
                     self.last_ticket
@@ -460,7 +470,7 @@ impl Room {
     ) -> Result<AwarenessChange, RoomError> {
         // Scanned first: counts bounded by the payload, every state valid JSON (a state that
         // is not would break every client it reached, so none of the update is applied).
-        let update = scan::decode_awareness(payload)
+        let entries = scan::decode_awareness(payload)
             .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
         let mut st = lock(&self.state);
         // The session's own client id, from its first awareness message, whether or not
@@ -471,43 +481,34 @@ impl Room {
             .find(|s| s.id == from && !s.announced)
         {
             s.announced = true;
-            if let [(client, entry)] = update.clients.iter().collect::<Vec<_>>()[..] {
-                if &*entry.json != "null" {
-                    s.client = Some(*client);
+            if let [e] = entries[..] {
+                if !e.is_removal() {
+                    s.client = Some(ClientId::new(e.client));
                 }
             }
         }
-        let summary = st
-            .awareness
-            .apply_update_summary(update)
-            .map_err(|e| RoomError::InvalidAwareness(e.to_string()))?;
+        let summary = st.awareness.apply(&entries);
         let Some(summary) = summary else {
             return Ok(AwarenessChange::default());
         };
         broadcast(&st.sessions, frame, Some(from));
         drop(st);
         self.emit_awareness(payload, Some(from));
-        let mut present = summary.added;
-        present.extend(summary.updated);
-        Ok(AwarenessChange {
-            present,
-            removed: summary.removed,
-        })
+        Ok(summary)
     }
 
     /// All current awareness states as one frame (the answer to QueryAwareness). An empty
     /// update (zero entries) when nobody has state.
     pub fn awareness_frame(&self) -> Bytes {
         let st = lock(&self.state);
-        full_awareness_frame(&st.awareness).unwrap_or_else(|| protocol::encode_awareness(&[0]))
+        protocol::encode_awareness(&st.awareness.encode_present().unwrap_or_else(|| vec![0]))
     }
 
     /// The whole document as one v1 update.
     pub fn encode_state(&self) -> Vec<u8> {
         let st = lock(&self.state);
         let update = st
-            .awareness
-            .doc()
+            .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         update
@@ -516,17 +517,12 @@ impl Room {
     /// The document's root types as JSON (see [`doc_to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         let st = lock(&self.state);
-        doc_to_json(st.awareness.doc())
+        doc_to_json(&st.doc)
     }
 
     /// The document's encoded state vector.
     pub fn state_vector(&self) -> Vec<u8> {
-        lock(&self.state)
-            .awareness
-            .doc()
-            .transact()
-            .state_vector()
-            .encode_v1()
+        lock(&self.state).doc.transact().state_vector().encode_v1()
     }
 
     /// Runs `f` with the room's document under the room lock. Changes `f` makes are
@@ -534,7 +530,7 @@ impl Room {
     /// not block or await.
     pub fn with_doc<R>(&self, f: impl FnOnce(&Doc) -> R) -> R {
         let st = lock(&self.state);
-        let out = f(st.awareness.doc());
+        let out = f(&st.doc);
         let change = lock(&self.captured).take();
         if let Some(change) = change {
             self.commit_change(st, change, None);
@@ -580,7 +576,7 @@ impl Room {
         reason: &CloseReason,
     ) -> Result<Vec<u8>, Vec<u8>> {
         let mut st = lock(&self.state);
-        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        let sv = st.doc.transact().state_vector().encode_v1();
         if let Some(covering) = covering {
             if !crate::store::state_vector_covers(covering, &sv) {
                 return Err(sv);
@@ -625,7 +621,7 @@ impl Room {
         let decoded =
             scan::decode_update(update).map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
         let st = lock(&self.state);
-        let txn = st.awareness.doc().transact();
+        let txn = st.doc.transact();
         let sv = txn.state_vector();
         let inserted = decoded
             .insertions(true)
@@ -667,21 +663,11 @@ fn range_covered(want: &std::ops::Range<u32>, have: &[std::ops::Range<u32>]) -> 
 
 /// Removes the states of `clients` that are present and broadcasts the removal; returns the
 /// encoded awareness update (for the hooks) if anything was removed.
-fn remove_awareness_locked(st: &mut RoomState, clients: &HashSet<ClientId>) -> Option<Bytes> {
-    let present: HashSet<ClientId> = st
-        .awareness
-        .iter()
-        .filter(|(id, s)| s.data.is_some() && clients.contains(id))
-        .map(|(id, _)| id)
-        .collect();
-    if present.is_empty() {
-        return None;
-    }
-    for &client in &present {
-        st.awareness.remove_state(client);
-    }
-    let update = st.awareness.update_with_clients(present).ok()?;
-    let payload = Bytes::from(update.encode_v1());
+fn remove_awareness_locked<'a>(
+    st: &mut RoomState,
+    clients: impl IntoIterator<Item = &'a ClientId>,
+) -> Option<Bytes> {
+    let payload = Bytes::from(st.awareness.remove(clients)?);
     let frame = protocol::encode_awareness(&payload);
     broadcast(&st.sessions, &frame, None);
     Some(payload)

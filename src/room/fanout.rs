@@ -9,11 +9,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use yrs::sync::awareness::Awareness;
-use yrs::updates::encoder::Encode;
 
 use super::{ClientId, CloseReason, Kick, SessionId};
-use crate::protocol;
 use crate::queue::{self, TrySendError};
 
 /// What a session gets when it joins a room.
@@ -71,14 +68,6 @@ pub struct AwarenessChange {
     pub present: Vec<ClientId>,
     /// Client ids whose state was removed.
     pub removed: Vec<ClientId>,
-}
-
-pub(super) fn full_awareness_frame(awareness: &Awareness) -> Option<Bytes> {
-    let update = awareness.update().ok()?;
-    if update.clients.is_empty() {
-        return None;
-    }
-    Some(protocol::encode_awareness(&update.encode_v1()))
 }
 
 /// Queues `frame` to every session; a link session does not get back what it sent.

@@ -1,8 +1,7 @@
 //! Rooms: one Yjs document with its awareness, the sessions connected to it, and the
 //! registry that keeps rooms in memory.
 //!
-//! A [`Room`] owns a `yrs` [`Doc`](yrs::Doc) (inside an
-//! [`Awareness`](yrs::sync::Awareness)) behind a short `std` mutex that is never held across
+//! A [`Room`] owns a `yrs` [`Doc`](yrs::Doc) and its clients' awareness states behind a short `std` mutex that is never held across
 //! an `.await`: applying an update, encoding the change once, and handing the same
 //! [`Bytes`](bytes::Bytes) to every session's bounded queue all happen inside one critical
 //! section, so every session sees changes in the same order. A session whose queue is full
@@ -13,6 +12,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `doc` | [`Room`]: the document, awareness, the room's session table, apply and answer |
+//! | `awareness` | the room's awareness states by client id: which update is news, tombstones, the full state for joiners |
 //! | `persist` | a room's side of durability: load before sync, tickets, durable-now, repair |
 //! | `fanout` | the per-session entries a room keeps and the one-buffer broadcast to them |
 //! | `registry` | [`RoomRegistry`]: on-demand create, load-before-sync, capacity, idle eviction, pinning, delete and discard |
@@ -30,6 +30,7 @@
 //! the WebSocket shell (one task per connection: reads, writes, pings, close frames) lives
 //! in `server::ws` and drives a [`Session`].
 
+mod awareness;
 mod close;
 mod doc;
 mod fanout;

@@ -37,7 +37,7 @@ impl Room {
                     return Ok(());
                 };
                 let st = lock(&self.state);
-                let doc = st.awareness.doc();
+                let doc = &st.doc;
                 let mut txn = doc.transact_mut();
                 for blob in stored.snapshot.iter().chain(stored.updates.iter()) {
                     // Stored updates may come from elsewhere (an import, another node's S3
@@ -80,7 +80,7 @@ impl Room {
             return Ok(None);
         };
         let st = lock(&self.state);
-        let txn = st.awareness.doc().transact();
+        let txn = st.doc.transact();
         let full = txn.encode_state_as_update_v1(&StateVector::default());
         let sv = txn.state_vector().encode_v1();
         drop(txn);
@@ -118,7 +118,7 @@ impl Room {
         update: &[u8],
     ) -> Option<Result<CommitTicket, StoreError>> {
         let store = self.store.as_ref()?;
-        let sv = st.awareness.doc().transact().state_vector().encode_v1();
+        let sv = st.doc.transact().state_vector().encode_v1();
         let r = store.append_shared(&self.name, Bytes::copy_from_slice(update), sv);
         if let Ok(t) = &r {
             self.last_ticket.fetch_max(t.0, Ordering::AcqRel);

@@ -13,7 +13,6 @@
 //! queue is written with `try_send`. Only a 102 echo that must wait for a commit goes to a
 //! small per-session task (the ack worker), which keeps echoes in order.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use yrs::StateVector;
 
+use super::awareness::ClientIds;
 use super::fanout::too_slow;
 use super::{
     Applied, ClientId, CloseReason, Grant, Kick, OpenError, Room, RoomError, RoomRegistry,
@@ -51,7 +51,7 @@ pub struct Session {
     reply: queue::Sender,
     kick: Arc<Kick>,
     /// Awareness client ids this client introduced and has not removed.
-    awareness: HashSet<ClientId>,
+    awareness: ClientIds,
     acks: Acks,
     /// A read-only client was told (AUTH permission denied) that its edits are refused;
     /// told once per connection.
@@ -134,7 +134,7 @@ impl Session {
             options,
             reply: joined.reply,
             kick: joined.kick,
-            awareness: HashSet::new(),
+            awareness: ClientIds::default(),
             acks,
             denied: false,
         };
@@ -168,8 +168,8 @@ impl Session {
     }
 
     /// The awareness client ids it introduced and has not removed.
-    pub fn awareness_clients(&self) -> &HashSet<ClientId> {
-        &self.awareness
+    pub fn awareness_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.awareness.iter().copied()
     }
 
     /// Handles every message of one binary frame from the client: applies updates and
@@ -238,7 +238,9 @@ impl Session {
                         .room
                         .apply_awareness(&payload, &as_received, id)
                         .map_err(CloseReason::malformed)?;
-                    self.awareness.extend(change.present);
+                    for c in change.present {
+                        self.awareness.insert(c);
+                    }
                     for c in change.removed {
                         self.awareness.remove(&c);
                     }
@@ -334,7 +336,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.room.leave(self.id, &self.awareness);
+        self.room.leave(self.id, self.awareness.iter());
         self.room.emit_session(self.id, false, None);
     }
 }

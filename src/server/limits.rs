@@ -114,20 +114,23 @@ impl AddressCounts {
 }
 
 /// A token bucket: `rate` messages a second on average, bursts of up to `rate` at once.
-/// A rate of 0 allows everything.
+/// A rate of 0 allows everything. Kept small (one per connection): a rate past `u32::MAX`
+/// a second is taken as `u32::MAX`, and the tokens are an `f32` (exact to one message up
+/// to 2^24 messages).
 #[derive(Debug)]
 pub(crate) struct RateLimit {
-    rate: u64,
-    tokens: f64,
+    rate: u32,
+    tokens: f32,
     at: Option<Instant>,
 }
 
 impl RateLimit {
     /// A bucket for `rate` messages a second (0 = no limit), full.
     pub(crate) fn new(rate: u64) -> Self {
+        let rate = u32::try_from(rate).unwrap_or(u32::MAX);
         RateLimit {
             rate,
-            tokens: rate as f64,
+            tokens: rate as f32,
             at: None,
         }
     }
@@ -137,9 +140,9 @@ impl RateLimit {
         if self.rate == 0 {
             return true;
         }
-        let rate = self.rate as f64;
+        let rate = self.rate as f32;
         if let Some(at) = self.at {
-            let refill = now.saturating_duration_since(at).as_secs_f64() * rate;
+            let refill = now.saturating_duration_since(at).as_secs_f32() * rate;
             self.tokens = (self.tokens + refill).min(rate);
         }
         self.at = Some(now);

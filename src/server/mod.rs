@@ -512,6 +512,7 @@ impl Node {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.state.shutdown.cancel();
+        self.state.credentials.close_all();
         // mDNS sends its goodbye first, so peers drop this node right away.
         for task in self.discovery {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;

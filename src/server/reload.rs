@@ -17,6 +17,9 @@
 //!    the CA file; an unreadable one refuses the reload, again leaving everything as it was;
 //! 4. swaps the snapshot, hands the mesh its new peers and admission, and closes each client
 //!    whose credential no longer holds with 4401 ([`ClientCredentials`]).
+//!
+//! [`ClientCredentials`] is also the node's list of open client sessions that shutdown
+//! closes (1001).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,8 @@ pub(crate) struct Live {
     pub(crate) access: AccessRules,
     /// Whose forwarding headers name the client.
     pub(crate) proxies: TrustedProxies,
+    /// The limits of the client connections opened under this snapshot, shared by them.
+    pub(crate) connection_limits: Arc<super::ws::ConnectionLimits>,
 }
 
 impl Live {
@@ -57,6 +62,7 @@ impl Live {
         };
         Live {
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            connection_limits: Arc::new(super::ws::ConnectionLimits::of(&config.limits)),
             access,
             config,
         }
@@ -92,10 +98,19 @@ pub struct ReloadReport {
 /// A session's credential (none when it presented none) and its close handle.
 type Entry = (Option<Arc<str>>, Arc<Kick>);
 
-/// The credential each open client session presented, to judge it again after a reload.
+/// The credential each open client session presented, to judge it again after a reload,
+/// with its close handle: the node's one list of open client sessions, which shutdown
+/// closes too (so a connection's task needs no shutdown future of its own).
 #[derive(Default)]
 pub(crate) struct ClientCredentials {
-    sessions: Mutex<HashMap<u64, Entry>>,
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    open: HashMap<u64, Entry>,
+    /// The node is shutting down: sessions registered from now on are closed at once.
+    closed: bool,
 }
 
 /// Removes a session from [`ClientCredentials`] when it ends.
@@ -107,23 +122,43 @@ pub(crate) struct Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         if let Ok(mut s) = self.owner.sessions.lock() {
-            s.remove(&self.id);
+            s.open.remove(&self.id);
         }
     }
 }
 
 impl ClientCredentials {
     /// Records session `id`'s credential (none when it presented none) until the guard drops.
+    /// After [`ClientCredentials::close_all`] the session is closed (1001) at once.
     pub(crate) fn register(
         &self,
         id: u64,
         credential: Option<Arc<str>>,
         kick: Arc<Kick>,
     ) -> Registered<'_> {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.insert(id, (credential, kick));
+        let refused = match self.sessions.lock() {
+            Ok(mut s) if !s.closed => {
+                s.open.insert(id, (credential, kick));
+                None
+            }
+            _ => Some(kick),
+        };
+        if let Some(kick) = refused {
+            kick.close(CloseReason::ShuttingDown);
         }
         Registered { owner: self, id }
+    }
+
+    /// Shutdown: closes every open session with 1001, and every one registered later.
+    pub(crate) fn close_all(&self) {
+        let kicks: Vec<Arc<Kick>> = {
+            let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            s.closed = true;
+            s.open.values().map(|(_, kick)| kick.clone()).collect()
+        };
+        for kick in kicks {
+            kick.close(CloseReason::ShuttingDown);
+        }
     }
 
     /// Closes (4401, with the reason) every session whose credential `access` refuses;
@@ -131,6 +166,7 @@ impl ClientCredentials {
     fn recheck(&self, access: &AccessRules) -> usize {
         let refused: Vec<(Arc<Kick>, String)> = match self.sessions.lock() {
             Ok(s) => s
+                .open
                 .values()
                 .filter_map(|(credential, kick)| {
                     access
@@ -218,4 +254,32 @@ pub(crate) fn apply(app: &AppState, fresh: Config) -> Result<ReloadReport, Reloa
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_closes_open_sessions_and_every_later_one() {
+        let sessions = ClientCredentials::default();
+        let open = Arc::new(Kick::default());
+        let _a = sessions.register(1, None, open.clone());
+        assert!(!open.is_kicked());
+        sessions.close_all();
+        assert_eq!(open.reason().map(|c| c.code()), Some(1001));
+        // A session admitted while the node was stopping is closed as it registers.
+        let late = Arc::new(Kick::default());
+        let _b = sessions.register(2, Some("t".into()), late.clone());
+        assert_eq!(late.reason().map(|c| c.code()), Some(1001));
+    }
+
+    #[test]
+    fn a_session_leaves_the_list_when_its_guard_drops() {
+        let sessions = ClientCredentials::default();
+        let kick = Arc::new(Kick::default());
+        drop(sessions.register(1, None, kick.clone()));
+        sessions.close_all();
+        assert!(!kick.is_kicked(), "an ended session is not closed again");
+    }
 }

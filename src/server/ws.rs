@@ -42,8 +42,9 @@ use super::AppState;
 use crate::auth::Identity;
 use crate::metrics::{Limit, Refusal};
 use crate::room::{CloseReason, Grant, Session, SessionOptions};
-use upgrade::{Io, Upgrade, UpgradeRejection};
+use upgrade::{Io, Upgrade, UpgradeRejection, Upgrading};
 
+pub(crate) use conn::Limits as ConnectionLimits;
 use conn::CLOSE_GRACE;
 
 /// `GET /rooms/{room}`: a WebSocket upgrade joins the room; a plain GET returns the document.
@@ -178,7 +179,7 @@ fn accept(
     // Everything the task needs to open the session, in one box: what an idle connection's
     // task holds for its whole life is only what it uses (see `Live`).
     let mut admission = Box::new(Admission {
-        socket: None,
+        upgrading: None,
         app: app.clone(),
         room,
         peer,
@@ -191,13 +192,13 @@ fn accept(
         per_address,
         per_address_limit,
     });
-    ws.on_upgrade(move |socket| {
+    ws.on_upgrade(move |upgrading| {
         // In the box too: what the task's future captures it holds for its whole life.
-        admission.socket = Some(socket);
+        admission.upgrading = Some(upgrading);
         tracker.track_future(async move {
             // Admission and the room's loading run in a boxed future of their own, freed
             // once the session is open.
-            let Some(mut live) = Box::pin(admit(admission)).await else {
+            let Some((mut live, credential)) = Box::pin(admit(admission)).await else {
                 return;
             };
             let app = live.app.clone();
@@ -205,14 +206,12 @@ fn accept(
                 return;
             };
             // A reload that makes this credential invalid closes the session (4401).
-            let _registered =
-                app.credentials
-                    .register(live.id, live.credential.take(), kick.clone());
+            // Shutdown closes it through the same list.
+            let _registered = app.credentials.register(live.id, credential, kick.clone());
             let id = live.id;
             let command_result = |json: &str| app.commands.client_result(id, json);
             let env = conn::Env {
                 metrics: &app.metrics,
-                shutdown: &app.shutdown,
                 progress: live.progress.as_ref(),
                 command_result: &command_result,
             };
@@ -221,17 +220,18 @@ fn accept(
             }
             // Leaves the room (removing the client's awareness states) before the close
             // frame goes out.
-            live.session = None;
+            let room = live.session.take().map(|s| s.room().clone());
+            let room = room.as_ref().map_or("", |r| r.name());
             Box::pin(live.conn.close(&kick, &env)).await;
-            finished(&app, &kick, &live.room, live.peer, id);
+            finished(&app, &kick, room, live.peer, id);
         })
     })
 }
 
 /// What a connection's task opens its session with.
 struct Admission {
-    /// The upgraded connection, once hyper hands it over.
-    socket: Option<Io>,
+    /// The connection, once hyper hands it over.
+    upgrading: Option<Upgrading>,
     app: Arc<AppState>,
     room: String,
     peer: SocketAddr,
@@ -257,19 +257,17 @@ struct Live {
     session: Option<Session>,
     app: Arc<AppState>,
     id: u64,
-    room: String,
     peer: SocketAddr,
-    credential: Option<Arc<str>>,
     progress: Option<WriteProgress>,
     _slot: crate::metrics::ConnectionSlot,
     _per_address: super::limits::AddressSlot,
 }
 
 /// Refuses the connection (limits, the room's grant or capacity), closing it with the
-/// reason, or opens its session.
-async fn admit(admission: Box<Admission>) -> Option<Live> {
+/// reason, or opens its session (and hands back the credential it presented).
+async fn admit(admission: Box<Admission>) -> Option<(Live, Option<Arc<str>>)> {
     let Admission {
-        socket,
+        upgrading,
         app,
         room,
         peer,
@@ -282,7 +280,7 @@ async fn admit(admission: Box<Admission>) -> Option<Live> {
         per_address,
         per_address_limit,
     } = *admission;
-    let socket = socket?;
+    let socket = upgrading?.connection().await?;
     if over {
         tracing::warn!(%peer, room, "connection refused: node at connection limit");
         app.metrics.refused(Refusal::Limit);
@@ -316,35 +314,26 @@ async fn admit(admission: Box<Admission>) -> Option<Live> {
         }
     };
     tracing::info!(room, %peer, session = id, user = session.grant().user(), "connection opened");
-    let limits = {
-        let live = app.live();
-        let l = &live.config.limits;
-        conn::Limits {
-            write_timeout: l.write_timeout,
-            ping_interval: l.ping_interval,
-            first_message: l.first_message_timeout,
-            message_rate: l.message_rate,
-            max_message_bytes: l.max_message_bytes,
-            // A room-scoped token holds until its `exp`, connected or not: then the session
-            // ends (4401) and the application reconnects with a fresh token.
-            expires: expires.map(|exp| {
-                tokio::time::Instant::now()
-                    + Duration::from_secs(exp.saturating_sub(crate::auth::scoped::now_s()))
-            }),
-        }
-    };
-    Some(Live {
-        conn: conn::Conn::new(socket, outbound, limits),
+    // The limits of the config snapshot in force now, shared with every connection opened
+    // under it.
+    let limits = app.live().connection_limits.clone();
+    // A room-scoped token holds until its `exp`, connected or not: then the session ends
+    // (4401) and the application reconnects with a fresh token.
+    let expires = expires.map(|exp| {
+        tokio::time::Instant::now()
+            + Duration::from_secs(exp.saturating_sub(crate::auth::scoped::now_s()))
+    });
+    let live = Live {
+        conn: conn::Conn::new(socket, outbound, limits, expires),
         session: Some(session),
         app,
         id,
-        room,
         peer,
-        credential,
         progress,
         _slot: slot,
         _per_address: per_address,
-    })
+    };
+    Some((live, credential))
 }
 
 /// Counts and logs how a session ended.

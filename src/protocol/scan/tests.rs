@@ -301,7 +301,17 @@ fn awareness_states_must_be_json() {
         (12, 1, r#"{"user":{"name":"é \ud83c"},"cursor":null}"#),
         (13, 1, " [1, 2.5e3, true] "),
     ]);
-    assert_eq!(decode_awareness(&ok).unwrap().clients.len(), 4);
+    let entries = decode_awareness(&ok).unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(
+        entries[2],
+        AwarenessEntry {
+            client: 12,
+            clock: 1,
+            state: r#"{"user":{"name":"é \ud83c"},"cursor":null}"#
+        }
+    );
+    assert!(entries[1].is_removal() && !entries[0].is_removal());
     for bad in ["{not json", "", "{}x", "undefined", "{'a':1}"] {
         match awareness_update(&awareness(&[(10, 0, "{}"), (7, 1, bad)])) {
             Err(ScanError::NotJson { client: 7, .. }) => {}

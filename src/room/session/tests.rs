@@ -175,7 +175,7 @@ fn awareness_ids_are_tracked_and_removed_when_the_session_is_dropped() {
     let aw = yrs::sync::awareness::AwarenessUpdate { clients }.encode_v1();
     a.handle_frame(protocol::encode_awareness(&aw), no_results)
         .unwrap();
-    assert!(a.awareness_clients().contains(&yrs::ClientID::new(42)));
+    assert!(a.awareness_clients().any(|c| c == yrs::ClientID::new(42)));
     drain(&mut a_out);
     drain(&mut b_out);
     assert_eq!(room.session_count(), 2);
@@ -347,7 +347,7 @@ fn an_awareness_state_that_is_not_json_closes_with_4400_and_goes_nowhere() {
         .unwrap_err();
     assert_eq!(reason.code(), crate::room::CLOSE_MALFORMED);
     assert!(reason.to_string().contains("not valid JSON"), "{reason}");
-    assert!(a.awareness_clients().is_empty());
+    assert!(a.awareness_clients().next().is_none());
     assert!(drain(&mut b_out).is_empty(), "nothing was relayed");
     assert!(drain(&mut a_out).is_empty(), "nothing was echoed");
     assert_eq!(

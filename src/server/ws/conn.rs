@@ -25,6 +25,7 @@
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -64,22 +65,33 @@ pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// thread meanwhile.
 pub(super) const LARGE_FRAME: usize = 256 * 1024;
 
-/// The limits a connection lives under (those in force when it opened).
+/// The limits a connection lives under (those in force when it opened). One per config
+/// snapshot, shared by every connection opened under it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub(crate) struct Limits {
     pub(super) write_timeout: Duration,
     pub(super) ping_interval: Duration,
     pub(super) first_message: Duration,
     pub(super) message_rate: u64,
     pub(super) max_message_bytes: usize,
-    /// A room-scoped token's expiry: the session ends then (4401).
-    pub(super) expires: Option<Instant>,
+}
+
+impl Limits {
+    /// The connection limits of `limits`.
+    pub(crate) fn of(limits: &crate::config::Limits) -> Limits {
+        Limits {
+            write_timeout: limits.write_timeout,
+            ping_interval: limits.ping_interval,
+            first_message: limits.first_message_timeout,
+            message_rate: limits.message_rate,
+            max_message_bytes: limits.max_message_bytes,
+        }
+    }
 }
 
 /// What the connection calls out to.
 pub(super) struct Env<'a> {
     pub(super) metrics: &'a Metrics,
-    pub(super) shutdown: &'a tokio_util::sync::CancellationToken,
     pub(super) progress: Option<&'a WriteProgress>,
     /// Hands a maintenance-command result (type 103) to the node.
     pub(super) command_result: &'a (dyn Fn(&str) + Sync),
@@ -93,8 +105,14 @@ fn multi_threaded() -> bool {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
-    /// A connection on `io` writing what `outbound` holds, under `limits` (from now on).
-    pub(super) fn new(io: IO, outbound: queue::Receiver, limits: Limits) -> Self {
+    /// A connection on `io` writing what `outbound` holds, under `limits` (from now on),
+    /// until `expires` (a room-scoped token's expiry) if given.
+    pub(super) fn new(
+        io: IO,
+        outbound: queue::Receiver,
+        limits: Arc<Limits>,
+        expires: Option<Instant>,
+    ) -> Self {
         let now = Instant::now();
         Conn {
             io,
@@ -104,35 +122,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             write_started: None,
             write_check: now,
             outbound,
-            limits,
             rate: RateLimit::new(limits.message_rate),
             reading: true,
+            unanswered_ping: false,
             first_deadline: Some(now + limits.first_message),
             next_ping: now + limits.ping_interval,
-            last_seen: now,
-            last_ping_at: None,
+            expires,
+            limits,
             reply_close: None,
         }
     }
 
     /// Runs the connection until its session's [`Kick`] is raised (by either side, a
-    /// deadline, or shutdown). Then the caller leaves the room and calls
-    /// [`Conn::close`].
+    /// deadline, or shutdown, which kicks every session). Then the caller leaves the room
+    /// and calls [`Conn::close`].
     ///
     /// Takes references only: the caller keeps the connection's state in one place, so the
     /// task's future holds it once (an `async fn` keeps its own copy of every argument).
+    /// The kick is polled directly ([`Kick::poll_kicked`]), not through a future of its own.
     pub(super) async fn drive(&mut self, session: &mut Session, env: &Env<'_>) {
         let kick = session.kick().clone();
-        let kicked = kick.kicked();
-        let shutdown = env.shutdown.cancelled();
         let timer = tokio::time::sleep_until(self.next_deadline());
-        tokio::pin!(kicked, shutdown, timer);
+        tokio::pin!(timer);
         std::future::poll_fn(|cx| {
-            if kicked.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            if shutdown.as_mut().poll(cx).is_ready() {
-                kick.close(CloseReason::ShuttingDown);
+            if kick.poll_kicked(cx).is_ready() {
                 return Poll::Ready(());
             }
             self.poll(cx, session, &kick, env, timer.as_mut())
@@ -154,18 +167,19 @@ pub(super) struct Conn<IO> {
     /// When the write in flight is checked for progress next.
     write_check: Instant,
     outbound: queue::Receiver,
-    limits: Limits,
+    limits: Arc<Limits>,
     rate: RateLimit,
     /// The client may still send (no close frame, end of stream or read error yet).
     reading: bool,
+    /// A ping went out and the client has sent nothing since.
+    unanswered_ping: bool,
     /// The first message is due by then.
     first_deadline: Option<Instant>,
     next_ping: Instant,
-    /// When the client last sent anything.
-    last_seen: Instant,
-    last_ping_at: Option<Instant>,
+    /// A room-scoped token's expiry: the session ends then (4401).
+    expires: Option<Instant>,
     /// The client closed: the echo of its close frame is owed.
-    reply_close: Option<Option<(u16, String)>>,
+    reply_close: Option<Box<Option<(u16, String)>>>,
 }
 
 /// What the read side asks of the loop.
@@ -240,7 +254,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if let Some(d) = self.first_deadline {
             next = next.min(d);
         }
-        if let Some(d) = self.limits.expires {
+        if let Some(d) = self.expires {
             next = next.min(d);
         }
         next
@@ -270,7 +284,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             )));
             return true;
         }
-        if self.limits.expires.is_some_and(|d| now >= d) {
+        if self.expires.is_some_and(|d| now >= d) {
             kick.close(CloseReason::Unauthorized(
                 "token expired: reconnect with a new token".into(),
             ));
@@ -291,13 +305,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         // client meanwhile): a pong cannot come back for a ping stuck behind a large frame
         // that a slow client is still reading.
         if now >= self.next_ping && self.write_started.is_none() {
-            if let Some(at) = self.last_ping_at {
-                if self.last_seen < at {
-                    kick.close(CloseReason::TimedOut("no answer to ping".into()));
-                    return true;
-                }
+            if self.unanswered_ping {
+                kick.close(CloseReason::TimedOut("no answer to ping".into()));
+                return true;
             }
-            self.last_ping_at = Some(now);
+            self.unanswered_ping = true;
             self.next_ping = now + self.limits.ping_interval;
             self.queue_frame(Outgoing::Ping(&[]));
         }
@@ -378,13 +390,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             rate,
             reading,
             first_deadline,
-            last_seen,
+            unanswered_ping,
             reply_close,
             ..
         } = self;
         let now = Instant::now();
         let result = decoder.decode(input, |msg| {
-            *last_seen = now;
+            *unanswered_ping = false;
             *first_deadline = None;
             match msg {
                 Incoming::Binary(frame) => {
@@ -429,7 +441,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 Incoming::Close(close) => {
                     let (code, reason) = close.clone().unwrap_or((1005, String::new()));
                     kick.close(CloseReason::PeerClosed { code, reason });
-                    *reply_close = Some(close);
+                    *reply_close = Some(Box::new(close));
                     *reading = false;
                     false
                 }
@@ -535,7 +547,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
             match (&self.reply_close, close.by_peer()) {
                 (Some(echo), _) => frame::encode(
-                    Outgoing::Close(echo.as_ref().map(|(c, r)| (*c, r.as_str()))),
+                    Outgoing::Close(echo.as_ref().as_ref().map(|(c, r)| (*c, r.as_str()))),
                     &mut self.out,
                 ),
                 (None, true) => frame::encode(Outgoing::Close(None), &mut self.out),

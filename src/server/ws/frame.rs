@@ -153,8 +153,10 @@ struct Fragmented {
 /// message) is incomplete.
 #[derive(Debug)]
 pub(super) struct Decoder {
-    max_frame: usize,
-    max_message: usize,
+    /// Limits as `u32` (one decoder per connection, so kept small): a limit past 4 GiB is
+    /// taken as 4 GiB.
+    max_frame: u32,
+    max_message: u32,
     /// The start of an incomplete frame; no storage between frames.
     partial: Vec<u8>,
     /// A fragmented message so far.
@@ -164,9 +166,10 @@ pub(super) struct Decoder {
 impl Decoder {
     /// A decoder refusing frames over `max_frame` and messages over `max_message` bytes.
     pub(super) fn new(max_frame: usize, max_message: usize) -> Self {
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Decoder {
-            max_frame,
-            max_message,
+            max_frame: small(max_frame),
+            max_message: small(max_message),
             partial: Vec::new(),
             message: None,
         }
@@ -183,7 +186,7 @@ impl Decoder {
     /// frame is read into place rather than copied from a smaller read buffer). Bytes
     /// appended to it are decoded by the next [`Decoder::decode`].
     pub(super) fn direct(&mut self, min: usize) -> Option<(&mut Vec<u8>, usize)> {
-        let header = parse_header(&self.partial, self.max_frame).ok()??;
+        let header = parse_header(&self.partial, self.max_frame as usize).ok()??;
         let missing = (header.len + header.payload).checked_sub(self.partial.len())?;
         if missing < min {
             return None;
@@ -213,7 +216,7 @@ impl Decoder {
         self.partial.extend_from_slice(input);
         let mut partial = std::mem::take(&mut self.partial);
         // A single frame filling the whole buffer becomes its message without a copy.
-        if let Some(h) = parse_header(&partial, self.max_frame)? {
+        if let Some(h) = parse_header(&partial, self.max_frame as usize)? {
             if h.len + h.payload == partial.len() && h.opcode == BINARY && h.fin {
                 if self.message.is_some() {
                     return Err(FrameError::Protocol(
@@ -239,7 +242,7 @@ impl Decoder {
     /// Keeps the start of an incomplete frame, with room for the whole frame once its
     /// header is known.
     fn keep(&mut self, rest: &[u8]) -> Result<(), FrameError> {
-        let whole = match parse_header(rest, self.max_frame)? {
+        let whole = match parse_header(rest, self.max_frame as usize)? {
             Some(h) => h.len + h.payload,
             None => MAX_HEADER,
         };
@@ -257,7 +260,7 @@ impl Decoder {
         on: &mut impl FnMut(Incoming) -> bool,
     ) -> Result<Option<usize>, FrameError> {
         let mut at = 0;
-        while let Some(h) = parse_header(&buf[at..], self.max_frame)? {
+        while let Some(h) = parse_header(&buf[at..], self.max_frame as usize)? {
             let start = at + h.len;
             let Some(payload) = buf.get(start..start + h.payload) else {
                 break;
@@ -288,10 +291,10 @@ impl Decoder {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 let size = message.data.len() + payload.len();
-                if size > self.max_message {
+                if size > self.max_message as usize {
                     return Err(FrameError::TooBig {
                         size: size as u64,
-                        limit: self.max_message,
+                        limit: self.max_message as usize,
                     });
                 }
                 let at = message.data.len();
@@ -317,10 +320,10 @@ impl Decoder {
                 }
                 let text = h.opcode == TEXT;
                 if !h.fin {
-                    if payload.len() > self.max_message {
+                    if payload.len() > self.max_message as usize {
                         return Err(FrameError::TooBig {
                             size: payload.len() as u64,
-                            limit: self.max_message,
+                            limit: self.max_message as usize,
                         });
                     }
                     self.message = Some(Box::new(Fragmented {
@@ -329,10 +332,10 @@ impl Decoder {
                     }));
                     return Ok(None);
                 }
-                if payload.len() > self.max_message {
+                if payload.len() > self.max_message as usize {
                     return Err(FrameError::TooBig {
                         size: payload.len() as u64,
-                        limit: self.max_message,
+                        limit: self.max_message as usize,
                     });
                 }
                 if text {

@@ -98,23 +98,35 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Upgrade {
     }
 }
 
+/// The connection of an answered upgrade, until hyper hands it over.
+pub(crate) struct Upgrading(hyper::upgrade::OnUpgrade);
+
+impl Upgrading {
+    /// The upgraded connection, or `None` when the upgrade failed (the client went away).
+    pub(crate) async fn connection(self) -> Option<Io> {
+        match self.0.await {
+            Ok(upgraded) => Some(TokioIo::new(upgraded)),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                None
+            }
+        }
+    }
+}
+
 impl Upgrade {
-    /// Answers 101 and runs `session` on the connection once hyper hands it over, in a task
-    /// of its own.
+    /// Answers 101 and spawns the future `session` makes of the pending connection as a
+    /// task of its own. The task is that future and nothing around it (a wrapper's
+    /// captures would be kept beside the future for the connection's whole life), so
+    /// `session` awaits [`Upgrading::connection`] itself.
     pub(crate) fn on_upgrade<F, Fut>(self, session: F) -> Response
     where
-        F: FnOnce(Io) -> Fut + Send + 'static,
+        F: FnOnce(Upgrading) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept =
             tokio_tungstenite::tungstenite::handshake::derive_accept_key(self.key.as_bytes());
-        let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => session(TokioIo::new(upgraded)).await,
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-            }
-        });
+        tokio::spawn(session(Upgrading(self.on_upgrade)));
         let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
