@@ -96,8 +96,6 @@ pub struct Room {
     /// Highest store ticket issued for this room (0 = none).
     pub(super) last_ticket: std::sync::atomic::AtomicU64,
     pub(super) state: Mutex<RoomState>,
-    /// Filled by the doc's update observer during a commit, taken right after it.
-    pub(super) captured: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// Default bound of a session's outbound queue in bytes (32 MiB; `limits.outbound_queue_bytes`).
@@ -148,33 +146,14 @@ impl Room {
         outlets: Outlets,
         store: Option<Arc<dyn Store>>,
     ) -> Self {
-        let doc = Doc::new();
-        let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(None));
-        let slot = captured.clone();
-        // The change is encoded after the transaction's observers ran but before yrs squashes
-        // the new blocks into their neighbours. `observe_update_v1` encodes after the squash:
-        // a keystroke at the end of a typed run is then sliced out of the whole merged run,
-        // walking it from its start, so each update cost O(length of the run) (91% of the
-        // samples in docs/benchmarks.md, finding 5). Before the squash the new block stands
-        // alone. Same condition as yrs's update event: only a transaction that changed
-        // something is captured.
-        doc.observe_after_transaction("ymesh-room", move |txn| {
-            if txn.delete_set().is_empty() && txn.after_state() == txn.before_state() {
-                return;
-            }
-            let update = txn.encode_update_v1();
-            let mut slot = lock(&slot);
-            match slot.as_mut() {
-                // Several commits inside one critical section: merge them.
-                Some(prev) => {
-                    let merged = yrs::merge_updates_v1([prev.as_slice(), update.as_slice()])
-                        .unwrap_or(update);
-                    *prev = merged;
-                }
-                None => *slot = Some(update),
-            }
-        })
-        .expect("a fresh doc has no open transaction");
+        let doc = Doc::with_options(yrs::Options {
+            // The node relays: formatting clean-up is the editing clients' (stock Yjs cleans
+            // up after remote changes itself). With it off, nothing in a commit changes the
+            // document after the update is applied, so the change can be encoded from the
+            // transaction itself (see `apply_update`) and no observer is needed.
+            cleanup_formatting: false,
+            ..yrs::Options::default()
+        });
         Room {
             name: name.into(),
             pinned,
@@ -193,7 +172,6 @@ impl Room {
                 closed: false,
                 idle_since: Some(Instant::now()),
             }),
-            captured,
         }
     }
 
@@ -398,11 +376,17 @@ impl Room {
                 update.len(),
             )
             .map_err(RoomError::QuotaExceeded)?;
-        let waiting = {
+        let (waiting, change) = {
             let mut txn = st.doc.transact_mut();
             txn.apply_update(decoded)
                 .map_err(|e| RoomError::InvalidUpdate(e.to_string()))?;
-            txn.has_missing_updates()
+            // The change, encoded before the commit squashes the new blocks into their
+            // neighbours: after the squash, a keystroke at the end of a typed run would be
+            // sliced out of the whole merged run, walking it from its start, so each update
+            // cost O(length of the run) (docs/benchmarks.md, finding 5). Before it, the new
+            // block stands alone. Only a transaction that changed something has a change.
+            let change = changed(&txn).then(|| txn.encode_update_v1());
+            (txn.has_missing_updates(), change)
         };
         // An update whose dependencies have not arrived yet is held by yrs and changes
         // nothing visible; store it as received so it survives a crash all the same.
@@ -411,7 +395,6 @@ impl Room {
         } else {
             None
         };
-        let change = lock(&self.captured).take();
         let mut applied = match change {
             Some(change) => self.commit_change(st, change, from),
             None => Applied::default(),
@@ -530,8 +513,37 @@ impl Room {
     /// not block or await.
     pub fn with_doc<R>(&self, f: impl FnOnce(&Doc) -> R) -> R {
         let st = lock(&self.state);
+        // `f` may run any number of transactions: an observer, there for the call only,
+        // captures what each changed (before the commit squashes it, as `apply_update`).
+        let captured: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let slot = captured.clone();
+        let observing = st
+            .doc
+            .observe_after_transaction(WITH_DOC_OBSERVER, move |txn| {
+                if changed(txn) {
+                    let update = txn.encode_update_v1();
+                    let mut slot = lock(&slot);
+                    *slot = Some(match slot.take() {
+                        // Several commits: merged into one change.
+                        Some(prev) => yrs::merge_updates_v1([prev.as_slice(), update.as_slice()])
+                            .unwrap_or(update),
+                        None => update,
+                    });
+                }
+            })
+            .is_ok();
         let out = f(&st.doc);
-        let change = lock(&self.captured).take();
+        if observing {
+            // No transaction is open: every one of this room is made and ended under the
+            // room lock, which is held.
+            let _ = st.doc.unobserve_after_transaction(WITH_DOC_OBSERVER);
+        } else {
+            tracing::error!(
+                room = &*self.name,
+                "cannot observe the document; edits made through with_doc are not broadcast"
+            );
+        }
+        let change = lock(&captured).take();
         if let Some(change) = change {
             self.commit_change(st, change, None);
         }
@@ -659,6 +671,15 @@ fn range_covered(want: &std::ops::Range<u32>, have: &[std::ops::Range<u32>]) -> 
         }
     }
     at >= want.end
+}
+
+/// The key of the observer [`Room::with_doc`] holds while `f` runs.
+const WITH_DOC_OBSERVER: &str = "ymesh-with-doc";
+
+/// Whether a transaction changed the document (yrs's condition for an update event): it
+/// deleted something or inserted something.
+fn changed(txn: &yrs::TransactionMut<'_>) -> bool {
+    !txn.delete_set().is_empty() || txn.before_state() != &txn.state_vector()
 }
 
 /// Removes the states of `clients` that are present and broadcasts the removal; returns the

@@ -49,8 +49,8 @@ impl Room {
                         .map_err(|e| RoomError::Load(format!("stored update: {e}")))?;
                 }
                 drop(txn);
-                // Loading is not a change: nothing to broadcast or store again.
-                lock(&self.captured).take();
+                // Loading is not a change: nothing to broadcast or store again (no
+                // observer captures it).
                 Ok(())
             })
             .await

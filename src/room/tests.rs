@@ -382,3 +382,31 @@ fn typed_run_broadcasts_replay_to_the_same_text() {
     assert_eq!(got.len(), 2_000 * 2 - 200);
     assert_eq!(got, want);
 }
+
+#[test]
+fn with_doc_broadcasts_all_its_transactions_as_one_change_and_observes_only_meanwhile() {
+    let room = Room::new("r", false, 16);
+    let mut a = room.join(1, SessionKind::Client).unwrap();
+    drain(&mut a.outbound);
+    room.with_doc(|doc| {
+        let t = doc.get_or_insert_text("t");
+        t.insert(&mut doc.transact_mut(), 0, "ab");
+        t.insert(&mut doc.transact_mut(), 2, "cd");
+    });
+    let msgs = drain(&mut a.outbound);
+    let [Message::Sync(SyncMessage::Update(u))] = &msgs[..] else {
+        panic!("one update expected: {msgs:?}");
+    };
+    let copy = Doc::new();
+    copy.transact_mut()
+        .apply_update(Update::decode_v1(u).unwrap())
+        .unwrap();
+    let t = copy.get_or_insert_text("t");
+    assert_eq!(t.get_string(&copy.transact()), "abcd");
+    // A read-only call broadcasts nothing; later updates are captured from their own
+    // transaction, once.
+    room.with_doc(|doc| doc.get_or_insert_text("t").len(&doc.transact()));
+    assert!(drain(&mut a.outbound).is_empty());
+    room.apply_update(&text_update(7, "x"), None).unwrap();
+    assert_eq!(drain(&mut a.outbound).len(), 1);
+}
