@@ -1,8 +1,8 @@
 //! [`Room`]: one Yjs document with its awareness and the table of sessions connected to it.
 //!
 //! The document and its [`AwarenessTable`] live behind one short `std` mutex that is never held
-//! across an `.await`. Applying an update, capturing the change the document's observer saw,
-//! encoding it once, queueing that one `Bytes` to every session and appending it to the store
+//! across an `.await`. Applying an update, encoding the change from the transaction that
+//! applied it (once), queueing that one `Bytes` to every session and appending it to the store
 //! happen inside one critical section, so every session and the store's log see changes in
 //! the order the room applied them. Hooks and the replicator run after the lock is released.
 //! The room never touches a socket; sessions reach it through [`super::Session`].
