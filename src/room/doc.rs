@@ -676,10 +676,11 @@ fn range_covered(want: &std::ops::Range<u32>, have: &[std::ops::Range<u32>]) -> 
 /// The key of the observer [`Room::with_doc`] holds while `f` runs.
 const WITH_DOC_OBSERVER: &str = "ymesh-with-doc";
 
-/// Whether a transaction changed the document (yrs's condition for an update event): it
-/// deleted something or inserted something.
+/// Whether a transaction changed the document (yrs's condition for an update event: its
+/// state after differs from its state before, or it deleted something). The state moves
+/// exactly when something was inserted, so no state vector is built to compare.
 fn changed(txn: &yrs::TransactionMut<'_>) -> bool {
-    !txn.delete_set().is_empty() || txn.before_state() != &txn.state_vector()
+    !txn.delete_set().is_empty() || !txn.insert_set().is_empty()
 }
 
 /// Removes the states of `clients` that are present and broadcasts the removal; returns the
