@@ -25,7 +25,7 @@
 //! [`StoreError::Locked`].
 //!
 //! **Schema.** `PRAGMA application_id` marks the file as ours (`0x594D5348`, "YMSH") and
-//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 5). A newer version is
+//! `PRAGMA user_version` records the schema version ([`SCHEMA_VERSION`] = 6). A newer version is
 //! refused ([`StoreError::SchemaTooNew`]); an older one is migrated in one transaction (version
 //! 0 is the empty new file). A file that is not SQLite, or a SQLite database that is not ours,
 //! is refused ([`StoreError::NotAStore`]) and never written to.
@@ -44,9 +44,12 @@
 //!          + index on change_seq
 //! snapshots (room_id INTEGER PRIMARY KEY,             -- rooms.id
 //!          data BLOB NOT NULL)                        -- v1 update of the folded log
-//! updates (seq INTEGER PRIMARY KEY,                   -- rowid: increases with every append
+//! updates (seq INTEGER PRIMARY KEY,                   -- rowid: increases with every commit
 //!          room_id INTEGER NOT NULL,                  -- rooms.id
-//!          data BLOB NOT NULL)                        -- one v1 update as the room applied it
+//!          data BLOB NOT NULL,                        -- the v1 updates one commit appended to
+//!          count INTEGER NOT NULL DEFAULT 1)          -- the room, as it applied them: 1 is the
+//!                                                     -- update itself, more are each length-
+//!                                                     -- prefixed (sqlite/log.rs; schema 6)
 //!          + index on (room_id, seq)
 //! tombstones (room TEXT PRIMARY KEY,                  -- a deleted room's name
 //!          deleted_ms INTEGER NOT NULL,               -- unix ms of the (latest) deletion

@@ -204,10 +204,23 @@ async fn appends_nobody_waits_for_share_one_commit_and_a_waiter_ends_the_hold() 
         .expect("durable");
     let stats = store.stats();
     assert_eq!((stats.commits, stats.appends), (1, 100), "{stats:?}");
-    let on_disk: i64 = raw(&dir.path().join(DB_FILE_NAME))
-        .query_row("SELECT count(*) FROM updates", [], |r| r.get(0))
+    // One log row per room for the commit, holding that room's ten updates.
+    let (rows, on_disk): (i64, i64) = raw(&dir.path().join(DB_FILE_NAME))
+        .query_row("SELECT count(*), sum(count) FROM updates", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("count");
-    assert_eq!(on_disk, 100);
+    assert_eq!((rows, on_disk), (10, 100));
+    for i in 0..10 {
+        let loaded = store
+            .load(&format!("room-{i}"))
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(loaded.updates.len(), 10, "room-{i}: one update per append");
+        let want: String = (0..10).map(|round| format!("{round} ")).collect();
+        assert_eq!(text_of(&loaded), want, "room-{i}: in append order");
+    }
     store.close().await.expect("close");
 }
 
@@ -279,7 +292,7 @@ async fn tickets_are_ordered_and_resolve_only_after_commit() {
     for t in &tickets {
         store.wait_durable(*t).await.expect("durable");
         let n: i64 = check
-            .query_row("SELECT count(*) FROM updates", [], |r| r.get(0))
+            .query_row("SELECT sum(count) FROM updates", [], |r| r.get(0))
             .expect("count");
         assert!(
             n as u64 >= t.0,
@@ -823,8 +836,11 @@ async fn a_corrupt_blob_affects_only_its_room() {
     let w = Writer::new(61);
     {
         let store = SqliteStore::open(dir.path(), opts()).expect("open");
-        w.append(&store, "bad", "one");
-        w.append(&store, "bad", "two");
+        // Committed one at a time: the second update has a log row of its own.
+        let t = w.append(&store, "bad", "one");
+        store.wait_durable(t).await.expect("durable");
+        let t = w.append(&store, "bad", "two");
+        store.wait_durable(t).await.expect("durable");
         let t = Writer::new(62).append(&store, "good", "fine");
         store.wait_durable(t).await.expect("durable");
         store.close().await.expect("close");
@@ -869,6 +885,102 @@ async fn a_corrupt_blob_affects_only_its_room() {
         2
     );
     assert_eq!(store.list().await.expect("list").len(), 2);
+}
+
+/// A log row holding several updates (one commit's updates of one room) that does not unpack
+/// is reported as corrupt for its room alone, naming the first update it holds; a row whose
+/// updates unpack but one of which does not decode is named by that update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_of_many_updates_affects_only_its_room() {
+    let dir = TempDir::new("corrupt-row");
+    let w = Writer::new(63);
+    {
+        let store = SqliteStore::open(dir.path(), holding_opts()).expect("open");
+        let t = w.append(&store, "bad", "zero");
+        store.wait_durable(t).await.expect("durable");
+        // Held together: one row of three updates, after the row of the first.
+        w.append(&store, "bad", "one");
+        w.append(&store, "bad", "two");
+        w.append(&store, "bad", "three");
+        let t = Writer::new(64).append(&store, "good", "fine");
+        store.wait_durable(t).await.expect("durable");
+        store.close().await.expect("close");
+    }
+    let db = raw(&dir.db());
+    let last_row = "(SELECT max(seq) FROM updates
+                     WHERE room_id = (SELECT id FROM rooms WHERE name = 'bad'))";
+    let (count, data): (i64, Vec<u8>) = db
+        .query_row(
+            &format!("SELECT count, data FROM updates WHERE seq = {last_row}"),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!(count, 3, "one row for the commit's three updates");
+
+    // Its second update no longer decodes (its first byte claims a huge client count).
+    let mut second_bad = data.clone();
+    let first_len = usize::from(data[0]);
+    second_bad[1 + first_len + 1] = 0xff;
+    db.execute(
+        &format!("UPDATE updates SET data = ?1 WHERE seq = {last_row}"),
+        [&second_bad],
+    )
+    .expect("corrupt");
+    let store = SqliteStore::open(dir.path(), opts()).expect("reopen");
+    match store.load("bad").await.expect_err("corrupt") {
+        StoreError::Corrupt { room, detail } => {
+            assert_eq!(room, "bad");
+            assert!(detail.contains("log update #3"), "{detail}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    store.close().await.expect("close");
+
+    // The row itself does not unpack: cut short.
+    db.execute(
+        &format!("UPDATE updates SET data = ?1 WHERE seq = {last_row}"),
+        [&data[..data.len() - 1]],
+    )
+    .expect("truncate");
+    let store = SqliteStore::open(dir.path(), opts()).expect("reopen");
+    match store.load("bad").await.expect_err("corrupt") {
+        StoreError::Corrupt { room, detail } => {
+            assert_eq!(room, "bad");
+            assert!(
+                detail.contains("from update #2 on is malformed"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert!(matches!(
+        store.compact("bad").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    let good = store.load("good").await.expect("load").expect("stored");
+    assert_eq!(text_of(&good), "fine");
+    assert_eq!(
+        store
+            .meta("bad")
+            .await
+            .expect("meta")
+            .expect("stored")
+            .log_count,
+        4,
+        "the failed compaction left the log as it was"
+    );
+
+    // Put back, the room loads whole.
+    db.execute(
+        &format!("UPDATE updates SET data = ?1 WHERE seq = {last_row}"),
+        [&data],
+    )
+    .expect("restore");
+    let loaded = store.load("bad").await.expect("load").expect("stored");
+    assert_eq!(loaded.updates.len(), 4);
+    assert_eq!(text_of(&loaded), "zeroonetwothree");
+    store.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

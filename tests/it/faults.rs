@@ -60,13 +60,41 @@ fn stored_text(db: &Path, room: &str) -> String {
         )
         .unwrap();
     let mut stmt = conn
-        .prepare("SELECT data FROM updates WHERE room_id = ?1 ORDER BY seq")
+        .prepare("SELECT data, count FROM updates WHERE room_id = ?1 ORDER BY seq")
         .unwrap();
-    let updates: Vec<Vec<u8>> = stmt
-        .query_map([id], |r| r.get(0))
+    let rows: Vec<(Vec<u8>, i64)> = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    // A row holds `count` updates: the update itself when 1, else each length-prefixed
+    // (docs/storage.md, the `updates` table).
+    let mut updates: Vec<Vec<u8>> = Vec::new();
+    for (data, count) in rows {
+        if count == 1 {
+            updates.push(data);
+            continue;
+        }
+        let mut rest = &data[..];
+        for _ in 0..count {
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let b = rest[0];
+                rest = &rest[1..];
+                len |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            updates.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        assert!(
+            rest.is_empty(),
+            "a log row of {count} updates has bytes left over"
+        );
+    }
     let doc = yrs::Doc::new();
     {
         let mut txn = doc.transact_mut();

@@ -9,6 +9,7 @@
 
 mod batch;
 mod lock;
+mod log;
 mod readers;
 pub(super) mod schema;
 mod shared;
@@ -589,15 +590,33 @@ fn load_room(conn: &mut Connection, room: &str) -> Result<Option<LoadedRoom>, St
     let Some((id, snapshot)) = row else {
         return Ok(None);
     };
-    let updates = {
-        let mut stmt =
-            tx.prepare_cached("SELECT data FROM updates WHERE room_id = ?1 ORDER BY seq")?;
-        let rows = stmt.query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?;
-        rows.collect::<Result<Vec<_>, _>>()?
-    };
+    let updates = read_log(&tx, room, id)?;
     tx.finish()?;
     check_decodes(room, snapshot.as_deref(), &updates)?;
     Ok(Some(LoadedRoom { snapshot, updates }))
+}
+
+/// The updates of room `id`'s log, in order, each as the room applied it (a row holds every
+/// update one commit appended to the room: [`log`]).
+pub(super) fn read_log(
+    tx: &rusqlite::Transaction<'_>,
+    room: &str,
+    id: i64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT data, count FROM updates WHERE room_id = ?1 ORDER BY seq")?;
+    let mut rows = stmt.query(params![id])?;
+    let mut updates = Vec::new();
+    while let Some(row) = rows.next()? {
+        let first = updates.len() + 1;
+        log::unpack(row.get(0)?, row.get(1)?, &mut updates).map_err(|detail| {
+            StoreError::Corrupt {
+                room: room.to_owned(),
+                detail: format!("the log row from update #{first} on is malformed: {detail}"),
+            }
+        })?;
+    }
+    Ok(updates)
 }
 
 /// Every blob must decode as a Yjs v1 update; otherwise the room is corrupt.

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::store::{StoreError, StoreOptions};
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a ymesh store: "YMSH".
 pub(crate) const APPLICATION_ID: i64 = 0x594D_5348;
@@ -75,6 +75,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // link sends a peer only the tombstones recorded since their last exchange.
     "ALTER TABLE tombstones ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX tombstones_by_change_seq ON tombstones (change_seq);",
+    // 5 -> 6: a log row holds every update one commit appended to its room (`count` of
+    // them, length-prefixed when more than one: see `log`); earlier rows hold one each.
+    "ALTER TABLE updates ADD COLUMN count INTEGER NOT NULL DEFAULT 1;",
 ];
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";

@@ -424,8 +424,9 @@ impl Writer {
                      change_seq = excluded.change_seq
                  RETURNING id, log_count, log_bytes, snapshot_bytes",
             )?;
-            let mut insert =
-                tx.prepare_cached("INSERT INTO updates (room_id, data) VALUES (?1, ?2)")?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO updates (room_id, data, count) VALUES (?1, ?2, ?3)")?;
+            let mut row: Vec<&[u8]> = Vec::new();
             // Only the writer changes this set; holding it for the loop costs nothing.
             let tombstoned = self
                 .shared
@@ -463,9 +464,11 @@ impl Writer {
                     added_bytes,
                     from_sql_int(log_bytes) + from_sql_int(snapshot_bytes),
                 ));
-                for a in items {
-                    insert.execute(params![id, &a.update[..]])?;
-                }
+                // One row for the room's updates of this commit (see `log`).
+                row.clear();
+                row.extend(items.iter().map(|a| &a.update[..]));
+                let (blob, count) = super::log::pack(&row);
+                insert.execute(params![id, &*blob, to_sql_int(count as u64)])?;
                 touched.push(Touched {
                     name: (*room).to_owned(),
                     log_count: from_sql_int(log_count),
@@ -576,15 +579,7 @@ impl Writer {
             // Already one snapshot (e.g. an idle room evicted twice): nothing to fold.
             return Ok((before, before));
         }
-        let mut blobs = Vec::new();
-        {
-            let mut stmt =
-                tx.prepare_cached("SELECT data FROM updates WHERE room_id = ?1 ORDER BY seq")?;
-            let rows = stmt.query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?;
-            for blob in rows {
-                blobs.push(blob?);
-            }
-        }
+        let blobs = super::read_log(&tx, room, id)?;
         let folded = fold(room, snapshot.as_deref(), &blobs)?;
         let after = folded.len() as u64;
         tx.execute(
