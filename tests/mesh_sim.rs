@@ -21,7 +21,8 @@
 //! Reloads are modelled as well (the `Reload` scenario): instead of a person's approval, a
 //! node's allow list grows and shrinks by configuration reloads (`Event::Reconfigure`) at
 //! random times, a peer losing its place and getting it back during the chaos. The run also
-//! checks that no link stays up at a node once a reload stopped admitting its peer.
+//! checks that no link stays up at a node once a reload stopped admitting its peer, and that
+//! the node does not list that peer as an offline one of its own either.
 //!
 //! `MESH_SIM_SEEDS=N` sets how many seeds run (default 3000); `MESH_SIM_SEED=S` replays one
 //! seed (a failure prints the command).
@@ -1092,6 +1093,16 @@ impl Sim {
                              took it off the allow list"
                         ));
                     }
+                }
+            }
+            // Nor does it list the peer as an offline one of its own.
+            let other_id = self.nodes[other].id.clone();
+            for (_, row) in self.nodes[node].core.rows() {
+                if row.state.name() == "offline" && row.node_id.as_deref() == Some(&*other_id) {
+                    self.admission_violations.push(format!(
+                        "node {node} still lists node {other} as an offline peer after a \
+                         reload took it off the allow list"
+                    ));
                 }
             }
         }

@@ -670,7 +670,7 @@ impl<H: Clone> MeshCore<H> {
     }
 
     fn on_closed(&mut self, link: LinkId, reason: String, now_ms: u64, out: &mut Vec<Action<H>>) {
-        self.gate.secrets.remove(&link);
+        let secret = self.gate.secrets.remove(&link);
         let Some(l) = self.links.remove(&link) else {
             return;
         };
@@ -705,7 +705,9 @@ impl<H: Clone> MeshCore<H> {
             tracing::info!(peer = l.node, reason, "peer link down");
         }
         match l.peer {
-            PeerKey::Inbound(_) => self.inbound_gone(l.peer, &l.node, l.opened, &reason, now_ms),
+            PeerKey::Inbound(_) => {
+                self.inbound_gone(l.peer, &l.node, l.opened, secret, &reason, now_ms)
+            }
             key => {
                 let via_other = self.peers.get(&key).is_some_and(|p| p.via_other);
                 if !via_other {

@@ -6,7 +6,14 @@
 //! changed since counts as missed by it. The row gives way when a link to the same node comes
 //! up, and at most [`OFFLINE_ROWS`] are kept (a node dialed by ever-new devices does not grow
 //! without bound).
+//!
+//! An offline row says the device is one of this node's peers, so it lasts only while the
+//! rules would still let the device in: a person denying it (`ymesh peer deny`) or a reload
+//! that takes it off the allow list (or changes the mesh secret it proved) removes the row,
+//! as it closes a live link of the same node. The row is judged with what the device proved
+//! on its last link ([`PeerSlot::last_secret`](super::peers::PeerSlot)).
 
+use super::approval::{self, SecretCheck, Verdict};
 use super::machine::MeshCore;
 use super::peers::LinkState;
 use super::PeerKey;
@@ -24,6 +31,7 @@ impl<H: Clone> MeshCore<H> {
         key: PeerKey,
         node: &str,
         opened: bool,
+        secret: Option<SecretCheck>,
         reason: &str,
         now_ms: u64,
     ) {
@@ -33,6 +41,7 @@ impl<H: Clone> MeshCore<H> {
             });
         let keep = opened
             && !shown_elsewhere
+            && secret.is_none_or(|s| self.still_admitted(key, node, s))
             && self
                 .peers
                 .get(&key)
@@ -43,6 +52,7 @@ impl<H: Clone> MeshCore<H> {
         }
         if let Some(slot) = self.peers.get_mut(&key) {
             slot.set_state(LinkState::Offline, Some(reason.to_string()), now_ms);
+            slot.last_secret = secret;
         }
         let mut offline: Vec<(u64, PeerKey)> = self
             .peers
@@ -55,6 +65,48 @@ impl<H: Clone> MeshCore<H> {
             let excess = offline.len() - OFFLINE_ROWS;
             for (_, k) in offline.into_iter().take(excess) {
                 self.peers.remove(&k);
+            }
+        }
+    }
+
+    /// Whether the rules in force now would let `node` in with what it proved last time.
+    fn still_admitted(&self, key: PeerKey, node: &str, secret: SecretCheck) -> bool {
+        matches!(
+            approval::decide(
+                &self.cfg.admission,
+                &self.gate.approvals,
+                node,
+                self.is_configured(key, node),
+                secret,
+            ),
+            Verdict::Welcome(_)
+        )
+    }
+
+    /// The rules changed (a reload, a denial): offline rows of devices they no longer let
+    /// in are removed. `secret_changed`: a mesh secret a device proved before counts no more.
+    pub(super) fn prune_offline(&mut self, secret_changed: bool) {
+        if secret_changed {
+            for p in self.peers.values_mut() {
+                if p.last_secret == Some(SecretCheck::Proven) {
+                    p.last_secret = Some(SecretCheck::Wrong);
+                }
+            }
+        }
+        let gone: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state == LinkState::Offline)
+            .filter_map(|(k, p)| Some((*k, p.node_id.as_deref()?, p.last_secret?)))
+            .filter(|(k, node, secret)| !self.still_admitted(*k, node, *secret))
+            .map(|(k, _, _)| k)
+            .collect();
+        for k in gone {
+            if let Some(p) = self.peers.remove(&k) {
+                tracing::info!(
+                    peer = p.node_id.as_deref().unwrap_or_default(),
+                    "offline peer no longer admitted: row removed"
+                );
             }
         }
     }

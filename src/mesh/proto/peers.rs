@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::approval::SecretCheck;
 use super::backoff::Backoff;
 use super::{DiscoverySource, Road, Transport};
 
@@ -184,6 +185,10 @@ pub(crate) struct PeerSlot {
     pub gone: bool,
     /// The road of the row's latest link (before any: the one its address names).
     pub road: Road,
+    /// What the mesh-secret check found on the link the peer last dialed in on (`None`:
+    /// that link was never judged): what an offline row is judged by again when the rules
+    /// change, as it has no link to judge.
+    pub last_secret: Option<SecretCheck>,
 }
 
 impl PeerSlot {
@@ -208,6 +213,7 @@ impl PeerSlot {
                 relayed: super::url::is_multiaddr(&address) && address.contains("/p2p-circuit"),
             },
             address,
+            last_secret: None,
         }
     }
 

@@ -222,6 +222,8 @@ impl<H: Clone> MeshCore<H> {
                 });
             }
         }
+        // Its offline row goes now; a live link's row goes when the link closes.
+        self.prune_offline(false);
         tracing::info!(peer = node, "peer denied");
     }
 

@@ -15,7 +15,8 @@
 //!   by the mesh secret counts as not having proven it when the secret changed: it must
 //!   redial and prove the new one. A link welcomed before the reload whose handshake ends
 //!   after it is judged again when it comes up (`on_handshaken`), so no link slips between
-//!   the verdict and the link.
+//!   the verdict and the link. Offline rows of devices the new rules no longer admit go
+//!   too ([`super::offline`]).
 
 use super::approval::{self, AdmissionPolicy, SecretCheck, Verdict};
 use super::backoff::Backoff;
@@ -42,6 +43,7 @@ impl<H: Clone> MeshCore<H> {
             }
         }
         self.readmit(now_ms, out);
+        self.prune_offline(secret_changed);
     }
 
     fn reconfigure_peers(&mut self, peers: Vec<PeerConfig>, now_ms: u64, out: &mut Vec<Action<H>>) {

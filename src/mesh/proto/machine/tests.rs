@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::command::{CommandIssuer, CommandKind};
+use crate::mesh::proto::approval::{SecretCheck, Verdict};
 use crate::mesh::proto::{DiscoverySource, PeerRow, Probe};
 
 type Core = MeshCore<u64>;
@@ -583,4 +584,150 @@ fn offline_rows_are_bounded_the_longest_offline_dropped_first() {
         assert!(row_of(&rows, &format!("device{i}")).is_empty());
     }
     assert_eq!(row_of(&rows, &format!("device{}", n - 1)).len(), 1);
+}
+
+/// A core that admits no one by default: only `allow`, approvals and, with `has_secret`, a
+/// peer that proves the mesh secret.
+fn closed_core(me: &str, allow: &[&str], has_secret: bool) -> Core {
+    let mut cfg = CoreConfig::new(me, vec![], 7);
+    cfg.admission = closed_policy(allow, has_secret);
+    let mut c = Core::new(cfg, 0);
+    let _ = c.handle(Event::Start, 0);
+    c
+}
+
+fn closed_policy(allow: &[&str], has_secret: bool) -> AdmissionPolicy {
+    AdmissionPolicy {
+        open: false,
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        has_secret,
+    }
+}
+
+/// An inbound link from `node` judged as the real handshake does (the secret check, then
+/// the verdict), admitted, opened with room "r", then closed: an offline row.
+fn dial_in_and_leave(c: &mut Core, link: LinkId, node: &str, secret: SecretCheck, now_ms: u64) {
+    let _ = c.handle(
+        Event::InboundOpened {
+            link,
+            remote: format!("10.0.0.{link}:5000"),
+        },
+        now_ms,
+    );
+    let verdict = c.handle(
+        Event::Authenticated {
+            link,
+            peer: PeerKey::Inbound(link),
+            node_id: node.into(),
+            secret,
+        },
+        now_ms,
+    );
+    assert!(
+        verdict.iter().any(|a| matches!(
+            a,
+            Action::Verdict {
+                verdict: Verdict::Welcome(_),
+                ..
+            }
+        )),
+        "{verdict:?}"
+    );
+    assert!(admitted(
+        &handshaken(c, link, PeerKey::Inbound(link), node, 1),
+        link
+    ));
+    let _ = open(c, link, &[("r", "d")]);
+    close(c, link, now_ms + 1);
+    let rows = c.rows();
+    assert_eq!(row_of(&rows, node)[0].state, LinkState::Offline, "{rows:?}");
+}
+
+fn reload(c: &mut Core, admission: AdmissionPolicy, secret_changed: bool) {
+    let _ = c.handle(
+        Event::Reconfigure {
+            peers: vec![],
+            admission,
+            secret_changed,
+        },
+        50,
+    );
+}
+
+#[test]
+fn an_offline_row_goes_when_a_reload_takes_the_device_off_the_allow_list() {
+    let mut a = closed_core("a", &["laptop", "phone"], false);
+    dial_in_and_leave(&mut a, 1, "laptop", SecretCheck::NotConfigured, 10);
+    dial_in_and_leave(&mut a, 2, "phone", SecretCheck::NotConfigured, 20);
+    reload(&mut a, closed_policy(&["phone"], false), false);
+    let rows = a.rows();
+    assert!(row_of(&rows, "laptop").is_empty(), "{rows:?}");
+    assert_eq!(row_of(&rows, "phone")[0].state, LinkState::Offline);
+}
+
+#[test]
+fn a_denied_device_leaves_no_offline_row() {
+    let mut a = closed_core("a", &["laptop", "phone"], false);
+    // Offline when denied: the row goes at once.
+    dial_in_and_leave(&mut a, 1, "laptop", SecretCheck::NotConfigured, 10);
+    let _ = a.handle(
+        Event::Deny {
+            node_id: "laptop".into(),
+        },
+        30,
+    );
+    assert!(row_of(&a.rows(), "laptop").is_empty(), "{:?}", a.rows());
+    // Linked when denied: its link is closed, and no offline row is left behind.
+    inbound_up_judged(&mut a, 2, "phone");
+    let closing = a.handle(
+        Event::Deny {
+            node_id: "phone".into(),
+        },
+        40,
+    );
+    assert!(
+        closing
+            .iter()
+            .any(|x| matches!(x, Action::Close { handle: 2, .. })),
+        "{closing:?}"
+    );
+    close(&mut a, 2, 41);
+    assert!(row_of(&a.rows(), "phone").is_empty(), "{:?}", a.rows());
+}
+
+/// An inbound link from `node`, judged and admitted, left up.
+fn inbound_up_judged(c: &mut Core, link: LinkId, node: &str) {
+    let _ = c.handle(
+        Event::InboundOpened {
+            link,
+            remote: format!("10.0.0.{link}:5000"),
+        },
+        1,
+    );
+    let _ = c.handle(
+        Event::Authenticated {
+            link,
+            peer: PeerKey::Inbound(link),
+            node_id: node.into(),
+            secret: SecretCheck::NotConfigured,
+        },
+        1,
+    );
+    assert!(admitted(
+        &handshaken(c, link, PeerKey::Inbound(link), node, 1),
+        link
+    ));
+    let _ = open(c, link, &[("r", "d")]);
+}
+
+#[test]
+fn an_offline_row_let_in_by_the_mesh_secret_lasts_until_the_secret_changes() {
+    let mut a = closed_core("a", &[], true);
+    dial_in_and_leave(&mut a, 1, "laptop", SecretCheck::Proven, 10);
+    // The allow list changes, the secret does not: the laptop would still be let in.
+    reload(&mut a, closed_policy(&["phone"], true), false);
+    assert_eq!(row_of(&a.rows(), "laptop")[0].state, LinkState::Offline);
+    // A new secret: what the laptop proved no longer counts.
+    reload(&mut a, closed_policy(&["phone"], true), true);
+    assert!(row_of(&a.rows(), "laptop").is_empty(), "{:?}", a.rows());
 }
