@@ -324,3 +324,71 @@ async fn a_tailnet_peer_is_found_through_the_local_api() {
     a.shutdown().await;
     api.abort();
 }
+
+/// A node serving TLS answers the plain probe with 400: it is probed again over TLS at its
+/// MagicDNS name (here `localhost`, which the test certificate names), found at that
+/// `https://` URL, and linked over `wss://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tailnet_peer_serving_tls_is_found_at_its_name() {
+    let certs = certificates("tailnet-tls");
+    let b = start(ymesh::config::Config {
+        tls: Some(ymesh::config::TlsFiles {
+            cert: certs.join("cert.pem"),
+            key: certs.join("key.pem"),
+        }),
+        ..test_config()
+    })
+    .await;
+    let port = b.local_addr().port();
+    let dir = fresh_dir("tailnet-tls");
+    let socket = dir.join("tailscaled.sock");
+    let status = serde_json::json!({
+        "BackendState": "Running",
+        "Self": {"HostName": "laptop", "TailscaleIPs": ["100.101.102.103"], "Online": true},
+        "Peer": {
+            "nodekey:01": {
+                "HostName": "desktop", "DNSName": "localhost.",
+                "TailscaleIPs": ["127.0.0.1"], "Online": true, "Tags": ["tag:ymesh"]
+            }
+        }
+    })
+    .to_string();
+    let api = serve_local_api(
+        socket.clone(),
+        std::sync::Arc::new(std::sync::Mutex::new(status)),
+    )
+    .await;
+    let mut cfg = test_config();
+    cfg.discovery.tailnet = Some(ymesh::mesh::discovery::TailnetConfig {
+        socket,
+        tags: vec!["tag:ymesh".into()],
+        hostnames: Vec::new(),
+        port,
+        interval: Duration::from_millis(200),
+    });
+    let a = start(cfg).await;
+    let b_id = b.node_id().to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = get_json(a.local_addr(), "/peers").await;
+        let row = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == b_id.as_str())
+            .cloned();
+        if let Some(row) = row.filter(|r| r["state"] == "connected") {
+            assert_eq!(row["found_by"], "tailnet", "{row}");
+            assert_eq!(row["address"], format!("https://localhost:{port}"), "{row}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A links with B found on the tailnet over TLS: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    api.abort();
+}

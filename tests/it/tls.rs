@@ -3,7 +3,7 @@
 //! from a throwaway CA made by `tests/fixtures/gen-cert.sh` (openssl) for each test.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,31 +13,6 @@ use ymesh::net::tls::ClientStream;
 use ymesh::protocol::{self, Message, SyncMessage};
 
 use crate::common::*;
-
-/// A CA and a server certificate for localhost / 127.0.0.1 in a fresh directory; the CA is
-/// trusted by this process's TLS client from now on.
-fn certificates(tag: &str) -> PathBuf {
-    let dir = fresh_dir(tag);
-    issue(&dir, None);
-    ymesh::net::tls::trust_ca_file(&dir.join("ca.pem")).expect("the test CA loads");
-    dir
-}
-
-/// Issues `NAME.pem` / `NAME.key` (or cert.pem / key.pem) from the CA in `dir`.
-fn issue(dir: &Path, name: Option<&str>) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen-cert.sh");
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(script).arg(dir);
-    if let Some(n) = name {
-        cmd.arg(n);
-    }
-    let out = cmd.output().expect("bash and openssl run");
-    assert!(
-        out.status.success(),
-        "gen-cert.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn tls_config(dir: &Path) -> Config {
     Config {

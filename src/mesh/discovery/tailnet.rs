@@ -6,7 +6,10 @@
 //! patterns, and probes each one with `GET http://IP:port/`: only a peer whose answer is
 //! ymesh's root document (`{"data": {"name": "ymesh", "node_id": ...}}`) is reported. The
 //! probe is what makes a tag optional: on a small tailnet, probing every online peer on the
-//! ymesh port is cheap and finds exactly the ymesh nodes.
+//! ymesh port is cheap and finds exactly the ymesh nodes. A peer that answers the plain
+//! probe as a TLS server does ([`worth_https`]: a node serving TLS answers plain HTTP with
+//! 400) is probed again with `GET https://NAME:port/` at its MagicDNS name, the name its
+//! certificate is issued for (`tailscale cert`), and is reported at that `https://` URL.
 //!
 //! The parts that need no sockets are pure and unit-tested: the status document
 //! ([`parse_status`]), the peer filter ([`select_peers`]), the probe answer
@@ -230,6 +233,9 @@ pub struct Candidate {
     pub host_name: String,
     /// The address probed ([`PeerStatus::preferred_ip`]).
     pub ip: IpAddr,
+    /// Its MagicDNS name without the final dot (`desktop.tail1234.ts.net`), if it has one:
+    /// where a node serving TLS is probed and dialed.
+    pub dns_name: Option<String>,
 }
 
 /// The peers of `status` to probe: online, passing [`peer_matches`], with a tailnet
@@ -244,6 +250,9 @@ pub fn select_peers(status: &Status, tags: &[String], hostnames: &[String]) -> V
                 key: key.clone(),
                 host_name: p.host_name.clone(),
                 ip,
+                dns_name: Some(p.dns_name.trim_end_matches('.'))
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string),
             })
         })
         .collect()
@@ -311,13 +320,18 @@ pub async fn fetch_status(socket: &Path) -> Result<Status, DiscoveryError> {
 
 /// Probes `addr` with `GET /`: `Ok(node_id)` when a ymesh node answers.
 pub async fn probe(addr: SocketAddr) -> Result<Option<String>, DiscoveryError> {
-    let url = http_url(addr.ip(), addr.port());
+    probe_url(&http_url(addr.ip(), addr.port())).await
+}
+
+/// Probes the node at base URL `url` (`http://` or `https://`, the latter verified like any
+/// `https://` peer): `Ok(node_id)` when it answers as ymesh.
+pub async fn probe_url(url: &str) -> Result<Option<String>, DiscoveryError> {
     let what = format!("GET {url}/");
     let net = |source| DiscoveryError::Net {
         what: what.clone(),
         source,
     };
-    let client = Client::new(&url, None)
+    let client = Client::new(url, None)
         .map_err(net)?
         .with_connect_timeout(PROBE_TIMEOUT)
         .with_timeout(PROBE_TIMEOUT)
@@ -330,6 +344,51 @@ pub async fn probe(addr: SocketAddr) -> Result<Option<String>, DiscoveryError> {
         });
     }
     parse_root(&resp.body)
+}
+
+/// Whether a failed plain probe is worth asking again over TLS: the port answered as a TLS
+/// server does to plain HTTP (a ymesh node serving TLS answers 400; another TLS server
+/// breaks the exchange). Not silence, a refused connection, another status or an HTTP
+/// server that is simply not ymesh: those are not probed again.
+pub fn worth_https(e: &DiscoveryError) -> bool {
+    match e {
+        DiscoveryError::Net { source, .. } => {
+            use crate::net::NetError;
+            matches!(
+                source,
+                NetError::Exchange { .. } | NetError::Status { status: 400, .. }
+            )
+        }
+        DiscoveryError::HttpStatus { status, .. } => *status == 400,
+        _ => false,
+    }
+}
+
+/// Probes `c` on `port`: over plain HTTP at its tailnet address, then, when something
+/// answered there but not as ymesh ([`worth_https`]), over TLS at its MagicDNS name.
+pub async fn probe_candidate(c: &Candidate, port: u16) -> ProbeResult {
+    let addr = SocketAddr::new(c.ip, port);
+    let plain = match probe(addr).await {
+        Ok(node_id) => {
+            return ProbeResult::Ymesh {
+                node_id,
+                url: http_url(c.ip, port),
+            }
+        }
+        Err(e) => e,
+    };
+    let Some(name) = c.dns_name.as_deref().filter(|_| worth_https(&plain)) else {
+        debug!(peer = %c.host_name, %addr, "not a ymesh node: {plain}");
+        return ProbeResult::NotYmesh;
+    };
+    let url = format!("https://{name}:{port}");
+    match probe_url(&url).await {
+        Ok(node_id) => ProbeResult::Ymesh { node_id, url },
+        Err(e) => {
+            debug!(peer = %c.host_name, %addr, "not a ymesh node: {plain}; over TLS: {e}");
+            ProbeResult::NotYmesh
+        }
+    }
 }
 
 /// One poll's verdict on a candidate.
@@ -508,17 +567,7 @@ async fn poll_once(cfg: &TailnetConfig) -> Result<BTreeMap<String, ProbeResult>,
     let port = cfg.port;
     let results = stream::iter(candidates)
         .map(|c| async move {
-            let addr = SocketAddr::new(c.ip, port);
-            let result = match probe(addr).await {
-                Ok(node_id) => ProbeResult::Ymesh {
-                    node_id,
-                    url: http_url(c.ip, port),
-                },
-                Err(e) => {
-                    debug!(peer = %c.host_name, %addr, "not a ymesh node: {e}");
-                    ProbeResult::NotYmesh
-                }
-            };
+            let result = probe_candidate(&c, port).await;
             (c.key, result)
         })
         .buffer_unordered(PROBE_CONCURRENCY)

@@ -6,6 +6,7 @@ pub mod netns;
 pub mod process;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -481,4 +482,29 @@ pub fn spawn_until_ready(mut cmd: std::process::Command) -> (std::process::Child
             return (child, line, port);
         }
     }
+}
+
+/// A CA and a server certificate for localhost / 127.0.0.1 in a fresh directory; the CA is
+/// trusted by this process's TLS client from now on.
+pub fn certificates(tag: &str) -> PathBuf {
+    let dir = fresh_dir(tag);
+    issue(&dir, None);
+    ymesh::net::tls::trust_ca_file(&dir.join("ca.pem")).expect("the test CA loads");
+    dir
+}
+
+/// Issues `NAME.pem` / `NAME.key` (or cert.pem / key.pem) from the CA in `dir`.
+pub fn issue(dir: &Path, name: Option<&str>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen-cert.sh");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script).arg(dir);
+    if let Some(n) = name {
+        cmd.arg(n);
+    }
+    let out = cmd.output().expect("bash and openssl run");
+    assert!(
+        out.status.success(),
+        "gen-cert.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -190,6 +190,50 @@ fn filters_by_online_tag_and_hostname() {
         (c.host_name.as_str(), c.ip),
         ("Laptop", "100.64.0.2".parse().unwrap())
     );
+    // Where a node serving TLS is probed: its MagicDNS name, without the final dot.
+    assert_eq!(c.dns_name.as_deref(), Some("laptop.tail1234.ts.net"));
+}
+
+#[test]
+fn only_an_answer_like_a_tls_servers_is_probed_again_over_tls() {
+    use crate::net::NetError;
+    let net = |source| DiscoveryError::Net {
+        what: "GET http://100.64.0.2:3913/".into(),
+        source,
+    };
+    let url = || "http://100.64.0.2:3913/".to_string();
+    // A ymesh node serving TLS answers plain HTTP with 400; another TLS server breaks it.
+    assert!(worth_https(&DiscoveryError::HttpStatus {
+        what: url(),
+        status: 400
+    }));
+    assert!(worth_https(&net(NetError::Status {
+        url: url(),
+        status: 400,
+        message: "this node speaks TLS: use https:// or wss://".into()
+    })));
+    assert!(worth_https(&net(NetError::Exchange {
+        url: url(),
+        message: "the answer is not HTTP/1".into()
+    })));
+    // Silence, a refused connection, other statuses and HTTP servers that are not ymesh
+    // are not asked again.
+    assert!(!worth_https(&net(NetError::Connect {
+        url: url(),
+        source: std::io::ErrorKind::ConnectionRefused.into()
+    })));
+    assert!(!worth_https(&net(NetError::Timeout {
+        url: url(),
+        waiting: "connecting",
+        after: Duration::from_secs(3)
+    })));
+    assert!(!worth_https(&DiscoveryError::HttpStatus {
+        what: url(),
+        status: 404
+    }));
+    assert!(!worth_https(
+        &parse_root(br#"{"data":{"name":"something-else"}}"#).unwrap_err()
+    ));
 }
 
 #[test]
