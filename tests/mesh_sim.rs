@@ -22,7 +22,8 @@
 //! node's allow list grows and shrinks by configuration reloads (`Event::Reconfigure`) at
 //! random times, a peer losing its place and getting it back during the chaos. The run also
 //! checks that no link stays up at a node once a reload stopped admitting its peer, and that
-//! the node does not list that peer as an offline one of its own either.
+//! the node neither lists that peer as an offline one of its own nor lets it reserve on its
+//! relay.
 //!
 //! `MESH_SIM_SEEDS=N` sets how many seeds run (default 3000); `MESH_SIM_SEED=S` replays one
 //! seed (a failure prints the command).
@@ -1095,8 +1096,15 @@ impl Sim {
                     }
                 }
             }
-            // Nor does it list the peer as an offline one of its own.
+            // Nor does it list the peer as an offline one of its own, or let it reserve on
+            // its relay.
             let other_id = self.nodes[other].id.clone();
+            if self.nodes[node].core.admits_relay_reservation(&other_id) {
+                self.admission_violations.push(format!(
+                    "node {node} would let node {other} reserve on its relay after a reload \
+                     took it off the allow list"
+                ));
+            }
             for (_, row) in self.nodes[node].core.rows() {
                 if row.state.name() == "offline" && row.node_id.as_deref() == Some(&*other_id) {
                     self.admission_violations.push(format!(

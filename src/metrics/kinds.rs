@@ -210,16 +210,20 @@ pub enum Denial {
     NotAdmitted,
     /// A message the handshake does not allow at that point.
     Protocol,
+    /// A libp2p relay reservation from a node this node does not admit (as a relay server,
+    /// `p2p_relay_server`).
+    RelayReservation,
 }
 
 impl Denial {
     /// Every reason, in slot order.
-    pub const ALL: [Denial; 5] = [
+    pub const ALL: [Denial; 6] = [
         Denial::Version,
         Denial::NodeIdMismatch,
         Denial::InvalidHello,
         Denial::NotAdmitted,
         Denial::Protocol,
+        Denial::RelayReservation,
     ];
 
     /// The `reason` label.
@@ -230,6 +234,7 @@ impl Denial {
             Denial::InvalidHello => "invalid_hello",
             Denial::NotAdmitted => "not_admitted",
             Denial::Protocol => "protocol",
+            Denial::RelayReservation => "relay_reservation",
         }
     }
 }

@@ -49,9 +49,12 @@ impl<H: Clone> MeshCore<H> {
     /// Whether `node` is a peer this node was told to dial: the link is that row's own
     /// dial, or a configured row knows `node` as its node id.
     pub(super) fn is_configured(&self, peer: PeerKey, node: &str) -> bool {
-        if matches!(peer, PeerKey::Configured(_)) {
-            return true;
-        }
+        matches!(peer, PeerKey::Configured(_)) || self.configured_node(node)
+    }
+
+    /// Whether `node` is the node of a configured peer (named in the configuration, or
+    /// proven on the peer's row).
+    fn configured_node(&self, node: &str) -> bool {
         self.cfg.peers.iter().enumerate().any(|(i, p)| {
             p.node_id.as_deref() == Some(node)
                 || self
@@ -245,6 +248,30 @@ impl<H: Clone> MeshCore<H> {
     /// Forgets link `link` as pending (it was established, or it ended).
     pub(super) fn unpend(&mut self, link: LinkId) {
         self.gate.pending.remove(&link);
+    }
+
+    /// Whether `node` may hold a reservation on this node's libp2p circuit relay (when it
+    /// is a relay server): a node this node's rules admit without a link (open mesh, allow
+    /// list, approval, configuration) or one linked to it now (it proved what admission
+    /// asked, such as the mesh secret, which a relay cannot check). A denied node never. A
+    /// relay open to anyone would carry strangers' traffic up to its limits.
+    pub fn admits_relay_reservation(&self, node: &str) -> bool {
+        if self.gate.approvals.denied.contains(node) {
+            return false;
+        }
+        if self.linked(node) {
+            return true;
+        }
+        matches!(
+            approval::decide(
+                &self.cfg.admission,
+                &self.gate.approvals,
+                node,
+                self.configured_node(node),
+                SecretCheck::NotConfigured,
+            ),
+            Verdict::Welcome(_)
+        )
     }
 
     /// The approvals and denials so far.

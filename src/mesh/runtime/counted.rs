@@ -2,6 +2,8 @@
 //! pre-authentication budget, handshakes past their deadline, handshakes this node refused
 //! (by reason), links closed because their send queue was full. The node attaches its
 //! [`Metrics`] once ([`Mesh::attach_metrics`]); a mesh without them (tests) counts nothing.
+//! Also the libp2p relay's gate ([`RelayAdmission`]): it asks the core who may reserve and
+//! counts who was refused.
 
 use std::sync::Arc;
 
@@ -35,6 +37,28 @@ impl Mesh {
             .get()
             .map(|m| m.limit_counter(Limit::PeerLinkQueue))
             .unwrap_or_default()
+    }
+}
+
+/// The relay's gate: reservations only for nodes the mesh core admits now
+/// ([`MeshCore::admits_relay_reservation`](crate::mesh::proto::MeshCore::admits_relay_reservation)),
+/// refusals counted as `relay_reservation`. Holds the mesh weakly: the swarm task that asks
+/// must not keep the mesh alive.
+#[cfg(feature = "p2p")]
+pub(crate) struct RelayAdmission(pub(crate) std::sync::Weak<Mesh>);
+
+#[cfg(feature = "p2p")]
+impl crate::mesh::transport::p2p::RelayGate for RelayAdmission {
+    fn admits(&self, node: &str) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|m| super::lock(&m.core).admits_relay_reservation(node))
+    }
+
+    fn refused(&self, _node: &str) {
+        if let Some(m) = self.0.upgrade() {
+            m.handshake_refused(Denial::RelayReservation);
+        }
     }
 }
 

@@ -325,10 +325,12 @@ impl Mesh {
         if !self.settings.p2p.is_on() && !multiaddr_peer {
             return Ok(());
         }
+        let gate = Arc::new(counted::RelayAdmission(self.me.clone()));
         let (p2p, mut inbound) = super::transport::p2p::P2p::start(
             &self.identity,
             &self.settings.p2p,
             self.settings.write_timeout,
+            gate,
             self.shutdown.clone(),
         )
         .map_err(|e| MeshError::P2p(e.to_string()))?;

@@ -173,14 +173,27 @@ impl std::fmt::Debug for P2p {
     }
 }
 
+/// Who may hold a reservation on this node's circuit relay (when it is a relay server): the
+/// mesh's admission decides ([`MeshCore::admits_relay_reservation`]), the transport asks.
+///
+/// [`MeshCore::admits_relay_reservation`]: crate::mesh::proto::MeshCore::admits_relay_reservation
+pub trait RelayGate: Send + Sync {
+    /// Whether the node with libp2p peer id (= node id) `node` may reserve a slot now.
+    fn admits(&self, node: &str) -> bool;
+    /// A reservation by `node` was refused.
+    fn refused(&self, node: &str);
+}
+
 impl P2p {
     /// Builds the swarm for `identity`, listens and reserves as `settings` say, and spawns
     /// the swarm task (it stops with `shutdown`). Inbound mesh streams come out of the
-    /// returned receiver.
+    /// returned receiver. As a relay server it takes reservations only from nodes `gate`
+    /// admits.
     pub fn start(
         identity: &NodeIdentity,
         settings: &P2pSettings,
         write_timeout: Duration,
+        gate: Arc<dyn RelayGate>,
         shutdown: CancellationToken,
     ) -> Result<(P2p, mpsc::Receiver<InboundStream>), P2pError> {
         let keypair = identity.keypair().clone();
@@ -199,13 +212,22 @@ impl P2p {
             .map_err(|e| P2pError::Start(e.to_string()))?
             .with_behaviour(|key, relay_client| {
                 let relay = relay_server.then(|| {
-                    let config = relay::Config {
+                    let mut config = relay::Config {
                         max_reservations: limits.max_reservations,
                         max_circuits: limits.max_circuits,
                         max_circuit_duration: Duration::from_secs(limits.circuit_duration_s),
                         max_circuit_bytes: limits.circuit_bytes,
                         ..relay::Config::default()
                     };
+                    // Only the mesh's own nodes reserve here; a stranger is refused before
+                    // the rate limits are asked (they do not count its attempts).
+                    let gate = gate.clone();
+                    config.reservation_rate_limiters.insert(
+                        0,
+                        Box::new(move |peer: PeerId, _: &Multiaddr, _: std::time::Instant| {
+                            gate.admits(&peer.to_string())
+                        }),
+                    );
                     relay::Behaviour::new(key.public().to_peer_id(), config)
                 });
                 Behaviour {
@@ -263,6 +285,7 @@ impl P2p {
             listening: p2p.listening.clone(),
             inbound: inbound_tx,
             write_timeout,
+            gate,
         };
         tokio::spawn(task.run(commands_rx, incoming, shutdown));
         Ok((p2p, inbound_rx))
@@ -391,6 +414,8 @@ struct SwarmTask {
     listening: Arc<Mutex<Vec<Multiaddr>>>,
     inbound: mpsc::Sender<InboundStream>,
     write_timeout: Duration,
+    /// Who may reserve on this node's relay.
+    gate: Arc<dyn RelayGate>,
 }
 
 /// A connect waiting for a connection: the dial it started (if any) and its answer.
@@ -679,6 +704,21 @@ impl SwarmTask {
                     "p2p hole punch failed; the link stays relayed"
                 ),
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(relay::Event::ReservationReqDenied {
+                src_peer_id,
+                status,
+            })) => {
+                let node = src_peer_id.to_string();
+                if self.gate.admits(&node) {
+                    tracing::debug!(peer = %node, ?status, "p2p relay reservation refused (limits)");
+                } else {
+                    tracing::info!(
+                        peer = %node,
+                        "p2p relay reservation refused: not a node this node admits"
+                    );
+                    self.gate.refused(&node);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => {
                 tracing::debug!(event = ?e, "p2p relay server");
             }

@@ -98,6 +98,54 @@ async fn two_nodes_replicate_over_libp2p_with_a_multiaddr_peer() {
     }
 }
 
+/// `ymesh_mesh_handshakes_refused_total{reason="relay_reservation"}` on `node`.
+#[cfg(feature = "p2p")]
+async fn relay_refusals(node: &ymesh::Node) -> f64 {
+    let resp = client(node.local_addr())
+        .send(ymesh::net::Request::get("/metrics"))
+        .await
+        .expect("an answer");
+    let series = "ymesh_mesh_handshakes_refused_total{reason=\"relay_reservation\"} ";
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A relay server takes reservations only from nodes it admits. The attack: a node this
+/// one does not admit reserves a slot on it, to be reached through it and make it carry its
+/// traffic. It is refused, and counted; once approved, its next attempt is accepted and it
+/// is reachable at a circuit address through the relay.
+#[cfg(feature = "p2p")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_takes_reservations_only_from_nodes_it_admits() {
+    let mut cfg = closed_mesh(p2p_listening());
+    cfg.p2p.relay_server = true;
+    let b = start(cfg).await;
+    let relay = p2p_address(&b).await;
+    let mut cfg = closed_mesh(p2p_listening());
+    cfg.p2p.relays = vec![relay.clone()];
+    let a = start(cfg).await;
+    let a_id = a.node_id().to_string();
+    let circuit = format!("{relay}/p2p-circuit/p2p/{a_id}");
+    let reachable = |n: &ymesh::Node| n.mesh().p2p_addresses().contains(&circuit);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while relay_refusals(&b).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B refused A's reservation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!reachable(&a), "{:?}", a.mesh().p2p_addresses());
+    // A person approves A on B: A's next attempt (it retries every few seconds) is taken.
+    b.mesh().approve(&a_id).expect("approve");
+    wait_until("A reachable through B", || reachable(&a)).await;
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}
+
 #[cfg(feature = "p2p")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_runs_over_libp2p_the_same_secret_links_another_is_refused() {

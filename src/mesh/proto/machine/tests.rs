@@ -697,27 +697,7 @@ fn a_denied_device_leaves_no_offline_row() {
 
 /// An inbound link from `node`, judged and admitted, left up.
 fn inbound_up_judged(c: &mut Core, link: LinkId, node: &str) {
-    let _ = c.handle(
-        Event::InboundOpened {
-            link,
-            remote: format!("10.0.0.{link}:5000"),
-        },
-        1,
-    );
-    let _ = c.handle(
-        Event::Authenticated {
-            link,
-            peer: PeerKey::Inbound(link),
-            node_id: node.into(),
-            secret: SecretCheck::NotConfigured,
-        },
-        1,
-    );
-    assert!(admitted(
-        &handshaken(c, link, PeerKey::Inbound(link), node, 1),
-        link
-    ));
-    let _ = open(c, link, &[("r", "d")]);
+    inbound_up_judged_with(c, link, node, SecretCheck::NotConfigured);
 }
 
 #[test]
@@ -730,4 +710,83 @@ fn an_offline_row_let_in_by_the_mesh_secret_lasts_until_the_secret_changes() {
     // A new secret: what the laptop proved no longer counts.
     reload(&mut a, closed_policy(&["phone"], true), true);
     assert!(row_of(&a.rows(), "laptop").is_empty(), "{:?}", a.rows());
+}
+
+#[test]
+fn only_admitted_or_linked_nodes_may_reserve_on_the_relay() {
+    let mut a = closed_core("a", &["laptop"], true);
+    // A stranger: refused. The allow list: admitted.
+    assert!(!a.admits_relay_reservation("stranger"));
+    assert!(a.admits_relay_reservation("laptop"));
+    // A node linked after proving the secret: admitted while the link lasts.
+    inbound_up_judged_with(&mut a, 1, "phone", SecretCheck::Proven);
+    assert!(a.admits_relay_reservation("phone"));
+    close(&mut a, 1, 30);
+    assert!(!a.admits_relay_reservation("phone"));
+    // Approved: admitted; denied: refused, whatever else admits it.
+    let _ = a.handle(
+        Event::Approve {
+            node_id: "tablet".into(),
+        },
+        40,
+    );
+    assert!(a.admits_relay_reservation("tablet"));
+    let _ = a.handle(
+        Event::Deny {
+            node_id: "laptop".into(),
+        },
+        41,
+    );
+    assert!(!a.admits_relay_reservation("laptop"));
+    // A configured peer's node: admitted. An open mesh admits anyone.
+    let mut c = Core::new(
+        CoreConfig::new(
+            "c",
+            vec![PeerConfig {
+                url: "ws://desk:3913".into(),
+                node_id: Some("desk".into()),
+                ..PeerConfig::default()
+            }],
+            7,
+        ),
+        0,
+    );
+    let _ = c.handle(Event::Start, 0);
+    assert!(c.admits_relay_reservation("desk"));
+    assert!(!c.admits_relay_reservation("stranger"));
+    let mut open = closed_core("o", &[], false);
+    reload(
+        &mut open,
+        AdmissionPolicy {
+            open: true,
+            ..AdmissionPolicy::default()
+        },
+        false,
+    );
+    assert!(open.admits_relay_reservation("stranger"));
+}
+
+/// An inbound link from `node`, judged with `secret` and admitted, left up.
+fn inbound_up_judged_with(c: &mut Core, link: LinkId, node: &str, secret: SecretCheck) {
+    let _ = c.handle(
+        Event::InboundOpened {
+            link,
+            remote: format!("10.0.0.{link}:5000"),
+        },
+        1,
+    );
+    let _ = c.handle(
+        Event::Authenticated {
+            link,
+            peer: PeerKey::Inbound(link),
+            node_id: node.into(),
+            secret,
+        },
+        1,
+    );
+    assert!(admitted(
+        &handshaken(c, link, PeerKey::Inbound(link), node, 1),
+        link
+    ));
+    let _ = open(c, link, &[("r", "d")]);
 }
