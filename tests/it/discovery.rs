@@ -229,6 +229,26 @@ async fn serve_local_api(
     })
 }
 
+/// Polls `node`'s `GET /peers` until the row of `peer` is connected, and returns that row;
+/// fails with `what` and the last answer after `WAIT`.
+async fn connected_row(node: std::net::SocketAddr, peer: &str, what: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = get_json(node, "/peers").await;
+        let row = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == peer)
+            .cloned();
+        if let Some(row) = row.filter(|r| r["state"] == "connected") {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn tailnet_status(peer_online: bool) -> String {
     serde_json::json!({
         "Version": "1.76.1",
@@ -282,29 +302,12 @@ async fn a_tailnet_peer_is_found_through_the_local_api() {
     );
     let (_, v) = get_json(b.local_addr(), "/").await;
     assert_eq!(v["data"]["discovery"], serde_json::json!([]), "{v}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, v) = get_json(addr, "/peers").await;
-        let row = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["node_id"] == b_id.as_str())
-            .cloned();
-        if let Some(row) = row.filter(|r| r["state"] == "connected") {
-            assert_eq!(row["found_by"], "tailnet", "{row}");
-            assert_eq!(
-                row["address"],
-                format!("http://127.0.0.1:{}", b.local_addr().port())
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A links with B found on the tailnet: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let row = connected_row(addr, &b_id, "A links with B found on the tailnet").await;
+    assert_eq!(row["found_by"], "tailnet", "{row}");
+    assert_eq!(
+        row["address"],
+        format!("http://127.0.0.1:{}", b.local_addr().port())
+    );
     // Only the tagged peer was taken: the untagged one (127.0.0.2) is not in the book.
     let (_, v) = get_json(addr, "/peers").await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
@@ -368,26 +371,14 @@ async fn a_tailnet_peer_serving_tls_is_found_at_its_name() {
     });
     let a = start(cfg).await;
     let b_id = b.node_id().to_string();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, v) = get_json(a.local_addr(), "/peers").await;
-        let row = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["node_id"] == b_id.as_str())
-            .cloned();
-        if let Some(row) = row.filter(|r| r["state"] == "connected") {
-            assert_eq!(row["found_by"], "tailnet", "{row}");
-            assert_eq!(row["address"], format!("https://localhost:{port}"), "{row}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A links with B found on the tailnet over TLS: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let row = connected_row(
+        a.local_addr(),
+        &b_id,
+        "A links with B found on the tailnet over TLS",
+    )
+    .await;
+    assert_eq!(row["found_by"], "tailnet", "{row}");
+    assert_eq!(row["address"], format!("https://localhost:{port}"), "{row}");
     a.shutdown().await;
     b.shutdown().await;
     api.abort();
