@@ -1,6 +1,7 @@
 //! Attacks on mesh links, each against real nodes on loopback: a relay that records and
 //! splices, a replayed handshake, a reflected handshake message, a frame altered in flight,
-//! and a stranger trying to learn something that tests the mesh secret offline. Before the
+//! a stranger trying to learn something that tests the mesh secret offline, and a peer that
+//! breaks the handshake after the channel (each refusal counted by its reason). Before the
 //! secure channel, the splice was admitted at both nodes, the relay read every room in
 //! clear text, and the stranger received HMAC(secret, transcript).
 
@@ -452,5 +453,139 @@ async fn a_node_of_the_previous_protocol_is_told_why() {
         other => panic!("{other:?}"),
     }
     assert_eq!(next(&mut ws).await, Err(4400));
+    a.shutdown().await;
+}
+
+/// The value of `ymesh_mesh_handshakes_refused_total{reason="..."}` on `node`.
+async fn refusals(node: SocketAddr, reason: &str) -> f64 {
+    let resp = client(node)
+        .send(ymesh::net::Request::get("/metrics"))
+        .await
+        .expect("an answer");
+    let series = format!("ymesh_mesh_handshakes_refused_total{{reason=\"{reason}\"}} ");
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A peer that completes the secure channel, then sends `messages` (built from the hello a
+/// real handshake would send) instead of following the handshake. Returns the reason of
+/// the `refused` message the node answers with.
+async fn crafted_peer(node: SocketAddr, messages: impl FnOnce(Control) -> Vec<Control>) -> String {
+    let x = Arc::new(NodeIdentity::ephemeral());
+    let security = Security::Dial {
+        identity: x.clone(),
+        expect: None,
+    };
+    let url = format!("ws://{node}/_mesh");
+    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
+    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
+        .await
+        .expect("dial");
+    let securing = io.securing.take().expect("a secured link");
+    let info = tokio::time::timeout(WAIT, securing.done)
+        .await
+        .expect("channel in time")
+        .unwrap()
+        .expect("channel up");
+    let binding = Binding {
+        remote: info.remote.clone(),
+        hash: info.hash,
+        role: info.role,
+    };
+    let mut hs = Handshake::new(x.node_id(), "boot", None, binding, None);
+    let hello = hs
+        .start()
+        .into_iter()
+        .find_map(|a| match a {
+            handshake::Action::Send(c @ Control::Hello { .. }) => Some(c),
+            _ => None,
+        })
+        .expect("a hello");
+    for c in messages(hello) {
+        io.tx.send(wire::encode_control(&c)).await.unwrap();
+    }
+    loop {
+        let frame = tokio::time::timeout(WAIT, io.rx.recv())
+            .await
+            .expect("the node answers in time")
+            .expect("the node says why before it closes");
+        if let Frame::Control(Control::Refused { reason }) =
+            wire::decode_frame(frame, MAX_FRAME_LEN).unwrap()
+        {
+            return reason;
+        }
+    }
+}
+
+/// What a crafted peer sends instead of its hello, made from it.
+type Crafted = Box<dyn FnOnce(Control) -> Vec<Control>>;
+
+/// Each way a peer can break the handshake after the secure channel is refused with a
+/// reason and counted under it: another protocol version, a hello naming another node than
+/// the channel proved, a malformed hello, and a message out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_breaking_the_handshake_is_refused_and_counted_by_reason() {
+    let a = start(secured(test_config())).await;
+    let addr = a.local_addr();
+    let with = |hello: Control, edit: &dyn Fn(&mut u32, &mut String, &mut Option<String>)| {
+        let Control::Hello {
+            mut version,
+            mut node_id,
+            boot_id,
+            listen,
+            mut pake,
+        } = hello
+        else {
+            panic!("the handshake starts with a hello")
+        };
+        edit(&mut version, &mut node_id, &mut pake);
+        Control::Hello {
+            version,
+            node_id,
+            boot_id,
+            listen,
+            pake,
+        }
+    };
+    let cases: Vec<(&str, Crafted)> = vec![
+        (
+            "version",
+            Box::new(move |h| vec![with(h, &|v, _, _| *v = MESH_PROTOCOL_VERSION + 1)]),
+        ),
+        (
+            "node_id_mismatch",
+            Box::new(move |h| {
+                let other = NodeIdentity::ephemeral().node_id().to_string();
+                vec![with(h, &|_, n, _| *n = other.clone())]
+            }),
+        ),
+        (
+            "invalid_hello",
+            Box::new(move |h| vec![with(h, &|_, _, p| *p = Some("not hex".into()))]),
+        ),
+        (
+            "protocol",
+            Box::new(|_| {
+                vec![Control::Proof {
+                    mac: "00".repeat(32),
+                }]
+            }),
+        ),
+    ];
+    for (reason, messages) in cases {
+        let before = refusals(addr, reason).await;
+        let said = crafted_peer(addr, messages).await;
+        assert!(!said.is_empty(), "{reason}: a reason is given");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while refusals(addr, reason).await < before + 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{reason} counted (the node said {said:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     a.shutdown().await;
 }
