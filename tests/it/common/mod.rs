@@ -508,3 +508,37 @@ pub fn issue(dir: &Path, name: Option<&str>) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Dials the `/_mesh` of the node at `addr` as a new node and completes the secure channel:
+/// the link's I/O, the identity it dialed as, and the channel's binding for the mesh
+/// handshake (the node it reached, the handshake hash, this end's role).
+pub async fn secure_dial(
+    addr: SocketAddr,
+) -> (
+    ymesh::mesh::transport::LinkIo,
+    std::sync::Arc<ymesh::mesh::NodeIdentity>,
+    ymesh::mesh::proto::handshake::Binding,
+) {
+    let x = std::sync::Arc::new(ymesh::mesh::NodeIdentity::ephemeral());
+    let security = ymesh::mesh::transport::ws::Security::Dial {
+        identity: x.clone(),
+        expect: None,
+    };
+    let url = format!("ws://{addr}/_mesh");
+    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
+    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
+        .await
+        .expect("dial");
+    let securing = io.securing.take().expect("a secured link");
+    let info = tokio::time::timeout(WAIT, securing.done)
+        .await
+        .expect("channel in time")
+        .unwrap()
+        .expect("channel up");
+    let binding = ymesh::mesh::proto::handshake::Binding {
+        remote: info.remote,
+        hash: info.hash,
+        role: info.role,
+    };
+    (io, x, binding)
+}

@@ -14,8 +14,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ymesh::mesh::proto::channel::{ChannelHandshake, Role};
-use ymesh::mesh::proto::handshake::{self, Binding, Handshake};
-use ymesh::mesh::transport::ws::Security;
+use ymesh::mesh::proto::handshake::{self, Handshake};
 use ymesh::mesh::wire::{self, Control, Frame, MAX_FRAME_LEN, MESH_PROTOCOL_VERSION};
 use ymesh::mesh::NodeIdentity;
 use yrs::{Text, WriteTxn};
@@ -322,29 +321,10 @@ async fn a_frame_altered_in_flight_closes_the_link_and_is_not_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_cannot_test_the_secret_offline_and_gets_no_room() {
     let a = start(secured(test_config())).await;
-    let x = Arc::new(NodeIdentity::ephemeral());
-    let security = Security::Dial {
-        identity: x.clone(),
-        expect: None,
-    };
-    let url = format!("ws://{}/_mesh", a.local_addr());
-    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
-    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
-        .await
-        .expect("dial");
-    let securing = io.securing.take().expect("a secured link");
-    let info = tokio::time::timeout(WAIT, securing.done)
-        .await
-        .expect("channel in time")
-        .unwrap()
-        .expect("channel up");
-    assert_eq!(info.remote, a.node_id());
-    assert_eq!(info.role, Role::Initiator);
-    let binding = Binding {
-        remote: info.remote.clone(),
-        hash: info.hash,
-        role: info.role,
-    };
+    let (mut io, x, binding) = secure_dial(a.local_addr()).await;
+    assert_eq!(binding.remote, a.node_id());
+    assert_eq!(binding.role, Role::Initiator);
+    let hash = binding.hash;
     let mut hs = Handshake::new(x.node_id(), "boot", None, binding, Some("a guess"));
     let mut received = Vec::new();
     let mut outgoing = hs.start();
@@ -389,11 +369,11 @@ async fn a_stranger_cannot_test_the_secret_offline_and_gets_no_room() {
     ] {
         let (s, _) = spake2::Spake2::<spake2::Ed25519Group>::start_symmetric(
             &spake2::Password::new(guess.as_bytes()),
-            &spake2::Identity::new(&info.hash),
+            &spake2::Identity::new(&hash),
         );
         let key = s.finish(&pake).unwrap_or_default();
         assert_ne!(
-            handshake::confirmation(&key, Role::Responder, &info.hash).to_vec(),
+            handshake::confirmation(&key, Role::Responder, &hash).to_vec(),
             mac,
             "guess {guess:?} verified offline"
         );
@@ -473,27 +453,7 @@ async fn refusals(node: SocketAddr, reason: &str) -> f64 {
 /// real handshake would send) instead of following the handshake. Returns the reason of
 /// the `refused` message the node answers with.
 async fn crafted_peer(node: SocketAddr, messages: impl FnOnce(Control) -> Vec<Control>) -> String {
-    let x = Arc::new(NodeIdentity::ephemeral());
-    let security = Security::Dial {
-        identity: x.clone(),
-        expect: None,
-    };
-    let url = format!("ws://{node}/_mesh");
-    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
-    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
-        .await
-        .expect("dial");
-    let securing = io.securing.take().expect("a secured link");
-    let info = tokio::time::timeout(WAIT, securing.done)
-        .await
-        .expect("channel in time")
-        .unwrap()
-        .expect("channel up");
-    let binding = Binding {
-        remote: info.remote.clone(),
-        hash: info.hash,
-        role: info.role,
-    };
+    let (mut io, x, binding) = secure_dial(node).await;
     let mut hs = Handshake::new(x.node_id(), "boot", None, binding, None);
     let hello = hs
         .start()

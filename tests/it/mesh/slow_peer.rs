@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ymesh::mesh::proto::approval::{AdmittedBy, Verdict};
-use ymesh::mesh::proto::handshake::{self, Binding, Handshake, Outcome};
-use ymesh::mesh::transport::ws::Security;
+use ymesh::mesh::proto::handshake::{self, Handshake, Outcome};
 use ymesh::mesh::wire::{self, Frame, MAX_FRAME_LEN};
 use ymesh::mesh::NodeIdentity;
 
@@ -18,27 +17,7 @@ use crate::common::*;
 async fn link_as_stranger(
     addr: std::net::SocketAddr,
 ) -> (ymesh::mesh::transport::LinkIo, Arc<NodeIdentity>) {
-    let x = Arc::new(NodeIdentity::ephemeral());
-    let url = format!("ws://{addr}/_mesh");
-    let security = Security::Dial {
-        identity: x.clone(),
-        expect: None,
-    };
-    let write_timeout = ymesh::mesh::transport::LINK_WRITE_TIMEOUT;
-    let mut io = ymesh::mesh::transport::ws::dial(&url, None, security, write_timeout)
-        .await
-        .expect("dial");
-    let securing = io.securing.take().expect("a secured link");
-    let info = tokio::time::timeout(WAIT, securing.done)
-        .await
-        .expect("channel in time")
-        .unwrap()
-        .expect("channel up");
-    let binding = Binding {
-        remote: info.remote,
-        hash: info.hash,
-        role: info.role,
-    };
+    let (mut io, x, binding) = secure_dial(addr).await;
     let mut hs = Handshake::new(x.node_id(), "boot", None, binding, None);
     let mut actions = hs.start();
     loop {
